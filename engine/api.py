@@ -1,0 +1,161 @@
+"""`vigil api`: health, current status, uptime and latency from ClickHouse, metrics, status page."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from engine.clickhouse import ClickHouse
+from engine.monitors import parse_duration_ms
+
+MAX_WINDOW_MS = 400 * 86_400_000
+STATUS_SQL = """
+SELECT m.id, m.name, m.kind, m.enabled, m.interval_ms, s.region, s.status, s.since_ms,
+       s.check_id, s.scheduled_ms, s.finished_ms, s.latency_ms, s.status_code, s.error_kind,
+       s.error
+FROM monitors m LEFT JOIN monitor_status s ON s.monitor_id = m.id
+ORDER BY m.id, s.region
+"""
+# Uptime counts the target's answers only: `error` and `expired` are Vigil's own failures.
+UPTIME_SQL = """
+SELECT countIf(outcome IN ('up', 'degraded')) AS up,
+       countIf(outcome = 'down') AS down,
+       countIf(outcome = 'degraded') AS degraded,
+       countIf(outcome = 'error') AS errors,
+       countIf(outcome = 'expired') AS expired,
+       quantilesIf(0.5, 0.95, 0.99)(latency_ms, outcome IN ('up', 'degraded')) AS q
+FROM check_results FINAL
+WHERE monitor_id = {monitor_id:String}
+  AND scheduled >= now64(3) - toIntervalMillisecond({window_ms:UInt64})
+"""
+log = structlog.get_logger("api")
+REDIS: web.AppKey[aioredis.Redis] = web.AppKey("redis", aioredis.Redis)
+PG: web.AppKey[asyncpg.Pool] = web.AppKey("pg", asyncpg.Pool)
+CH: web.AppKey[ClickHouse] = web.AppKey("ch", ClickHouse)
+
+
+async def _probe(name: str, coro: Any) -> tuple[str, str]:
+    try:
+        async with asyncio.timeout(2):
+            await coro
+        return name, "ok"
+    except Exception as exc:
+        return name, f"error: {exc!r}"[:300]
+
+
+async def health(request: web.Request) -> web.Response:
+    app = request.app
+    probes = await asyncio.gather(
+        _probe("redis", app[REDIS].ping()),
+        _probe("postgres", app[PG].fetchval("SELECT 1")),
+        _probe("clickhouse", app[CH].command("SELECT 1")),
+    )
+    checks = dict(probes)
+    ok = all(v == "ok" for v in checks.values())
+    return web.json_response({"status": "ok" if ok else "degraded", "checks": checks},
+                             status=200 if ok else 503)
+
+
+async def _status_rows(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    return [dict(r) for r in await pool.fetch(STATUS_SQL)]
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response({"monitors": await _status_rows(request.app[PG])})
+
+
+async def uptime(request: web.Request) -> web.Response:
+    monitor_id = request.match_info["monitor_id"]
+    window = request.query.get("window", "24h")
+    try:
+        window_ms = parse_duration_ms(window)
+    except ValueError as exc:
+        raise web.HTTPUnprocessableEntity(
+            text=f'{{"error": "window: {exc}"}}', content_type="application/json") from None
+    if not 0 < window_ms <= MAX_WINDOW_MS:
+        raise web.HTTPUnprocessableEntity(
+            text='{"error": "window: must be between 1ms and 400d"}',
+            content_type="application/json")
+    if await request.app[PG].fetchval("SELECT 1 FROM monitors WHERE id = $1", monitor_id) is None:
+        raise web.HTTPNotFound(text=f'{{"error": "no monitor {monitor_id}"}}',
+                               content_type="application/json")
+    rows = await request.app[CH].rows(UPTIME_SQL, {"monitor_id": monitor_id,
+                                                   "window_ms": window_ms})
+    up, down, degraded, errors, expired, q = rows[0]
+    answered = up + down
+    has_latency = up > 0
+    return web.json_response({
+        "monitor_id": monitor_id, "window": window, "checks": answered + errors + expired,
+        "up": up, "down": down, "degraded": degraded, "errors": errors, "expired": expired,
+        "uptime_percent": round(100 * up / answered, 4) if answered else None,
+        "latency_ms": {"p50": q[0] if has_latency else None, "p95": q[1] if has_latency else None,
+                       "p99": q[2] if has_latency else None},
+    })
+
+
+async def metrics(_request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _row_html(r: dict[str, Any]) -> str:
+    state = str(r["status"] or "pending")
+    latency = "" if r["latency_ms"] is None else f"{r['latency_ms']:.1f} ms"
+    cells = (r["id"], r["name"] or "", r["kind"], r["region"] or "-", state, latency,
+             r["error"] or "")
+    return f"<tr class='{html.escape(state)}'>" + "".join(
+        f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
+
+
+async def status_page(request: web.Request) -> web.Response:
+    rows = "".join(_row_html(r) for r in await _status_rows(request.app[PG]))
+    page = ("<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=10>"
+            f"<title>Vigil status</title><style>{_CSS}</style><h1>Vigil status</h1>"
+            "<table><tr><th>id</th><th>name</th><th>kind</th><th>region</th><th>status</th>"
+            f"<th>latency</th><th>error</th></tr>{rows}</table>")
+    return web.Response(text=page, content_type="text/html")
+
+
+_CSS = ("body{font-family:system-ui,sans-serif;margin:2rem}table{border-collapse:collapse}"
+        "td,th{padding:.3rem .8rem;border-bottom:1px solid #ddd;text-align:left}"
+        ".up td:nth-child(5){color:#080}.down td:nth-child(5){color:#c00}"
+        ".degraded td:nth-child(5){color:#b60}")
+
+
+def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse) -> web.Application:
+    app = web.Application()
+    app[REDIS] = r
+    app[PG] = pool
+    app[CH] = ch
+    app.router.add_get("/", status_page)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/v1/status", status)
+    app.router.add_get("/api/v1/monitors/{monitor_id}/uptime", uptime)
+    return app
+
+
+class Api:
+    name = "api"
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+
+    async def run(self, stop: asyncio.Event) -> None:
+        runner = web.AppRunner(self.app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        await site.start()
+        log.info("api listening", url=f"http://{self.host}:{self.port}")
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()

@@ -1,0 +1,117 @@
+"""The event schemas carried on the streams: orjson, versioned, typed, epoch-ms UTC times."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+VERSION = 1
+CHECK_DUE = "check.due"
+CHECK_RESULT = "check.result"
+
+Outcome = Literal["up", "down", "degraded", "error", "expired"]
+OUTCOMES: tuple[Outcome, ...] = ("up", "down", "degraded", "error", "expired")
+
+
+class BadEvent(ValueError):
+    """A stream entry that is not a valid event of the expected type and version."""
+
+
+def check_id(monitor_id: str, region: str, scheduled_ms: int) -> str:
+    """Deterministic: every redelivery, claim and retry of one check carries the same id.
+
+    scheduler/dispatch.lua builds the same string.
+    """
+    return f"{monitor_id}:{region}:{scheduled_ms}"
+
+
+def _load(raw: bytes | str, expected_type: str) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadEvent(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadEvent("not a JSON object")
+    if data.get("type") != expected_type:
+        raise BadEvent(f"type is {data.get('type')!r}, expected {expected_type!r}")
+    if data.get("v") != VERSION:
+        raise BadEvent(f"version is {data.get('v')!r}, this code reads version {VERSION}")
+    return data
+
+
+def _field(data: dict[str, Any], name: str, kind: type) -> Any:
+    value = data.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise BadEvent(f"field {name!r} is {value!r}, expected {kind.__name__}")
+    return value
+
+
+@dataclass(slots=True)
+class CheckDue:
+    check_id: str
+    monitor_id: str
+    region: str
+    scheduled_ms: int
+    deadline_ms: int
+    spec_version: int
+    spec: dict[str, Any]
+    v: int = VERSION
+    type: str = CHECK_DUE
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> CheckDue:
+        data = _load(raw, CHECK_DUE)
+        return cls(
+            check_id=_field(data, "check_id", str),
+            monitor_id=_field(data, "monitor_id", str),
+            region=_field(data, "region", str),
+            scheduled_ms=_field(data, "scheduled_ms", int),
+            deadline_ms=_field(data, "deadline_ms", int),
+            spec_version=_field(data, "spec_version", int),
+            spec=_field(data, "spec", dict),
+        )
+
+
+@dataclass(slots=True)
+class CheckResult:
+    check_id: str
+    monitor_id: str
+    region: str
+    scheduled_ms: int
+    started_ms: int
+    finished_ms: int
+    outcome: Outcome
+    latency_ms: float | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    status_code: int | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    tls_expiry_ms: int | None = None
+    executor: str = ""
+    deliveries: int = 1
+    v: int = VERSION
+    type: str = CHECK_RESULT
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> CheckResult:
+        data = _load(raw, CHECK_RESULT)
+        if data.get("outcome") not in OUTCOMES:
+            raise BadEvent(f"field 'outcome' is {data.get('outcome')!r}, expected one of "
+                           + ", ".join(OUTCOMES))
+        for name in ("check_id", "monitor_id", "region"):
+            _field(data, name, str)
+        for name in ("scheduled_ms", "started_ms", "finished_ms"):
+            _field(data, name, int)
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

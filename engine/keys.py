@@ -1,0 +1,58 @@
+"""Every Redis key name Vigil uses, built in one place.
+
+`{shard}` is a Redis Cluster hash tag: every key one Lua call or MULTI touches
+shares it, so they live in one slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "vigil"
+EXECUTOR_GROUP = "executors"
+CLICKHOUSE_GROUP = "clickhouse"
+STATUS_GROUP = "status"
+RESULT_GROUPS = (CLICKHOUSE_GROUP, STATUS_GROUP)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    shard: str = "0"
+
+    @property
+    def base(self) -> str:
+        return f"{PREFIX}:{{{self.shard}}}"
+
+    @property
+    def due(self) -> str:
+        """ZSET monitor id -> next due time (epoch ms)."""
+        return f"{self.base}:due"
+
+    @property
+    def plan(self) -> str:
+        """HASH monitor id -> compiled plan (see scheduler.plan)."""
+        return f"{self.base}:plan"
+
+    @property
+    def stats(self) -> str:
+        """HASH of scheduler counters (dispatched, skipped)."""
+        return f"{self.base}:stats"
+
+    @property
+    def checks_prefix(self) -> str:
+        """The scheduler's Lua appends the region to this to name a checks stream."""
+        return f"{self.base}:checks:"
+
+    def checks(self, region: str) -> str:
+        """STREAM of check.due events for one region, group "executors"."""
+        return f"{self.checks_prefix}{region}"
+
+    @property
+    def results(self) -> str:
+        """STREAM of check.result events, groups "clickhouse" and "status"."""
+        return f"{self.base}:results"
+
+    @property
+    def deadletter(self) -> str:
+        """STREAM of entries that could not be processed, with the reason."""
+        return f"{self.base}:deadletter"

@@ -1,0 +1,132 @@
+"""Monitor definitions: validated with pydantic, so an error names the monitor and the field."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from executors.http import HttpSpec
+from executors.tcp import TcpSpec
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+REGION_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
+MIN_INTERVAL_MS = 1_000
+_UNITS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+
+
+def parse_duration_ms(value: Any) -> int:
+    """`30s`, `1m`, `500ms`, `1.5h` or a number of seconds, to milliseconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s, 5m or 500ms")
+    if isinstance(value, int | float):
+        return int(value * 1000)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration like 30s, 5m or 500ms")
+    return int(float(match.group(1)) * _UNITS[match.group(2) or "s"])
+
+
+class MonitorBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(pattern=ID_PATTERN)]
+    name: str = ""
+    interval_ms: int = Field(default=60_000, ge=MIN_INTERVAL_MS)
+    timeout_ms: int = Field(default=10_000, ge=100)
+    regions: list[Annotated[str, Field(pattern=REGION_PATTERN)]] = Field(
+        default_factory=lambda: ["default"], min_length=1)
+    tags: list[str] = Field(default_factory=list)
+    enabled: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _durations(cls, data: Any) -> Any:
+        """Accept `interval: 30s` and `timeout: 5s` in files; store milliseconds."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for short in ("interval", "timeout"):
+                if short in data:
+                    data[f"{short}_ms"] = parse_duration_ms(data.pop(short))
+        return data
+
+    @model_validator(mode="after")
+    def _timeout_below_interval(self) -> MonitorBase:
+        if self.timeout_ms >= self.interval_ms:
+            raise ValueError(f"timeout ({self.timeout_ms} ms) must be shorter than the "
+                             f"interval ({self.interval_ms} ms)")
+        return self
+
+
+class HttpMonitor(MonitorBase):
+    kind: Literal["http"]
+    http: HttpSpec
+
+
+class TcpMonitor(MonitorBase):
+    kind: Literal["tcp"]
+    tcp: TcpSpec
+
+
+AnyMonitor = HttpMonitor | TcpMonitor
+Monitor = Annotated[AnyMonitor, Field(discriminator="kind")]
+MONITOR = TypeAdapter(Monitor)
+
+
+class SpecError(ValueError):
+    """One or more monitor definitions are invalid; each line names the monitor and field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _describe(exc: ValidationError, label: str) -> list[str]:
+    out = []
+    for err in exc.errors():
+        # The first location item is the union tag (the kind); a tag error is about `kind`.
+        where = ".".join(str(p) for p in err["loc"][1:])
+        if err["type"].startswith("union_tag"):
+            where = "kind"
+        out.append(f"monitor {label}: {where or '(monitor)'}: {err['msg']}")
+    return out
+
+
+def parse_monitors(entries: list[Any], origin: str = "monitors") -> list[AnyMonitor]:
+    """Validate every entry before anything is written; raise SpecError listing all problems."""
+    problems: list[str] = []
+    monitors: list[AnyMonitor] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        ident = entry.get("id") if isinstance(entry, dict) else None
+        label = f"{ident!r} ({origin}[{index}])" if ident else f"{origin}[{index}]"
+        try:
+            monitor = MONITOR.validate_python(entry)
+        except ValidationError as exc:
+            problems.extend(_describe(exc, label))
+            continue
+        if monitor.id in seen:
+            problems.append(f"monitor {label}: id: duplicate id {monitor.id!r}")
+        seen.add(monitor.id)
+        monitors.append(monitor)
+    if problems:
+        raise SpecError(problems)
+    return monitors
+
+
+def load_file(path: str) -> list[AnyMonitor]:
+    """A YAML file with a top-level `monitors:` list; every entry validated before returning."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except OSError as exc:
+        raise SpecError([f"{path}: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([f"{path}: not valid YAML: {exc}"]) from None
+    entries = doc.get("monitors") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise SpecError([f"{path}: expected a top-level `monitors:` list"])
+    return parse_monitors(entries, origin=f"{path}: monitors")

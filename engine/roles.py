@@ -1,0 +1,69 @@
+"""Build the services for a set of roles on shared connections, and run them.
+
+Each role is its own process in production (`vigil scheduler`, ...); `vigil up` and
+`vigil run ROLE...` put several in one process, sharing one Redis client, one Postgres pool
+and one ClickHouse client (chDB admits one engine per data path and process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+import asyncpg
+import structlog
+
+from engine import metrics
+from engine.api import Api, make_app
+from engine.clickhouse import ClickHouse
+from engine.connections import postgres_pool, redis_client
+from engine.keys import Keys
+from engine.service import Service, install_stop_signals, run_all
+from engine.settings import Settings
+from executors.service import Executor
+from scheduler.service import Scheduler
+from sinks.clickhouse import ClickHouseSink
+from sinks.status import StatusSink
+
+ROLES = ("scheduler", "executor", "sink-clickhouse", "sink-status", "api")
+
+
+async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1",
+                    port: int = 8080, stop: asyncio.Event | None = None) -> None:
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise ValueError(f"unknown role {unknown[0]!r}; roles are {', '.join(ROLES)}")
+    stop = stop or asyncio.Event()
+    install_stop_signals(stop)
+    structlog.contextvars.bind_contextvars(instance_id=settings.instance_id)
+    metrics.serve(settings.metrics_port)
+    keys = Keys(settings.shard)
+    async with AsyncExitStack() as stack:
+        r = redis_client(settings.redis_url)
+        stack.push_async_callback(r.aclose)
+        pool: asyncpg.Pool | None = None
+        ch: ClickHouse | None = None
+        if {"scheduler", "api"} & set(roles):
+            pool = await postgres_pool(settings.postgres_dsn)
+            stack.push_async_callback(pool.close)
+        if {"sink-clickhouse", "api"} & set(roles):
+            ch = ClickHouse.from_url(settings.clickhouse_url)
+            stack.push_async_callback(ch.close)
+        services: list[Service] = []
+        for role in roles:
+            if role == "scheduler":
+                assert pool is not None
+                services.append(Scheduler(r, pool, keys, settings.reconcile_s,
+                                          settings.postgres_dsn))
+            elif role == "executor":
+                services.append(Executor(r, keys, settings))
+            elif role == "sink-clickhouse":
+                assert ch is not None
+                services.append(ClickHouseSink(r, keys, settings, ch=ch))
+            elif role == "sink-status":
+                services.append(StatusSink(r, keys, settings, postgres_dsn=settings.postgres_dsn))
+            else:
+                assert pool is not None
+                assert ch is not None
+                services.append(Api(make_app(r, pool, ch), host, port))
+        await run_all(services, stop)

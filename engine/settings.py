@@ -1,0 +1,123 @@
+"""Typed settings from the environment, with `_FILE` variants for secrets.
+
+A bad value fails at start-up with one line naming the variable and what it accepts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+def env_str(env: Mapping[str, str], name: str, default: str) -> str:
+    """A string variable; `NAME_FILE` (a path to a file holding the value) wins when set."""
+    file_name = env.get(f"{name}_FILE")
+    if file_name:
+        try:
+            return Path(file_name).read_text().strip()
+        except OSError as exc:
+            raise SettingsError(f"{name}_FILE: cannot read {file_name!r}: {exc.strerror}") from exc
+    return env.get(name, default)
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected an integer >= {minimum}") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r}: expected an integer >= {minimum}")
+    return value
+
+
+def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, default)
+    if value not in choices:
+        raise SettingsError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def check_url(name: str, value: str, schemes: tuple[str, ...]) -> str:
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    if scheme not in schemes:
+        raise SettingsError(f"{name}={value!r}: expected a URL starting with one of "
+                            + ", ".join(f"{s}://" for s in schemes))
+    return value
+
+
+def default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    postgres_dsn: str = "postgresql://vigil@127.0.0.1:5432/vigil"
+    clickhouse_url: str = "http://default@127.0.0.1:8123/default"
+    region: str = "default"
+    concurrency: int = 256
+    instance_id: str = field(default_factory=default_instance_id)
+    log_format: str = "console"
+    shard: str = "0"
+    # Upper bound of any monitor's timeout; the claim sweeper waits this plus the grace.
+    max_timeout_ms: int = 30_000
+    claim_grace_ms: int = 5_000
+    max_deliveries: int = 3
+    sink_batch_size: int = 5_000
+    sink_flush_ms: int = 500
+    reconcile_s: int = 30
+    metrics_port: int = 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        defaults = cls()
+        settings = cls(
+            redis_url=check_url("VIGIL_REDIS_URL",
+                                env_str(env, "VIGIL_REDIS_URL", defaults.redis_url),
+                                ("redis", "rediss", "unix")),
+            postgres_dsn=check_url("VIGIL_POSTGRES_DSN",
+                                   env_str(env, "VIGIL_POSTGRES_DSN", defaults.postgres_dsn),
+                                   ("postgresql", "postgres")),
+            clickhouse_url=check_url("VIGIL_CLICKHOUSE_URL",
+                                     env_str(env, "VIGIL_CLICKHOUSE_URL", defaults.clickhouse_url),
+                                     ("http", "https", "chdb")),
+            region=env.get("VIGIL_REGION", defaults.region),
+            concurrency=env_int(env, "VIGIL_CONCURRENCY", defaults.concurrency, minimum=1),
+            instance_id=env.get("VIGIL_INSTANCE_ID") or defaults.instance_id,
+            log_format=env_choice(env, "VIGIL_LOG_FORMAT", defaults.log_format,
+                                  ("console", "json")),
+            shard=env.get("VIGIL_SHARD", defaults.shard),
+            max_timeout_ms=env_int(env, "VIGIL_MAX_TIMEOUT_MS", defaults.max_timeout_ms, 100),
+            claim_grace_ms=env_int(env, "VIGIL_CLAIM_GRACE_MS", defaults.claim_grace_ms, 0),
+            max_deliveries=env_int(env, "VIGIL_MAX_DELIVERIES", defaults.max_deliveries, 1),
+            sink_batch_size=env_int(env, "VIGIL_SINK_BATCH_SIZE", defaults.sink_batch_size, 1),
+            sink_flush_ms=env_int(env, "VIGIL_SINK_FLUSH_MS", defaults.sink_flush_ms, 1),
+            reconcile_s=env_int(env, "VIGIL_RECONCILE_S", defaults.reconcile_s, 1),
+            metrics_port=env_int(env, "VIGIL_METRICS_PORT", defaults.metrics_port, 0),
+        )
+        if not settings.region.replace("-", "").replace("_", "").isalnum():
+            raise SettingsError(
+                f"VIGIL_REGION={settings.region!r}: expected letters, digits, - or _")
+        return settings.with_overrides(**overrides)
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """CLI flags override the environment; None means "not given"."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self, **given) if given else self
+
+    @property
+    def claim_idle_ms(self) -> int:
+        """An entry idle this long is stalled: no healthy executor holds a check longer."""
+        return self.max_timeout_ms + self.claim_grace_ms

@@ -1,0 +1,120 @@
+"""The stream layer: consumer groups, bounded reads, acks, claims, dead letters, safe trimming."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+Fields = dict[bytes, bytes]
+Entry = tuple[bytes, Fields]
+DEADLETTER_MAXLEN = 100_000
+
+
+async def ensure_group(r: aioredis.Redis, stream: str, group: str) -> None:
+    """Create the group (and the stream) if missing; safe to call from every process."""
+    try:
+        await r.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def parse_id(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(slots=True)
+class Claimed:
+    entry_id: bytes
+    fields: Fields | None
+    deliveries: int
+
+
+class Consumer:
+    """One consumer of one group: reads its own pending entries first (work it held before a
+    restart with the same name), then new ones; bounded batches."""
+
+    def __init__(self, r: aioredis.Redis, stream: str, group: str, name: str) -> None:
+        self.r = r
+        self.stream = stream
+        self.group = group
+        self.name = name
+        self._backlog = True
+
+    async def read(self, count: int, block_ms: int) -> list[Entry]:
+        if self._backlog:
+            entries = await self._xreadgroup("0", count, None)
+            if entries:
+                return entries
+            self._backlog = False
+        return await self._xreadgroup(">", count, block_ms)
+
+    async def _xreadgroup(self, start: str, count: int, block_ms: int | None) -> list[Entry]:
+        reply: Any = await self.r.xreadgroup(self.group, self.name, {self.stream: start},
+                                        count=count, block=block_ms)
+        if not reply:
+            return []
+        # Pending entries that were trimmed come back with no fields; they cannot be run.
+        entries: list[Entry] = [(eid, fields) for eid, fields in reply[0][1] if fields is not None]
+        return entries
+
+    async def ack(self, *entry_ids: bytes) -> int:
+        if not entry_ids:
+            return 0
+        return int(await self.r.xack(self.stream, self.group, *entry_ids))
+
+    async def autoclaim(self, min_idle_ms: int, count: int = 100) -> list[Claimed]:
+        """Claim entries idle past `min_idle_ms` from any consumer (XAUTOCLAIM), with the delivery
+        count each now has, so the caller can dead-letter the ones that keep failing."""
+        reply: Any = await self.r.xautoclaim(self.stream, self.group, self.name, min_idle_ms,
+                                        start_id="0-0", count=count)
+        # reply[2] (Redis 7) lists deleted entries; Redis drops those from the PEL itself.
+        entries = reply[1]
+        if not entries:
+            return []
+        ids = [eid for eid, _ in entries]
+        pending = await self.r.xpending_range(self.stream, self.group, min=ids[0], max=ids[-1],
+                                              count=len(ids) * 2 + 10, consumername=self.name)
+        deliveries = {p["message_id"]: int(p["times_delivered"]) for p in pending}
+        return [Claimed(eid, fields, deliveries.get(eid, 1)) for eid, fields in entries]
+
+
+async def dead_letter(r: aioredis.Redis, deadletter: str, stream: str, entry_id: bytes,
+                      fields: Fields | None, reason: str) -> None:
+    await r.xadd(deadletter, {
+        b"stream": stream, b"id": entry_id, b"reason": reason[:1000],
+        b"payload": (fields or {}).get(b"e", b""), b"at": str(int(time.time() * 1000)),
+    }, maxlen=DEADLETTER_MAXLEN, approximate=True)
+
+
+async def safe_trim(r: aioredis.Redis, stream: str) -> int:
+    """Trim entries every group has acknowledged, and nothing else.
+
+    The cut is the oldest entry still pending in any group, or a group's last delivered id
+    when it has none pending; ids only grow, so a cut computed now stays safe after it.
+    """
+    try:
+        groups = await r.xinfo_groups(stream)
+    except ResponseError:
+        return 0
+    if not groups:
+        return 0
+    cuts: list[tuple[int, int]] = []
+    for group in groups:
+        name = group["name"]
+        cut = parse_id(group["last-delivered-id"])
+        if int(group["pending"]) > 0:
+            summary = await r.xpending(stream, name)
+            if summary["min"] is not None:
+                cut = min(cut, parse_id(summary["min"]))
+        cuts.append(cut)
+    ms, seq = min(cuts)
+    if (ms, seq) == (0, 0):
+        return 0
+    return int(await r.xtrim(stream, minid=f"{ms}-{seq}", approximate=True))

@@ -1,0 +1,232 @@
+"""`vigil executor`: claim check.due events, run them under a concurrency bound, write results.
+
+Reads with XREADGROUP in batches no larger than the free slots, so an entry waits in Redis,
+not in this process. Results are written and acknowledged together by complete.lua, batched.
+A sweeper claims entries stalled past max timeout + grace (XAUTOCLAIM) from crashed peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from pathlib import Path
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from engine import metrics
+from engine.events import BadEvent, CheckDue, CheckResult
+from engine.keys import EXECUTOR_GROUP, Keys
+from engine.service import every
+from engine.settings import Settings
+from engine.streams import DEADLETTER_MAXLEN, Consumer, Fields, dead_letter, ensure_group, safe_trim
+from executors.base import Observation
+from executors.checker import Checker, SpecInvalid
+
+READ_BLOCK_MS = 1_000
+FLUSH_MAX = 500
+FLUSH_EVERY_S = 0.005
+TRIM_EVERY_S = 10.0
+REPORT_EVERY_S = 10.0
+_SCRIPT = Path(__file__).with_name("complete.lua").read_text()
+log = structlog.get_logger("executor")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Executor:
+    name = "executor"
+
+    def __init__(self, r: aioredis.Redis, keys: Keys, settings: Settings) -> None:
+        self.r = r
+        self.keys = keys
+        self.settings = settings
+        self.stream = keys.checks(settings.region)
+        self.consumer = Consumer(r, self.stream, EXECUTOR_GROUP, settings.instance_id)
+        self.checker = Checker()
+        self._complete = r.register_script(_SCRIPT)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._slot_free = asyncio.Event()
+        self._done: list[tuple[bytes, bytes, str]] = []
+        self._done_ready = asyncio.Event()
+        self._outcomes: Counter[str] = Counter()
+
+    @property
+    def free(self) -> int:
+        return self.settings.concurrency - len(self._inflight)
+
+    def _start(self, entry_id: bytes, fields: Fields, deliveries: int) -> None:
+        task = asyncio.create_task(self._handle(entry_id, fields, deliveries))
+        self._inflight.add(task)
+        metrics.INFLIGHT.inc()
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        metrics.INFLIGHT.dec()
+        self._slot_free.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("check handler failed", error=repr(task.exception()))
+
+    async def _handle(self, entry_id: bytes, fields: Fields, deliveries: int) -> None:
+        try:
+            due = CheckDue.from_json(fields.get(b"e", b""))
+        except BadEvent as exc:
+            # Not a check we can account for: keep a copy, acknowledge, go on.
+            log.error("bad check event dead-lettered", entry_id=entry_id.decode(), error=str(exc))
+            await dead_letter(self.r, self.keys.deadletter, self.stream, entry_id, fields, str(exc))
+            await self.consumer.ack(entry_id)
+            metrics.DEAD_LETTERS.labels(self.stream).inc()
+            return
+        result = await self._run(due, deliveries)
+        self._emit(entry_id, result, "")
+
+    async def _run(self, due: CheckDue, deliveries: int) -> CheckResult:
+        started = now_ms()
+        if started >= due.deadline_ms:
+            obs = Observation(outcome="expired", error_kind="expired",
+                              error=f"picked up {started - due.scheduled_ms} ms after its slot, "
+                                    "past its deadline")
+        else:
+            obs = await self._observe(due)
+        return CheckResult(
+            check_id=due.check_id, monitor_id=due.monitor_id, region=due.region,
+            scheduled_ms=due.scheduled_ms, started_ms=started, finished_ms=now_ms(),
+            outcome=obs.outcome, latency_ms=obs.latency_ms, phases=obs.phases,
+            status_code=obs.status_code, error_kind=obs.error_kind, error=obs.error,
+            tls_expiry_ms=obs.tls_expiry_ms, executor=self.settings.instance_id,
+            deliveries=deliveries)
+
+    async def _observe(self, due: CheckDue) -> Observation:
+        try:
+            kind, spec = self.checker.spec(due.monitor_id, due.spec_version, due.spec)
+        except SpecInvalid as exc:
+            return Observation(outcome="error", error_kind="spec", error=str(exc))
+        timeout_ms = min(int(due.spec.get("timeout_ms", self.settings.max_timeout_ms)),
+                         self.settings.max_timeout_ms)
+        try:
+            async with asyncio.timeout(timeout_ms / 1000):
+                return await self.checker.run(kind, spec)
+        except TimeoutError:
+            return Observation(outcome="down", error_kind="timeout",
+                               error=f"no answer within {timeout_ms} ms", latency_ms=timeout_ms)
+        except Exception as exc:
+            log.exception("check crashed", check_id=due.check_id, monitor_id=due.monitor_id)
+            return Observation(outcome="error", error_kind="internal", error=repr(exc)[:500])
+
+    def _emit(self, entry_id: bytes, result: CheckResult, deadletter_reason: str) -> None:
+        self._done.append((entry_id, result.to_json(), deadletter_reason))
+        metrics.RESULTS.labels(result.outcome).inc()
+        self._outcomes[result.outcome] += 1
+        metrics.LAG.observe(max(0, result.finished_ms - result.scheduled_ms) / 1000)
+        self._done_ready.set()
+
+    async def _flush(self) -> None:
+        """Write results and acks in batches: one round trip for up to FLUSH_MAX checks."""
+        while self._done:
+            batch, self._done = self._done[:FLUSH_MAX], self._done[FLUSH_MAX:]
+            args: list[bytes | str | int] = [EXECUTOR_GROUP, DEADLETTER_MAXLEN]
+            for entry_id, payload, reason in batch:
+                args += [entry_id, payload, reason]
+            try:
+                await self._complete(keys=[self.stream, self.keys.results, self.keys.deadletter],
+                                     args=args)
+            except RedisError as exc:
+                # Put them back; the entries stay pending, so nothing is lost meanwhile.
+                self._done[:0] = batch
+                log.warning("result write failed, retrying", error=repr(exc), batch=len(batch))
+                await asyncio.sleep(0.5)
+
+    async def _flusher(self, stop: asyncio.Event) -> None:
+        while not (stop.is_set() and not self._inflight and not self._done):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._done_ready.wait(), timeout=0.2)
+            self._done_ready.clear()
+            # A short pause lets a burst of completions share one round trip.
+            await asyncio.sleep(FLUSH_EVERY_S)
+            await self._flush()
+
+    async def _reader(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if self.free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            try:
+                entries = await self.consumer.read(min(self.free, FLUSH_MAX), READ_BLOCK_MS)
+            except RedisError as exc:
+                log.warning("read failed", error=repr(exc))
+                await asyncio.sleep(1.0)
+                continue
+            for entry_id, fields in entries:
+                self._start(entry_id, fields, 1)
+
+    async def sweep(self) -> int:
+        """Claim entries whose executor vanished; past max_deliveries they end as `error`."""
+        if self.free <= 0:
+            return 0
+        claimed = await self.consumer.autoclaim(self.settings.claim_idle_ms, count=self.free)
+        for c in claimed:
+            metrics.CLAIMED.labels(self.stream).inc()
+            if c.fields is None:
+                await self.consumer.ack(c.entry_id)
+            elif c.deliveries > self.settings.max_deliveries:
+                self._give_up(c.entry_id, c.fields, c.deliveries)
+            else:
+                log.info("claimed stalled check", entry_id=c.entry_id.decode(),
+                         deliveries=c.deliveries)
+                self._start(c.entry_id, c.fields, c.deliveries)
+        return len(claimed)
+
+    def _give_up(self, entry_id: bytes, fields: Fields, deliveries: int) -> None:
+        try:
+            due = CheckDue.from_json(fields.get(b"e", b""))
+        except BadEvent:
+            self._start(entry_id, fields, deliveries)  # dead-lettered by the handler
+            return
+        reason = f"delivered {deliveries} times, max_deliveries is {self.settings.max_deliveries}"
+        log.error("check dead-lettered", check_id=due.check_id, monitor_id=due.monitor_id,
+                  reason=reason)
+        now = now_ms()
+        self._emit(entry_id, CheckResult(
+            check_id=due.check_id, monitor_id=due.monitor_id, region=due.region,
+            scheduled_ms=due.scheduled_ms, started_ms=now, finished_ms=now, outcome="error",
+            error_kind="max_deliveries", error=reason, executor=self.settings.instance_id,
+            deliveries=deliveries), reason)
+        metrics.DEAD_LETTERS.labels(self.stream).inc()
+
+    async def report(self) -> None:
+        """A line every REPORT_EVERY_S that shows checks flowing, without a line per check."""
+        if self._outcomes:
+            log.info("checks done", inflight=len(self._inflight), **self._outcomes)
+            self._outcomes.clear()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await ensure_group(self.r, self.stream, EXECUTOR_GROUP)
+        await self.checker.start()
+        log.info("executor started", stream=self.stream, concurrency=self.settings.concurrency)
+        sweep_every = max(0.5, min(5.0, self.settings.claim_idle_ms / 4000))
+        try:
+            await asyncio.gather(
+                self._reader(stop),
+                self._flusher(stop),
+                every(sweep_every, stop, self.sweep, "claim"),
+                every(TRIM_EVERY_S, stop, lambda: safe_trim(self.r, self.stream), "trim"),
+                every(REPORT_EVERY_S, stop, self.report, "report"),
+                self._drain(stop),
+            )
+        finally:
+            await self.checker.close()
+        log.info("executor stopped")
+
+    async def _drain(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        if self._inflight:
+            log.info("draining in-flight checks", inflight=len(self._inflight))
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        self._done_ready.set()

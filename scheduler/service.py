@@ -1,0 +1,100 @@
+"""`vigil scheduler`: keep the schedule in sync with Postgres and dispatch due checks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+
+import asyncpg
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from engine import metrics
+from engine.keys import Keys
+from engine.service import every
+from scheduler.sync import CHANNEL, MonitorSync
+
+DISPATCH_LIMIT = 1_000
+IDLE_SLEEP_S = 0.25
+_SCRIPT = Path(__file__).with_name("dispatch.lua").read_text()
+log = structlog.get_logger("scheduler")
+
+
+class Dispatcher:
+    """Calls the dispatch script until nothing is due, then sleeps until the next due time."""
+
+    def __init__(self, r: aioredis.Redis, keys: Keys, limit: int = DISPATCH_LIMIT) -> None:
+        self.r = r
+        self.keys = keys
+        self.limit = limit
+        self._script = r.register_script(_SCRIPT)
+
+    async def dispatch(self, now_ms: int) -> tuple[int, int, bool, int]:
+        """One atomic call: (dispatched, skipped, more due, next due ms or -1)."""
+        dispatched, skipped, popped, head = await self._script(
+            keys=[self.keys.due, self.keys.plan, self.keys.stats],
+            args=[now_ms, self.limit, self.keys.checks_prefix])
+        metrics.DISPATCHED.inc(dispatched)
+        metrics.SKIPPED.inc(skipped)
+        if skipped:
+            log.warning("missed slots skipped", skipped=skipped)
+        return int(dispatched), int(skipped), int(popped) >= self.limit, int(float(head))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                _, _, more, head = await self.dispatch(int(time.time() * 1000))
+            except RedisError as exc:
+                log.warning("dispatch failed", error=repr(exc))
+                more, head = False, -1
+            if more:
+                continue
+            # Capped so monitors added since the last call are picked up promptly.
+            wait = IDLE_SLEEP_S if head < 0 else max(0.0, head / 1000 - time.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=min(wait, IDLE_SLEEP_S))
+
+
+class Scheduler:
+    name = "scheduler"
+
+    def __init__(self, r: aioredis.Redis, pool: asyncpg.Pool, keys: Keys, reconcile_s: float,
+                 postgres_dsn: str) -> None:
+        self.sync = MonitorSync(r, pool, keys)
+        self.dispatcher = Dispatcher(r, keys)
+        self.reconcile_s = reconcile_s
+        self.postgres_dsn = postgres_dsn
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """Hold a LISTEN connection; reconnect when it drops (the reconcile covers the gap)."""
+        while not stop.is_set():
+            try:
+                conn = await asyncpg.connect(self.postgres_dsn)
+                try:
+                    await conn.add_listener(CHANNEL, self.sync.on_notify)
+                    # A change missed before LISTEN took effect is picked up here.
+                    await self.sync.reconcile()
+                    while not stop.is_set() and not conn.is_closed():
+                        if self.sync.wake.is_set():
+                            self.sync.wake.clear()
+                            await self.sync.apply_changes()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self.sync.wake.wait(), timeout=1.0)
+                finally:
+                    await conn.close()
+            except Exception as exc:
+                log.warning("monitor sync interrupted", error=repr(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("scheduler started")
+        await asyncio.gather(
+            self._listen(stop),
+            every(self.reconcile_s, stop, self.sync.reconcile, "reconcile"),
+            self.dispatcher.run(stop),
+        )
+        log.info("scheduler stopped")

@@ -1,0 +1,161 @@
+"""What both sinks share: read results in batches (by size and by time), write, then ack.
+
+Acks follow the write, so a crash in between redelivers the batch; each sink's write is
+idempotent, so a redelivered result never counts twice. A write that fails for a transient
+reason is retried until it succeeds or the sink stops (entries stay pending, nothing is
+lost); one that fails for a permanent reason is split to find the bad results, which go to
+the dead-letter stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from abc import ABC, abstractmethod
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from engine import metrics
+from engine.events import BadEvent, CheckResult
+from engine.keys import Keys
+from engine.service import every
+from engine.settings import Settings
+from engine.streams import Consumer, Entry, dead_letter, ensure_group, safe_trim
+
+RETRY_MAX_S = 10.0
+TRIM_EVERY_S = 10.0
+log = structlog.get_logger("sink")
+
+
+class BatchSink(ABC):
+    name: str
+    group: str
+
+    def __init__(self, r: aioredis.Redis, keys: Keys, settings: Settings) -> None:
+        self.r = r
+        self.keys = keys
+        self.settings = settings
+        self.consumer = Consumer(r, keys.results, self.group, settings.instance_id)
+        self._claimed: list[Entry] = []
+
+    @abstractmethod
+    async def write(self, results: list[CheckResult]) -> None:
+        """Write idempotently; raise to have the batch retried."""
+
+    @abstractmethod
+    def transient(self, exc: Exception) -> bool:
+        """True when retrying the same write later can succeed (the database is away)."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open connections before the first batch."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Close connections after the last batch."""
+
+    async def _collect(self, stop: asyncio.Event) -> list[Entry]:
+        """Up to sink_batch_size entries, waiting at most sink_flush_ms after the first."""
+        batch, self._claimed = self._claimed, []
+        deadline = time.monotonic() + self.settings.sink_flush_ms / 1000
+        while len(batch) < self.settings.sink_batch_size and not stop.is_set():
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                break
+            got = await self.consumer.read(self.settings.sink_batch_size - len(batch),
+                                           left_ms if batch else min(left_ms, 1000))
+            batch += got
+            if not batch:
+                deadline = time.monotonic() + self.settings.sink_flush_ms / 1000
+        return batch
+
+    async def _decode(self, entries: list[Entry]) -> list[tuple[bytes, CheckResult]]:
+        good = []
+        for entry_id, fields in entries:
+            try:
+                good.append((entry_id, CheckResult.from_json(fields.get(b"e", b""))))
+            except BadEvent as exc:
+                log.error("bad result dead-lettered", sink=self.name, entry_id=entry_id.decode(),
+                          error=str(exc))
+                await dead_letter(self.r, self.keys.deadletter, self.keys.results, entry_id,
+                                  fields, f"{self.name}: {exc}")
+                await self.consumer.ack(entry_id)
+                metrics.DEAD_LETTERS.labels(self.keys.results).inc()
+        return good
+
+    async def _write_all(self, items: list[tuple[bytes, CheckResult]], stop: asyncio.Event) -> None:
+        delay = 0.2
+        while True:
+            try:
+                with metrics.SINK_BATCH.labels(self.name).time():
+                    await self.write([r for _, r in items])
+                break
+            except Exception as exc:
+                if not self.transient(exc):
+                    await self._split(items, exc, stop)
+                    return
+                log.warning("sink write failed, retrying", sink=self.name, error=repr(exc),
+                            batch=len(items))
+                if stop.is_set():
+                    log.warning("stopping with a batch unwritten; it stays pending",
+                                sink=self.name, batch=len(items))
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+        await self.consumer.ack(*[entry_id for entry_id, _ in items])
+        metrics.SINK_ROWS.labels(self.name).inc(len(items))
+
+    async def _split(self, items: list[tuple[bytes, CheckResult]], exc: Exception,
+                     stop: asyncio.Event) -> None:
+        if len(items) > 1:
+            half = len(items) // 2
+            await self._write_all(items[:half], stop)
+            await self._write_all(items[half:], stop)
+            return
+        entry_id, result = items[0]
+        log.error("result rejected, dead-lettered", sink=self.name, check_id=result.check_id,
+                  monitor_id=result.monitor_id, error=repr(exc))
+        await dead_letter(self.r, self.keys.deadletter, self.keys.results, entry_id,
+                          {b"e": result.to_json()}, f"{self.name}: {exc!r}")
+        await self.consumer.ack(entry_id)
+        metrics.DEAD_LETTERS.labels(self.keys.results).inc()
+
+    async def sweep(self) -> None:
+        """Take over results a crashed sink of the same group read but never acknowledged."""
+        claimed = await self.consumer.autoclaim(self.settings.claim_idle_ms,
+                                                count=self.settings.sink_batch_size)
+        for c in claimed:
+            if c.fields is None:
+                await self.consumer.ack(c.entry_id)
+            else:
+                self._claimed.append((c.entry_id, c.fields))
+        if claimed:
+            metrics.CLAIMED.labels(self.keys.results).inc(len(claimed))
+            log.info("claimed stalled results", sink=self.name, count=len(claimed))
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                entries = await self._collect(stop)
+                if entries:
+                    await self._write_all(await self._decode(entries), stop)
+            except RedisError as exc:
+                log.warning("stream read failed", sink=self.name, error=repr(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await ensure_group(self.r, self.keys.results, self.group)
+        await self.start()
+        log.info("sink started", sink=self.name, batch=self.settings.sink_batch_size,
+                 flush_ms=self.settings.sink_flush_ms)
+        try:
+            await asyncio.gather(
+                self._loop(stop),
+                every(max(0.5, self.settings.claim_idle_ms / 4000), stop, self.sweep, "claim"),
+                every(TRIM_EVERY_S, stop, lambda: safe_trim(self.r, self.keys.results), "trim"),
+            )
+        finally:
+            await self.close()
+        log.info("sink stopped", sink=self.name)
