@@ -1,0 +1,169 @@
+"""The executor on a real redis-server: checks, claims, dead letters, expiry, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from engine.events import CheckDue, CheckResult, check_id
+from engine.keys import EXECUTOR_GROUP
+from engine.settings import Settings
+from engine.streams import ensure_group
+from executors.service import Executor
+from tests.conftest import wait_for
+
+SETTINGS = Settings(max_timeout_ms=1_000, claim_grace_ms=200, instance_id="exec-a",
+                    max_deliveries=2)
+
+
+def due(monitor_id: str, spec: dict, *, late_ms: int = 0, interval_ms: int = 10_000,
+        timeout_ms: int = 800) -> bytes:
+    scheduled = int(time.time() * 1000) - late_ms
+    kind = next(k for k in spec if k != "kind")
+    return CheckDue(check_id=check_id(monitor_id, "default", scheduled), monitor_id=monitor_id,
+                    region="default", scheduled_ms=scheduled, deadline_ms=scheduled + interval_ms,
+                    spec_version=1, spec={"kind": kind, "timeout_ms": timeout_ms, **spec}
+                    ).to_json()
+
+
+async def results(r, keys) -> dict[str, CheckResult]:
+    out = {}
+    for _, fields in await r.xrange(keys.results):
+        result = CheckResult.from_json(fields[b"e"])
+        assert result.monitor_id not in out, "two results for one check"
+        out[result.monitor_id] = result
+    return out
+
+
+async def run_until(executor: Executor, r, keys, count: int, timeout: float = 10):
+    stop = asyncio.Event()
+    task = asyncio.create_task(executor.run(stop))
+
+    async def enough() -> bool:
+        return await r.xlen(keys.results) >= count
+
+    try:
+        await wait_for(enough, timeout=timeout)
+    finally:
+        stop.set()
+        await task
+    return await results(r, keys)
+
+
+async def pending(r, keys) -> int:
+    return int((await r.xpending(keys.checks("default"), EXECUTOR_GROUP))["pending"])
+
+
+async def test_runs_http_and_tcp_checks(r, keys, target):
+    stream = keys.checks("default")
+    await ensure_group(r, stream, EXECUTOR_GROUP)
+    for mid, spec in {
+        "ok": {"http": {"url": f"{target}/ok"}},
+        "fail": {"http": {"url": f"{target}/fail"}},
+        "slow": {"http": {"url": f"{target}/slow"}},
+        "closed": {"tcp": {"host": "127.0.0.1", "port": 9}},
+        "open": {"tcp": {"host": target.split("//")[1].split(":")[0],
+                         "port": int(target.rsplit(":", 1)[1])}},
+        "nodns": {"http": {"url": "http://no-such-host.invalid/"}},
+    }.items():
+        await r.xadd(stream, {"e": due(mid, spec)})
+    got = await run_until(Executor(r, keys, SETTINGS), r, keys, 6)
+    assert got["ok"].outcome == "up"
+    assert got["ok"].status_code == 200
+    assert got["ok"].latency_ms is not None
+    assert (got["fail"].outcome, got["fail"].status_code, got["fail"].error_kind) == (
+        "down", 500, "status")
+    assert (got["slow"].outcome, got["slow"].error_kind) == ("down", "timeout")
+    assert (got["closed"].outcome, got["closed"].error_kind) == ("down", "connect")
+    assert got["open"].outcome == "up"
+    assert got["nodns"].outcome == "down"
+    assert all(g.executor == "exec-a" and g.deliveries == 1 for g in got.values())
+    assert await pending(r, keys) == 0
+
+
+async def test_check_past_its_deadline_is_expired(r, keys, target):
+    stream = keys.checks("default")
+    await ensure_group(r, stream, EXECUTOR_GROUP)
+    await r.xadd(stream, {"e": due("old", {"http": {"url": f"{target}/ok"}}, late_ms=20_000)})
+    got = await run_until(Executor(r, keys, SETTINGS), r, keys, 1)
+    assert got["old"].outcome == "expired"
+
+
+async def test_claims_entry_left_by_a_vanished_consumer(r, keys, target):
+    stream = keys.checks("default")
+    await ensure_group(r, stream, EXECUTOR_GROUP)
+    await r.xadd(stream, {"e": due("orphan", {"http": {"url": f"{target}/ok"}})})
+    # A consumer reads the entry, then dies without acknowledging it.
+    assert await r.xreadgroup(EXECUTOR_GROUP, "vanished", {stream: ">"}, count=10)
+    started = time.monotonic()
+    got = await run_until(Executor(r, keys, SETTINGS), r, keys, 1)
+    assert time.monotonic() - started >= SETTINGS.claim_idle_ms / 1000 * 0.9
+    assert got["orphan"].outcome == "up"
+    assert got["orphan"].deliveries == 2
+    assert await pending(r, keys) == 0
+
+
+async def test_dead_letter_after_max_deliveries(r, keys, target):
+    stream = keys.checks("default")
+    await ensure_group(r, stream, EXECUTOR_GROUP)
+    await r.xadd(stream, {"e": due("cursed", {"http": {"url": f"{target}/ok"}})})
+    assert await r.xreadgroup(EXECUTOR_GROUP, "crash-1", {stream: ">"}, count=10)
+    # Delivered to max_deliveries consumers that all crashed before acknowledging.
+    for n in range(SETTINGS.max_deliveries - 1):
+        await r.xclaim(stream, EXECUTOR_GROUP, f"crash-{n + 2}", 0, [
+            (await r.xpending_range(stream, EXECUTOR_GROUP, "-", "+", 1))[0]["message_id"]])
+    got = await run_until(Executor(r, keys, SETTINGS), r, keys, 1)
+    assert got["cursed"].outcome == "error"
+    assert got["cursed"].error_kind == "max_deliveries"
+    assert got["cursed"].deliveries == SETTINGS.max_deliveries + 1
+    [(_, letter)] = await r.xrange(keys.deadletter)
+    assert letter[b"stream"] == stream.encode()
+    assert b"max_deliveries" in letter[b"reason"]
+    assert await pending(r, keys) == 0
+
+
+async def test_bad_event_is_dead_lettered_and_the_executor_goes_on(r, keys, target):
+    stream = keys.checks("default")
+    await ensure_group(r, stream, EXECUTOR_GROUP)
+    await r.xadd(stream, {"e": b"{not json"})
+    await r.xadd(stream, {"e": b'{"v":1,"type":"check.due"}'})
+    await r.xadd(stream, {"e": due("fine", {"http": {"url": f"{target}/ok"}})})
+    got = await run_until(Executor(r, keys, SETTINGS), r, keys, 1)
+    assert got["fine"].outcome == "up"
+    letters = await r.xrange(keys.deadletter)
+    assert len(letters) == 2
+    assert b"not JSON" in letters[0][1][b"reason"]
+    assert b"check_id" in letters[1][1][b"reason"]
+    assert await pending(r, keys) == 0
+
+
+async def test_invalid_spec_gives_an_error_result(r, keys):
+    stream = keys.checks("default")
+    await ensure_group(r, stream, EXECUTOR_GROUP)
+    await r.xadd(stream, {"e": due("weird", {"http": {"url": "not a url"}})})
+    got = await run_until(Executor(r, keys, SETTINGS), r, keys, 1)
+    assert (got["weird"].outcome, got["weird"].error_kind) == ("error", "spec")
+
+
+@pytest.mark.timeout(30)
+async def test_stop_drains_in_flight_checks(r, keys, target):
+    stream = keys.checks("default")
+    await ensure_group(r, stream, EXECUTOR_GROUP)
+    settings = Settings(max_timeout_ms=5_000, instance_id="exec-drain")
+    await r.xadd(stream, {"e": due("slowish", {"http": {"url": f"{target}/slow"}},
+                                   timeout_ms=4_000)})
+    executor = Executor(r, keys, settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(executor.run(stop))
+
+    async def running() -> bool:
+        return await pending(r, keys) == 1
+
+    await wait_for(running)
+    stop.set()
+    await task
+    got = await results(r, keys)
+    assert got["slowish"].outcome == "up"
+    assert await pending(r, keys) == 0

@@ -1,0 +1,152 @@
+"""The dispatch script and the monitor sync on a real redis-server and Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import orjson
+import pytest
+
+from engine.connections import redis_client
+from engine.events import CheckDue, check_id
+from engine.monitors import parse_monitors
+from engine.store import upsert_monitors
+from scheduler.plan import compile_plan
+from scheduler.schedule import first_due, next_slot
+from scheduler.service import Dispatcher, Scheduler
+from scheduler.sync import MonitorSync
+from tests.conftest import wait_for
+
+
+def plan_row(mid: str, interval_ms: int, regions: tuple[str, ...] = ("default",),
+             version: int = 1) -> dict[str, object]:
+    return {"id": mid, "kind": "tcp", "interval_ms": interval_ms, "timeout_ms": 500,
+            "regions": list(regions), "version": version,
+            "spec": {"host": "127.0.0.1", "port": 9}}
+
+
+async def seed(r, keys, rows, now_ms):
+    async with r.pipeline(transaction=False) as pipe:
+        for row in rows:
+            pipe.hset(keys.plan, row["id"], compile_plan(row))
+            pipe.zadd(keys.due, {row["id"]: first_due(row["id"], row["interval_ms"], now_ms)})
+        await pipe.execute()
+
+
+async def events(r, stream):
+    return [CheckDue.from_json(f[b"e"]) for _, f in await r.xrange(stream)]
+
+
+async def test_two_schedulers_never_double_dispatch(r, keys, redis_url):
+    t0 = 1_700_000_000_000
+    rows = [plan_row(f"m{i}", 1_000 + (i % 7) * 250) for i in range(300)]
+    await seed(r, keys, rows, t0)
+    other = redis_client(redis_url)
+    a, b = Dispatcher(r, keys, limit=50), Dispatcher(other, keys, limit=50)
+    # Both race over the same 20 simulated seconds, 10 ms apart.
+    for step in range(0, 20_000, 10):
+        now = t0 + step
+        await asyncio.gather(a.dispatch(now), b.dispatch(now), a.dispatch(now))
+    await other.aclose()
+    dispatched = await events(r, keys.checks("default"))
+    ids = Counter(e.check_id for e in dispatched)
+    assert dispatched
+    assert max(ids.values()) == 1
+    by_monitor = {row["id"]: row["interval_ms"] for row in rows}
+    for e in dispatched:
+        # Every slot on the monitor's own grid: no drift.
+        interval = by_monitor[e.monitor_id]
+        assert (e.scheduled_ms - first_due(e.monitor_id, interval, t0)) % interval == 0
+        assert e.check_id == check_id(e.monitor_id, e.region, e.scheduled_ms)
+        assert e.deadline_ms == e.scheduled_ms + interval
+    stats = await r.hgetall(keys.stats)
+    assert int(stats[b"dispatched"]) == len(dispatched)
+    assert b"skipped" not in stats
+
+
+async def test_missed_slots_are_skipped_and_counted(r, keys):
+    t0 = 1_700_000_000_000
+    row = plan_row("late", 1_000)
+    await seed(r, keys, [row], t0)
+    due = first_due("late", 1_000, t0)
+    now = due + 5_500  # the scheduler was away for five and a half intervals
+    dispatched, skipped, more, head = await Dispatcher(r, keys).dispatch(now)
+    slot, missed = next_slot(due, 1_000, now)
+    assert (dispatched, skipped, more) == (1, missed, False)
+    assert missed == 5
+    [event] = await events(r, keys.checks("default"))
+    assert event.scheduled_ms == slot == due + 5_000
+    assert head == slot + 1_000
+    assert int((await r.hgetall(keys.stats))[b"skipped"]) == 5
+
+
+async def test_one_event_per_region_and_deleted_monitors_leave(r, keys):
+    t0 = 1_700_000_000_000
+    await seed(r, keys, [plan_row("multi", 2_000, ("eu", "us"))], t0)
+    await r.zadd(keys.due, {"ghost": t0})  # in the schedule, but its plan is gone
+    dispatched, *_ = await Dispatcher(r, keys).dispatch(t0 + 2_000)
+    assert dispatched == 2
+    eu, us = await events(r, keys.checks("eu")), await events(r, keys.checks("us"))
+    assert [e.region for e in eu + us] == ["eu", "us"]
+    assert eu[0].scheduled_ms == us[0].scheduled_ms
+    assert await r.zscore(keys.due, "ghost") is None
+
+
+async def test_sync_keeps_schedule_unless_interval_changes(r, keys, pool, clean):
+    monitors = parse_monitors([{"id": "web", "kind": "tcp", "interval": "10s", "timeout": "1s",
+                                "tcp": {"host": "127.0.0.1", "port": 9}}])
+    await upsert_monitors(pool, monitors, source="file")
+    sync = MonitorSync(r, pool, keys)
+    await sync.reconcile()
+    first = await r.zscore(keys.due, "web")
+    assert first is not None
+    await pool.execute("UPDATE monitors SET tags = '{a}', version = version + 1")
+    await sync.reconcile()
+    assert await r.zscore(keys.due, "web") == first
+    await pool.execute("UPDATE monitors SET interval_ms = 20000, version = version + 1")
+    await sync.reconcile()
+    plan = (await r.hget(keys.plan, "web")).decode()
+    assert plan.startswith("20000|3|default|")
+    assert orjson.loads(plan.split("|", 3)[3])["tcp"] == {"host": "127.0.0.1", "port": 9}
+    await pool.execute("UPDATE monitors SET enabled = false, version = version + 1")
+    await sync.reconcile()
+    assert await r.hget(keys.plan, "web") is None
+    assert await r.zscore(keys.due, "web") is None
+
+
+@pytest.mark.timeout(30)
+async def test_a_change_reaches_the_running_scheduler_by_notify(r, keys, pool, clean,
+                                                                postgres_dsn):
+    # A reconcile period far beyond the test: only LISTEN/NOTIFY can deliver the change.
+    scheduler = Scheduler(r, pool, keys, reconcile_s=3600, postgres_dsn=postgres_dsn)
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(stop))
+    try:
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        monitors = parse_monitors([{"id": "fresh", "kind": "tcp", "interval": "1s",
+                                    "timeout": "500ms", "tcp": {"host": "127.0.0.1",
+                                                                 "port": 9}}])
+        await upsert_monitors(pool, monitors, source="api")
+
+        async def planned() -> bool:
+            return await r.hget(keys.plan, "fresh") is not None
+
+        await wait_for(planned, timeout=2)
+        assert time.monotonic() - started < 2
+
+        async def dispatched() -> bool:
+            return await r.xlen(keys.checks("default")) > 0
+
+        await wait_for(dispatched, timeout=3)
+        await pool.execute("DELETE FROM monitors WHERE id = 'fresh'")
+
+        async def gone() -> bool:
+            return await r.hget(keys.plan, "fresh") is None
+
+        await wait_for(gone, timeout=2)
+    finally:
+        stop.set()
+        await task
