@@ -39,7 +39,7 @@ class BatchSink(ABC):
         self.keys = keys
         self.settings = settings
         self.consumer = Consumer(r, keys.results, self.group, settings.instance_id)
-        self._claimed: list[Entry] = []
+        self._stop = asyncio.Event()
 
     @abstractmethod
     async def write(self, results: list[CheckResult]) -> None:
@@ -57,7 +57,7 @@ class BatchSink(ABC):
 
     async def _collect(self, stop: asyncio.Event) -> list[Entry]:
         """Up to sink_batch_size entries, waiting at most sink_flush_ms after the first."""
-        batch, self._claimed = self._claimed, []
+        batch: list[Entry] = []
         deadline = time.monotonic() + self.settings.sink_flush_ms / 1000
         while len(batch) < self.settings.sink_batch_size and not stop.is_set():
             left_ms = int((deadline - time.monotonic()) * 1000)
@@ -125,14 +125,13 @@ class BatchSink(ABC):
         """Take over results a crashed sink of the same group read but never acknowledged."""
         claimed = await self.consumer.autoclaim(self.settings.claim_idle_ms,
                                                 count=self.settings.sink_batch_size)
-        for c in claimed:
-            if c.fields is None:
-                await self.consumer.ack(c.entry_id)
-            else:
-                self._claimed.append((c.entry_id, c.fields))
-        if claimed:
-            metrics.CLAIMED.labels(self.keys.results).inc(len(claimed))
-            log.info("claimed stalled results", sink=self.name, count=len(claimed))
+        if not claimed:
+            return
+        metrics.CLAIMED.labels(self.keys.results).inc(len(claimed))
+        log.info("claimed stalled results", sink=self.name, count=len(claimed))
+        await self.consumer.ack(*[c.entry_id for c in claimed if c.fields is None])
+        entries = [(c.entry_id, c.fields) for c in claimed if c.fields is not None]
+        await self._write_all(await self._decode(entries), self._stop)
 
     async def _loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -146,6 +145,7 @@ class BatchSink(ABC):
                     await asyncio.wait_for(stop.wait(), timeout=1.0)
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         await ensure_group(self.r, self.keys.results, self.group)
         await self.start()
         log.info("sink started", sink=self.name, batch=self.settings.sink_batch_size,

@@ -1,0 +1,100 @@
+"""Pure parts of the sinks: the status batch reduction and the ClickHouse row."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.events import OUTCOMES, CheckResult
+from sinks.clickhouse import COLUMNS, row
+from sinks.status import latest
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def result(monitor_id: str = "m", region: str = "default", scheduled_ms: int = 1_000,
+           outcome: str = "up", **extra: object) -> CheckResult:
+    return CheckResult(
+        check_id=f"{monitor_id}:{region}:{scheduled_ms}", monitor_id=monitor_id, region=region,
+        scheduled_ms=scheduled_ms, started_ms=scheduled_ms + 1, finished_ms=scheduled_ms + 2,
+        outcome=outcome, **extra)  # type: ignore[arg-type]
+
+
+def test_latest_keeps_the_newest_per_monitor_and_region() -> None:
+    batch = [
+        result("a", "eu", 3_000), result("a", "eu", 1_000), result("a", "eu", 2_000),
+        result("a", "us", 1_000), result("b", "eu", 5_000), result("b", "eu", 4_000),
+    ]
+    got = {(r.monitor_id, r.region): r.scheduled_ms for r in latest(batch)}
+    assert got == {("a", "eu"): 3_000, ("a", "us"): 1_000, ("b", "eu"): 5_000}
+
+
+def test_latest_drops_expired() -> None:
+    batch = [result("a", scheduled_ms=1_000, outcome="down"),
+             result("a", scheduled_ms=2_000, outcome="expired"),
+             result("b", scheduled_ms=1_000, outcome="expired")]
+    got = latest(batch)
+    assert [(r.monitor_id, r.scheduled_ms, r.outcome) for r in got] == [("a", 1_000, "down")]
+
+
+def test_latest_of_nothing_is_nothing() -> None:
+    assert latest([]) == []
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["eu", "us"]),
+                          st.integers(min_value=0, max_value=20), st.sampled_from(OUTCOMES)),
+                max_size=40))
+@settings(max_examples=200)
+def test_latest_matches_a_model(items: list[tuple[str, str, int, str]]) -> None:
+    batch = [result(m, rg, sch, outcome) for m, rg, sch, outcome in items]
+    expected: dict[tuple[str, str], int] = {}
+    for m, rg, sch, outcome in items:
+        if outcome != "expired":
+            expected[(m, rg)] = max(sch, expected.get((m, rg), sch))
+    got = latest(batch)
+    assert len(got) == len({(r.monitor_id, r.region) for r in got})
+    assert {(r.monitor_id, r.region): r.scheduled_ms for r in got} == expected
+    # Order-safe: the reduction does not depend on the order results arrive in.
+    assert sorted(latest(batch[::-1]), key=lambda r: (r.monitor_id, r.region)) == [
+        r for r in sorted(got, key=lambda r: (r.monitor_id, r.region))
+    ] or all(r.scheduled_ms == expected[(r.monitor_id, r.region)] for r in latest(batch[::-1]))
+
+
+def test_row_has_one_value_per_column() -> None:
+    full = result(latency_ms=12.5, phases={"dns": 1.0, "connect": 2.0, "tls": 3.0,
+                                           "first_byte": 4.0},
+                  status_code=503, error_kind="status", error="status 503 not in [200]",
+                  tls_expiry_ms=1_800_000_000_000, executor="host-1", deliveries=2)
+    values = dict(zip(COLUMNS, row(full), strict=True))
+    assert values == {
+        "check_id": "m:default:1000", "monitor_id": "m", "region": "default",
+        "scheduled": EPOCH + timedelta(milliseconds=1_000),
+        "started": EPOCH + timedelta(milliseconds=1_001),
+        "finished": EPOCH + timedelta(milliseconds=1_002),
+        "outcome": "up", "latency_ms": 12.5, "dns_ms": 1.0, "connect_ms": 2.0, "tls_ms": 3.0,
+        "first_byte_ms": 4.0, "status_code": 503, "error_kind": "status",
+        "error": "status 503 not in [200]",
+        "tls_expiry": EPOCH + timedelta(milliseconds=1_800_000_000_000),
+        "executor": "host-1", "deliveries": 2,
+    }
+
+
+def test_row_of_a_bare_result_fills_defaults() -> None:
+    values = dict(zip(COLUMNS, row(result(outcome="error")), strict=True))
+    assert len(row(result())) == len(COLUMNS)
+    assert values["error_kind"] == "" and values["error"] == ""  # non-Nullable String columns
+    for name in ("latency_ms", "dns_ms", "connect_ms", "tls_ms", "first_byte_ms",
+                 "status_code", "tls_expiry"):
+        assert values[name] is None
+
+
+@given(st.integers(min_value=0, max_value=2**43))
+@settings(max_examples=300)
+def test_row_timestamps_keep_the_millisecond(ms: int) -> None:
+    values = dict(zip(COLUMNS, row(result(scheduled_ms=ms)), strict=True))
+    scheduled = values["scheduled"]
+    assert scheduled.tzinfo is not None
+    assert (scheduled - EPOCH) // timedelta(milliseconds=1) == ms
+    assert (scheduled - EPOCH) % timedelta(milliseconds=1) == timedelta(0)
