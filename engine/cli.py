@@ -64,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--examples", default=str(EXAMPLES),
-                    help="monitors file loaded at start ('' for none)")
+                    help="monitors file loaded at start if it exists ('' for none)")
     return top
 
 
@@ -105,7 +105,7 @@ async def cmd_up(args: argparse.Namespace) -> None:
         settings = settings_from(args).with_overrides(redis_url=redis_url, postgres_dsn=dsn,
                                                       clickhouse_url=ch_url)
         await cmd_migrate(settings)
-        if args.examples:
+        if args.examples and Path(args.examples).exists():
             await cmd_apply(settings, args.examples)
         print(f"Vigil is up: status page http://{args.host}:{args.port}/  "
               f"(Ctrl-C to stop)", flush=True)

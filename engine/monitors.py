@@ -6,7 +6,17 @@ import re
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from executors.http import HttpSpec
 from executors.tcp import TcpSpec
@@ -14,6 +24,8 @@ from executors.tcp import TcpSpec
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 REGION_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
 MIN_INTERVAL_MS = 1_000
+DEFAULT_INTERVAL_MS = 60_000
+DEFAULT_TIMEOUT_MS = 10_000
 _UNITS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
@@ -35,8 +47,8 @@ class MonitorBase(BaseModel):
 
     id: Annotated[str, Field(pattern=ID_PATTERN)]
     name: str = ""
-    interval_ms: int = Field(default=60_000, ge=MIN_INTERVAL_MS)
-    timeout_ms: int = Field(default=10_000, ge=100)
+    interval_ms: int = Field(default=DEFAULT_INTERVAL_MS, ge=MIN_INTERVAL_MS)
+    timeout_ms: int = Field(ge=100)
     regions: list[Annotated[str, Field(pattern=REGION_PATTERN)]] = Field(
         default_factory=lambda: ["default"], min_length=1)
     tags: list[str] = Field(default_factory=list)
@@ -45,20 +57,30 @@ class MonitorBase(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _durations(cls, data: Any) -> Any:
-        """Accept `interval: 30s` and `timeout: 5s` in files; store milliseconds."""
-        if isinstance(data, dict):
-            data = dict(data)
-            for short in ("interval", "timeout"):
-                if short in data:
+        """Accept `interval: 30s` and `timeout: 5s` in files; store milliseconds. Without a
+        timeout, a check gets 10 s or four fifths of its interval, whichever is shorter."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for short in ("interval", "timeout"):
+            if short in data:
+                try:
                     data[f"{short}_ms"] = parse_duration_ms(data.pop(short))
+                except ValueError as exc:
+                    raise PydanticCustomError("duration", f"{short}: {exc}") from None
+        interval = data.get("interval_ms", DEFAULT_INTERVAL_MS)
+        if "timeout_ms" not in data and isinstance(interval, int):
+            data["timeout_ms"] = min(DEFAULT_TIMEOUT_MS, interval * 4 // 5)
         return data
 
-    @model_validator(mode="after")
-    def _timeout_below_interval(self) -> MonitorBase:
-        if self.timeout_ms >= self.interval_ms:
-            raise ValueError(f"timeout ({self.timeout_ms} ms) must be shorter than the "
-                             f"interval ({self.interval_ms} ms)")
-        return self
+    @field_validator("timeout_ms")
+    @classmethod
+    def _timeout_below_interval(cls, timeout_ms: int, info: ValidationInfo) -> int:
+        interval = info.data.get("interval_ms")
+        if interval is not None and timeout_ms >= interval:
+            raise ValueError(f"timeout ({timeout_ms} ms) must be shorter than the interval "
+                             f"({interval} ms)")
+        return timeout_ms
 
 
 class HttpMonitor(MonitorBase):

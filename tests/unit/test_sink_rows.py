@@ -57,9 +57,9 @@ def test_latest_matches_a_model(items: list[tuple[str, str, int, str]]) -> None:
     assert len(got) == len({(r.monitor_id, r.region) for r in got})
     assert {(r.monitor_id, r.region): r.scheduled_ms for r in got} == expected
     # Order-safe: the reduction does not depend on the order results arrive in.
-    assert sorted(latest(batch[::-1]), key=lambda r: (r.monitor_id, r.region)) == [
-        r for r in sorted(got, key=lambda r: (r.monitor_id, r.region))
-    ] or all(r.scheduled_ms == expected[(r.monitor_id, r.region)] for r in latest(batch[::-1]))
+    reversed_got = latest(batch[::-1])
+    assert {(r.monitor_id, r.region): r.scheduled_ms for r in reversed_got} == expected
+    assert all(r.outcome != "expired" for r in got)
 
 
 def test_row_has_one_value_per_column() -> None:
@@ -90,7 +90,9 @@ def test_row_of_a_bare_result_fills_defaults() -> None:
         assert values[name] is None
 
 
-@given(st.integers(min_value=0, max_value=2**43))
+# Up to 2^42 ms (the year 2109): beyond about 2^33 s, ms / 1000 as a float no longer holds
+# the millisecond exactly.
+@given(st.integers(min_value=0, max_value=2**42))
 @settings(max_examples=300)
 def test_row_timestamps_keep_the_millisecond(ms: int) -> None:
     values = dict(zip(COLUMNS, row(result(scheduled_ms=ms)), strict=True))

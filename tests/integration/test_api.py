@@ -1,0 +1,70 @@
+"""The HTTP API on real Redis, Postgres and chDB."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from engine.api import make_app
+from engine.monitors import parse_monitors
+from engine.store import upsert_monitors
+from sinks.clickhouse import COLUMNS, row
+from tests.integration.test_sinks import result
+
+
+@pytest.fixture
+async def client(r, pool, ch, clean) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(make_app(r, pool, ch))) as c:
+        yield c
+
+
+async def test_health_checks_every_backend(client):
+    resp = await client.get("/health")
+    assert resp.status == 200
+    assert await resp.json() == {"status": "ok", "checks": {
+        "redis": "ok", "postgres": "ok", "clickhouse": "ok"}}
+
+
+async def test_status_and_uptime(client, pool, ch):
+    monitors = parse_monitors([
+        {"id": "web", "kind": "http", "interval": "10s", "http": {"url": "http://127.0.0.1/"}},
+        {"id": "new", "kind": "tcp", "interval": "10s", "tcp": {"host": "127.0.0.1", "port": 1}},
+    ])
+    await upsert_monitors(pool, monitors, source="file")
+    await pool.execute("""INSERT INTO monitor_status (monitor_id, region, status, since_ms,
+        check_id, scheduled_ms, finished_ms, latency_ms) VALUES
+        ('web', 'default', 'up', 1, 'web:default:1', 1, 2, 12.5)""")
+    body = await (await client.get("/api/v1/status")).json()
+    by_id = {m["id"]: m for m in body["monitors"]}
+    assert by_id["web"]["status"] == "up"
+    assert by_id["web"]["latency_ms"] == 12.5
+    assert by_id["new"]["status"] is None
+
+    import time
+    now = int(time.time() * 1000) - 60_000
+    rows = [row(result("web", now - i * 1000, "up", )) for i in range(1, 9)]
+    rows += [row(result("web", now - 9_000, "down")), row(result("web", now - 10_000, "expired"))]
+    rows += [row(result("web", now - 50 * 3_600_000, "down"))]  # outside the 24 h window
+    await ch.insert("check_results", rows, COLUMNS)
+    resp = await client.get("/api/v1/monitors/web/uptime", params={"window": "24h"})
+    data = await resp.json()
+    assert resp.status == 200
+    assert (data["up"], data["down"], data["expired"], data["checks"]) == (8, 1, 1, 10)
+    assert data["uptime_percent"] == pytest.approx(100 * 8 / 9, abs=1e-3)
+    assert data["latency_ms"]["p50"] == pytest.approx(19.0)
+    assert set(data["latency_ms"]) == {"p50", "p95", "p99"}
+
+    assert (await client.get("/api/v1/monitors/web/uptime?window=soon")).status == 422
+    assert (await client.get("/api/v1/monitors/nope/uptime")).status == 404
+
+
+async def test_status_page_and_metrics(client, pool):
+    await upsert_monitors(pool, parse_monitors([
+        {"id": "web", "name": "<b>Web</b>", "kind": "tcp", "interval": "10s",
+         "tcp": {"host": "127.0.0.1", "port": 1}}]), source="file")
+    page = await (await client.get("/")).text()
+    assert "&lt;b&gt;Web&lt;/b&gt;" in page
+    metrics = await (await client.get("/metrics")).text()
+    assert "vigil_checks_dispatched_total" in metrics
