@@ -1,0 +1,63 @@
+"""`vigil up`: the embedded default starts, records results and stops with no child left."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+
+import aiohttp
+import psutil
+import pytest
+
+from tests.conftest import free_port, vigil_env, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+async def test_vigil_up_runs_and_stops_cleanly(tmp_path):
+    port = free_port()
+    data = tmp_path / "data"
+    with (tmp_path / "up.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "up", "--data-dir",
+                                 str(data), "--port", str(port)], env=vigil_env(),
+                                stdout=log, stderr=log)
+    api = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def healthy() -> bool:
+                try:
+                    async with http.get(f"{api}/health") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_for(healthy, timeout=90, every=0.5)
+
+            async def recorded() -> bool:
+                async with http.get(f"{api}/api/v1/status") as resp:
+                    body = await resp.json()
+                return any(m["status"] == "down" and m["id"] == "closed-port"
+                           for m in body["monitors"])
+
+            await wait_for(recorded, timeout=30, every=0.5)
+            async with http.get(f"{api}/api/v1/monitors/closed-port/uptime") as resp:
+                assert (await resp.json())["down"] >= 1
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert any("redis-server" in c.name() for c in children)
+        postmaster = int((data / "postgres" / "postmaster.pid").read_text().split()[0])
+        assert psutil.pid_exists(postmaster)
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"left behind: {alive}"
+    assert not psutil.pid_exists(postmaster) or psutil.Process(postmaster).status() == "zombie"
+    log_text = (tmp_path / "up.log").read_text()
+    assert "Vigil is up" in log_text
+    assert "checks done" in log_text or "status changed" in log_text
