@@ -41,11 +41,16 @@ def _load(raw: bytes | str, expected_type: str) -> dict[str, Any]:
     return data
 
 
-def _field(data: dict[str, Any], name: str, kind: type) -> Any:
+def _field(data: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
     value = data.get(name)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise BadEvent(f"field {name!r} is {value!r}, expected {kind.__name__}")
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise BadEvent(f"field {name!r} is {value!r}, expected {names}")
     return value
+
+
+def _optional(data: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    return None if data.get(name) is None else _field(data, name, kind)
 
 
 @dataclass(slots=True)
@@ -75,6 +80,12 @@ class CheckDue:
             spec_version=_field(data, "spec_version", int),
             spec=_field(data, "spec", dict),
         )
+
+
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "latency_ms": (int, float), "status_code": int, "error_kind": str, "error": str,
+    "tls_expiry_ms": int, "executor": str, "deliveries": int,
+}
 
 
 @dataclass(slots=True)
@@ -110,6 +121,13 @@ class CheckResult:
             _field(data, name, str)
         for name in ("scheduled_ms", "started_ms", "finished_ms"):
             _field(data, name, int)
+        # Optional fields are checked too: a mistyped one must not reach a sink's insert.
+        for name, kind in _OPTIONAL.items():
+            _optional(data, name, kind)
+        phases = data.get("phases", {})
+        if not isinstance(phases, dict) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in phases.values()):
+            raise BadEvent(f"field 'phases' is {phases!r}, expected an object of numbers")
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
 

@@ -18,11 +18,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from engine.settings import NAME_PATTERN
 from executors.http import HttpSpec
 from executors.tcp import TcpSpec
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
-REGION_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
+REGION_PATTERN = f"^{NAME_PATTERN}$"
 MIN_INTERVAL_MS = 1_000
 DEFAULT_INTERVAL_MS = 60_000
 DEFAULT_TIMEOUT_MS = 10_000
@@ -35,11 +36,11 @@ def parse_duration_ms(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("expected a duration like 30s, 5m or 500ms")
     if isinstance(value, int | float):
-        return int(value * 1000)
+        return round(value * 1000)
     match = _DURATION.match(str(value))
     if not match:
         raise ValueError(f"{value!r} is not a duration like 30s, 5m or 500ms")
-    return int(float(match.group(1)) * _UNITS[match.group(2) or "s"])
+    return round(float(match.group(1)) * _UNITS[match.group(2) or "s"])
 
 
 class MonitorBase(BaseModel):
@@ -68,8 +69,11 @@ class MonitorBase(BaseModel):
                     data[f"{short}_ms"] = parse_duration_ms(data.pop(short))
                 except ValueError as exc:
                     raise PydanticCustomError("duration", f"{short}: {exc}") from None
-        interval = data.get("interval_ms", DEFAULT_INTERVAL_MS)
-        if "timeout_ms" not in data and isinstance(interval, int):
+        if "timeout_ms" not in data:
+            try:
+                interval = int(float(data.get("interval_ms", DEFAULT_INTERVAL_MS)))
+            except (TypeError, ValueError):
+                return data  # interval_ms reports its own error
             data["timeout_ms"] = min(DEFAULT_TIMEOUT_MS, interval * 4 // 5)
         return data
 
@@ -146,6 +150,8 @@ def load_file(path: str) -> list[AnyMonitor]:
             doc = yaml.safe_load(fh)
     except OSError as exc:
         raise SpecError([f"{path}: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
     except yaml.YAMLError as exc:
         raise SpecError([f"{path}: not valid YAML: {exc}"]) from None
     entries = doc.get("monitors") if isinstance(doc, dict) else None

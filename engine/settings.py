@@ -6,11 +6,15 @@ A bad value fails at start-up with one line naming the variable and what it acce
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+# Regions and shards become parts of Redis key names (and a shard, a cluster hash tag).
+NAME_PATTERN = r"[A-Za-z0-9_-]{1,32}"
 
 
 class SettingsError(ValueError):
@@ -51,7 +55,9 @@ def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[s
 def check_url(name: str, value: str, schemes: tuple[str, ...]) -> str:
     scheme = value.split("://", 1)[0] if "://" in value else ""
     if scheme not in schemes:
-        raise SettingsError(f"{name}={value!r}: expected a URL starting with one of "
+        # A password must not reach the logs through the error message.
+        shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", value)
+        raise SettingsError(f"{name}={shown!r}: expected a URL starting with one of "
                             + ", ".join(f"{s}://" for s in schemes))
     return value
 
@@ -107,10 +113,11 @@ class Settings:
             reconcile_s=env_int(env, "VIGIL_RECONCILE_S", defaults.reconcile_s, 1),
             metrics_port=env_int(env, "VIGIL_METRICS_PORT", defaults.metrics_port, 0),
         )
-        if not settings.region.replace("-", "").replace("_", "").isalnum():
-            raise SettingsError(
-                f"VIGIL_REGION={settings.region!r}: expected letters, digits, - or _")
-        return settings.with_overrides(**overrides)
+        settings = settings.with_overrides(**overrides)
+        for name, value in (("VIGIL_REGION", settings.region), ("VIGIL_SHARD", settings.shard)):
+            if not re.fullmatch(NAME_PATTERN, value):
+                raise SettingsError(f"{name}={value!r}: expected 1 to 32 of A-Z a-z 0-9 _ -")
+        return settings
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """CLI flags override the environment; None means "not given"."""

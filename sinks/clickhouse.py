@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+from clickhouse_connect.driver.exceptions import OperationalError
 
 from engine.clickhouse import ClickHouse
 from engine.events import CheckResult
@@ -41,5 +41,6 @@ class ClickHouseSink(BatchSink):
         await self.ch.insert("check_results", [row(r) for r in results], COLUMNS)
 
     def transient(self, exc: Exception) -> bool:
-        # A DatabaseError names bad data; an OperationalError or a socket error, an absent server.
-        return isinstance(exc, OperationalError | OSError) or not isinstance(exc, DatabaseError)
+        # An OperationalError or a socket error means an absent server: retry. Anything else
+        # (a DatabaseError, a value the driver cannot encode) is about the rows themselves.
+        return isinstance(exc, OperationalError | OSError)

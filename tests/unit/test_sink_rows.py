@@ -84,7 +84,9 @@ def test_row_has_one_value_per_column() -> None:
 def test_row_of_a_bare_result_fills_defaults() -> None:
     values = dict(zip(COLUMNS, row(result(outcome="error")), strict=True))
     assert len(row(result())) == len(COLUMNS)
-    assert values["error_kind"] == "" and values["error"] == ""  # non-Nullable String columns
+    # error_kind and error are non-Nullable String columns.
+    assert values["error_kind"] == ""
+    assert values["error"] == ""
     for name in ("latency_ms", "dns_ms", "connect_ms", "tls_ms", "first_byte_ms",
                  "status_code", "tls_expiry"):
         assert values[name] is None
