@@ -95,7 +95,7 @@ async def cmd_apply(settings: Settings, path: str) -> None:
           f"{report.unchanged} unchanged")
 
 
-async def cmd_up(args: argparse.Namespace) -> None:
+async def cmd_up(args: argparse.Namespace, examples: str | None) -> None:
     from engine.embedded import Embedded
 
     embedded = Embedded(Path(args.data_dir))
@@ -105,8 +105,8 @@ async def cmd_up(args: argparse.Namespace) -> None:
         settings = settings_from(args).with_overrides(redis_url=redis_url, postgres_dsn=dsn,
                                                       clickhouse_url=ch_url)
         await cmd_migrate(settings)
-        if args.examples and Path(args.examples).exists():
-            await cmd_apply(settings, args.examples)
+        if examples:
+            await cmd_apply(settings, examples)
         print(f"Vigil is up: status page http://{args.host}:{args.port}/  "
               f"(Ctrl-C to stop)", flush=True)
         await run_roles(["scheduler", "executor", "sink-clickhouse", "sink-status", "api"],
@@ -117,7 +117,8 @@ async def cmd_up(args: argparse.Namespace) -> None:
 
 def _command(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
     if args.command == "up":
-        return cmd_up(args)
+        # The default examples file ships with a source checkout, not with a wheel.
+        return cmd_up(args, args.examples if Path(args.examples or "-").is_file() else None)
     settings = settings_from(args)
     if args.command == "migrate":
         return cmd_migrate(settings)

@@ -77,7 +77,8 @@ def expected(monitor_id: str) -> str:
 COUNT_SCRIPT = textwrap.dedent("""
     import json, sys, clickhouse_connect
     c = clickhouse_connect.get_client(dsn=sys.argv[1])
-    rows, unique = c.query("SELECT count(), uniqExact(check_id) FROM check_results FINAL").result_rows[0]
+    rows, unique = c.query(
+        "SELECT count(), uniqExact(check_id) FROM check_results FINAL").result_rows[0]
     dupes = c.query("SELECT count() FROM (SELECT check_id FROM check_results FINAL "
                     "GROUP BY check_id HAVING count() > 1)").result_rows[0][0]
     raw = c.query("SELECT count() FROM check_results").result_rows[0][0]

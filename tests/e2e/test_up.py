@@ -20,9 +20,9 @@ async def test_vigil_up_runs_and_stops_cleanly(tmp_path):
     port = free_port()
     data = tmp_path / "data"
     with (tmp_path / "up.log").open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "up", "--data-dir",
-                                 str(data), "--port", str(port)], env=vigil_env(),
-                                stdout=log, stderr=log)
+        proc = await asyncio.to_thread(
+            subprocess.Popen, [sys.executable, "-m", "engine.cli", "up", "--data-dir", str(data),
+                               "--port", str(port)], env=vigil_env(), stdout=log, stderr=log)
     api = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
