@@ -35,7 +35,7 @@ FROM check_results FINAL
 WHERE monitor_id = {monitor_id:String}
   AND scheduled >= now64(3) - toIntervalMillisecond({window_ms:UInt64})
 """
-log = structlog.get_logger("api")
+log = structlog.get_logger(component="api")
 REDIS: web.AppKey[aioredis.Redis] = web.AppKey("redis", aioredis.Redis)
 PG: web.AppKey[asyncpg.Pool] = web.AppKey("pg", asyncpg.Pool)
 CH: web.AppKey[ClickHouse] = web.AppKey("ch", ClickHouse)

@@ -20,7 +20,7 @@ from engine.roles import run_roles
 from engine.settings import Settings, SettingsError
 from engine.store import upsert_monitors
 
-log = structlog.get_logger("cli")
+log = structlog.get_logger(component="cli")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "monitors.yaml"
 
 

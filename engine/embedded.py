@@ -21,7 +21,7 @@ from typing import Any
 import redis
 import structlog
 
-log = structlog.get_logger("embedded")
+log = structlog.get_logger(component="embedded")
 PR_SET_PDEATHSIG = 1
 
 

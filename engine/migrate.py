@@ -17,7 +17,7 @@ from engine.clickhouse import ClickHouse
 
 LOCK_ID = 0x56_49_47_49_4C  # "VIGIL"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-log = structlog.get_logger("migrate")
+log = structlog.get_logger(component="migrate")
 
 
 class MigrationError(RuntimeError):

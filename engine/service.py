@@ -10,7 +10,7 @@ from typing import Protocol
 
 import structlog
 
-log = structlog.get_logger("service")
+log = structlog.get_logger(component="service")
 
 
 class Service(Protocol):

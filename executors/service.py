@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from engine import metrics
 from engine.events import BadEvent, CheckDue, CheckResult
-from engine.keys import EXECUTOR_GROUP, Keys
+from engine.keys import EXECUTOR_GROUP, RESULT_GROUPS, Keys
 from engine.service import every
 from engine.settings import Settings
 from engine.streams import DEADLETTER_MAXLEN, Consumer, Fields, dead_letter, ensure_group, safe_trim
@@ -32,7 +32,7 @@ FLUSH_EVERY_S = 0.005
 TRIM_EVERY_S = 10.0
 REPORT_EVERY_S = 10.0
 _SCRIPT = Path(__file__).with_name("complete.lua").read_text()
-log = structlog.get_logger("executor")
+log = structlog.get_logger(component="executor")
 
 
 def now_ms() -> int:
@@ -208,6 +208,10 @@ class Executor:
 
     async def run(self, stop: asyncio.Event) -> None:
         await ensure_group(self.r, self.stream, EXECUTOR_GROUP)
+        # Result groups exist before the first result, so a trim by one sink can never drop
+        # what a sink that has not started yet will need.
+        for group in RESULT_GROUPS:
+            await ensure_group(self.r, self.keys.results, group)
         await self.checker.start()
         log.info("executor started", stream=self.stream, concurrency=self.settings.concurrency)
         sweep_every = max(0.5, min(5.0, self.settings.claim_idle_ms / 4000))

@@ -20,7 +20,7 @@ from scheduler.sync import CHANNEL, MonitorSync
 DISPATCH_LIMIT = 1_000
 IDLE_SLEEP_S = 0.25
 _SCRIPT = Path(__file__).with_name("dispatch.lua").read_text()
-log = structlog.get_logger("scheduler")
+log = structlog.get_logger(component="scheduler")
 
 
 class Dispatcher:

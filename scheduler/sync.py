@@ -25,7 +25,7 @@ CHANNEL = "vigil_monitors"
 SYNC_BATCH = 500
 _SCRIPT = Path(__file__).with_name("sync.lua").read_text()
 _COLUMNS = "id, kind, interval_ms, timeout_ms, regions, spec::text AS spec, version"
-log = structlog.get_logger("scheduler.sync")
+log = structlog.get_logger(component="scheduler.sync")
 
 
 class MonitorSync:

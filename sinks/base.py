@@ -27,7 +27,7 @@ from engine.streams import Consumer, Entry, dead_letter, ensure_group, safe_trim
 
 RETRY_MAX_S = 10.0
 TRIM_EVERY_S = 10.0
-log = structlog.get_logger("sink")
+log = structlog.get_logger(component="sink")
 
 
 class BatchSink(ABC):

@@ -38,7 +38,7 @@ WHERE s.scheduled_ms < EXCLUDED.scheduled_ms
 RETURNING s.monitor_id, s.region, s.status, s.since_ms = s.scheduled_ms AS changed
 """
 
-log = structlog.get_logger("sink.status")
+log = structlog.get_logger(component="sink.status")
 
 
 def latest(results: list[CheckResult]) -> list[CheckResult]:
