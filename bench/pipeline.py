@@ -59,10 +59,14 @@ import psutil
 import redis
 from redis.exceptions import ResponseError
 
-from engine.embedded import EmbeddedPostgres, redis_server_binary
-from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP, STATUS_GROUP, Keys
-
+# `python bench/pipeline.py` puts bench/ first on sys.path, where bench/scheduler.py would
+# shadow Vigil's `scheduler` package: drop bench/ before importing Vigil.
 BENCH = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
+
+from engine.embedded import EmbeddedPostgres, redis_server_binary  # noqa: E402
+from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP, STATUS_GROUP, Keys  # noqa: E402
+
 REPO = BENCH.parent
 OUT = BENCH / "out"
 KEYS = Keys("0")
@@ -308,6 +312,23 @@ def drained(r: redis.Redis, stream: str, group: str) -> bool:
     return groups[group]["pending"] == 0 and groups[group]["last-delivered-id"] == last
 
 
+def command_stats(r: redis.Redis) -> dict[str, tuple[int, int]]:
+    """Redis INFO commandstats: command -> (calls, microseconds), since the server started."""
+    info = r.info("commandstats")
+    return {k.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
+            for k, v in info.items()}
+
+
+def command_delta(before: dict[str, tuple[int, int]],
+                  after: dict[str, tuple[int, int]]) -> dict[str, dict[str, int]]:
+    out = {}
+    for name, (calls, usec) in after.items():
+        c0, u0 = before.get(name, (0, 0))
+        if calls > c0:
+            out[name] = {"calls": calls - c0, "usec": usec - u0}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["usec"]))
+
+
 def all_drained(r: redis.Redis) -> bool:
     return (drained(r, KEYS.checks("default"), EXECUTOR_GROUP)
             and drained(r, KEYS.results, CLICKHOUSE_GROUP)
@@ -370,6 +391,7 @@ class Run:
         self.postgres = EmbeddedPostgres(self.workdir)
         self.exit_codes: dict[str, int | str] = {}
         self.chdb_url = f"chdb://{self.workdir / 'chdb'}"
+        self.env: dict[str, str] = {}
 
     def log_tail(self, name: str, chars: int = 1500) -> str:
         path = self.workdir / f"{name}.log"
@@ -453,10 +475,10 @@ def measure(run: Run, r: redis.Redis) -> dict[str, Any]:
     run.sleep_watching(cfg.interval_s)  # warm-up: every monitor has had its first slot
     busy0, total0 = machine_busy()
     run.sample_cpu("cpu_start")
-    w0, d0 = time.time(), dispatched(r)
+    w0, d0, cmd0 = time.time(), dispatched(r), command_stats(r)
     run.sleep_watching(cfg.duration_s)
     run.sample_cpu("cpu_end")
-    w1, d1 = time.time(), dispatched(r)
+    w1, d1, cmd1 = time.time(), dispatched(r), command_stats(r)
     busy1, total1 = machine_busy()
     run.stop("scheduler")
     total_dispatched = dispatched(r)
@@ -478,6 +500,7 @@ def measure(run: Run, r: redis.Redis) -> dict[str, Any]:
         "skipped": stats.get("skipped", 0), "deadletters": int(r.xlen(KEYS.deadletter)),
         "drained": drain_ok, "drain_seconds": round(drain_s, 2),
         "machine_cpu_busy_share": (busy1 - busy0) / max(1e-9, total1 - total0),
+        "redis_commands": command_delta(cmd0, cmd1),
     }
 
 
@@ -572,8 +595,15 @@ def report(res: dict[str, Any]) -> str:
     for name, v in res["cpu"].items():
         lines.append(f"  {name:<16}{v['cpu_s']:>9.2f}{v['cpu_s_per_1k_checks']:>13.3f}"
                      f"{v['cores']:>8.2f}{v['peak_rss_mib']:>14.1f}")
+    lines.append("redis commands in the window, per 1k checks (calls, server ms; commands "
+                 "called from Lua also count under their own name):")
+    per_k = 1000 / rs["window_unique"] if rs["window_unique"] else float("nan")
+    lines += [f"  {name:<16}{v['calls'] * per_k:>10,.1f} calls{v['usec'] * per_k / 1000:>10,.1f}"
+              " ms" for name, v in list(res["redis_commands"].items())[:8]]
     top = res["top_cpu"]
-    lines.append(f"highest CPU share: {top['process']} ({top['cores']:.2f} cores)")
+    lines.append(f"highest CPU share: {top['process']} ({top['cores']:.2f} cores); "
+                 "postgres and target: RSS summed over their processes (shared memory "
+                 "counted in each)")
     return "\n".join(lines)
 
 
@@ -644,8 +674,14 @@ def config(args: argparse.Namespace, monitors: int) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # A plain `kill` must still run the finally blocks that stop what this script started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if not args.sweep:
-        res = run_pipeline(config(args, args.monitors))
+        try:
+            res = run_pipeline(config(args, args.monitors))
+        except BenchError as exc:
+            print(f"bench/pipeline.py: {exc}", file=sys.stderr)
+            return 1
         print(report(res))
         print(f"written to {write_json(res)}")
         return 0
@@ -653,9 +689,16 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for rate in rates:
         print(f"--- offered {rate:g} checks/s ---", flush=True)
-        res = run_pipeline(config(args, round(rate * args.interval)))
+        try:
+            res = run_pipeline(config(args, round(rate * args.interval)))
+        except BenchError as exc:
+            # A process that dies under load is a failed step; higher rates would fail too.
+            print(f"run failed at {rate:g} checks/s: {exc}", file=sys.stderr)
+            break
         print(report(res), flush=True)
         results.append(res)
+    if not results:
+        return 1
     summary = sweep_summary(results)
     print("--- sweep ---")
     for step in summary["steps"]:

@@ -47,7 +47,8 @@ class Consumer:
         self.name = name
         self._backlog = True
 
-    async def read(self, count: int, block_ms: int) -> list[Entry]:
+    async def read(self, count: int, block_ms: int | None) -> list[Entry]:
+        """New entries, at most `count`; waits up to `block_ms` for one (None: no wait)."""
         if self._backlog:
             entries = await self._xreadgroup("0", count, None)
             if entries:

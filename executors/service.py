@@ -28,7 +28,7 @@ from executors.checker import Checker, SpecInvalid
 
 READ_BLOCK_MS = 1_000
 FLUSH_MAX = 500
-FLUSH_EVERY_S = 0.005
+FLUSH_EVERY_S = 0.01
 TRIM_EVERY_S = 10.0
 REPORT_EVERY_S = 10.0
 _SCRIPT = Path(__file__).with_name("complete.lua").read_text()

@@ -26,6 +26,7 @@ from engine.settings import Settings
 from engine.streams import Consumer, Entry, dead_letter, ensure_group, safe_trim
 
 RETRY_MAX_S = 10.0
+COLLECT_POLL_S = 0.05
 TRIM_EVERY_S = 10.0
 log = structlog.get_logger(component="sink")
 
@@ -56,18 +57,21 @@ class BatchSink(ABC):
         """Close connections after the last batch."""
 
     async def _collect(self, stop: asyncio.Event) -> list[Entry]:
-        """Up to sink_batch_size entries, waiting at most sink_flush_ms after the first."""
-        batch: list[Entry] = []
+        """Up to sink_batch_size entries, waiting at most sink_flush_ms after the first.
+
+        After the first entry it polls every COLLECT_POLL_S without blocking: a blocking read
+        would return at every single new result, one round trip per result.
+        """
+        size = self.settings.sink_batch_size
+        batch = await self.consumer.read(size, 1000)
         deadline = time.monotonic() + self.settings.sink_flush_ms / 1000
-        while len(batch) < self.settings.sink_batch_size and not stop.is_set():
-            left_ms = int((deadline - time.monotonic()) * 1000)
-            if left_ms <= 0:
+        while batch and len(batch) < size and not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
                 break
-            got = await self.consumer.read(self.settings.sink_batch_size - len(batch),
-                                           left_ms if batch else min(left_ms, 1000))
-            batch += got
-            if not batch:
-                deadline = time.monotonic() + self.settings.sink_flush_ms / 1000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=min(left, COLLECT_POLL_S))
+            batch += await self.consumer.read(size - len(batch), None)
         return batch
 
     async def _decode(self, entries: list[Entry]) -> list[tuple[bytes, CheckResult]]:

@@ -1,0 +1,265 @@
+"""The scheduler's dispatch path alone: how many check.due events per second one scheduler
+can emit, against a baseline of plain pipelined XADDs of entries of the same size.
+
+It starts its own redis-server (free port, no persistence, 127.0.0.1), seeds M http monitors
+into Redis the way the scheduler's sync does (the plan hash via scheduler.plan.compile_plan and
+the due ZSET, every monitor due now, written with pipelines), then calls
+scheduler.service.Dispatcher(r, Keys("0")).dispatch(now) in a loop until all M are
+dispatched. The wall time gives dispatched checks/s. The baseline XADDs the same number of
+check.due payloads of the same shape (built beforehand, so only the writes are timed) to
+another stream, in pipelines of the same size as one dispatch call (--limit), over the same
+client; the ratio Vigil-dispatch / raw-XADD says what the Lua script (ZRANGEBYSCORE, HGET,
+string building, ZADD per monitor) costs over the bare stream write. redis-server's CPU and
+this process's CPU are reported for both phases: the dispatch's work is in Redis, the
+baseline's mostly in redis-py packing commands, so the ratio of redis-server CPU per entry is
+printed too (psutil's CPU times tick at 10 ms: use 100,000 monitors for that figure).
+Each round starts from an empty Redis; with several rounds the median ratio is printed.
+Runs on uvloop, as `vigil scheduler` does.
+
+Run (from the repository root, venv active):
+    python bench/scheduler.py                       # 100,000 monitors, 3 rounds
+    python bench/scheduler.py --monitors 20000 --rounds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import redis.asyncio as aioredis
+import uvloop
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+# `python bench/scheduler.py` puts bench/ first on sys.path, where bench/scheduler.py would
+# shadow Vigil's `scheduler` package: drop bench/ before importing Vigil.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+from engine.embedded import redis_server_binary  # noqa: E402
+from engine.events import CheckDue  # noqa: E402
+from engine.keys import Keys  # noqa: E402
+from scheduler.plan import compile_plan  # noqa: E402
+from scheduler.service import DISPATCH_LIMIT, Dispatcher  # noqa: E402
+
+KEYS = Keys("0")
+SEED_CHUNK = 1_000
+INTERVAL_MS = 60_000
+BASELINE_STREAM = "bench:raw-xadd"
+
+
+@dataclass
+class Phase:
+    name: str
+    count: int
+    wall_s: float
+    redis_cpu_s: float
+    client_cpu_s: float
+    calls: int
+    entry_bytes: float
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.wall_s
+
+    @property
+    def redis_us_per_entry(self) -> float:
+        return self.redis_cpu_s / self.count * 1e6
+
+    def line(self) -> str:
+        return (f"{self.name:<22}{self.count:>9,} in {self.wall_s:6.3f} s = "
+                f"{self.rate:>9,.0f}/s   redis-server CPU {self.redis_cpu_s:6.3f} s "
+                f"({self.redis_us_per_entry:5.2f} us/entry)   "
+                f"client CPU {self.client_cpu_s:6.3f} s   {self.calls:,} round trips   "
+                f"{self.entry_bytes:,.0f} B/entry")
+
+
+class Meter:
+    """Wall time, redis-server CPU and this process's CPU across a block."""
+
+    def __init__(self, redis_proc: psutil.Process) -> None:
+        self.redis_proc = redis_proc
+
+    def _redis_cpu(self) -> float:
+        t = self.redis_proc.cpu_times()
+        return t.user + t.system
+
+    def __enter__(self) -> Meter:
+        self.t0, self.r0, self.c0 = time.perf_counter(), self._redis_cpu(), time.process_time()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.wall = time.perf_counter() - self.t0
+        self.redis_cpu = self._redis_cpu() - self.r0
+        self.client_cpu = time.process_time() - self.c0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--dir", str(workdir),
+                             "--daemonize", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def wait_ping(r: aioredis.Redis, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            await r.ping()
+            return
+        except (OSError, RedisConnectionError):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start") from None
+            await asyncio.sleep(0.05)
+
+
+def monitor_row(i: int) -> dict[str, object]:
+    mid = f"bench-{i:07d}"
+    return {"id": mid, "kind": "http", "interval_ms": INTERVAL_MS, "timeout_ms": 5_000,
+            "regions": ["default"], "version": 1,
+            "spec": {"url": f"http://127.0.0.1:8080/{mid}", "method": "GET",
+                     "expected_status": [200], "verify_tls": True}}
+
+
+async def seed(r: aioredis.Redis, monitors: int, due_ms: int) -> float:
+    """Plan hash + due ZSET, all due at due_ms, in pipelines; returns the seconds it took."""
+    t0 = time.perf_counter()
+    for start in range(0, monitors, SEED_CHUNK):
+        rows = [monitor_row(i) for i in range(start, min(monitors, start + SEED_CHUNK))]
+        async with r.pipeline(transaction=False) as pipe:
+            pipe.hset(KEYS.plan, mapping={str(row["id"]): compile_plan(row) for row in rows})
+            pipe.zadd(KEYS.due, {str(row["id"]): due_ms for row in rows})
+            await pipe.execute()
+    return time.perf_counter() - t0
+
+
+async def dispatch_all(r: aioredis.Redis, monitors: int, limit: int, now_ms: int,
+                       meter: Meter) -> Phase:
+    dispatcher = Dispatcher(r, KEYS, limit=limit)
+    await dispatcher.dispatch(0)  # loads the script (EVALSHA) before the clock starts
+    total = calls = 0
+    with meter:
+        while total < monitors:
+            n, _, _, _ = await dispatcher.dispatch(now_ms)
+            calls += 1
+            total += n
+            if n == 0:
+                break
+    stream = KEYS.checks("default")
+    sample = await r.xrange(stream, count=100)
+    size = statistics.fmean(len(fields[b"e"]) for _, fields in sample) if sample else 0.0
+    if total != monitors or await r.xlen(stream) != monitors:
+        raise RuntimeError(f"dispatched {total}, stream holds {await r.xlen(stream)}, "
+                           f"expected {monitors}")
+    return Phase("Vigil dispatch", total, meter.wall, meter.redis_cpu, meter.client_cpu,
+                 calls, size)
+
+
+def due_payloads(monitors: int, now_ms: int) -> list[bytes]:
+    """check.due events shaped like the ones dispatch.lua writes (same spec, same fields)."""
+    out = []
+    for i in range(monitors):
+        row = monitor_row(i)
+        mid = str(row["id"])
+        spec = {"kind": "http", "timeout_ms": 5_000, "http": row["spec"]}
+        out.append(CheckDue(check_id=f"{mid}:default:{now_ms}", monitor_id=mid,
+                            region="default", scheduled_ms=now_ms,
+                            deadline_ms=now_ms + INTERVAL_MS, spec_version=1,
+                            spec=spec).to_json())
+    return out
+
+
+async def raw_xadd(r: aioredis.Redis, payloads: list[bytes], batch: int, meter: Meter) -> Phase:
+    calls = 0
+    with meter:
+        for start in range(0, len(payloads), batch):
+            async with r.pipeline(transaction=False) as pipe:
+                for payload in payloads[start:start + batch]:
+                    pipe.xadd(BASELINE_STREAM, {b"e": payload})
+                await pipe.execute()
+            calls += 1
+    size = statistics.fmean(len(p) for p in payloads)
+    return Phase("raw pipelined XADD", len(payloads), meter.wall, meter.redis_cpu,
+                 meter.client_cpu, calls, size)
+
+
+async def one_round(r: aioredis.Redis, meter: Meter, monitors: int,
+                    limit: int) -> tuple[Phase, Phase, float]:
+    await r.flushall()
+    now_ms = int(time.time() * 1000)
+    seed_s = await seed(r, monitors, now_ms - 1)
+    vigil = await dispatch_all(r, monitors, limit, now_ms, meter)
+    await r.delete(KEYS.checks("default"))
+    payloads = due_payloads(monitors, now_ms)
+    raw = await raw_xadd(r, payloads, limit, meter)
+    return vigil, raw, seed_s
+
+
+async def bench(args: argparse.Namespace, port: int, proc: subprocess.Popen[bytes]) -> None:
+    r = aioredis.Redis(port=port)
+    try:
+        await wait_ping(r, proc)
+        meter = Meter(psutil.Process(proc.pid))
+        ratios = []
+        print(f"{args.monitors:,} monitors, {args.limit} per dispatch call / per XADD pipeline, "
+              f"{args.rounds} round(s), redis-server {redis_server_binary()}")
+        for n in range(args.rounds):
+            vigil, raw, seed_s = await one_round(r, meter, args.monitors, args.limit)
+            ratios.append(vigil.rate / raw.rate)
+            print(f"round {n + 1}: seeded in {seed_s:.2f} s "
+                  f"({args.monitors / seed_s:,.0f} monitors/s)")
+            print("  " + vigil.line())
+            print("  " + raw.line())
+            print(f"  ratio Vigil dispatch / raw XADD: {ratios[-1]:.2f} (wall);  "
+                  f"redis-server CPU per entry, Vigil / raw: "
+                  f"{vigil.redis_us_per_entry / max(raw.redis_us_per_entry, 1e-9):.1f}x")
+        if args.rounds > 1:
+            print(f"median ratio over {args.rounds} rounds: {statistics.median(ratios):.2f}")
+    finally:
+        await r.aclose()
+
+
+def main() -> int:
+    # A plain `kill` must still run the finally blocks that stop what this script started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--monitors", type=int, default=100_000)
+    ap.add_argument("--limit", type=int, default=DISPATCH_LIMIT,
+                    help="monitors per dispatch call (the scheduler's DISPATCH_LIMIT)")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="vigil-bench-sched-"))
+    port = free_port()
+    proc = start_redis(workdir, port)
+    try:
+        uvloop.run(bench(args, port, proc))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
