@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import orjson
@@ -88,14 +88,10 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
 }
 
 
-@dataclass(slots=True)
-class CheckResult:
-    check_id: str
-    monitor_id: str
-    region: str
-    scheduled_ms: int
-    started_ms: int
-    finished_ms: int
+@dataclass(slots=True, kw_only=True)
+class Observation:
+    """What a check saw; a CheckResult adds the check's identity, times and executor."""
+
     outcome: Outcome
     latency_ms: float | None = None
     phases: dict[str, float] = field(default_factory=dict)
@@ -103,10 +99,28 @@ class CheckResult:
     error_kind: str | None = None
     error: str | None = None
     tls_expiry_ms: int | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class CheckResult(Observation):
+    check_id: str
+    monitor_id: str
+    region: str
+    scheduled_ms: int
+    started_ms: int
+    finished_ms: int
     executor: str = ""
     deliveries: int = 1
     v: int = VERSION
     type: str = CHECK_RESULT
+
+    @classmethod
+    def of(cls, due: CheckDue, obs: Observation, *, started_ms: int, finished_ms: int,
+           executor: str, deliveries: int) -> CheckResult:
+        seen = {f.name: getattr(obs, f.name) for f in fields(Observation)}
+        return cls(check_id=due.check_id, monitor_id=due.monitor_id, region=due.region,
+                   scheduled_ms=due.scheduled_ms, started_ms=started_ms, finished_ms=finished_ms,
+                   executor=executor, deliveries=deliveries, **seen)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)

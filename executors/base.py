@@ -1,24 +1,10 @@
-"""What every check kind shares: the observation a check returns and its error type."""
+"""What every check kind shares."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from engine.events import Outcome
-
-
-@dataclass(slots=True)
-class Observation:
-    """What a check saw; the executor adds the check's identity and times."""
-
-    outcome: Outcome
-    latency_ms: float | None = None
-    phases: dict[str, float] = field(default_factory=dict)
-    status_code: int | None = None
-    error_kind: str | None = None
-    error: str | None = None
-    tls_expiry_ms: int | None = None
+from engine.events import Observation
 
 
 def down(kind: str, message: str, latency_ms: float | None = None) -> Observation:
+    """A failed check: `kind` is the precise error kind (dns, connect, tls, status ...)."""
     return Observation(outcome="down", error_kind=kind, error=message[:500], latency_ms=latency_ms)

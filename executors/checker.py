@@ -7,8 +7,8 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
+from engine.events import Observation
 from executors import http, tcp
-from executors.base import Observation
 
 SPEC_CACHE_MAX = 200_000
 

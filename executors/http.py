@@ -9,7 +9,8 @@ from typing import Literal
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-from executors.base import Observation, down
+from engine.events import Observation
+from executors.base import down
 
 BODY_CAP = 64 * 1024
 

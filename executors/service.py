@@ -18,12 +18,11 @@ import structlog
 from redis.exceptions import RedisError
 
 from engine import metrics
-from engine.events import BadEvent, CheckDue, CheckResult
+from engine.events import BadEvent, CheckDue, CheckResult, Observation
 from engine.keys import EXECUTOR_GROUP, RESULT_GROUPS, Keys
 from engine.service import every
 from engine.settings import Settings
 from engine.streams import DEADLETTER_MAXLEN, Consumer, Fields, dead_letter, ensure_group, safe_trim
-from executors.base import Observation
 from executors.checker import Checker, SpecInvalid
 
 READ_BLOCK_MS = 1_000
@@ -94,13 +93,8 @@ class Executor:
                                     "past its deadline")
         else:
             obs = await self._observe(due)
-        return CheckResult(
-            check_id=due.check_id, monitor_id=due.monitor_id, region=due.region,
-            scheduled_ms=due.scheduled_ms, started_ms=started, finished_ms=now_ms(),
-            outcome=obs.outcome, latency_ms=obs.latency_ms, phases=obs.phases,
-            status_code=obs.status_code, error_kind=obs.error_kind, error=obs.error,
-            tls_expiry_ms=obs.tls_expiry_ms, executor=self.settings.instance_id,
-            deliveries=deliveries)
+        return CheckResult.of(due, obs, started_ms=started, finished_ms=now_ms(),
+                              executor=self.settings.instance_id, deliveries=deliveries)
 
     async def _observe(self, due: CheckDue) -> Observation:
         try:
@@ -193,11 +187,10 @@ class Executor:
         log.error("check dead-lettered", check_id=due.check_id, monitor_id=due.monitor_id,
                   reason=reason)
         now = now_ms()
-        self._emit(entry_id, CheckResult(
-            check_id=due.check_id, monitor_id=due.monitor_id, region=due.region,
-            scheduled_ms=due.scheduled_ms, started_ms=now, finished_ms=now, outcome="error",
-            error_kind="max_deliveries", error=reason, executor=self.settings.instance_id,
-            deliveries=deliveries), reason)
+        obs = Observation(outcome="error", error_kind="max_deliveries", error=reason)
+        self._emit(entry_id, CheckResult.of(due, obs, started_ms=now, finished_ms=now,
+                                            executor=self.settings.instance_id,
+                                            deliveries=deliveries), reason)
         metrics.DEAD_LETTERS.labels(self.stream).inc()
 
     async def report(self) -> None:

@@ -8,7 +8,8 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from executors.base import Observation, down
+from engine.events import Observation
+from executors.base import down
 
 
 class TcpSpec(BaseModel):
