@@ -7,6 +7,7 @@ The runner holds a Postgres advisory lock for the whole run (both databases), so
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -52,12 +53,22 @@ def statements(sql: str) -> list[str]:
     return [s.strip() for s in re.split(r";\s*$", body, flags=re.M) if s.strip()]
 
 
-def _refuse_newer(backend: str, applied: set[int], code: list[Migration]) -> None:
+async def _apply_pending(backend: str, applied: set[int],
+                         apply: Callable[[Migration], Awaitable[None]]) -> list[int]:
+    """Apply the code's migrations the database lacks, in order; refuse a newer database."""
+    code = load(backend)
     newest_code = max((m.version for m in code), default=0)
     newer = sorted(v for v in applied if v > newest_code)
     if newer:
         raise MigrationError(f"{backend} schema is at version {max(newer)}, newer than this "
                              f"code ({newest_code}); upgrade Vigil instead of migrating down")
+    done = []
+    for m in code:
+        if m.version not in applied:
+            await apply(m)
+            log.info("migration applied", backend=backend, version=m.version, name=m.name)
+            done.append(m.version)
+    return done
 
 
 async def _postgres(conn: asyncpg.Connection) -> list[int]:
@@ -65,42 +76,31 @@ async def _postgres(conn: asyncpg.Connection) -> list[int]:
         version integer PRIMARY KEY, name text NOT NULL,
         applied_at timestamptz NOT NULL DEFAULT now())""")
     rows = await conn.fetch("SELECT version FROM vigil_schema_migrations")
-    applied = {r["version"] for r in rows}
-    code = load("postgres")
-    _refuse_newer("postgres", applied, code)
-    done = []
-    for m in code:
-        if m.version in applied:
-            continue
+
+    async def apply(m: Migration) -> None:
         async with conn.transaction():
             await conn.execute(m.sql)
             await conn.execute(
                 "INSERT INTO vigil_schema_migrations (version, name) VALUES ($1, $2)",
                 m.version, m.name)
-        log.info("migration applied", backend="postgres", version=m.version, name=m.name)
-        done.append(m.version)
-    return done
+
+    return await _apply_pending("postgres", {r["version"] for r in rows}, apply)
 
 
 async def _clickhouse(ch: ClickHouse) -> list[int]:
     await ch.command("""CREATE TABLE IF NOT EXISTS vigil_schema_migrations
         (version UInt32, name String, applied_at DateTime DEFAULT now())
         ENGINE = MergeTree ORDER BY version""")
-    applied = {int(r[0]) for r in await ch.rows("SELECT version FROM vigil_schema_migrations")}
-    code = load("clickhouse")
-    _refuse_newer("clickhouse", applied, code)
-    done = []
-    for m in code:
-        if m.version in applied:
-            continue
+    rows = await ch.rows("SELECT version FROM vigil_schema_migrations")
+
+    async def apply(m: Migration) -> None:
         # ClickHouse has no DDL transactions: files use IF NOT EXISTS so a rerun after a
         # failure part-way is harmless; the version is recorded last.
         for statement in statements(m.sql):
             await ch.command(statement)
         await ch.insert("vigil_schema_migrations", [[m.version, m.name]], ["version", "name"])
-        log.info("migration applied", backend="clickhouse", version=m.version, name=m.name)
-        done.append(m.version)
-    return done
+
+    return await _apply_pending("clickhouse", {int(r[0]) for r in rows}, apply)
 
 
 async def migrate(postgres_dsn: str, ch: ClickHouse) -> dict[str, list[int]]:
