@@ -14,9 +14,10 @@ import uvloop
 from engine import logging as vlogging
 from engine.clickhouse import ClickHouse
 from engine.connections import postgres_pool
+from engine.embedded import Embedded, EmbeddedError
 from engine.migrate import MigrationError, migrate
 from engine.monitors import SpecError, load_file
-from engine.roles import run_roles
+from engine.roles import ROLES, run_roles
 from engine.settings import Settings, SettingsError
 from engine.store import upsert_monitors
 
@@ -50,8 +51,8 @@ def parser() -> argparse.ArgumentParser:
                            ("run", "run several roles in one process")):
         p = sub.add_parser(name, parents=[common], help=helptext)
         if name == "run":
-            p.add_argument("roles", nargs="+", metavar="ROLE",
-                           help="scheduler, executor, sink-clickhouse, sink-status, api")
+            p.add_argument("roles", nargs="+", metavar="ROLE", choices=ROLES,
+                           help=", ".join(ROLES))
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8080)
     sub.add_parser("migrate", parents=[common], help="apply database migrations")
@@ -96,8 +97,6 @@ async def cmd_apply(settings: Settings, path: str) -> None:
 
 
 async def cmd_up(args: argparse.Namespace, examples: str | None) -> None:
-    from engine.embedded import Embedded
-
     embedded = Embedded(Path(args.data_dir))
     redis_url, dsn, ch_url = await embedded.start(args.redis_url, args.postgres_dsn,
                                                   args.clickhouse_url)
@@ -109,8 +108,7 @@ async def cmd_up(args: argparse.Namespace, examples: str | None) -> None:
             await cmd_apply(settings, examples)
         print(f"Vigil is up: status page http://{args.host}:{args.port}/  "
               f"(Ctrl-C to stop)", flush=True)
-        await run_roles(["scheduler", "executor", "sink-clickhouse", "sink-status", "api"],
-                        settings, args.host, args.port)
+        await run_roles(list(ROLES), settings, args.host, args.port)
     finally:
         await embedded.stop()
 
@@ -134,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         vlogging.configure(args.log_format or Settings.from_env().log_format)
         uvloop.run(_command(args))
-    except (SettingsError, SpecError, MigrationError, ValueError) as exc:
+    except (SettingsError, SpecError, MigrationError, EmbeddedError) as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -61,3 +61,35 @@ async def test_vigil_up_runs_and_stops_cleanly(tmp_path):
     log_text = (tmp_path / "up.log").read_text()
     assert "Vigil is up" in log_text
     assert "checks done" in log_text or "status changed" in log_text
+
+
+async def test_flags_replace_the_embedded_parts(tmp_path, redis_url, postgres_dsn, pool):
+    port = free_port()
+    data = tmp_path / "data"
+    with (tmp_path / "up.log").open("wb") as log:
+        proc = await asyncio.to_thread(
+            subprocess.Popen, [sys.executable, "-m", "engine.cli", "up", "--data-dir", str(data),
+                               "--port", str(port), "--redis-url", redis_url,
+                               "--postgres-dsn", postgres_dsn, "--examples", ""],
+            env=vigil_env(), stdout=log, stderr=log)
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def healthy() -> bool:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/health") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_for(healthy, timeout=90, every=0.5)
+        assert psutil.Process(proc.pid).children() == []
+        assert not (data / "postgres").exists()
+        assert not (data / "redis").exists()
+        assert (data / "chdb").exists()
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
