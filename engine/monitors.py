@@ -19,8 +19,14 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from engine.settings import NAME_PATTERN
+from executors.dns import DnsSpec
 from executors.http import HttpSpec
+from executors.icmp import IcmpSpec
+from executors.postgres_probe import PostgresSpec
+from executors.push import PushSpec
+from executors.redis_probe import RedisSpec
 from executors.tcp import TcpSpec
+from executors.tls import TlsSpec
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 REGION_PATTERN = f"^{NAME_PATTERN}$"
@@ -87,6 +93,7 @@ class MonitorBase(BaseModel):
         return timeout_ms
 
 
+# One class per kind: the kind's settings sit under a key named after it (`http: {url: ...}`).
 class HttpMonitor(MonitorBase):
     kind: Literal["http"]
     http: HttpSpec
@@ -97,7 +104,38 @@ class TcpMonitor(MonitorBase):
     tcp: TcpSpec
 
 
-AnyMonitor = HttpMonitor | TcpMonitor
+class DnsMonitor(MonitorBase):
+    kind: Literal["dns"]
+    dns: DnsSpec
+
+
+class IcmpMonitor(MonitorBase):
+    kind: Literal["icmp"]
+    icmp: IcmpSpec
+
+
+class TlsMonitor(MonitorBase):
+    kind: Literal["tls"]
+    tls: TlsSpec
+
+
+class PushMonitor(MonitorBase):
+    kind: Literal["push"]
+    push: PushSpec = Field(default_factory=PushSpec)
+
+
+class PostgresMonitor(MonitorBase):
+    kind: Literal["postgres"]
+    postgres: PostgresSpec
+
+
+class RedisMonitor(MonitorBase):
+    kind: Literal["redis"]
+    redis: RedisSpec
+
+
+AnyMonitor = (HttpMonitor | TcpMonitor | DnsMonitor | IcmpMonitor | TlsMonitor | PushMonitor
+              | PostgresMonitor | RedisMonitor)
 Monitor = Annotated[AnyMonitor, Field(discriminator="kind")]
 MONITOR = TypeAdapter(Monitor)
 

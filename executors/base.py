@@ -1,8 +1,40 @@
-"""What every check kind shares."""
+"""What every check kind shares: the executor-wide context and the failed-check helper.
+
+A kind is a module in this package with `KIND` (its name), a pydantic spec model (defaults
+for everything optional, so an invalid monitor is rejected with the kind, the field and the
+reason), and `async def check(spec, ctx) -> Observation`. The executor runs `check` under the
+monitor's timeout; a check returns `down` with a precise `error_kind` for every failure of
+the target, and raises only for Vigil's own bugs.
+"""
 
 from __future__ import annotations
 
+import ssl
+from dataclasses import dataclass, field
+
+import aiohttp
+import redis.asyncio as aioredis
+
 from engine.events import Observation
+from engine.keys import Keys
+
+
+def _unverified() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+@dataclass(slots=True)
+class Context:
+    """Opened once per executor and shared by every check it runs."""
+
+    redis: aioredis.Redis
+    keys: Keys
+    tls_verify: ssl.SSLContext = field(default_factory=ssl.create_default_context)
+    tls_noverify: ssl.SSLContext = field(default_factory=_unverified)
+    http_session: aiohttp.ClientSession | None = None
 
 
 def down(kind: str, message: str, latency_ms: float | None = None) -> Observation:

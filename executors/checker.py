@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
 from pydantic import BaseModel, ValidationError
 
 from engine.events import Observation
-from executors import http, tcp
+from executors import http
+from executors.base import Context
+from executors.kinds import KINDS, Kind
 
 SPEC_CACHE_MAX = 200_000
 
@@ -18,42 +19,36 @@ class SpecInvalid(ValueError):
 
 
 class Checker:
-    def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
-        self._specs: dict[tuple[str, int], tuple[str, BaseModel]] = {}
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._specs: dict[tuple[str, int], tuple[Kind, BaseModel]] = {}
 
     async def start(self) -> None:
-        self._session = http.new_session()
+        self.ctx.http_session = http.new_session()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self.ctx.http_session is not None:
+            await self.ctx.http_session.close()
 
-    def spec(self, monitor_id: str, version: int, raw: dict[str, Any]) -> tuple[str, BaseModel]:
+    def spec(self, monitor_id: str, version: int, raw: dict[str, Any]) -> tuple[Kind, BaseModel]:
         key = (monitor_id, version)
         cached = self._specs.get(key)
         if cached is not None:
             return cached
-        kind = raw.get("kind")
-        model: type[BaseModel]
-        if kind == "http":
-            model = http.HttpSpec
-        elif kind == "tcp":
-            model = tcp.TcpSpec
-        else:
-            raise SpecInvalid(f"unknown check kind {kind!r}")
+        name = str(raw.get("kind"))
+        kind = KINDS.get(name)
+        if kind is None:
+            raise SpecInvalid(f"unknown check kind {name!r}")
         try:
-            parsed = (kind, model.model_validate(raw.get(kind)))
+            parsed = (kind, kind.spec.model_validate(raw.get(name)))
         except ValidationError as exc:
-            raise SpecInvalid(f"{kind} spec: {exc.errors()[0]['msg']}") from None
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise SpecInvalid(f"{name}.{where}: {err['msg']}") from None
         if len(self._specs) >= SPEC_CACHE_MAX:
             self._specs.clear()
         self._specs[key] = parsed
         return parsed
 
-    async def run(self, kind: str, spec: BaseModel) -> Observation:
-        if isinstance(spec, http.HttpSpec):
-            assert self._session is not None, "Checker.start() was not called"
-            return await http.check(spec, self._session)
-        assert isinstance(spec, tcp.TcpSpec), kind
-        return await tcp.check(spec)
+    async def run(self, kind: Kind, spec: BaseModel) -> Observation:
+        return await kind.check(spec, self.ctx)

@@ -10,7 +10,9 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from engine.events import Observation
-from executors.base import down
+from executors.base import Context, down
+
+KIND = "http"
 
 BODY_CAP = 64 * 1024
 
@@ -32,7 +34,9 @@ def new_session() -> aiohttp.ClientSession:
                                  timeout=aiohttp.ClientTimeout(total=None))
 
 
-async def check(spec: HttpSpec, session: aiohttp.ClientSession) -> Observation:
+async def check(spec: HttpSpec, ctx: Context) -> Observation:
+    session = ctx.http_session
+    assert session is not None, "the executor opens the HTTP session at start-up"
     start = time.perf_counter()
     try:
         async with session.request(spec.method, str(spec.url), allow_redirects=False,

@@ -23,6 +23,7 @@ from engine.keys import EXECUTOR_GROUP, RESULT_GROUPS, Keys
 from engine.service import every
 from engine.settings import Settings
 from engine.streams import DEADLETTER_MAXLEN, Consumer, Fields, dead_letter, ensure_group, safe_trim
+from executors.base import Context
 from executors.checker import Checker, SpecInvalid
 
 READ_BLOCK_MS = 1_000
@@ -47,7 +48,7 @@ class Executor:
         self.settings = settings
         self.stream = keys.checks(settings.region)
         self.consumer = Consumer(r, self.stream, EXECUTOR_GROUP, settings.instance_id)
-        self.checker = Checker()
+        self.checker = Checker(Context(r, keys))
         self._complete = r.register_script(_SCRIPT)
         self._inflight: set[asyncio.Task[None]] = set()
         self._slot_free = asyncio.Event()

@@ -9,7 +9,9 @@ import time
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.events import Observation
-from executors.base import down
+from executors.base import Context, down
+
+KIND = "tcp"
 
 
 class TcpSpec(BaseModel):
@@ -19,7 +21,7 @@ class TcpSpec(BaseModel):
     port: int = Field(ge=1, le=65535)
 
 
-async def check(spec: TcpSpec) -> Observation:
+async def check(spec: TcpSpec, ctx: Context) -> Observation:
     start = time.perf_counter()
     try:
         _, writer = await asyncio.open_connection(spec.host, spec.port)

@@ -1,0 +1,18 @@
+"""DNS checks."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from engine.events import Observation
+from executors.base import Context
+
+KIND = "dns"
+
+
+class DnsSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+async def check(spec: DnsSpec, ctx: Context) -> Observation:
+    raise NotImplementedError

@@ -1,0 +1,18 @@
+"""ICMP ping checks."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from engine.events import Observation
+from executors.base import Context
+
+KIND = "icmp"
+
+
+class IcmpSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+async def check(spec: IcmpSpec, ctx: Context) -> Observation:
+    raise NotImplementedError

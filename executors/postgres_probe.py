@@ -1,0 +1,18 @@
+"""Postgres probes."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from engine.events import Observation
+from executors.base import Context
+
+KIND = "postgres"
+
+
+class PostgresSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+async def check(spec: PostgresSpec, ctx: Context) -> Observation:
+    raise NotImplementedError

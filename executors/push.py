@@ -1,0 +1,18 @@
+"""Push (heartbeat) monitors."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from engine.events import Observation
+from executors.base import Context
+
+KIND = "push"
+
+
+class PushSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+async def check(spec: PushSpec, ctx: Context) -> Observation:
+    raise NotImplementedError

@@ -1,0 +1,18 @@
+"""Redis probes."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from engine.events import Observation
+from executors.base import Context
+
+KIND = "redis"
+
+
+class RedisSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+async def check(spec: RedisSpec, ctx: Context) -> Observation:
+    raise NotImplementedError
