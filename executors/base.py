@@ -2,9 +2,10 @@
 
 A kind is a module in this package with `KIND` (its name), a pydantic spec model (defaults
 for everything optional, so an invalid monitor is rejected with the kind, the field and the
-reason), and `async def check(spec, ctx) -> Observation`. The executor runs `check` under the
-monitor's timeout; a check returns `down` with a precise `error_kind` for every failure of
-the target, and raises only for Vigil's own bugs.
+reason), and `async def check(spec, ctx, due) -> Observation` (`due` is the check.due event:
+monitor id, scheduled time, and the compiled spec with `interval_ms` and `timeout_ms`).
+The executor runs `check` under the monitor's timeout; a check returns `down` with a precise
+`error_kind` for every failure of the target, and raises only for Vigil's own bugs.
 """
 
 from __future__ import annotations

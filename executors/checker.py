@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from engine.events import Observation
+from engine.events import CheckDue, Observation
 from executors import http
 from executors.base import Context
 from executors.kinds import KINDS, Kind
@@ -50,5 +50,5 @@ class Checker:
         self._specs[key] = parsed
         return parsed
 
-    async def run(self, kind: Kind, spec: BaseModel) -> Observation:
-        return await kind.check(spec, self.ctx)
+    async def run(self, kind: Kind, spec: BaseModel, due: CheckDue) -> Observation:
+        return await kind.check(spec, self.ctx, due)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.events import Observation
+from engine.events import CheckDue, Observation
 from executors.base import Context
 
 KIND = "dns"
@@ -14,5 +14,5 @@ class DnsSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-async def check(spec: DnsSpec, ctx: Context) -> Observation:
+async def check(spec: DnsSpec, ctx: Context, due: CheckDue) -> Observation:
     raise NotImplementedError

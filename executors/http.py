@@ -9,7 +9,7 @@ from typing import Literal
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-from engine.events import Observation
+from engine.events import CheckDue, Observation
 from executors.base import Context, down
 
 KIND = "http"
@@ -34,7 +34,7 @@ def new_session() -> aiohttp.ClientSession:
                                  timeout=aiohttp.ClientTimeout(total=None))
 
 
-async def check(spec: HttpSpec, ctx: Context) -> Observation:
+async def check(spec: HttpSpec, ctx: Context, due: CheckDue) -> Observation:
     session = ctx.http_session
     assert session is not None, "the executor opens the HTTP session at start-up"
     start = time.perf_counter()

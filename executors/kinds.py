@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from engine.events import Observation
+from engine.events import CheckDue, Observation
 from executors import dns, http, icmp, postgres_probe, push, redis_probe, tcp, tls
 from executors.base import Context
 
@@ -16,7 +16,7 @@ from executors.base import Context
 @dataclass(frozen=True, slots=True)
 class Kind:
     spec: type[BaseModel]
-    check: Callable[[Any, Context], Awaitable[Observation]]
+    check: Callable[[Any, Context, CheckDue], Awaitable[Observation]]
 
 
 KINDS: dict[str, Kind] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.events import Observation
+from engine.events import CheckDue, Observation
 from executors.base import Context
 
 KIND = "postgres"
@@ -14,5 +14,5 @@ class PostgresSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-async def check(spec: PostgresSpec, ctx: Context) -> Observation:
+async def check(spec: PostgresSpec, ctx: Context, due: CheckDue) -> Observation:
     raise NotImplementedError

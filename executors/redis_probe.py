@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.events import Observation
+from engine.events import CheckDue, Observation
 from executors.base import Context
 
 KIND = "redis"
@@ -14,5 +14,5 @@ class RedisSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-async def check(spec: RedisSpec, ctx: Context) -> Observation:
+async def check(spec: RedisSpec, ctx: Context, due: CheckDue) -> Observation:
     raise NotImplementedError

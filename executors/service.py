@@ -106,7 +106,7 @@ class Executor:
                          self.settings.max_timeout_ms)
         try:
             async with asyncio.timeout(timeout_ms / 1000):
-                return await self.checker.run(kind, spec)
+                return await self.checker.run(kind, spec, due)
         except TimeoutError:
             return Observation(outcome="down", error_kind="timeout",
                                error=f"no answer within {timeout_ms} ms", latency_ms=timeout_ms)

@@ -8,7 +8,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.events import Observation
+from engine.events import CheckDue, Observation
 from executors.base import Context, down
 
 KIND = "tcp"
@@ -21,7 +21,7 @@ class TcpSpec(BaseModel):
     port: int = Field(ge=1, le=65535)
 
 
-async def check(spec: TcpSpec, ctx: Context) -> Observation:
+async def check(spec: TcpSpec, ctx: Context, due: CheckDue) -> Observation:
     start = time.perf_counter()
     try:
         _, writer = await asyncio.open_connection(spec.host, spec.port)

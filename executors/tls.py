@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.events import Observation
+from engine.events import CheckDue, Observation
 from executors.base import Context
 
 KIND = "tls"
@@ -14,5 +14,5 @@ class TlsSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-async def check(spec: TlsSpec, ctx: Context) -> Observation:
+async def check(spec: TlsSpec, ctx: Context, due: CheckDue) -> Observation:
     raise NotImplementedError

@@ -13,6 +13,7 @@ def compile_plan(row: Any) -> str:
     spec = row["spec"]
     if isinstance(spec, str):
         spec = orjson.loads(spec)
-    body = {"kind": row["kind"], "timeout_ms": row["timeout_ms"], row["kind"]: spec}
+    body = {"kind": row["kind"], "interval_ms": row["interval_ms"], "timeout_ms": row["timeout_ms"],
+            row["kind"]: spec}
     regions = ",".join(row["regions"])
     return f"{row['interval_ms']}|{row['version']}|{regions}|{orjson.dumps(body).decode()}"

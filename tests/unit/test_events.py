@@ -275,7 +275,8 @@ def test_dispatch_lua_json_is_a_check_due(spec: Any) -> None:
         assert event == CheckDue(
             check_id=check_id("api.example-1", region, slot), monitor_id="api.example-1",
             region=region, scheduled_ms=slot, deadline_ms=slot + 30_000, spec_version=7,
-            spec={"kind": "http", "timeout_ms": 5_000, "http": HTTP_SPEC})
+            spec={"kind": "http", "interval_ms": 30_000, "timeout_ms": 5_000,
+                  "http": HTTP_SPEC})
 
 
 def test_dispatch_lua_json_after_downtime_carries_the_grid_slot() -> None:
@@ -306,6 +307,7 @@ def test_dispatch_lua_json_parses_for_any_valid_monitor(
         assert (event.monitor_id, event.region, event.scheduled_ms) == (monitor_id, region, slot)
         assert event.deadline_ms == slot + interval_ms
         assert event.spec_version == version
-        assert event.spec == {"kind": "tcp", "timeout_ms": interval_ms - 1, "tcp": spec}
+        assert event.spec == {"kind": "tcp", "interval_ms": interval_ms,
+                              "timeout_ms": interval_ms - 1, "tcp": spec}
         # The Lua-built bytes hold the same event the Python writer would produce.
         assert orjson.loads(raw) == orjson.loads(event.to_json())
