@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from engine.api_monitors import add_monitor_routes
 from engine.clickhouse import ClickHouse
 from engine.monitors import parse_duration_ms
 
@@ -129,7 +130,8 @@ _CSS = ("body{font-family:system-ui,sans-serif;margin:2rem}table{border-collapse
 
 
 def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse) -> web.Application:
-    app = web.Application()
+    # Bodies are monitor definitions: small; a cap keeps a client from holding memory.
+    app = web.Application(client_max_size=256 * 1024)
     app[REDIS] = r
     app[PG] = pool
     app[CH] = ch
@@ -138,6 +140,7 @@ def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse) -> web.Appli
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/api/v1/monitors/{monitor_id}/uptime", uptime)
+    add_monitor_routes(app, pool)
     return app
 
 

@@ -8,18 +8,20 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import structlog
 import uvloop
 
+from engine import admin
 from engine import logging as vlogging
+from engine.admin import CommandError
 from engine.clickhouse import ClickHouse
 from engine.connections import postgres_pool
 from engine.embedded import Embedded, EmbeddedError
 from engine.migrate import MigrationError, migrate
-from engine.monitors import SpecError, load_file
+from engine.monitors import SpecError
 from engine.roles import ROLES, run_roles
 from engine.settings import Settings, SettingsError
-from engine.store import upsert_monitors
 
 log = structlog.get_logger(component="cli")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "monitors.yaml"
@@ -56,10 +58,25 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8080)
     sub.add_parser("migrate", parents=[common], help="apply database migrations")
-    monitors = sub.add_parser("monitors", help="manage monitors")
+    monitors = sub.add_parser("monitors", help="manage monitors (config as code)")
     msub = monitors.add_subparsers(dest="action", required=True)
-    apply = msub.add_parser("apply", parents=[common], help="validate and upsert from YAML")
-    apply.add_argument("-f", "--file", required=True)
+    apply = msub.add_parser("apply", parents=[common],
+                            help="make Postgres match YAML files (declarative)")
+    apply.add_argument("-f", "--file", required=True, help="a YAML file or a directory of them")
+    apply.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
+    apply.add_argument("--prune", action="store_true",
+                       help="delete file-managed monitors that are not in the files")
+    listing = msub.add_parser("list", parents=[common], help="every monitor and its status")
+    listing.add_argument("--tag")
+    for action in ("show", "pause", "resume", "delete"):
+        msub.add_parser(action, parents=[common], help=f"{action} one monitor").add_argument("id")
+    tokens = sub.add_parser("tokens", help="API tokens")
+    tsub = tokens.add_subparsers(dest="action", required=True)
+    tsub.add_parser("create", parents=[common], help="print a new token").add_argument(
+        "--name", required=True)
+    tsub.add_parser("list", parents=[common], help="tokens and when they were used")
+    tsub.add_parser("revoke", parents=[common], help="revoke a token").add_argument(
+        "--name", required=True)
     up = sub.add_parser("up", parents=[common], help="everything in one process, embedded")
     up.add_argument("--data-dir", default=".vigil")
     up.add_argument("--port", type=int, default=8080)
@@ -85,15 +102,32 @@ async def cmd_migrate(settings: Settings) -> None:
     log.info("migrations done", applied=applied)
 
 
-async def cmd_apply(settings: Settings, path: str) -> None:
-    monitors = load_file(path)
+async def cmd_admin(settings: Settings, args: argparse.Namespace) -> None:
     pool = await postgres_pool(settings.postgres_dsn)
     try:
-        report = await upsert_monitors(pool, monitors, source="file")
+        await _admin(pool, args)
     finally:
         await pool.close()
-    print(f"{path}: {report.created} created, {report.updated} updated, "
-          f"{report.unchanged} unchanged")
+
+
+async def _admin(pool: asyncpg.Pool, args: argparse.Namespace) -> None:
+    action = (args.command, args.action)
+    if action == ("monitors", "apply"):
+        await admin.apply(pool, args.file, prune=args.prune, dry_run=args.dry_run)
+    elif action == ("monitors", "list"):
+        await admin.list_monitors(pool, args.tag)
+    elif action == ("monitors", "show"):
+        await admin.show(pool, args.id)
+    elif action in (("monitors", "pause"), ("monitors", "resume")):
+        await admin.set_enabled(pool, args.id, enabled=args.action == "resume")
+    elif action == ("monitors", "delete"):
+        await admin.delete(pool, args.id)
+    elif action == ("tokens", "create"):
+        await admin.token_create(pool, args.name)
+    elif action == ("tokens", "list"):
+        await admin.token_list(pool)
+    else:
+        await admin.token_revoke(pool, args.name)
 
 
 async def cmd_up(args: argparse.Namespace, examples: str | None) -> None:
@@ -105,7 +139,11 @@ async def cmd_up(args: argparse.Namespace, examples: str | None) -> None:
                                                       clickhouse_url=ch_url)
         await cmd_migrate(settings)
         if examples:
-            await cmd_apply(settings, examples)
+            pool = await postgres_pool(settings.postgres_dsn)
+            try:
+                await admin.apply(pool, examples, prune=False, dry_run=False)
+            finally:
+                await pool.close()
         print(f"Vigil is up: status page http://{args.host}:{args.port}/  "
               f"(Ctrl-C to stop)", flush=True)
         await run_roles(list(ROLES), settings, args.host, args.port)
@@ -120,8 +158,8 @@ def _command(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
     settings = settings_from(args)
     if args.command == "migrate":
         return cmd_migrate(settings)
-    if args.command == "monitors":
-        return cmd_apply(settings, args.file)
+    if args.command in ("monitors", "tokens"):
+        return cmd_admin(settings, args)
     roles = {"sink": [f"sink-{getattr(args, 'target', '')}"], "run": getattr(args, "roles", [])}
     return run_roles(roles.get(args.command, [args.command]), settings,
                      getattr(args, "host", "127.0.0.1"), getattr(args, "port", 8080))
@@ -135,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, SpecError, MigrationError, EmbeddedError) as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         return 2
+    except CommandError as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -148,15 +149,20 @@ class SpecError(ValueError):
         self.problems = problems
 
 
-def _describe(exc: ValidationError, label: str) -> list[str]:
+def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    """(field, message) per problem; fields are dotted paths like `http.url`."""
     out = []
     for err in exc.errors():
         # The first location item is the union tag (the kind); a tag error is about `kind`.
         where = ".".join(str(p) for p in err["loc"][1:])
         if err["type"].startswith("union_tag"):
             where = "kind"
-        out.append(f"monitor {label}: {where or '(monitor)'}: {err['msg']}")
+        out.append((where or "(monitor)", err["msg"]))
     return out
+
+
+def _describe(exc: ValidationError, label: str) -> list[str]:
+    return [f"monitor {label}: {where}: {msg}" for where, msg in field_errors(exc)]
 
 
 def parse_monitors(entries: list[Any], origin: str = "monitors") -> list[AnyMonitor]:
@@ -181,11 +187,9 @@ def parse_monitors(entries: list[Any], origin: str = "monitors") -> list[AnyMoni
     return monitors
 
 
-def load_file(path: str) -> list[AnyMonitor]:
-    """A YAML file with a top-level `monitors:` list; every entry validated before returning."""
+def _entries(path: Path) -> list[Any]:
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise SpecError([f"{path}: {exc.strerror}"]) from None
     except UnicodeDecodeError as exc:
@@ -195,4 +199,34 @@ def load_file(path: str) -> list[AnyMonitor]:
     entries = doc.get("monitors") if isinstance(doc, dict) else None
     if not isinstance(entries, list):
         raise SpecError([f"{path}: expected a top-level `monitors:` list"])
-    return parse_monitors(entries, origin=f"{path}: monitors")
+    return entries
+
+
+def load_file(path: str) -> list[AnyMonitor]:
+    """A YAML file with a top-level `monitors:` list; every entry validated before returning."""
+    return parse_monitors(_entries(Path(path)), origin=f"{path}: monitors")
+
+
+def load_path(path: str) -> list[AnyMonitor]:
+    """A file, or every *.yaml / *.yml file under a directory (sorted); ids unique across all."""
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()) \
+        if root.is_dir() else [root]
+    problems: list[str] = []
+    monitors: list[AnyMonitor] = []
+    origin: dict[str, Path] = {}
+    for file in files:
+        try:
+            found = load_file(str(file))
+        except SpecError as exc:
+            problems.extend(exc.problems)
+            continue
+        for monitor in found:
+            if monitor.id in origin:
+                problems.append(f"monitor {monitor.id!r} ({file}): id: also defined in "
+                                f"{origin[monitor.id]}")
+            origin[monitor.id] = file
+            monitors.append(monitor)
+    if problems:
+        raise SpecError(problems)
+    return monitors

@@ -1,23 +1,33 @@
-"""Monitors in Postgres: upserts that bump the version only when something changed."""
+"""Monitors in Postgres: the one place that reads and writes monitor definitions.
+
+Every write bumps `version` only when something changed, and fires the NOTIFY trigger that
+carries the change to the schedulers. `source` tells monitors from files (`vigil monitors
+apply`) from monitors made through the API; `--prune` only ever deletes file monitors.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import orjson
 
-from engine.monitors import AnyMonitor
+from engine.monitors import MONITOR, AnyMonitor
+
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 UPSERT = """
 INSERT INTO monitors AS m (id, name, kind, interval_ms, timeout_ms, regions, tags, spec, enabled,
-    source)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10)
+    source, push_token)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11)
 ON CONFLICT (id) DO UPDATE SET
     name = EXCLUDED.name, kind = EXCLUDED.kind, interval_ms = EXCLUDED.interval_ms,
     timeout_ms = EXCLUDED.timeout_ms, regions = EXCLUDED.regions, tags = EXCLUDED.tags,
     spec = EXCLUDED.spec, enabled = EXCLUDED.enabled, source = EXCLUDED.source,
+    push_token = CASE WHEN EXCLUDED.kind = 'push'
+                      THEN COALESCE(m.push_token, EXCLUDED.push_token) END,
     version = m.version + 1, updated_at = now()
 WHERE (m.name, m.kind, m.interval_ms, m.timeout_ms, m.regions, m.tags, m.spec, m.enabled,
        m.source)
@@ -25,6 +35,10 @@ WHERE (m.name, m.kind, m.interval_ms, m.timeout_ms, m.regions, m.tags, m.spec, m
        EXCLUDED.regions, EXCLUDED.tags, EXCLUDED.spec, EXCLUDED.enabled, EXCLUDED.source)
 RETURNING (xmax = 0) AS created
 """
+SELECT = """SELECT id, name, kind, interval_ms, timeout_ms, regions, tags, spec::text AS spec,
+    enabled, source, version, push_token, created_at, updated_at FROM monitors"""
+# What a definition is made of; `source` and `version` are bookkeeping.
+DEFINITION = ("id", "name", "kind", "interval_ms", "timeout_ms", "regions", "tags", "enabled")
 
 
 @dataclass(slots=True)
@@ -34,11 +48,63 @@ class ApplyReport:
     unchanged: int = 0
 
 
+@dataclass(slots=True)
+class Plan:
+    """What `apply` would do: ids to create, update (with the fields that change), delete."""
+
+    create: list[str] = field(default_factory=list)
+    update: dict[str, list[str]] = field(default_factory=dict)
+    delete: list[str] = field(default_factory=list)
+    unchanged: int = 0
+
+    def lines(self) -> list[str]:
+        return ([f"+ create {mid}" for mid in self.create]
+                + [f"~ update {mid} ({', '.join(f)})" for mid, f in self.update.items()]
+                + [f"- delete {mid}" for mid in self.delete])
+
+    def summary(self) -> str:
+        return (f"{len(self.create)} to create, {len(self.update)} to update, "
+                f"{len(self.delete)} to delete, {self.unchanged} unchanged")
+
+
 def monitor_row(monitor: AnyMonitor, source: str) -> tuple[Any, ...]:
     body = getattr(monitor, monitor.kind)
+    token = secrets.token_urlsafe(24) if monitor.kind == "push" else None
     return (monitor.id, monitor.name, monitor.kind, monitor.interval_ms, monitor.timeout_ms,
             monitor.regions, monitor.tags, orjson.dumps(body.model_dump(mode="json")).decode(),
-            monitor.enabled, source)
+            monitor.enabled, source, token)
+
+
+def definition(row: asyncpg.Record) -> dict[str, Any]:
+    """A stored monitor in the shape it is written in (a YAML entry, an API body)."""
+    out = {k: row[k] for k in DEFINITION}
+    out[row["kind"]] = orjson.loads(row["spec"])
+    return out
+
+
+def described(row: asyncpg.Record) -> dict[str, Any]:
+    """A definition plus its bookkeeping, for the API and `vigil monitors show`."""
+    out = definition(row)
+    out.update(source=row["source"], version=row["version"],
+               created_at=row["created_at"].isoformat(), updated_at=row["updated_at"].isoformat())
+    if row["push_token"]:
+        out["push_url"] = f"/api/v1/push/{row['push_token']}"
+    return out
+
+
+def _changes(row: asyncpg.Record, monitor: AnyMonitor, source: str) -> list[str]:
+    new = MONITOR.dump_python(monitor, mode="json")
+    old = definition(row)
+    changed = [k for k in (*DEFINITION, monitor.kind) if old.get(k) != new.get(k)]
+    if row["source"] != source:
+        changed.append("source")
+    return changed
+
+
+async def upsert(conn: Conn, monitor: AnyMonitor, source: str) -> bool | None:
+    """True if created, False if updated, None if nothing changed."""
+    created: bool | None = await conn.fetchval(UPSERT, *monitor_row(monitor, source))
+    return created
 
 
 async def upsert_monitors(pool: asyncpg.Pool, monitors: list[AnyMonitor],
@@ -47,7 +113,7 @@ async def upsert_monitors(pool: asyncpg.Pool, monitors: list[AnyMonitor],
     report = ApplyReport()
     async with pool.acquire() as conn, conn.transaction():
         for monitor in monitors:
-            created = await conn.fetchval(UPSERT, *monitor_row(monitor, source))
+            created = await upsert(conn, monitor, source)
             if created is None:
                 report.unchanged += 1
             elif created:
@@ -55,3 +121,62 @@ async def upsert_monitors(pool: asyncpg.Pool, monitors: list[AnyMonitor],
             else:
                 report.updated += 1
     return report
+
+
+async def plan_apply(conn: Conn, monitors: list[AnyMonitor],
+                     prune: bool) -> Plan:
+    rows = {r["id"]: r for r in await conn.fetch(f"{SELECT} WHERE id = ANY($1) OR source = 'file'",
+                                                 [m.id for m in monitors])}
+    plan = Plan()
+    for monitor in monitors:
+        row = rows.get(monitor.id)
+        if row is None:
+            plan.create.append(monitor.id)
+        elif changed := _changes(row, monitor, "file"):
+            plan.update[monitor.id] = changed
+        else:
+            plan.unchanged += 1
+    if prune:
+        wanted = {m.id for m in monitors}
+        plan.delete = sorted(mid for mid, r in rows.items()
+                             if r["source"] == "file" and mid not in wanted)
+    return plan
+
+
+async def apply(pool: asyncpg.Pool, monitors: list[AnyMonitor], prune: bool,
+                dry_run: bool) -> Plan:
+    """Declarative apply of file monitors: plan, then (unless dry_run) carry the plan out in
+    one transaction, so a failure part-way leaves the database as it was."""
+    async with pool.acquire() as conn, conn.transaction():
+        plan = await plan_apply(conn, monitors, prune)
+        if not dry_run:
+            for monitor in monitors:
+                await upsert(conn, monitor, "file")
+            await conn.execute("DELETE FROM monitors WHERE id = ANY($1)", plan.delete)
+    return plan
+
+
+async def get(pool: asyncpg.Pool, monitor_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await pool.fetchrow(f"{SELECT} WHERE id = $1", monitor_id)
+    return row
+
+
+async def list_all(pool: asyncpg.Pool, tag: str | None = None) -> list[asyncpg.Record]:
+    if tag is None:
+        return await pool.fetch(f"{SELECT} ORDER BY id")
+    return await pool.fetch(f"{SELECT} WHERE $1 = ANY(tags) ORDER BY id", tag)
+
+
+async def set_enabled(pool: asyncpg.Pool, monitor_id: str, enabled: bool) -> bool:
+    """Pause or resume; False when there is no such monitor."""
+    row = await pool.fetchrow(
+        """UPDATE monitors SET enabled = $2,
+               version = version + CASE WHEN enabled = $2 THEN 0 ELSE 1 END,
+               updated_at = CASE WHEN enabled = $2 THEN updated_at ELSE now() END
+           WHERE id = $1 RETURNING id""", monitor_id, enabled)
+    return row is not None
+
+
+async def delete(pool: asyncpg.Pool, monitor_id: str) -> bool:
+    return await pool.fetchval("DELETE FROM monitors WHERE id = $1 RETURNING true",
+                               monitor_id) is not None

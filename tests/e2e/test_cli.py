@@ -59,3 +59,43 @@ async def test_apply_validates_everything_before_writing(tmp_path, pool, postgre
     assert "0 created, 1 updated, 0 unchanged" in done.stdout
     row = await pool.fetchrow("SELECT interval_ms, version, source FROM monitors")
     assert (row["interval_ms"], row["version"], row["source"]) == (60_000, 2, "file")
+
+
+async def test_monitor_and_token_commands(tmp_path, pool, postgres_dsn):
+    await pool.execute("TRUNCATE monitors, monitor_status, api_tokens")
+    env = {"VIGIL_POSTGRES_DSN": postgres_dsn}
+    path = tmp_path / "monitors"
+    path.mkdir()
+    (path / "a.yaml").write_text(json.dumps({"monitors": [
+        {"id": "db", "kind": "tcp", "interval": "30s", "tags": ["data"],
+         "tcp": {"host": "127.0.0.1", "port": 5432}},
+        {"id": "beat", "kind": "push", "interval": "1h"}]}))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return vigil(*args, **env)
+
+    done = await asyncio.to_thread(run, "monitors", "apply", "-f", str(path), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "+ create beat" in done.stdout
+    assert "dry run, nothing written: 2 to create" in done.stdout
+    assert await pool.fetchval("SELECT count(*) FROM monitors") == 0
+    assert (await asyncio.to_thread(run, "monitors", "apply", "-f", str(path))).returncode == 0
+
+    listed = (await asyncio.to_thread(run, "monitors", "list", "--tag", "data")).stdout
+    assert "db" in listed
+    assert "beat" not in listed
+    shown = (await asyncio.to_thread(run, "monitors", "show", "beat")).stdout
+    assert "push_url: /api/v1/push/" in shown
+    assert "paused" in (await asyncio.to_thread(run, "monitors", "pause", "db")).stdout
+    assert await pool.fetchval("SELECT enabled FROM monitors WHERE id = 'db'") is False
+    assert (await asyncio.to_thread(run, "monitors", "resume", "db")).returncode == 0
+    assert (await asyncio.to_thread(run, "monitors", "delete", "db")).returncode == 0
+    missing = await asyncio.to_thread(run, "monitors", "show", "db")
+    assert (missing.returncode, missing.stderr.strip()) == (1, "vigil: no monitor 'db'")
+
+    created = await asyncio.to_thread(run, "tokens", "create", "--name", "ci")
+    token = created.stdout.splitlines()[0]
+    assert token.startswith("vigil_")
+    assert token not in str(await pool.fetch("SELECT * FROM api_tokens"))
+    assert "ci" in (await asyncio.to_thread(run, "tokens", "list")).stdout
+    assert (await asyncio.to_thread(run, "tokens", "revoke", "--name", "ci")).returncode == 0

@@ -1,0 +1,76 @@
+"""Admin commands run against Postgres: `vigil monitors ...` and `vigil tokens ...`."""
+
+from __future__ import annotations
+
+import asyncpg
+import yaml
+
+from engine import store, tokens
+from engine.monitors import load_path
+
+
+class CommandError(RuntimeError):
+    """The command could not do what was asked (no such monitor ...); exit status 1."""
+
+
+async def apply(pool: asyncpg.Pool, path: str, prune: bool, dry_run: bool) -> None:
+    monitors = load_path(path)  # validates everything before anything is written
+    plan = await store.apply(pool, monitors, prune=prune, dry_run=dry_run)
+    for line in plan.lines():
+        print(line)
+    if dry_run:
+        print(f"{path}: dry run, nothing written: {plan.summary()}")
+    else:
+        print(f"{path}: {len(plan.create)} created, {len(plan.update)} updated, "
+              f"{plan.unchanged} unchanged, {len(plan.delete)} deleted")
+
+
+async def list_monitors(pool: asyncpg.Pool, tag: str | None) -> None:
+    rows = await store.list_all(pool, tag)
+    status = {r["monitor_id"]: r["status"] for r in await pool.fetch(
+        "SELECT DISTINCT ON (monitor_id) monitor_id, status FROM monitor_status "
+        "ORDER BY monitor_id, scheduled_ms DESC")}
+    print(f"{'ID':32} {'KIND':9} {'INTERVAL':>9} {'STATE':7} {'SOURCE':6} STATUS")
+    for r in rows:
+        state = "active" if r["enabled"] else "paused"
+        print(f"{r['id']:32} {r['kind']:9} {r['interval_ms'] / 1000:>8g}s {state:7} "
+              f"{r['source']:6} {status.get(r['id'], '-')}")
+
+
+async def show(pool: asyncpg.Pool, monitor_id: str) -> None:
+    row = await store.get(pool, monitor_id)
+    if row is None:
+        raise CommandError(f"no monitor {monitor_id!r}")
+    print(yaml.safe_dump(store.described(row), sort_keys=False).rstrip())
+
+
+async def set_enabled(pool: asyncpg.Pool, monitor_id: str, enabled: bool) -> None:
+    if not await store.set_enabled(pool, monitor_id, enabled):
+        raise CommandError(f"no monitor {monitor_id!r}")
+    print(f"{monitor_id}: {'resumed' if enabled else 'paused'}")
+
+
+async def delete(pool: asyncpg.Pool, monitor_id: str) -> None:
+    if not await store.delete(pool, monitor_id):
+        raise CommandError(f"no monitor {monitor_id!r}")
+    print(f"{monitor_id}: deleted")
+
+
+async def token_create(pool: asyncpg.Pool, name: str) -> None:
+    token = await tokens.create(pool, name)
+    print(token)
+    print(f"token {name!r} created; it is shown this once (only its hash is stored)",
+          flush=True)
+
+
+async def token_list(pool: asyncpg.Pool) -> None:
+    for r in await tokens.list_all(pool):
+        state = "revoked" if r["revoked_at"] else "active"
+        used = r["last_used_at"].isoformat() if r["last_used_at"] else "never"
+        print(f"{r['name']:24} {state:8} created {r['created_at'].isoformat()}  last used {used}")
+
+
+async def token_revoke(pool: asyncpg.Pool, name: str) -> None:
+    if not await tokens.revoke(pool, name):
+        raise CommandError(f"no active token named {name!r}")
+    print(f"token {name!r} revoked")

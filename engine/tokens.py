@@ -1,0 +1,58 @@
+"""API tokens: made by `vigil tokens create`, checked on every write to the API."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+
+import asyncpg
+
+PREFIX = "vigil_"
+CACHE_S = 30.0
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def create(pool: asyncpg.Pool, name: str) -> str:
+    """A new token; only its digest is stored, so this is the one time it can be shown."""
+    token = PREFIX + secrets.token_urlsafe(32)
+    await pool.execute("INSERT INTO api_tokens (name, token_sha256) VALUES ($1, $2)",
+                       name, digest(token))
+    return token
+
+
+async def revoke(pool: asyncpg.Pool, name: str) -> int:
+    result: str = await pool.execute(
+        "UPDATE api_tokens SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL", name)
+    return int(result.split()[-1])
+
+
+async def list_all(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    return await pool.fetch("SELECT name, created_at, last_used_at, revoked_at FROM api_tokens "
+                            "ORDER BY id")
+
+
+class TokenCheck:
+    """Checks bearer tokens against Postgres, remembering answers for CACHE_S, so a revoked
+    token stops working within that time and a busy API does not query per request."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._seen: dict[str, tuple[float, str | None]] = {}
+
+    async def name_of(self, token: str) -> str | None:
+        key = digest(token)
+        now = time.monotonic()
+        hit = self._seen.get(key)
+        if hit is not None and now - hit[0] < CACHE_S:
+            return hit[1]
+        name: str | None = await self.pool.fetchval(
+            "UPDATE api_tokens SET last_used_at = now() WHERE token_sha256 = $1 "
+            "AND revoked_at IS NULL RETURNING name", key)
+        if len(self._seen) > 10_000:
+            self._seen.clear()
+        self._seen[key] = (now, name)
+        return name

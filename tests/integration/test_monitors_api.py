@@ -1,0 +1,144 @@
+"""Managing monitors through the API, on real Postgres and Redis, with a running scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from engine import tokens
+from engine.api import make_app
+from engine.events import CheckDue
+from scheduler.service import Scheduler
+from tests.conftest import wait_for
+
+WEB = {"id": "web", "kind": "http", "interval": "1s", "timeout": "500ms", "tags": ["shop"],
+       "http": {"url": "http://127.0.0.1:9/a"}}
+
+
+@pytest.fixture
+async def api(r, pool, ch, clean) -> AsyncIterator[TestClient]:
+    await pool.execute("TRUNCATE api_tokens")
+    token = await tokens.create(pool, "test")
+    async with TestClient(TestServer(make_app(r, pool, ch)),
+                          headers={"Authorization": f"Bearer {token}"}) as client:
+        yield client
+
+
+async def test_writes_and_definitions_need_a_token(api, pool):
+    bare = {"Authorization": ""}
+    assert (await api.get("/api/v1/monitors", headers=bare)).status == 401
+    assert (await api.post("/api/v1/monitors", json=WEB, headers=bare)).status == 401
+    wrong = {"Authorization": "Bearer vigil_nope"}
+    resp = await api.post("/api/v1/monitors", json=WEB, headers=wrong)
+    assert resp.status == 401
+    assert "token" in (await resp.json())["error"]
+    assert await pool.fetchval("SELECT count(*) FROM monitors") == 0
+    await tokens.revoke(pool, "test")
+    other = await tokens.create(pool, "other")
+    assert (await api.get("/api/v1/monitors",
+                          headers={"Authorization": f"Bearer {other}"})).status == 200
+    stored = await pool.fetch("SELECT token_sha256 FROM api_tokens")
+    assert all(other not in r["token_sha256"] for r in stored)
+
+
+async def test_create_read_replace_patch_delete(api, pool):
+    resp = await api.post("/api/v1/monitors", json=WEB)
+    assert resp.status == 201, await resp.text()
+    body = await resp.json()
+    assert (body["id"], body["source"], body["version"], body["interval_ms"]) == (
+        "web", "api", 1, 1000)
+    assert body["http"]["url"] == "http://127.0.0.1:9/a"
+    assert (await api.post("/api/v1/monitors", json=WEB)).status == 409
+
+    listed = await (await api.get("/api/v1/monitors", params={"tag": "shop"})).json()
+    assert [m["id"] for m in listed["monitors"]] == ["web"]
+    assert (await api.get("/api/v1/monitors", params={"tag": "none"})).status == 200
+    assert (await api.get("/api/v1/monitors/nope")).status == 404
+
+    resp = await api.patch("/api/v1/monitors/web", json={"interval": "2s", "tags": None})
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert (body["interval_ms"], body["tags"], body["version"]) == (2000, [], 2)
+    assert body["http"]["url"] == "http://127.0.0.1:9/a"
+
+    replaced = {"kind": "tcp", "interval": "5s", "tcp": {"host": "127.0.0.1", "port": 9}}
+    resp = await api.put("/api/v1/monitors/web", json=replaced)
+    assert resp.status == 200
+    body = await resp.json()
+    assert (body["kind"], body["version"], "http" in body) == ("tcp", 3, False)
+    resp = await api.put("/api/v1/monitors/db", json={**replaced, "id": "db"})
+    assert resp.status == 201
+
+    assert (await (await api.post("/api/v1/monitors/web/pause")).json())["enabled"] is False
+    assert (await (await api.post("/api/v1/monitors/web/resume")).json())["enabled"] is True
+    assert (await api.post("/api/v1/monitors/nope/pause")).status == 404
+    assert (await api.delete("/api/v1/monitors/web")).status == 204
+    assert (await api.delete("/api/v1/monitors/web")).status == 404
+    assert [r["id"] for r in await pool.fetch("SELECT id FROM monitors")] == ["db"]
+
+
+async def test_validation_errors_name_every_field(api, pool):
+    bad = {"id": "bad id", "kind": "http", "interval": "1s", "timeout": "2s",
+           "http": {"url": "nowhere", "method": "FETCH"}}
+    resp = await api.post("/api/v1/monitors", json=bad)
+    assert resp.status == 422
+    fields = {e["field"] for e in (await resp.json())["errors"]}
+    assert {"id", "timeout_ms", "http.url", "http.method"} <= fields
+    assert (await api.post("/api/v1/monitors", data=b"{nope")).status == 400
+    resp = await api.put("/api/v1/monitors/a", json={**WEB, "id": "b"})
+    assert resp.status == 422
+    assert (await resp.json())["errors"][0]["field"] == "id"
+    resp = await api.post("/api/v1/monitors", json={**WEB, "interval": "500ms",
+                                                    "timeout": "100ms"})
+    assert (await resp.json())["errors"][0]["field"] == "interval_ms"
+    assert await pool.fetchval("SELECT count(*) FROM monitors") == 0
+
+
+@pytest.mark.timeout(60)
+async def test_a_change_reaches_the_next_dispatched_check(api, r, keys, pool, postgres_dsn):
+    scheduler = Scheduler(r, pool, keys, reconcile_s=3600, postgres_dsn=postgres_dsn)
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(stop))
+    stream = keys.checks("default")
+    try:
+        await asyncio.sleep(0.3)
+        assert (await api.post("/api/v1/monitors", json=WEB)).status == 201
+
+        async def dispatched() -> bool:
+            return await r.xlen(stream) > 0
+
+        await wait_for(dispatched, timeout=3)
+        started = time.monotonic()
+        resp = await api.patch("/api/v1/monitors/web",
+                               json={"http": {"url": "http://127.0.0.1:9/b"}})
+        assert resp.status == 200
+
+        async def planned() -> bool:
+            plan = await r.hget(keys.plan, "web")
+            return b"/b" in plan
+
+        await wait_for(planned, timeout=2, every=0.01)
+        assert time.monotonic() - started < 2
+        last = (await r.xrevrange(stream, count=1))[0][0]
+
+        async def next_carries_it() -> bool:
+            return len(await r.xrange(stream, min=f"({last.decode()}")) > 0
+
+        await wait_for(next_carries_it, timeout=3)
+        [(_, fields)] = (await r.xrange(stream, min=f"({last.decode()}"))[:1]
+        event = CheckDue.from_json(fields[b"e"])
+        assert event.spec["http"]["url"] == "http://127.0.0.1:9/b"
+        assert event.spec_version == 2
+        assert (await api.post("/api/v1/monitors/web/pause")).status == 200
+
+        async def unscheduled() -> bool:
+            return await r.hget(keys.plan, "web") is None
+
+        await wait_for(unscheduled, timeout=2, every=0.01)
+    finally:
+        stop.set()
+        await task
