@@ -38,12 +38,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,30 +54,31 @@ from typing import Any
 import asyncpg
 import psutil
 import redis
+from procs import (
+    BENCH,
+    REPO,
+    BenchError,
+    free_port,
+    spawn,
+    start_redis,
+    start_target,
+    stop_process,
+    vigil,
+    vigil_env,
+    wait_until,
+)
 from redis.exceptions import ResponseError
 
-# `python bench/pipeline.py` puts bench/ first on sys.path, where bench/scheduler.py would
-# shadow Vigil's `scheduler` package: drop bench/ before importing Vigil.
-BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
+from engine.embedded import EmbeddedPostgres
+from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP, STATUS_GROUP, Keys
 
-from engine.embedded import EmbeddedPostgres, redis_server_binary  # noqa: E402
-from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP, STATUS_GROUP, Keys  # noqa: E402
-
-REPO = BENCH.parent
 OUT = BENCH / "out"
 KEYS = Keys("0")
 MIB = 1024 * 1024
 RSS_POLL_S = 0.5
 READY_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 60.0
 # A sweep step passes with p99 (finished - scheduled) under this and nothing lost or doubled.
 P99_LIMIT_MS = 1000.0
-PR_SET_PDEATHSIG = 1
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -102,89 +100,6 @@ class Config:
     @property
     def offered_per_s(self) -> float:
         return self.monitors / self.interval_s
-
-
-# --- processes ------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """Children get SIGTERM if this script dies without running its finally blocks."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> int | str:
-    """SIGTERM, wait; SIGKILL if it does not exit in time. The exit code, or 'killed'."""
-    if proc.poll() is not None:
-        return proc.returncode
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return "killed"
-
-
-def wait_until(predicate: Any, timeout: float, what: str, every: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(every)
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def start_redis(workdir: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = spawn([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                  "--save", "", "--appendonly", "no", "--dir", str(workdir),
-                  "--daemonize", "no"], workdir / "redis.log")
-    client = redis.Redis(port=port)
-
-    def up() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            if proc.poll() is not None:
-                raise BenchError(f"redis-server exited; see {workdir / 'redis.log'}") from None
-            return False
-
-    wait_until(up, 10, "redis-server start")
-    client.close()
-    return proc
-
-
-def start_target(workdir: Path, port: int, kind: str) -> subprocess.Popen[bytes]:
-    proc = spawn([sys.executable, str(BENCH / "target.py"), "--port", str(port), "--server",
-                  kind, "--workdir", str(workdir / "nginx")], workdir / "target.log")
-    wait_until(lambda: port_open(port) or proc.poll() is not None, 10, "target start")
-    if proc.poll() is not None:
-        raise BenchError(f"target exited; see {workdir / 'target.log'}")
-    return proc
-
-
-def vigil_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
-    env.update(extra, VIGIL_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
-    return env
-
-
-def vigil(*args: str) -> list[str]:
-    return [sys.executable, "-m", "engine.cli", *args]
 
 
 # --- measurement ----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import asyncio
 import os
 import shutil
 import signal
+import ssl
 import tempfile
 from pathlib import Path
 from typing import cast
@@ -54,14 +55,15 @@ class OkProtocol(asyncio.Protocol):
             self.buffer = b""
 
 
-async def serve(port: int) -> None:
+async def serve(port: int, tls: ssl.SSLContext | None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = await loop.create_server(OkProtocol, "127.0.0.1", port, backlog=BACKLOG,
-                                      reuse_address=True)
-    print(f"target listening on http://127.0.0.1:{port}/ (pid {os.getpid()})", flush=True)
+                                      reuse_address=True, ssl=tls)
+    scheme = "https" if tls else "http"
+    print(f"target listening on {scheme}://127.0.0.1:{port}/ (pid {os.getpid()})", flush=True)
     await stop.wait()
     server.close()  # no wait_closed(): connections are one request long, nothing to drain
 
@@ -112,12 +114,18 @@ def main() -> None:
     ap.add_argument("--workdir", help="nginx only: where config, pid and logs go")
     ap.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx",
                     help="nginx binary")
+    ap.add_argument("--tls-cert", help="python only: serve HTTPS with this PEM chain")
+    ap.add_argument("--tls-key", help="python only: the certificate's PEM key")
     args = ap.parse_args()
     if args.server == "nginx":
         workdir = Path(args.workdir or tempfile.mkdtemp(prefix="vigil-nginx-"))
         exec_nginx(args.port, workdir.resolve(), args.nginx)
     else:
-        uvloop.run(serve(args.port))
+        tls = None
+        if args.tls_cert:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(args.tls_cert, args.tls_key)
+        uvloop.run(serve(args.port, tls))
 
 
 if __name__ == "__main__":

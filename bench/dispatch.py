@@ -17,8 +17,8 @@ Each round starts from an empty Redis; with several rounds the median ratio is p
 Runs on uvloop, as `vigil scheduler` does.
 
 Run (from the repository root, venv active):
-    python bench/scheduler.py                       # 100,000 monitors, 3 rounds
-    python bench/scheduler.py --monitors 20000 --rounds 1
+    python bench/dispatch.py                       # 100,000 monitors, 3 rounds
+    python bench/dispatch.py --monitors 20000 --rounds 1
 """
 
 from __future__ import annotations
@@ -41,16 +41,11 @@ import redis.asyncio as aioredis
 import uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-# `python bench/scheduler.py` puts bench/ first on sys.path, where bench/scheduler.py would
-# shadow Vigil's `scheduler` package: drop bench/ before importing Vigil.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-
-from engine.embedded import redis_server_binary  # noqa: E402
-from engine.events import CheckDue  # noqa: E402
-from engine.keys import Keys  # noqa: E402
-from scheduler.plan import compile_plan  # noqa: E402
-from scheduler.service import DISPATCH_LIMIT, Dispatcher  # noqa: E402
+from engine.embedded import redis_server_binary
+from engine.events import CheckDue
+from engine.keys import Keys
+from scheduler.plan import compile_plan
+from scheduler.service import DISPATCH_LIMIT, Dispatcher
 
 KEYS = Keys("0")
 SEED_CHUNK = 1_000

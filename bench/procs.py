@@ -1,0 +1,113 @@
+"""Process helpers shared by the benchmarks: start, watch and stop what a run needs.
+
+Every child gets PR_SET_PDEATHSIG, so a benchmark killed without its finally blocks still
+takes its children with it; everything binds 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from engine.embedded import redis_server_binary
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+STOP_TIMEOUT_S = 60.0
+PR_SET_PDEATHSIG = 1
+
+
+class BenchError(RuntimeError):
+    """A benchmark run could not go on (a process did not start, a wait timed out)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if this script dies without running its finally blocks."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> int | str:
+    """SIGTERM, wait; SIGKILL if it does not exit in time. The exit code, or 'killed'."""
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return "killed"
+
+
+def wait_until(predicate: Any, timeout: float, what: str, every: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(every)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_redis(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+    proc = spawn([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+                  "--save", "", "--appendonly", "no", "--dir", str(workdir),
+                  "--daemonize", "no"], workdir / "redis.log")
+    client = redis.Redis(port=port)
+
+    def up() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            if proc.poll() is not None:
+                raise BenchError(f"redis-server exited; see {workdir / 'redis.log'}") from None
+            return False
+
+    wait_until(up, 10, "redis-server start")
+    client.close()
+    return proc
+
+
+def start_target(workdir: Path, port: int, kind: str) -> subprocess.Popen[bytes]:
+    proc = spawn([sys.executable, str(BENCH / "target.py"), "--port", str(port), "--server",
+                  kind, "--workdir", str(workdir / "nginx")], workdir / "target.log")
+    wait_until(lambda: port_open(port) or proc.poll() is not None, 10, "target start")
+    if proc.poll() is not None:
+        raise BenchError(f"target exited; see {workdir / 'target.log'}")
+    return proc
+
+
+def vigil_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env.update(extra, VIGIL_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
+    return env
+
+
+def vigil(*args: str) -> list[str]:
+    return [sys.executable, "-m", "engine.cli", *args]
+
+
