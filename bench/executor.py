@@ -1,0 +1,206 @@
+"""One executor process, flat out: checks/s and CPU per check, per check kind, beside bare
+client loops measured in the same run.
+
+For each kind it fills the checks stream with N check.due events (deadlines far away), starts
+one `vigil executor` (real process, real redis-server) and measures from its first result to
+its last: checks/s, and CPU microseconds per check of the executor process. Targets are local
+and light: bench/target.py (HTTP, and HTTPS with a trustme certificate), the same port for
+TCP connects, bench/dns_target.py for DNS. The baselines (bench/baselines.py, a fresh
+connection per request, 50 at once) are what the same machine does with no engine at all:
+aiohttp with force_close, a bare asyncio Protocol + httptools GET, a bare open_connection.
+
+    python bench/executor.py                         # 20,000 checks per kind
+    python bench/executor.py --n 5000 --kinds http,tcp
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+import trustme
+from procs import (
+    BENCH,
+    BenchError,
+    free_port,
+    port_open,
+    spawn,
+    start_redis,
+    start_target,
+    stop_process,
+    vigil,
+    vigil_env,
+    wait_until,
+)
+
+from engine.events import CheckDue, CheckResult
+from engine.keys import Keys
+
+KEYS = Keys("0")
+KINDS = ("http", "https", "tcp", "dns")
+
+
+def spec(kind: str, ports: dict[str, int]) -> dict[str, Any]:
+    """The compiled spec per kind; HTTP with its phase timings and assertions on."""
+    http = {"url": f"http://127.0.0.1:{ports['http']}/", "expected_status": [200],
+            "keyword": "ok", "degraded_ms": 1000}
+    body: dict[str, Any] = {
+        "http": http,
+        "https": {**http, "url": f"https://localhost:{ports['https']}/"},
+        "tcp": {"host": "127.0.0.1", "port": ports["http"]},
+        "dns": {"name": "bench.test", "record_type": "A", "nameserver": "127.0.0.1",
+                "port": ports["dns"], "expect": ["127.0.0.1"]},
+    }[kind]
+    name = "http" if kind == "https" else kind
+    return {"kind": name, "interval_ms": 3_600_000, "timeout_ms": 10_000, name: body}
+
+
+def fill(r: redis.Redis, kind: str, n: int, ports: dict[str, int]) -> None:
+    stream = KEYS.checks("default")
+    now = int(time.time() * 1000)
+    body = spec(kind, ports)
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        due = CheckDue(check_id=f"{kind}-{i}:default:{now}", monitor_id=f"{kind}-{i}",
+                       region="default", scheduled_ms=now, deadline_ms=now + 3_600_000,
+                       spec_version=1, spec=body)
+        pipe.xadd(stream, {"e": due.to_json()})
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+
+
+def outcomes(r: redis.Redis) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for _, fields in r.xrange(KEYS.results):
+        outcome = CheckResult.from_json(fields[b"e"]).outcome
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
+def cpu_s(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+def measure_kind(kind: str, n: int, concurrency: int, ports: dict[str, int], r: redis.Redis,
+                 workdir: Path, env: dict[str, str]) -> dict[str, Any]:
+    r.flushall()
+    fill(r, kind, n, ports)
+    proc = spawn(vigil("executor"), workdir / f"executor-{kind}.log",
+                 vigil_env(**env, VIGIL_CONCURRENCY=str(concurrency),
+                           VIGIL_INSTANCE_ID=f"bench-{kind}"))
+    try:
+        ps = psutil.Process(proc.pid)
+        wait_until(lambda: r.xlen(KEYS.results) > 0 or proc.poll() is not None, 60,
+                   f"{kind}: first result")
+        t0, c0, n0 = time.perf_counter(), cpu_s(ps), r.xlen(KEYS.results)
+        wait_until(lambda: r.xlen(KEYS.results) >= n or proc.poll() is not None, 600,
+                   f"{kind}: all results", every=0.02)
+        t1, c1, n1 = time.perf_counter(), cpu_s(ps), r.xlen(KEYS.results)
+    finally:
+        code = stop_process(proc)
+    if n1 < n:
+        raise BenchError(f"{kind}: {n1} of {n} results; see {workdir}/executor-{kind}.log")
+    done = n1 - n0
+    return {"kind": kind, "n": n, "per_s": round(done / (t1 - t0), 1),
+            "cpu_us": round((c1 - c0) / done * 1e6, 1), "outcomes": outcomes(r),
+            "exit": code}
+
+
+def baseline(mode: str, url: str, n: int) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, str(BENCH / "baselines.py"), mode, "--url", url,
+                           "--n", str(n)], capture_output=True, text=True, timeout=600,
+                          check=True)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def start_https(workdir: Path, port: int) -> tuple[subprocess.Popen[bytes], Path]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    chain, key, ca_file = workdir / "chain.pem", workdir / "key.pem", workdir / "ca.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(chain))
+    cert.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+    proc = spawn([sys.executable, str(BENCH / "target.py"), "--port", str(port),
+                  "--tls-cert", str(chain), "--tls-key", str(key)], workdir / "https.log")
+    wait_until(lambda: port_open(port), 10, "https target start")
+    return proc, ca_file
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="vigil-bench-exec-"))
+    ports = {name: free_port() for name in ("redis", "http", "https", "dns")}
+    procs = [start_redis(workdir, ports["redis"]), start_target(workdir, ports["http"], "python")]
+    try:
+        https, ca_file = start_https(workdir, ports["https"])
+        procs.append(https)
+        procs.append(spawn([sys.executable, str(BENCH / "dns_target.py"), "--port",
+                            str(ports["dns"])], workdir / "dns.log"))
+        r = redis.Redis(port=ports["redis"])
+        # The executor trusts the test CA the way a deployment trusts a private CA.
+        env = {"VIGIL_REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
+               "SSL_CERT_FILE": str(ca_file)}
+        kinds = [measure_kind(kind, args.n, args.concurrency, ports, r, workdir, env)
+                 for kind in args.kinds]
+        url = f"http://127.0.0.1:{ports['http']}/"
+        bases = [baseline(mode, url, args.n) for mode in ("aiohttp", "protocol", "connect")]
+        return {"kinds": kinds, "baselines": bases, "workdir": str(workdir)}
+    finally:
+        for proc in reversed(procs):
+            stop_process(proc)
+
+
+def report(res: dict[str, Any]) -> str:
+    lines = [f"{'executor (one process)':24} {'checks/s':>10} {'CPU us/check':>13}  outcomes"]
+    for k in res["kinds"]:
+        lines.append(f"  {k['kind']:22} {k['per_s']:>10,.0f} {k['cpu_us']:>13,.1f}  "
+                     f"{k['outcomes']} exit={k['exit']}")
+    lines.append(f"{'baseline (no engine)':24} {'req/s':>10} {'CPU us/req':>13}")
+    for b in res["baselines"]:
+        lines.append(f"  {b['mode']:22} {b['per_s']:>10,.0f} {b['cpu_us']:>13,.1f}")
+    by_kind = {k["kind"]: k for k in res["kinds"]}
+    by_mode = {b["mode"]: b for b in res["baselines"]}
+    if "http" in by_kind:
+        http, aio, bare = by_kind["http"], by_mode["aiohttp"], by_mode["protocol"]
+        lines.append(f"HTTP check vs aiohttp force_close: {http['per_s'] / aio['per_s']:.2f}x "
+                     f"the rate, {http['cpu_us'] / aio['cpu_us']:.2f}x the CPU; vs bare "
+                     f"Protocol+httptools: {http['cpu_us'] / bare['cpu_us']:.2f}x the CPU")
+    if "tcp" in by_kind:
+        lines.append(f"TCP check vs bare open_connection: "
+                     f"{by_kind['tcp']['cpu_us'] / by_mode['connect']['cpu_us']:.2f}x the CPU")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=20_000, help="checks per kind")
+    ap.add_argument("--concurrency", type=int, default=512, help="VIGIL_CONCURRENCY")
+    ap.add_argument("--kinds", default=",".join(KINDS),
+                    type=lambda s: [k for k in s.split(",") if k])
+    args = ap.parse_args()
+    unknown = set(args.kinds) - set(KINDS)
+    if unknown:
+        ap.error(f"--kinds: unknown {sorted(unknown)}; choose from {', '.join(KINDS)}")
+    res = run(args)
+    print(report(res))
+    out = BENCH / "out"
+    out.mkdir(exist_ok=True)
+    path = out / f"executor-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(res, indent=2))
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
