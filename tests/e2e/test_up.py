@@ -16,25 +16,39 @@ from tests.conftest import free_port, vigil_env, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
-async def test_vigil_up_runs_and_stops_cleanly(tmp_path):
-    port = free_port()
-    data = tmp_path / "data"
+async def start_up(tmp_path, port: int, *flags: str) -> subprocess.Popen[bytes]:
+    """`vigil up` on a data dir under tmp_path; returns once /health answers 200."""
     with (tmp_path / "up.log").open("wb") as log:
         proc = await asyncio.to_thread(
-            subprocess.Popen, [sys.executable, "-m", "engine.cli", "up", "--data-dir", str(data),
-                               "--port", str(port)], env=vigil_env(), stdout=log, stderr=log)
-    api = f"http://127.0.0.1:{port}"
+            subprocess.Popen, [sys.executable, "-m", "engine.cli", "up", "--data-dir",
+                               str(tmp_path / "data"), "--port", str(port), *flags],
+            env=vigil_env(), stdout=log, stderr=log)
     try:
         async with aiohttp.ClientSession() as http:
 
             async def healthy() -> bool:
                 try:
-                    async with http.get(f"{api}/health") as resp:
+                    async with http.get(f"http://127.0.0.1:{port}/health") as resp:
                         return resp.status == 200
                 except aiohttp.ClientError:
-                    return False
+                    return proc.poll() is not None
 
             await wait_for(healthy, timeout=90, every=0.5)
+        assert proc.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
+async def test_vigil_up_runs_and_stops_cleanly(tmp_path):
+    port = free_port()
+    data = tmp_path / "data"
+    proc = await start_up(tmp_path, port)
+    api = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
 
             async def recorded() -> bool:
                 async with http.get(f"{api}/api/v1/status") as resp:
@@ -64,25 +78,10 @@ async def test_vigil_up_runs_and_stops_cleanly(tmp_path):
 
 
 async def test_flags_replace_the_embedded_parts(tmp_path, redis_url, postgres_dsn, pool):
-    port = free_port()
     data = tmp_path / "data"
-    with (tmp_path / "up.log").open("wb") as log:
-        proc = await asyncio.to_thread(
-            subprocess.Popen, [sys.executable, "-m", "engine.cli", "up", "--data-dir", str(data),
-                               "--port", str(port), "--redis-url", redis_url,
-                               "--postgres-dsn", postgres_dsn, "--examples", ""],
-            env=vigil_env(), stdout=log, stderr=log)
+    proc = await start_up(tmp_path, free_port(), "--redis-url", redis_url,
+                          "--postgres-dsn", postgres_dsn, "--examples", "")
     try:
-        async with aiohttp.ClientSession() as http:
-
-            async def healthy() -> bool:
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/health") as resp:
-                        return resp.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            await wait_for(healthy, timeout=90, every=0.5)
         assert psutil.Process(proc.pid).children() == []
         assert not (data / "postgres").exists()
         assert not (data / "redis").exists()
