@@ -1,18 +1,88 @@
-"""ICMP ping checks."""
+"""ICMP ping checks: `count` echo requests, `interval_ms` apart; all lost is `down`, a loss
+above `max_loss_percent` is `degraded`. latency_ms is the average round trip.
+
+Unprivileged ICMP sockets come first: the kernel hands each one only its own replies, where
+every raw socket sees every ICMP packet on the host, which costs O(checks^2) under load.
+Raw sockets are the fallback for a root or CAP_NET_RAW executor on a kernel whose
+net.ipv4.ping_group_range excludes it.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import icmplib
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.events import CheckDue, Observation
-from executors.base import Context
+from executors.base import Context, down
 
 KIND = "icmp"
+
+# Every reply is awaited for at most its share of this part of the monitor's timeout, so a
+# silent host ends as a precise `unreachable` instead of the executor's generic `timeout`.
+BUDGET_SHARE = 0.9
+DEFAULT_TIMEOUT_MS = 10_000
+MIN_REPLY_WAIT_S = 0.05
+PERMISSION_HINT = (
+    "the kernel refused an ICMP socket: allow unprivileged ping with "
+    "`sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"` or run the executor with "
+    "CAP_NET_RAW"
+)
 
 
 class IcmpSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    host: str = Field(min_length=1, max_length=253)
+    count: int = Field(default=3, ge=1, le=100)
+    interval_ms: int = Field(default=200, ge=10, le=10_000)
+    max_loss_percent: float = Field(default=0, ge=0, le=100)
+
+
+async def ping(address: str, count: int, interval_s: float, reply_wait_s: float) -> icmplib.Host:
+    """Unprivileged first, raw socket second; SocketPermissionError when neither is allowed."""
+    try:
+        return await icmplib.async_ping(address, count=count, interval=interval_s,
+                                        timeout=reply_wait_s, privileged=False)
+    except icmplib.SocketPermissionError:
+        return await icmplib.async_ping(address, count=count, interval=interval_s,
+                                        timeout=reply_wait_s, privileged=True)
+
+
+def judge(spec: IcmpSpec, host: icmplib.Host) -> Observation:
+    """The outcome of one ping run: all lost is down, loss above the threshold degraded."""
+    if host.packets_received == 0:
+        return down("unreachable", f"{spec.host}: no reply to {spec.count} echo requests "
+                                   "(100% packet loss)")
+    phases = {"rtt_min": host.min_rtt, "rtt_max": host.max_rtt}
+    loss = host.packet_loss * 100
+    if loss > spec.max_loss_percent:
+        lost = host.packets_sent - host.packets_received
+        return Observation(outcome="degraded", latency_ms=host.avg_rtt, phases=phases,
+                           error_kind="packet_loss",
+                           error=f"{spec.host}: {lost} of {host.packets_sent} packets lost "
+                                 f"({loss:.0f}% packet loss, at most "
+                                 f"{spec.max_loss_percent:g}% allowed)")
+    return Observation(outcome="up", latency_ms=host.avg_rtt, phases=phases)
+
 
 async def check(spec: IcmpSpec, ctx: Context, due: CheckDue) -> Observation:
-    raise NotImplementedError
+    budget_s = int(due.spec.get("timeout_ms", DEFAULT_TIMEOUT_MS)) * BUDGET_SHARE / 1000
+    interval_s = spec.interval_ms / 1000
+    # Worst case: every request waits out its reply, plus the pauses between requests.
+    reply_wait_s = (budget_s - (spec.count - 1) * interval_s) / spec.count
+    if reply_wait_s < MIN_REPLY_WAIT_S:
+        return Observation(outcome="error", error_kind="spec",
+                           error=f"{spec.count} pings {spec.interval_ms} ms apart do not fit "
+                                 f"in the monitor's timeout; lower count or interval_ms")
+    try:
+        host = await ping(spec.host, spec.count, interval_s, reply_wait_s)
+    except icmplib.SocketPermissionError:
+        return Observation(outcome="error", error_kind="icmp_permission", error=PERMISSION_HINT)
+    except icmplib.NameLookupError:
+        return down("dns", f"{spec.host}: the name does not resolve")
+    except icmplib.ICMPLibError as exc:
+        # Only socket set-up raises here (icmplib counts a failed send as a lost packet):
+        # a fault of this executor's host, not of the target.
+        return Observation(outcome="error", error_kind="icmp",
+                           error=f"{type(exc).__name__}: {exc}"[:500])
+    return judge(spec, host)

@@ -1,18 +1,240 @@
-"""TLS certificate checks."""
+"""TLS certificate checks: chain trust, hostname and days to expiry of the certificate that
+`host:port` serves for `server_name` (SNI).
+
+A certificate the handshake rejects is fetched again without verification, so the result
+can say what is wrong with it ("expired 3 days ago", the names it is valid for, its issuer)
+and still carry its expiry. The trust store is the system's, or only `ca_file` when given.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import asyncio
+import os
+import socket
+import ssl
+import time
+from datetime import UTC, datetime
+
+from cryptography import x509
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.events import CheckDue, Observation
-from executors.base import Context
+from executors.base import Context, down
 
 KIND = "tls"
+
+# The handshake gives up within this share of the monitor's timeout, so a server that never
+# completes it ends as a precise `tls` failure instead of the executor's generic `timeout`.
+BUDGET_SHARE = 0.9
+DEFAULT_TIMEOUT_MS = 10_000
+CLOSE_WAIT_S = 1.0
+CA_CACHE_MAX = 64
+DAY_S = 86_400
+
+# OpenSSL X509_V_ERR_* codes (x509_vfy.h) that a handshake can fail with.
+CERT_HAS_EXPIRED = 10
+HOSTNAME_CODES = frozenset({62, 64})  # HOSTNAME_MISMATCH, IP_ADDRESS_MISMATCH
+UNTRUSTED_CODES = frozenset({
+    2,   # UNABLE_TO_GET_ISSUER_CERT
+    18,  # DEPTH_ZERO_SELF_SIGNED_CERT
+    19,  # SELF_SIGNED_CERT_IN_CHAIN
+    20,  # UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+    21,  # UNABLE_TO_VERIFY_LEAF_SIGNATURE
+    27,  # CERT_UNTRUSTED
+    28,  # CERT_REJECTED
+})
 
 
 class TlsSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(default=443, ge=1, le=65535)
+    server_name: str | None = Field(default=None, min_length=1, max_length=253)
+    warn_days: int = Field(default=14, ge=0, le=3650)
+    ca_file: str | None = Field(default=None, min_length=1)
+
+
+_trust: dict[tuple[str, int, int], ssl.SSLContext] = {}
+
+
+def trust(ca_file: str) -> ssl.SSLContext:
+    """A verifying context that trusts only `ca_file`; reloaded when the file changes."""
+    st = os.stat(ca_file)
+    key = (ca_file, st.st_mtime_ns, st.st_size)
+    context = _trust.get(key)
+    if context is None:
+        if len(_trust) >= CA_CACHE_MAX:
+            _trust.clear()
+        context = _trust[key] = ssl.create_default_context(cafile=ca_file)
+    return context
+
+
+class _Probe(asyncio.Protocol):
+    """Ignores what the server sends; tells when the connection is gone."""
+
+    def __init__(self) -> None:
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+async def _connect(spec: TlsSpec) -> tuple[asyncio.Transport, _Probe]:
+    transport, probe = await asyncio.get_running_loop().create_connection(
+        _Probe, spec.host, spec.port)
+    return transport, probe
+
+
+async def _handshake(raw: asyncio.Transport, probe: _Probe, context: ssl.SSLContext,
+                     server_name: str, within_s: float) -> tuple[bytes, float]:
+    """The server's certificate (DER) once the handshake with `context` succeeds, and when
+    it succeeded (perf_counter): closing the connection is no part of the measured time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    tls = await loop.start_tls(raw, probe, context, server_hostname=server_name,
+                               ssl_handshake_timeout=max(round(within_s, 3), 0.01),
+                               ssl_shutdown_timeout=CLOSE_WAIT_S)
+    if tls is None:
+        raise ConnectionResetError("the connection closed during the TLS handshake")
+    done = time.perf_counter()
+    try:
+        der = tls.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        if der is None:
+            raise ssl.SSLError("the server sent no certificate")
+        return bytes(der), done
+    finally:
+        # A polite close_notify, bounded by the check's own deadline: a server that never
+        # answers it must neither hold the socket nor turn a good result into a timeout.
+        tls.close()
+        try:
+            async with asyncio.timeout(min(CLOSE_WAIT_S, deadline - loop.time())):
+                await asyncio.shield(probe.closed)
+        except TimeoutError:
+            tls.abort()
+
+
+async def _fetch_unverified(spec: TlsSpec, ctx: Context, server_name: str,
+                            within_s: float) -> x509.Certificate | None:
+    """The certificate a failed handshake rejected, or None when it cannot be had in time."""
+    if within_s <= 0:
+        return None
+    try:
+        async with asyncio.timeout(within_s):
+            raw, probe = await _connect(spec)
+            try:
+                der, _ = await _handshake(raw, probe, ctx.tls_noverify, server_name, within_s)
+            finally:
+                raw.close()
+        return x509.load_der_x509_certificate(der)
+    except (OSError, TimeoutError, ValueError):
+        return None
+
+
+def _span(seconds: float) -> str:
+    seconds = abs(seconds)
+    for unit, size in (("day", DAY_S), ("hour", 3_600), ("minute", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return "less than a minute"
+
+
+def _expiry(cert: x509.Certificate) -> tuple[int, float, str]:
+    """notAfter in epoch ms, seconds left (negative when past), and words for a message."""
+    not_after = cert.not_valid_after_utc
+    left = (not_after - datetime.now(UTC)).total_seconds()
+    when = not_after.strftime("%Y-%m-%d %H:%M UTC")
+    words = f"expires in {_span(left)}, on {when}" if left > 0 else \
+        f"expired {_span(left)} ago, on {when}"
+    return int(not_after.timestamp() * 1000), left, words
+
+
+def _names(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return [cert.subject.rfc4514_string()]
+    return [*san.get_values_for_type(x509.DNSName),
+            *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))]
+
+
+def rejected(server_name: str, exc: ssl.SSLCertVerificationError,
+             cert: x509.Certificate | None) -> Observation:
+    """A handshake that failed verification, told with what the certificate itself says."""
+    reason = exc.verify_message or str(exc)
+    if cert is None:
+        kind = ("tls_expired" if exc.verify_code == CERT_HAS_EXPIRED else
+                "tls_hostname" if exc.verify_code in HOSTNAME_CODES else
+                "tls_untrusted" if exc.verify_code in UNTRUSTED_CODES else "tls")
+        return down(kind, f"certificate for {server_name}: {reason}")
+    expiry_ms, left, expiry = _expiry(cert)
+    # OpenSSL reports the chain and the hostname before the dates, so an expired certificate
+    # on a misconfigured host would otherwise hide its expiry: the dates come first here.
+    if left <= 0:
+        obs = down("tls_expired", f"certificate for {server_name} {expiry}")
+    elif exc.verify_code in HOSTNAME_CODES:
+        obs = down("tls_hostname", f"certificate is not valid for {server_name}: it names "
+                                   f"{', '.join(_names(cert))}; it {expiry}")
+    elif exc.verify_code in UNTRUSTED_CODES:
+        obs = down("tls_untrusted", f"certificate for {server_name} is not trusted: {reason} "
+                                    f"(issuer {cert.issuer.rfc4514_string()}); it {expiry}")
+    elif exc.verify_code == CERT_HAS_EXPIRED:
+        obs = down("tls_expired", f"a certificate in the chain for {server_name} has expired; "
+                                  f"the server's own {expiry}")
+    else:
+        obs = down("tls", f"certificate for {server_name}: {reason}; it {expiry}")
+    obs.tls_expiry_ms = expiry_ms
+    return obs
+
+
+def judge(spec: TlsSpec, server_name: str, cert: x509.Certificate, connect_ms: float,
+          tls_ms: float) -> Observation:
+    """A verified certificate: up, or degraded when fewer than warn_days are left."""
+    expiry_ms, left, expiry = _expiry(cert)
+    obs = Observation(outcome="up", latency_ms=connect_ms + tls_ms, tls_expiry_ms=expiry_ms,
+                      phases={"connect": connect_ms, "tls": tls_ms})
+    if left < spec.warn_days * DAY_S:
+        obs.outcome = "degraded"
+        obs.error_kind = "tls_expiring"
+        obs.error = f"certificate for {server_name} {expiry} (warn_days is {spec.warn_days})"
+    return obs
+
 
 async def check(spec: TlsSpec, ctx: Context, due: CheckDue) -> Observation:
-    raise NotImplementedError
+    try:
+        context = ctx.tls_verify if spec.ca_file is None else trust(spec.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        return Observation(outcome="error", error_kind="spec",
+                           error=f"ca_file {spec.ca_file}: {exc}"[:500])
+    server_name = spec.server_name or spec.host
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + int(due.spec.get("timeout_ms", DEFAULT_TIMEOUT_MS)) \
+        * BUDGET_SHARE / 1000
+    start = time.perf_counter()
+    try:
+        raw, probe = await _connect(spec)
+    except socket.gaierror as exc:
+        return down("dns", f"{spec.host}: {exc.strerror or exc}")
+    except OSError as exc:
+        # asyncio's own text ("Connect call failed (...)") hides the reason; errno tells it.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        return down("connect", f"{spec.host}:{spec.port}: {reason}")
+    connected = time.perf_counter()
+    try:
+        der, done = await _handshake(raw, probe, context, server_name, deadline - loop.time())
+    except ssl.SSLCertVerificationError as exc:
+        raw.close()
+        cert = await _fetch_unverified(spec, ctx, server_name, deadline - loop.time())
+        return rejected(server_name, exc, cert)
+    except (ssl.SSLError, OSError) as exc:
+        return down("tls", f"{spec.host}:{spec.port} ({server_name}): TLS handshake failed: "
+                           f"{exc}")
+    finally:
+        raw.close()
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        return down("tls", f"{server_name}: the server's certificate does not parse: {exc}")
+    return judge(spec, server_name, cert, (connected - start) * 1000, (done - connected) * 1000)

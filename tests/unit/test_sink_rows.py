@@ -78,6 +78,7 @@ def test_row_has_one_value_per_column() -> None:
         "error": "status 503 not in [200]",
         "tls_expiry": EPOCH + timedelta(milliseconds=1_800_000_000_000),
         "executor": "host-1", "deliveries": 2,
+        "phases": {"dns": 1.0, "connect": 2.0, "tls": 3.0, "first_byte": 4.0},
     }
 
 

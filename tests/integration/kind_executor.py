@@ -1,0 +1,54 @@
+"""Run check kinds through a real Executor on the test redis-server: one check.due per
+monitor, results read back from the results stream."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from engine.events import CheckDue, CheckResult, check_id
+from engine.keys import EXECUTOR_GROUP, Keys
+from engine.settings import Settings
+from engine.streams import ensure_group
+from executors.service import Executor
+from tests.conftest import wait_for
+
+
+def check_due(monitor_id: str, kind: str, spec: dict[str, Any], *, timeout_ms: int,
+              interval_ms: int = 30_000) -> CheckDue:
+    """A check.due as the scheduler builds it: the kind's spec nested under its name."""
+    scheduled = int(time.time() * 1000)
+    return CheckDue(check_id=check_id(monitor_id, "default", scheduled), monitor_id=monitor_id,
+                    region="default", scheduled_ms=scheduled,
+                    deadline_ms=scheduled + interval_ms, spec_version=1,
+                    spec={"kind": kind, "timeout_ms": timeout_ms, kind: spec})
+
+
+async def run_checks(r: aioredis.Redis, keys: Keys, dues: list[CheckDue],
+                     settings: Settings, wait_s: float = 20) -> dict[str, CheckResult]:
+    stream = keys.checks("default")
+    await ensure_group(r, stream, EXECUTOR_GROUP)
+    for due in dues:
+        await r.xadd(stream, {"e": due.to_json()})
+    stop = asyncio.Event()
+    task = asyncio.create_task(Executor(r, keys, settings).run(stop))
+
+    async def enough() -> bool:
+        return int(await r.xlen(keys.results)) >= len(dues)
+
+    try:
+        await wait_for(enough, timeout=wait_s)
+    finally:
+        stop.set()
+        await task
+    out: dict[str, CheckResult] = {}
+    for _, fields in await r.xrange(keys.results):
+        result = CheckResult.from_json(fields[b"e"])
+        assert result.monitor_id not in out, "two results for one check"
+        out[result.monitor_id] = result
+    pending = await r.xpending(stream, EXECUTOR_GROUP)
+    assert int(pending["pending"]) == 0
+    return out
