@@ -13,11 +13,11 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 
-import aiohttp
 import redis.asyncio as aioredis
 
 from engine.events import Observation
 from engine.keys import Keys
+from executors.resolver import Resolver
 
 
 def _unverified() -> ssl.SSLContext:
@@ -29,13 +29,14 @@ def _unverified() -> ssl.SSLContext:
 
 @dataclass(slots=True)
 class Context:
-    """Opened once per executor and shared by every check it runs."""
+    """Opened once per executor and shared by every check it runs. HTTP checks need no session:
+    each opens a fresh connection; the resolver caches names for a few seconds."""
 
     redis: aioredis.Redis
     keys: Keys
     tls_verify: ssl.SSLContext = field(default_factory=ssl.create_default_context)
     tls_noverify: ssl.SSLContext = field(default_factory=_unverified)
-    http_session: aiohttp.ClientSession | None = None
+    resolver: Resolver = field(default_factory=Resolver)
 
 
 def down(kind: str, message: str, latency_ms: float | None = None) -> Observation:

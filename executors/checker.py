@@ -7,7 +7,6 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from engine.events import CheckDue, Observation
-from executors import http
 from executors.base import Context
 from executors.kinds import KINDS, Kind
 
@@ -24,11 +23,10 @@ class Checker:
         self._specs: dict[tuple[str, int], tuple[Kind, BaseModel]] = {}
 
     async def start(self) -> None:
-        self.ctx.http_session = http.new_session()
+        """Nothing to open: checks connect afresh and the resolver fills on demand."""
 
     async def close(self) -> None:
-        if self.ctx.http_session is not None:
-            await self.ctx.http_session.close()
+        self.ctx.resolver.close()
 
     def spec(self, monitor_id: str, version: int, raw: dict[str, Any]) -> tuple[Kind, BaseModel]:
         key = (monitor_id, version)

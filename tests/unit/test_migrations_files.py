@@ -46,7 +46,8 @@ def test_clickhouse_file_splits_into_statements_without_comments() -> None:
             assert not any(line.lstrip().startswith("--") for line in part.splitlines())
             assert not part.rstrip().endswith(";")
             assert part == part.strip()
-        assert parts[0].startswith("CREATE TABLE IF NOT EXISTS check_results")
+        # ClickHouse has no DDL transactions: every statement must be safe to rerun.
+        assert all("IF NOT EXISTS" in part for part in parts)
 
 
 def test_statements_splits_at_semicolons_at_line_ends() -> None:

@@ -1,0 +1,88 @@
+"""Name resolution for checks: loop.getaddrinfo, cached per (host, port) for a short TTL.
+
+One resolver per executor (in `Context`). Thousands of monitors often share a handful of hosts,
+so a 10 s cache (aiohttp's default) saves a thread-pool round trip on almost every check while
+still following DNS changes quickly. Concurrent lookups of one name share a single call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+
+TTL_S = 10.0
+MAX_ENTRIES = 10_000
+
+Address = tuple[int, str]  # (address family, IP address as text)
+
+
+class ResolveError(Exception):
+    """The name did not resolve; the message says why (NXDOMAIN, no address, ...)."""
+
+
+def _literal(host: str) -> list[Address] | None:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, host)]
+
+
+class Resolver:
+    def __init__(self, ttl_s: float = TTL_S, max_entries: int = MAX_ENTRIES) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._cache: dict[tuple[str, int], tuple[float, list[Address]]] = {}
+        self._pending: dict[tuple[str, int], asyncio.Task[list[Address]]] = {}
+
+    async def resolve(self, host: str, port: int) -> tuple[list[Address], bool]:
+        """The addresses of `host`, and whether this call waited for a lookup (False when the
+        answer came from the cache or `host` is an IP literal: its "dns" phase is 0)."""
+        key = (host, port)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1], False
+        literal = _literal(host)
+        if literal is not None:
+            self._store(key, literal, float("inf"))
+            return literal, False
+        task = self._pending.get(key)
+        if task is None:
+            task = asyncio.create_task(self._lookup(host, port))
+            self._pending[key] = task
+            task.add_done_callback(lambda t: self._forget(key, t))
+        # Shielded: a check cancelled by its timeout must not cancel the lookup others await.
+        return await asyncio.shield(task), True
+
+    async def _lookup(self, host: str, port: int) -> list[Address]:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise ResolveError(f"{host}: {exc.strerror}") from None
+        except (OSError, UnicodeError) as exc:
+            raise ResolveError(f"{host}: {exc}") from None
+        # getaddrinfo repeats an address once per protocol on some systems; keep the order.
+        found = list(dict.fromkeys((int(family), str(addr[0])) for family, _, _, _, addr in infos))
+        if not found:
+            raise ResolveError(f"{host}: no address")
+        self._store((host, port), found, time.monotonic() + self.ttl_s)
+        return found
+
+    def _store(self, key: tuple[str, int], addresses: list[Address], expires: float) -> None:
+        if len(self._cache) >= self.max_entries:
+            self._cache.clear()  # crude but bounded; refilling costs one lookup per host
+        self._cache[key] = (expires, addresses)
+
+    def _forget(self, key: tuple[str, int], task: asyncio.Task[list[Address]]) -> None:
+        self._pending.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here, so a lookup nobody awaits any more logs nothing
+
+    def close(self) -> None:
+        for task in self._pending.values():
+            task.cancel()
+        self._pending.clear()
+        self._cache.clear()
