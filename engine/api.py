@@ -14,7 +14,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engine.api_monitors import add_monitor_routes
 from engine.clickhouse import ClickHouse
+from engine.keys import Keys
 from engine.monitors import parse_duration_ms
+from engine.push import add_push_routes
 
 MAX_WINDOW_MS = 400 * 86_400_000
 STATUS_SQL = """
@@ -129,7 +131,8 @@ _CSS = ("body{font-family:system-ui,sans-serif;margin:2rem}table{border-collapse
         ".degraded td:nth-child(5){color:#b60}")
 
 
-def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse) -> web.Application:
+def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse,
+             keys: Keys | None = None) -> web.Application:
     # Bodies are monitor definitions: small; a cap keeps a client from holding memory.
     app = web.Application(client_max_size=256 * 1024)
     app[REDIS] = r
@@ -141,6 +144,7 @@ def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse) -> web.Appli
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/api/v1/monitors/{monitor_id}/uptime", uptime)
     add_monitor_routes(app, pool)
+    add_push_routes(app, r, pool, keys or Keys())
     return app
 
 

@@ -62,5 +62,5 @@ async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1
             else:
                 assert pool is not None
                 assert ch is not None
-                services.append(Api(make_app(r, pool, ch), host, port))
+                services.append(Api(make_app(r, pool, ch, keys), host, port))
         await run_all(services, stop)

@@ -1,18 +1,108 @@
-"""Push (heartbeat) monitors."""
+"""Push (heartbeat) monitors: the target calls Vigil, and the check asks whether it did.
+
+A job calls `GET|POST /api/v1/push/{token}` (engine.push), which keeps the last heartbeat in
+the Redis HASH `keys.heartbeats`: monitor id -> {"at_ms", "status", "message"}. Each check
+then judges the last heartbeat against its own scheduled time, so a redelivered check gives
+the same answer:
+- none since scheduled_ms - (interval + grace): `down`, `no_heartbeat`;
+- the last one reported `down`: `down`, `reported_down`, with its message;
+- otherwise `up`, with no latency (nothing was measured).
+A monitor that never received a heartbeat is `down` ("never") from its first check: Vigil
+does not know when the job was set up, and a silent job is exactly what this kind is for.
+Give a new job its first run before enabling the monitor, or expect one `down` at first.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from engine.events import CheckDue, Observation
-from executors.base import Context
+from executors.base import Context, down
 
 KIND = "push"
 
+DEFAULT_GRACE_MS = 60_000
+MAX_GRACE_MS = 30 * 86_400_000
+MESSAGE_MAX = 500
+HeartbeatStatus = Literal["up", "down"]
+
 
 class PushSpec(BaseModel):
+    """`grace` (or `grace_ms`): how late a heartbeat may be beyond the interval."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    grace_ms: int = Field(default=DEFAULT_GRACE_MS, ge=0, le=MAX_GRACE_MS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _grace(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "grace" not in data:
+            return data
+        # Imported here: engine.monitors imports this module to build its monitor models.
+        from engine.monitors import parse_duration_ms
+
+        data = dict(data)
+        if "grace_ms" in data:
+            raise PydanticCustomError("duration", "give `grace` or `grace_ms`, not both")
+        try:
+            data["grace_ms"] = parse_duration_ms(data.pop("grace"))
+        except ValueError as exc:
+            raise PydanticCustomError("duration", f"grace: {exc}") from None
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """One stored heartbeat; engine.push writes it, `check` reads it."""
+
+    at_ms: int
+    status: HeartbeatStatus = "up"
+    message: str | None = None
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Heartbeat:
+        data = orjson.loads(raw)
+        status = data.get("status")
+        if not isinstance(data.get("at_ms"), int) or status not in ("up", "down"):
+            raise ValueError(f"malformed heartbeat record {data!r}")
+        message = data.get("message")
+        return cls(at_ms=data["at_ms"], status=status,
+                   message=message if isinstance(message, str) else None)
+
+
+def ago(ms: int) -> str:
+    """`45 s`, `12 min`, `3.5 h`, `2.0 d`: how long ago, readable in a status line."""
+    seconds = max(ms, 0) / 1000
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
 
 
 async def check(spec: PushSpec, ctx: Context, due: CheckDue) -> Observation:
-    raise NotImplementedError
+    raw = await ctx.redis.hget(ctx.keys.heartbeats, due.monitor_id)
+    window_ms = int(due.spec["interval_ms"]) + spec.grace_ms
+    expected = f"expected one at least every {ago(window_ms)} (interval + grace)"
+    if raw is None:
+        return down("no_heartbeat", f"last heartbeat: never; {expected}")
+    beat = Heartbeat.from_json(raw)
+    # A heartbeat newer than the scheduled time (it came while the check waited) is fresh.
+    age_ms = due.scheduled_ms - beat.at_ms
+    if age_ms > window_ms:
+        return down("no_heartbeat", f"last heartbeat {ago(age_ms)} ago; {expected}")
+    if beat.status == "down":
+        return down("reported_down", f"reported down {ago(age_ms)} ago: "
+                                     f"{beat.message or '(no message)'}")
+    return Observation(outcome="up")

@@ -1,18 +1,176 @@
-"""Redis probes."""
+"""Redis probes: connect (with AUTH and SELECT when the URL asks), PING, close.
+
+The URL is `redis://`, `rediss://` (TLS) or `unix://`, inline (`url`) or, to keep a password
+out of monitor definitions, in an environment variable of the executor named by `url_env`.
+Only the query parameters in ALLOWED_PARAMS are accepted, so a monitor definition cannot
+point the executor at local files (redis-py takes key and certificate paths from the URL).
+One connection per check, no retry, no client-side timeouts: the executor's timeout bounds
+the check, and a retry would hide exactly the failures a probe is for. Error kinds:
+`connect`, `dns`, `auth` (a wrong password, or one missing), `query`; a silent server is the
+executor's `timeout`. Messages never carry the URL's password.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from redis.asyncio.connection import AbstractConnection, Connection, parse_url
+from redis.exceptions import AuthenticationError, RedisError
 
 from engine.events import CheckDue, Observation
-from executors.base import Context
+from executors.base import Context, down
 
 KIND = "redis"
+
+SCHEMES = ("redis", "rediss", "unix")
+ALLOWED_PARAMS = frozenset({"db", "username", "password"})
+TLS_PARAMS = frozenset({"ssl_cert_reqs"})
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+CLOSE_WAIT_S = 1.0
+
+
+class ConfigProblem(ValueError):
+    """The probe's own configuration is wrong: an `error` outcome, not the target's `down`."""
+
+
+def check_url(url: str) -> str:
+    """The URL if usable; a ValueError otherwise whose message never repeats the URL."""
+    try:
+        parts = urlsplit(url)
+        params = {name for name, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    except ValueError:
+        raise ValueError("not a valid redis:// URL") from None
+    if parts.scheme not in SCHEMES:
+        raise ValueError("expected a URL starting redis://, rediss:// or unix://")
+    allowed = ALLOWED_PARAMS | (TLS_PARAMS if parts.scheme == "rediss" else frozenset())
+    unknown = sorted(params - allowed)
+    if unknown:
+        raise ValueError(f"query parameter(s) {', '.join(unknown)[:200]} not allowed in a probe; "
+                         f"allowed: {', '.join(sorted(allowed))}")
+    try:
+        parse_url(url)
+    except ValueError:
+        raise ValueError("not a valid redis:// URL (a port or db that is not a number?)") from None
+    return url
+
+
+def redact(text: str, url: str) -> str:
+    """`text` without the URL or any password in it."""
+    parts = urlsplit(url)
+    secrets = [url, *(v for k, v in parse_qsl(parts.query) if k == "password")]
+    if parts.password:
+        secrets += [parts.password, unquote(parts.password)]
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 class RedisSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    url: str | None = Field(default=None, min_length=1, max_length=4096)
+    url_env: str | None = Field(default=None, pattern=ENV_NAME)
+
+    @field_validator("url")
+    @classmethod
+    def _usable(cls, url: str | None) -> str | None:
+        return None if url is None else check_url(url)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RedisSpec:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give exactly one of `url` and `url_env`")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Options left out stay out of the stored definition, so a monitor written before an
+        # option existed compares unchanged on the next apply (no version bump, no reschedule).
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+    def resolve(self) -> str:
+        if self.url is not None:
+            return self.url
+        assert self.url_env is not None
+        value = os.environ.get(self.url_env)
+        if not value:
+            raise ConfigProblem(f"environment variable {self.url_env} is not set on this "
+                                "executor")
+        try:
+            return check_url(value)
+        except ValueError as exc:
+            raise ConfigProblem(f"environment variable {self.url_env}: {exc}") from None
+
+
+def _connection(url: str) -> AbstractConnection:
+    kwargs: dict[str, Any] = dict(parse_url(url))
+    cls: type[AbstractConnection] = kwargs.pop("connection_class", Connection)
+    # RESP2 and driver_info=None: plain AUTH/SELECT then PING, which every Redis and every
+    # Redis-compatible server answers (HELLO needs Redis 6; CLIENT SETINFO adds round trips).
+    return cls(**kwargs, socket_timeout=None, socket_connect_timeout=None, driver_info=None,
+               protocol=2)
+
+
+def _connect_failure(exc: Exception, url: str) -> Observation:
+    message = redact(str(exc) or type(exc).__name__, url)
+    if isinstance(exc, AuthenticationError):
+        return down("auth", message)
+    if isinstance(exc.__context__, socket.gaierror):
+        return down("dns", message)
+    return down("connect", message)
+
+
+async def _close(conn: AbstractConnection) -> None:
+    with contextlib.suppress(RedisError, OSError, TimeoutError):
+        async with asyncio.timeout(CLOSE_WAIT_S):
+            await conn.disconnect()
+
 
 async def check(spec: RedisSpec, ctx: Context, due: CheckDue) -> Observation:
-    raise NotImplementedError
+    try:
+        url = spec.resolve()
+    except ConfigProblem as exc:
+        return Observation(outcome="error", error_kind="config", error=str(exc)[:500])
+    conn = _connection(url)
+    start = time.perf_counter()
+    try:
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]  # redis-py leaves it bare
+        except (RedisError, OSError) as exc:
+            return _connect_failure(exc, url)
+        connected = time.perf_counter()
+        phases = {"connect": (connected - start) * 1000}
+        try:
+            await conn.send_command("PING")
+            reply = await conn.read_response()
+        except AuthenticationError as exc:  # NOAUTH: the server wants a password
+            obs = down("auth", redact(str(exc), url), (time.perf_counter() - start) * 1000)
+        except (RedisError, OSError) as exc:
+            obs = down("query", redact(str(exc) or type(exc).__name__, url),
+                       (time.perf_counter() - start) * 1000)
+        else:
+            done = time.perf_counter()
+            phases["query"] = (done - connected) * 1000
+            if reply in (b"PONG", "PONG"):
+                return Observation(outcome="up", latency_ms=(done - start) * 1000,
+                                   phases=phases)
+            obs = down("query", f"PING answered {reply!r:.100}", (done - start) * 1000)
+        obs.phases = phases
+        return obs
+    finally:
+        await _close(conn)

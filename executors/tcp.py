@@ -1,34 +1,166 @@
-"""TCP connect checks."""
+"""TCP checks: connect, optionally send a few bytes, optionally expect a banner or reply.
+
+`send` is sent as UTF-8, exactly as the YAML string holds it: write `send: "PING\\r\\n"` in
+double quotes for YAML to turn `\\r\\n` into CR LF. `expect` is a substring and `expect_regex`
+a regular expression (searched, not anchored), both matched on what the target sent first,
+read up to READ_CAP bytes. The read stops at a match, at end of stream, at the cap, or at
+READ_SHARE of the monitor's timeout: a target that sent something else and keeps the
+connection open (an SMTP server where SSH was expected) ends as `banner` showing what came,
+not as a bare `timeout`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import os
+import re
+import socket
 import time
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from engine.events import CheckDue, Observation
 from executors.base import Context, down
 
 KIND = "tcp"
 
+READ_CAP = 4096
+READ_SHARE = 0.9
+DEFAULT_TIMEOUT_MS = 10_000
+CLOSE_WAIT_S = 1.0
+SHOWN = 120
+
 
 class TcpSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    host: str = Field(min_length=1)
+    host: str = Field(min_length=1, max_length=253)
     port: int = Field(ge=1, le=65535)
+    send: str | None = Field(default=None, min_length=1, max_length=READ_CAP)
+    expect: str | None = Field(default=None, min_length=1, max_length=READ_CAP)
+    expect_regex: str | None = Field(default=None, min_length=1, max_length=1000)
+
+    @field_validator("expect_regex")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return pattern
+
+    @model_validator(mode="after")
+    def _one_expectation(self) -> TcpSpec:
+        if self.expect is not None and self.expect_regex is not None:
+            raise ValueError("give `expect` or `expect_regex`, not both")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Options left out stay out of the stored definition, so a monitor written before an
+        # option existed compares unchanged on the next apply (no version bump, no reschedule).
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+    @property
+    def expects(self) -> bool:
+        return self.expect is not None or self.expect_regex is not None
+
+    def matches(self, seen: bytes) -> bool:
+        if self.expect is not None:
+            return self.expect.encode() in seen
+        assert self.expect_regex is not None
+        return re.search(self.expect_regex, seen.decode(errors="replace")) is not None
+
+    def wanted(self) -> str:
+        return f"{self.expect!r}" if self.expect is not None else f"/{self.expect_regex}/"
+
+
+def _shown(seen: bytes) -> str:
+    text = seen[:SHOWN].decode(errors="replace")
+    return repr(text) + (f" (first {SHOWN} of {len(seen)} bytes)" if len(seen) > SHOWN else "")
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """A FIN for a polite close; a bounded wait, then RST, for a peer that stopped reading."""
+    writer.close()
+    try:
+        async with asyncio.timeout(CLOSE_WAIT_S):
+            await writer.wait_closed()
+    except (OSError, TimeoutError):
+        writer.transport.abort()
+
+
+async def _read_until_match(spec: TcpSpec, reader: asyncio.StreamReader,
+                            read_s: float) -> tuple[bytes, str]:
+    """What came, and why reading stopped: match, eof, cap or deadline."""
+    seen = b""
+    try:
+        async with asyncio.timeout(max(read_s, 0.0)):
+            while len(seen) < READ_CAP:
+                chunk = await reader.read(READ_CAP - len(seen))
+                if not chunk:
+                    return seen, "eof"
+                seen += chunk
+                if spec.matches(seen):
+                    return seen, "match"
+    except TimeoutError:
+        return seen, "deadline"
+    return seen, "cap"
+
+
+def _mismatch(spec: TcpSpec, seen: bytes, why: str, connect_ms: float, read_s: float,
+              latency: float) -> Observation:
+    if why == "deadline" and not seen:
+        obs = down("timeout", f"connected in {connect_ms:.0f} ms, then no data within "
+                              f"{max(read_s, 0) * 1000:.0f} ms", latency)
+    else:
+        stopped = {"eof": "then the target closed the connection",
+                   "cap": f"{READ_CAP} bytes without a match",
+                   "deadline": "then nothing more came"}[why]
+        obs = down("banner", f"expected {spec.wanted()}, got {_shown(seen)}; {stopped}", latency)
+    obs.phases = {"connect": connect_ms}
+    return obs
 
 
 async def check(spec: TcpSpec, ctx: Context, due: CheckDue) -> Observation:
     start = time.perf_counter()
     try:
-        _, writer = await asyncio.open_connection(spec.host, spec.port)
+        reader, writer = await asyncio.open_connection(spec.host, spec.port)
+    except socket.gaierror as exc:
+        return down("dns", f"{spec.host}: {exc.strerror or exc}")
     except OSError as exc:
-        return down("connect", exc.strerror or str(exc))
+        # asyncio's strerror is "Connect call failed (addr)"; the errno says why.
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        return down("connect", f"{spec.host}:{spec.port}: {why}")
+    connect_ms = (time.perf_counter() - start) * 1000
+    # The read ends at READ_SHARE of the timeout, counted from the start of the check.
+    read_s = int(due.spec.get("timeout_ms", DEFAULT_TIMEOUT_MS)) * READ_SHARE / 1000 \
+        - connect_ms / 1000
+    seen, why, step = b"", "match", "sending"
+    try:
+        if spec.send is not None:
+            writer.write(spec.send.encode())
+            await writer.drain()
+        step = "reading"
+        if spec.expects:
+            seen, why = await _read_until_match(spec, reader, read_s)
+    except OSError as exc:  # a reset, a broken pipe, the network going away mid-exchange
+        reason = ("connection reset by the target" if isinstance(exc, ConnectionResetError)
+                  else exc.strerror or str(exc))
+        return down("reset", f"{reason} while {step}", (time.perf_counter() - start) * 1000)
+    finally:
+        await _close(writer)
     latency = (time.perf_counter() - start) * 1000
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return Observation(outcome="up", latency_ms=latency, phases={"connect": latency})
+    if why != "match":
+        return _mismatch(spec, seen, why, connect_ms, read_s, latency)
+    return Observation(outcome="up", latency_ms=latency, phases={"connect": connect_ms})

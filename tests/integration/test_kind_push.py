@@ -1,0 +1,216 @@
+"""Push monitors: heartbeats through the real aiohttp app into real Redis, tokens from real
+Postgres, then the check that judges them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from engine import push as endpoint
+from engine.api import make_app
+from engine.events import CheckDue, CheckResult, Observation, check_id
+from engine.keys import EXECUTOR_GROUP, Keys
+from engine.monitors import SpecError, parse_monitors
+from engine.settings import Settings
+from engine.store import upsert_monitors
+from engine.streams import ensure_group
+from executors import push
+from executors.base import Context
+from executors.service import Executor
+from tests.conftest import wait_for
+
+INTERVAL_MS = 3_600_000
+GRACE_MS = 600_000
+
+
+@pytest.fixture
+async def client(r, pool, ch, clean) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(make_app(r, pool, ch))) as c:
+        yield c
+
+
+@pytest.fixture
+async def token(pool, clean) -> str:
+    await upsert_monitors(pool, parse_monitors([
+        {"id": "nightly", "kind": "push", "interval": "1h", "push": {"grace": "10m"}},
+        {"id": "web", "kind": "tcp", "interval": "1h", "tcp": {"host": "127.0.0.1", "port": 9}},
+    ]), source="file")
+    value: str = await pool.fetchval("SELECT push_token FROM monitors WHERE id = 'nightly'")
+    return value
+
+
+def due(scheduled_ms: int | None = None, monitor_id: str = "nightly") -> CheckDue:
+    at = int(time.time() * 1000) if scheduled_ms is None else scheduled_ms
+    return CheckDue(check_id=check_id(monitor_id, "default", at), monitor_id=monitor_id,
+                    region="default", scheduled_ms=at, deadline_ms=at + INTERVAL_MS,
+                    spec_version=1, spec={"kind": "push", "interval_ms": INTERVAL_MS,
+                                          "timeout_ms": 10_000, "push": {"grace_ms": GRACE_MS}})
+
+
+async def judge(r, keys, event: CheckDue | None = None) -> Observation:
+    return await push.check(push.PushSpec(grace_ms=GRACE_MS), Context(r, keys), event or due())
+
+
+async def stored(r, keys) -> push.Heartbeat:
+    return push.Heartbeat.from_json(await r.hget(keys.heartbeats, "nightly"))
+
+
+async def test_get_records_an_up_heartbeat(client, token, r, keys):
+    before = int(time.time() * 1000)
+    resp = await client.get(f"/api/v1/push/{token}")
+    assert resp.status == 200
+    assert await resp.json() == {"ok": True, "monitor_id": "nightly"}
+    beat = await stored(r, keys)
+    assert (beat.status, beat.message) == ("up", None)
+    assert beat.at_ms >= before
+    assert await judge(r, keys) == Observation(outcome="up")
+
+
+async def test_reported_down_through_json_form_query_and_text(client, token, r, keys):
+    sent = [
+        client.post(f"/api/v1/push/{token}", json={"status": "down", "message": "disk full"}),
+        client.post(f"/api/v1/push/{token}", data={"status": "DOWN", "msg": "backup failed"}),
+        client.get(f"/api/v1/push/{token}", params={"status": "down", "msg": "exit 3"}),
+        client.post(f"/api/v1/push/{token}?status=down", data=b"stderr tail",
+                    headers={"Content-Type": "text/plain"}),
+    ]
+    for request, message in zip(sent, ["disk full", "backup failed", "exit 3", "stderr tail"],
+                                strict=True):
+        assert (await request).status == 200
+        obs = await judge(r, keys)
+        assert (obs.outcome, obs.error_kind) == ("down", "reported_down")
+        assert obs.error.endswith(message)
+    # The next up heartbeat clears it.
+    assert (await client.post(f"/api/v1/push/{token}", json={"status": "up"})).status == 200
+    assert (await judge(r, keys)).outcome == "up"
+
+
+async def test_message_is_cut_to_its_cap(client, token, r, keys):
+    resp = await client.post(f"/api/v1/push/{token}", json={"status": "down", "msg": "x" * 5000})
+    assert resp.status == 200
+    assert len((await stored(r, keys)).message) == push.MESSAGE_MAX
+
+
+async def test_missing_heartbeat_past_interval_and_grace(client, token, r, keys):
+    never = await judge(r, keys)
+    assert (never.outcome, never.error_kind) == ("down", "no_heartbeat")
+    assert "never" in never.error
+
+    assert (await client.get(f"/api/v1/push/{token}")).status == 200
+    at = (await stored(r, keys)).at_ms
+    still = await judge(r, keys, due(at + INTERVAL_MS + GRACE_MS))
+    late = await judge(r, keys, due(at + INTERVAL_MS + GRACE_MS + 1))
+    assert still.outcome == "up"
+    assert (late.outcome, late.error_kind) == ("down", "no_heartbeat")
+    assert "last heartbeat 70 min ago" in late.error
+    # A heartbeat that came after the check's slot, while it waited, counts as fresh.
+    assert (await judge(r, keys, due(at - 5_000))).outcome == "up"
+
+
+async def test_unknown_token_is_404_and_says_nothing(client, token, r, keys):
+    answers = []
+    for bad in ("A" * 32, "short", token[:-1] + ("A" if token[-1] != "A" else "B"), "web"):
+        resp = await client.post(f"/api/v1/push/{bad}", json={"status": "up"})
+        answers.append((resp.status, await resp.json()))
+    assert answers == [(404, {"error": "not found"})] * 4
+    assert await r.hlen(keys.heartbeats) == 0
+
+
+async def test_bad_fields_are_422_naming_the_field(client, token, r, keys):
+    resp = await client.get(f"/api/v1/push/{token}", params={"status": "sideways"})
+    assert resp.status == 422
+    body = await resp.json()
+    assert body["errors"][0]["field"] == "status"
+    assert "sideways" in body["errors"][0]["message"]
+    resp = await client.post(f"/api/v1/push/{token}", json={"message": {"nested": 1}})
+    assert (resp.status, (await resp.json())["errors"][0]["field"]) == (422, "message")
+    resp = await client.post(f"/api/v1/push/{token}", data=b"{nope",
+                             headers={"Content-Type": "application/json"})
+    assert resp.status == 400
+    resp = await client.post(f"/api/v1/push/{token}", data=b"x" * (endpoint.BODY_MAX + 1),
+                             headers={"Content-Type": "text/plain"})
+    assert resp.status == 413
+    assert await r.hlen(keys.heartbeats) == 0
+
+
+async def test_token_cache_is_bounded(pool, token, monkeypatch):
+    monkeypatch.setattr(endpoint, "CACHE_MAX", 2)
+    tokens = endpoint.PushTokens(pool)
+    assert await tokens.monitor_of(token) == "nightly"
+    for n in range(5):
+        assert await tokens.monitor_of(f"unknown-token-{n:08d}") is None
+    assert len(tokens._seen) == 2
+
+
+async def test_push_check_in_the_real_executor(client, token, r, keys):
+    assert (await client.post(f"/api/v1/push/{token}", json={"status": "down", "msg": "rc=2"})
+            ).status == 200
+    stream = keys.checks("default")
+    await ensure_group(r, stream, EXECUTOR_GROUP)
+    await r.xadd(stream, {"e": due().to_json()})
+    await r.xadd(stream, {"e": due(monitor_id="silent").to_json()})
+    stop = asyncio.Event()
+    task = asyncio.create_task(Executor(r, keys, Settings(instance_id="exec-push")).run(stop))
+
+    async def both() -> bool:
+        return await r.xlen(keys.results) >= 2
+
+    try:
+        await wait_for(both)
+    finally:
+        stop.set()
+        await task
+    got = {res.monitor_id: res for res in
+           (CheckResult.from_json(f[b"e"]) for _, f in await r.xrange(keys.results))}
+    assert (got["nightly"].outcome, got["nightly"].error_kind) == ("down", "reported_down")
+    assert "rc=2" in got["nightly"].error
+    assert (got["silent"].error_kind, got["silent"].latency_ms) == ("no_heartbeat", None)
+
+
+def test_spec_format():
+    [plain, tuned] = parse_monitors([
+        {"id": "a", "kind": "push", "interval": "1d"},
+        {"id": "b", "kind": "push", "interval": "5m", "push": {"grace": "90s"}},
+    ])
+    assert plain.push.grace_ms == push.DEFAULT_GRACE_MS
+    assert tuned.push.grace_ms == 90_000
+    assert tuned.push.model_dump() == {"grace_ms": 90_000}
+    for bad, why in (({"grace": "soon"}, "not a duration"),
+                     ({"grace": "1m", "grace_ms": 60_000}, "not both"),
+                     ({"grace_ms": -1}, "greater than or equal to 0")):
+        with pytest.raises(SpecError, match=why):
+            parse_monitors([{"id": "x", "kind": "push", "interval": "1h", "push": bad}])
+
+
+def test_heartbeat_record_format():
+    raw = push.Heartbeat(at_ms=5, status="down", message="m").to_json()
+    assert orjson.loads(raw) == {"at_ms": 5, "status": "down", "message": "m"}
+    with pytest.raises(ValueError, match="malformed"):
+        push.Heartbeat.from_json(b'{"at_ms": "5", "status": "up"}')
+
+
+async def test_chunked_bodies_are_read_whole_and_capped(client, token, r, keys):
+    async def body(parts: list[bytes]) -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+            await asyncio.sleep(0.01)
+
+    ok = await client.post(f"/api/v1/push/{token}", headers={"Content-Type": "application/json"},
+                           data=body([b'{"status": "do', b'wn", "msg": "late"}']))
+    assert ok.status == 200
+    assert (await stored(r, keys)).message == "late"
+    big = await client.post(f"/api/v1/push/{token}", headers={"Content-Type": "text/plain"},
+                            data=body([b"x" * 8192] * 3))
+    assert big.status == 413
+
+
+async def test_heartbeats_go_to_the_apps_shard(r, pool, ch, token):
+    async with TestClient(TestServer(make_app(r, pool, ch, Keys("7")))) as c:
+        assert (await c.get(f"/api/v1/push/{token}")).status == 200
+    assert await r.hexists(Keys("7").heartbeats, "nightly")
+    assert not await r.hexists(Keys("0").heartbeats, "nightly")
