@@ -10,12 +10,16 @@ The executor runs `check` under the monitor's timeout; a check returns `down` wi
 
 from __future__ import annotations
 
+import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
-from engine.events import Observation
+from engine.events import CheckDue, Observation
 from engine.keys import Keys
 from executors.resolver import Resolver
 
@@ -42,3 +46,41 @@ class Context:
 def down(kind: str, message: str, latency_ms: float | None = None) -> Observation:
     """A failed check: `kind` is the precise error kind (dns, connect, tls, status ...)."""
     return Observation(outcome="down", error_kind=kind, error=message[:500], latency_ms=latency_ms)
+
+
+class Spec(BaseModel):
+    """The base of every kind's spec: strict and immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Options left out stay out of the stored definition, so a monitor written before an
+        # option existed compares unchanged on the next apply (no version bump, no reschedule).
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class ConfigProblem(ValueError):
+    """The check's own configuration is wrong on this executor: an `error`, not a `down`."""
+
+
+def from_env(name: str, check: Callable[[str], str]) -> str:
+    """A connection string from an environment variable of the executor, validated by `check`;
+    secrets stay out of monitor definitions this way."""
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigProblem(f"environment variable {name} is not set on this executor")
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise ConfigProblem(f"environment variable {name}: {exc}") from None
+
+
+BUDGET_SHARE = 0.9
+
+
+def budget_s(due: CheckDue) -> float:
+    """What a check may spend before giving up with its own precise error kind: 90% of its
+    timeout (the executor puts the effective timeout in the spec), so the kind's answer beats
+    the executor's generic `timeout`."""
+    return int(due.spec["timeout_ms"]) * BUDGET_SHARE / 1000

@@ -25,22 +25,19 @@ from dns.rdtypes.IN.AAAA import AAAA
 from dns.rdtypes.mxbase import MXBase
 from dns.rdtypes.nsbase import NSBase
 from dns.rdtypes.txtbase import TXTBase
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, ValidationInfo, field_validator
+from pydantic import Field, IPvAnyAddress, ValidationInfo, field_validator
 
 from engine.events import CheckDue, Observation
-from executors.base import Context, down
+from executors.base import Context, Spec, budget_s, down
 
 KIND = "dns"
 
 RecordType = Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS"]
 # The resolver gives up within this share of the monitor's timeout, so a silent nameserver
 # ends as a precise `dns_timeout` instead of the executor's generic `timeout`.
-LIFETIME_SHARE = 0.9
-DEFAULT_TIMEOUT_MS = 10_000
 
 
-class DnsSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class DnsSpec(Spec):
 
     name: str = Field(min_length=1, max_length=253)
     record_type: RecordType = "A"
@@ -124,7 +121,7 @@ def _resolver(spec: DnsSpec) -> dns.asyncresolver.Resolver:
 
 
 async def check(spec: DnsSpec, ctx: Context, due: CheckDue) -> Observation:
-    lifetime = int(due.spec.get("timeout_ms", DEFAULT_TIMEOUT_MS)) * LIFETIME_SHARE / 1000
+    lifetime = budget_s(due)
     ns = spec.nameserver
     where = "" if ns is None else f" at [{ns}]:{spec.port}" if ns.version == 6 else \
         f" at {ns}:{spec.port}"

@@ -33,8 +33,6 @@ from jsonpath_ng import JSONPath
 from jsonpath_ng.ext.parser import parse as parse_json_path
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     HttpUrl,
     JsonValue,
@@ -44,7 +42,7 @@ from pydantic import (
 )
 
 from engine.events import CheckDue, Observation
-from executors.base import Context, down
+from executors.base import Context, Spec, down
 from executors.httpclient import FetchError, Request, Response, Timings, build_request, fetch
 
 KIND = "http"
@@ -148,7 +146,7 @@ class Plan:
     header_patterns: tuple[tuple[str, re.Pattern[str]], ...]
 
 
-class HttpSpec(BaseModel):
+class HttpSpec(Spec):
     """`http:` in a monitor. Every field but `url` is optional.
 
     Request: url (http/https), method, headers, body, username/password (basic) or
@@ -161,8 +159,6 @@ class HttpSpec(BaseModel):
     `degraded`. follow_redirects / max_redirects; verify_tls (off: any certificate, and no
     tls_expiry_ms reported).
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: HttpUrl
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"

@@ -10,17 +10,15 @@ net.ipv4.ping_group_range excludes it.
 from __future__ import annotations
 
 import icmplib
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from engine.events import CheckDue, Observation
-from executors.base import Context, down
+from executors.base import Context, Spec, budget_s, down
 
 KIND = "icmp"
 
 # Every reply is awaited for at most its share of this part of the monitor's timeout, so a
 # silent host ends as a precise `unreachable` instead of the executor's generic `timeout`.
-BUDGET_SHARE = 0.9
-DEFAULT_TIMEOUT_MS = 10_000
 MIN_REPLY_WAIT_S = 0.05
 PERMISSION_HINT = (
     "the kernel refused an ICMP socket: allow unprivileged ping with "
@@ -29,8 +27,7 @@ PERMISSION_HINT = (
 )
 
 
-class IcmpSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class IcmpSpec(Spec):
 
     host: str = Field(min_length=1, max_length=253)
     count: int = Field(default=3, ge=1, le=100)
@@ -66,10 +63,9 @@ def judge(spec: IcmpSpec, host: icmplib.Host) -> Observation:
 
 
 async def check(spec: IcmpSpec, ctx: Context, due: CheckDue) -> Observation:
-    budget_s = int(due.spec.get("timeout_ms", DEFAULT_TIMEOUT_MS)) * BUDGET_SHARE / 1000
     interval_s = spec.interval_ms / 1000
     # Worst case: every request waits out its reply, plus the pauses between requests.
-    reply_wait_s = (budget_s - (spec.count - 1) * interval_s) / spec.count
+    reply_wait_s = (budget_s(due) - (spec.count - 1) * interval_s) / spec.count
     if reply_wait_s < MIN_REPLY_WAIT_S:
         return Observation(outcome="error", error_kind="spec",
                            error=f"{spec.count} pings {spec.interval_ms} ms apart do not fit "

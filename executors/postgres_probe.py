@@ -17,22 +17,17 @@ import contextlib
 import os
 import socket
 import time
-from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import asyncpg
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
 from engine.events import CheckDue, Observation
-from executors.base import Context, down
+from executors.base import ConfigProblem, Context, Spec, down, from_env
 
 KIND = "postgres"
 
@@ -41,10 +36,6 @@ ALLOWED_PARAMS = frozenset({"host", "port", "dbname", "database", "user", "passw
                             "application_name", "target_session_attrs"})
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 CLOSE_WAIT_S = 1.0
-
-
-class ConfigProblem(ValueError):
-    """The probe's own configuration is wrong: an `error` outcome, not the target's `down`."""
 
 
 def check_dsn(dsn: str) -> str:
@@ -79,9 +70,7 @@ def redact(text: str, dsn: str) -> str:
     return text
 
 
-class PostgresSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class PostgresSpec(Spec):
     dsn: str | None = Field(default=None, min_length=1, max_length=4096)
     dsn_env: str | None = Field(default=None, pattern=ENV_NAME)
     query: str = Field(default="SELECT 1", min_length=1, max_length=10_000)
@@ -97,24 +86,11 @@ class PostgresSpec(BaseModel):
             raise ValueError("give exactly one of `dsn` and `dsn_env`")
         return self
 
-    @model_serializer(mode="wrap")
-    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Options left out stay out of the stored definition, so a monitor written before an
-        # option existed compares unchanged on the next apply (no version bump, no reschedule).
-        return {k: v for k, v in handler(self).items() if v is not None}
-
     def resolve(self) -> str:
         if self.dsn is not None:
             return self.dsn
         assert self.dsn_env is not None
-        value = os.environ.get(self.dsn_env)
-        if not value:
-            raise ConfigProblem(f"environment variable {self.dsn_env} is not set on this "
-                                "executor")
-        try:
-            return check_dsn(value)
-        except ValueError as exc:
-            raise ConfigProblem(f"environment variable {self.dsn_env}: {exc}") from None
+        return from_env(self.dsn_env, check_dsn)
 
 
 async def _connect(dsn: str) -> asyncpg.Connection:

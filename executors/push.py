@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from engine.events import CheckDue, Observation
-from executors.base import Context, down
+from executors.base import Context, Spec, down
 
 KIND = "push"
 
@@ -32,10 +32,9 @@ MESSAGE_MAX = 500
 HeartbeatStatus = Literal["up", "down"]
 
 
-class PushSpec(BaseModel):
+class PushSpec(Spec):
     """`grace` (or `grace_ms`): how late a heartbeat may be beyond the interval."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     grace_ms: int = Field(default=DEFAULT_GRACE_MS, ge=0, le=MAX_GRACE_MS)
 

@@ -14,26 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import time
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     field_validator,
-    model_serializer,
     model_validator,
 )
 from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from redis.exceptions import AuthenticationError, RedisError
 
 from engine.events import CheckDue, Observation
-from executors.base import Context, down
+from executors.base import ConfigProblem, Context, Spec, down, from_env
 
 KIND = "redis"
 
@@ -42,10 +37,6 @@ ALLOWED_PARAMS = frozenset({"db", "username", "password"})
 TLS_PARAMS = frozenset({"ssl_cert_reqs"})
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 CLOSE_WAIT_S = 1.0
-
-
-class ConfigProblem(ValueError):
-    """The probe's own configuration is wrong: an `error` outcome, not the target's `down`."""
 
 
 def check_url(url: str) -> str:
@@ -80,9 +71,7 @@ def redact(text: str, url: str) -> str:
     return text
 
 
-class RedisSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class RedisSpec(Spec):
     url: str | None = Field(default=None, min_length=1, max_length=4096)
     url_env: str | None = Field(default=None, pattern=ENV_NAME)
 
@@ -97,24 +86,11 @@ class RedisSpec(BaseModel):
             raise ValueError("give exactly one of `url` and `url_env`")
         return self
 
-    @model_serializer(mode="wrap")
-    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Options left out stay out of the stored definition, so a monitor written before an
-        # option existed compares unchanged on the next apply (no version bump, no reschedule).
-        return {k: v for k, v in handler(self).items() if v is not None}
-
     def resolve(self) -> str:
         if self.url is not None:
             return self.url
         assert self.url_env is not None
-        value = os.environ.get(self.url_env)
-        if not value:
-            raise ConfigProblem(f"environment variable {self.url_env} is not set on this "
-                                "executor")
-        try:
-            return check_url(value)
-        except ValueError as exc:
-            raise ConfigProblem(f"environment variable {self.url_env}: {exc}") from None
+        return from_env(self.url_env, check_url)
 
 
 def _connection(url: str) -> AbstractConnection:

@@ -104,6 +104,8 @@ class Executor:
             return Observation(outcome="error", error_kind="spec", error=str(exc))
         timeout_ms = min(int(due.spec.get("timeout_ms", self.settings.max_timeout_ms)),
                          self.settings.max_timeout_ms)
+        # Kinds budget their own deadlines from this (executors.base.budget_s).
+        due.spec["timeout_ms"] = timeout_ms
         try:
             async with asyncio.timeout(timeout_ms / 1000):
                 return await self.checker.run(kind, spec, due)

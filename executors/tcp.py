@@ -4,9 +4,9 @@
 double quotes for YAML to turn `\\r\\n` into CR LF. `expect` is a substring and `expect_regex`
 a regular expression (searched, not anchored), both matched on what the target sent first,
 read up to READ_CAP bytes. The read stops at a match, at end of stream, at the cap, or at
-READ_SHARE of the monitor's timeout: a target that sent something else and keeps the
-connection open (an SMTP server where SSH was expected) ends as `banner` showing what came,
-not as a bare `timeout`.
+the check's budget (executors.base.budget_s): a target that sent something else and keeps
+the connection open (an SMTP server where SSH was expected) ends as `banner` showing what
+came, not as a bare `timeout`.
 """
 
 from __future__ import annotations
@@ -16,32 +16,24 @@ import os
 import re
 import socket
 import time
-from typing import Any
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
 from engine.events import CheckDue, Observation
-from executors.base import Context, down
+from executors.base import Context, Spec, budget_s, down
 
 KIND = "tcp"
 
 READ_CAP = 4096
-READ_SHARE = 0.9
-DEFAULT_TIMEOUT_MS = 10_000
 CLOSE_WAIT_S = 1.0
 SHOWN = 120
 
 
-class TcpSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TcpSpec(Spec):
 
     host: str = Field(min_length=1, max_length=253)
     port: int = Field(ge=1, le=65535)
@@ -64,12 +56,6 @@ class TcpSpec(BaseModel):
         if self.expect is not None and self.expect_regex is not None:
             raise ValueError("give `expect` or `expect_regex`, not both")
         return self
-
-    @model_serializer(mode="wrap")
-    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Options left out stay out of the stored definition, so a monitor written before an
-        # option existed compares unchanged on the next apply (no version bump, no reschedule).
-        return {k: v for k, v in handler(self).items() if v is not None}
 
     @property
     def expects(self) -> bool:
@@ -143,8 +129,8 @@ async def check(spec: TcpSpec, ctx: Context, due: CheckDue) -> Observation:
         why = os.strerror(exc.errno) if exc.errno else str(exc)
         return down("connect", f"{spec.host}:{spec.port}: {why}")
     connect_ms = (time.perf_counter() - start) * 1000
-    # The read ends at READ_SHARE of the timeout, counted from the start of the check.
-    read_s = int(due.spec.get("timeout_ms", DEFAULT_TIMEOUT_MS)) * READ_SHARE / 1000 \
+    # The read ends at the check's budget, counted from the start of the check.
+    read_s = budget_s(due) \
         - connect_ms / 1000
     seen, why, step = b"", "match", "sending"
     try:

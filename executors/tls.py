@@ -16,17 +16,15 @@ import time
 from datetime import UTC, datetime
 
 from cryptography import x509
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from engine.events import CheckDue, Observation
-from executors.base import Context, down
+from executors.base import Context, Spec, budget_s, down
 
 KIND = "tls"
 
 # The handshake gives up within this share of the monitor's timeout, so a server that never
 # completes it ends as a precise `tls` failure instead of the executor's generic `timeout`.
-BUDGET_SHARE = 0.9
-DEFAULT_TIMEOUT_MS = 10_000
 CLOSE_WAIT_S = 1.0
 CA_CACHE_MAX = 64
 DAY_S = 86_400
@@ -45,8 +43,7 @@ UNTRUSTED_CODES = frozenset({
 })
 
 
-class TlsSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TlsSpec(Spec):
 
     host: str = Field(min_length=1, max_length=253)
     port: int = Field(default=443, ge=1, le=65535)
@@ -210,8 +207,7 @@ async def check(spec: TlsSpec, ctx: Context, due: CheckDue) -> Observation:
                            error=f"ca_file {spec.ca_file}: {exc}"[:500])
     server_name = spec.server_name or spec.host
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + int(due.spec.get("timeout_ms", DEFAULT_TIMEOUT_MS)) \
-        * BUDGET_SHARE / 1000
+    deadline = loop.time() + budget_s(due)
     start = time.perf_counter()
     try:
         raw, probe = await _connect(spec)
