@@ -46,6 +46,7 @@ from engine.keys import Keys
 
 KEYS = Keys("0")
 KINDS = ("http", "https", "tcp", "dns")
+MONITORS = 1_000
 
 
 def spec(kind: str, ports: dict[str, int]) -> dict[str, Any]:
@@ -69,9 +70,11 @@ def fill(r: redis.Redis, kind: str, n: int, ports: dict[str, int]) -> None:
     body = spec(kind, ports)
     pipe = r.pipeline(transaction=False)
     for i in range(n):
-        due = CheckDue(check_id=f"{kind}-{i}:default:{now}", monitor_id=f"{kind}-{i}",
-                       region="default", scheduled_ms=now, deadline_ms=now + 3_600_000,
-                       spec_version=1, spec=body)
+        # MONITORS monitors checked over and over, as in production: each spec is parsed once.
+        due = CheckDue(check_id=f"{kind}-{i % MONITORS}:default:{now + i}",
+                       monitor_id=f"{kind}-{i % MONITORS}", region="default",
+                       scheduled_ms=now + i, deadline_ms=now + 3_600_000, spec_version=1,
+                       spec=body)
         pipe.xadd(stream, {"e": due.to_json()})
         if i % 1000 == 999:
             pipe.execute()

@@ -31,6 +31,7 @@ FLUSH_MAX = 500
 FLUSH_EVERY_S = 0.01
 TRIM_EVERY_S = 10.0
 REPORT_EVERY_S = 10.0
+METRICS_EVERY_S = 1.0
 _SCRIPT = Path(__file__).with_name("complete.lua").read_text()
 log = structlog.get_logger(component="executor")
 
@@ -54,6 +55,8 @@ class Executor:
         self._slot_free = asyncio.Event()
         self._done: list[tuple[bytes, bytes, str]] = []
         self._done_ready = asyncio.Event()
+        # Outcomes since the last metrics update (every second) and since the last log line.
+        self._tally: Counter[str] = Counter()
         self._outcomes: Counter[str] = Counter()
 
     @property
@@ -63,12 +66,10 @@ class Executor:
     def _start(self, entry_id: bytes, fields: Fields, deliveries: int) -> None:
         task = asyncio.create_task(self._handle(entry_id, fields, deliveries))
         self._inflight.add(task)
-        metrics.INFLIGHT.inc()
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        metrics.INFLIGHT.dec()
         self._slot_free.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("check handler failed", error=repr(task.exception()))
@@ -118,8 +119,7 @@ class Executor:
 
     def _emit(self, entry_id: bytes, result: CheckResult, deadletter_reason: str) -> None:
         self._done.append((entry_id, result.to_json(), deadletter_reason))
-        metrics.RESULTS.labels(result.outcome).inc()
-        self._outcomes[result.outcome] += 1
+        self._tally[result.outcome] += 1
         metrics.LAG.observe(max(0, result.finished_ms - result.scheduled_ms) / 1000)
         self._done_ready.set()
 
@@ -196,6 +196,14 @@ class Executor:
                                             deliveries=deliveries), reason)
         metrics.DEAD_LETTERS.labels(self.stream).inc()
 
+    async def publish_metrics(self) -> None:
+        """Once a second rather than per check: prometheus-client takes a lock per update."""
+        metrics.INFLIGHT.set(len(self._inflight))
+        for outcome, count in self._tally.items():
+            metrics.RESULTS.labels(outcome).inc(count)
+        self._outcomes.update(self._tally)
+        self._tally.clear()
+
     async def report(self) -> None:
         """A line every REPORT_EVERY_S that shows checks flowing, without a line per check."""
         if self._outcomes:
@@ -217,6 +225,7 @@ class Executor:
                 self._flusher(stop),
                 every(sweep_every, stop, self.sweep, "claim"),
                 every(TRIM_EVERY_S, stop, lambda: safe_trim(self.r, self.stream), "trim"),
+                every(METRICS_EVERY_S, stop, self.publish_metrics, "metrics"),
                 every(REPORT_EVERY_S, stop, self.report, "report"),
                 self._drain(stop),
             )
