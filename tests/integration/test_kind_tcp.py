@@ -8,7 +8,7 @@ import socket
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 
 import pytest
 import yaml
@@ -22,6 +22,7 @@ from executors import tcp
 from executors.base import Context
 from executors.service import Executor
 from tests.conftest import free_port, wait_for
+from tests.integration.kind_executor import check_due, run_checks
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 BANNER = b"220 mail.example.test ESMTP ready\r\n"
@@ -201,3 +202,41 @@ async def test_silent_server_times_out_in_the_real_executor(r, keys):
     assert (got["quiet"].outcome, got["quiet"].error_kind) == ("down", "timeout")
     assert got["talks"].outcome == "up"
     assert got["talks"].phases["connect"] > 0
+
+
+@contextmanager
+def dropping_port():
+    """A port whose SYNs are dropped: a listener that never accepts, its accept queue filled.
+    Linux drops SYNs for a full queue instead of refusing them, as a firewall DROP would."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(8):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        fillers.append(s)
+    time.sleep(0.2)
+    try:
+        yield port
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
+
+
+async def test_port_that_drops_packets_times_out_and_stalls_nothing(r, keys):
+    settings = Settings(max_timeout_ms=1_000, instance_id="exec-drop")
+    with dropping_port() as port:
+        async with serve(banner_then_wait) as talks:
+            dues = [check_due("dropped", "tcp", {"host": "127.0.0.1", "port": port},
+                              timeout_ms=800),
+                    check_due("healthy", "tcp", {"host": "127.0.0.1", "port": talks,
+                                                 "expect": "220"}, timeout_ms=800)]
+            got = await run_checks(r, keys, dues, settings)
+    assert (got["dropped"].outcome, got["dropped"].error_kind) == ("down", "timeout")
+    assert got["healthy"].outcome == "up"
+    # The healthy check finished long before the dropped one gave up.
+    assert got["healthy"].finished_ms < got["dropped"].finished_ms

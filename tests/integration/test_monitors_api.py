@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -112,7 +111,6 @@ async def test_a_change_reaches_the_next_dispatched_check(api, r, keys, pool, po
             return await r.xlen(stream) > 0
 
         await wait_for(dispatched, timeout=3)
-        started = time.monotonic()
         resp = await api.patch("/api/v1/monitors/web",
                                json={"http": {"url": "http://127.0.0.1:9/b"}})
         assert resp.status == 200
@@ -122,7 +120,6 @@ async def test_a_change_reaches_the_next_dispatched_check(api, r, keys, pool, po
             return b"/b" in plan
 
         await wait_for(planned, timeout=2, every=0.01)
-        assert time.monotonic() - started < 2
         last = (await r.xrevrange(stream, count=1))[0][0]
 
         async def next_carries_it() -> bool:

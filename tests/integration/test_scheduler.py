@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 
 import orjson
@@ -125,7 +124,6 @@ async def test_a_change_reaches_the_running_scheduler_by_notify(r, keys, pool, c
     task = asyncio.create_task(scheduler.run(stop))
     try:
         await asyncio.sleep(0.5)
-        started = time.monotonic()
         monitors = parse_monitors([{"id": "fresh", "kind": "tcp", "interval": "1s",
                                     "timeout": "500ms", "tcp": {"host": "127.0.0.1",
                                                                  "port": 9}}])
@@ -135,7 +133,6 @@ async def test_a_change_reaches_the_running_scheduler_by_notify(r, keys, pool, c
             return await r.hget(keys.plan, "fresh") is not None
 
         await wait_for(planned, timeout=2)
-        assert time.monotonic() - started < 2
 
         async def dispatched() -> bool:
             return await r.xlen(keys.checks("default")) > 0
