@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import asyncpg
 import pytest
 import redis
 import redis.asyncio as aioredis
+from aiohttp import web
 
 from engine.clickhouse import ClickHouse
 from engine.connections import postgres_pool, redis_client
@@ -28,14 +30,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def redis_server(workdir: Path, password: str | None = None) -> Iterator[int]:
+    """A redis-server child on a free port (with requirepass when a password is given)."""
     port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
+    auth = ["--requirepass", password] if password else []
     proc = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+                             "--save", "", "--appendonly", "no", "--dir", str(workdir), *auth],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
+    client = redis.Redis(port=port, password=password)
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -45,9 +48,30 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
     client.close()
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: web.Application) -> AsyncIterator[str]:
+    """An aiohttp app on a free 127.0.0.1 port; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as port:
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 @pytest.fixture(scope="session")
@@ -121,7 +145,6 @@ def vigil_env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 async def target() -> AsyncIterator[str]:
     """A local HTTP target: /ok answers 200, /fail 500, /slow after 3 s."""
-    from aiohttp import web
 
     async def ok(_: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -137,9 +160,5 @@ async def target() -> AsyncIterator[str]:
     app.router.add_get("/ok", ok)
     app.router.add_get("/fail", fail)
     app.router.add_get("/slow", slow)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url

@@ -24,7 +24,7 @@ from executors import http
 from executors.base import Context
 from executors.http import HttpSpec, json_equal, status_range
 from executors.resolver import Resolver
-from tests.conftest import free_port
+from tests.conftest import free_port, serve_app
 from tests.hostile import (
     Certs,
     RawServer,
@@ -150,12 +150,8 @@ async def site() -> AsyncIterator[str]:
     app.router.add_get("/big", big)
     app.router.add_get("/chunked", chunked)
     app.router.add_get("/versioned", versioned)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url
 
 
 async def observe(ctx: Context, spec: dict[str, Any], timeout_s: float = 5.0) -> Observation:

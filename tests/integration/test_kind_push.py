@@ -13,16 +13,14 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from engine import push as endpoint
 from engine.api import make_app
-from engine.events import CheckDue, CheckResult, Observation, check_id
-from engine.keys import EXECUTOR_GROUP, Keys
+from engine.events import CheckDue, Observation, check_id
+from engine.keys import Keys
 from engine.monitors import SpecError, parse_monitors
 from engine.settings import Settings
 from engine.store import upsert_monitors
-from engine.streams import ensure_group
 from executors import push
 from executors.base import Context
-from executors.service import Executor
-from tests.conftest import wait_for
+from tests.integration.kind_executor import run_checks
 
 INTERVAL_MS = 3_600_000
 GRACE_MS = 600_000
@@ -150,23 +148,8 @@ async def test_token_cache_is_bounded(pool, token, monkeypatch):
 async def test_push_check_in_the_real_executor(client, token, r, keys):
     assert (await client.post(f"/api/v1/push/{token}", json={"status": "down", "msg": "rc=2"})
             ).status == 200
-    stream = keys.checks("default")
-    await ensure_group(r, stream, EXECUTOR_GROUP)
-    await r.xadd(stream, {"e": due().to_json()})
-    await r.xadd(stream, {"e": due(monitor_id="silent").to_json()})
-    stop = asyncio.Event()
-    task = asyncio.create_task(Executor(r, keys, Settings(instance_id="exec-push")).run(stop))
-
-    async def both() -> bool:
-        return await r.xlen(keys.results) >= 2
-
-    try:
-        await wait_for(both)
-    finally:
-        stop.set()
-        await task
-    got = {res.monitor_id: res for res in
-           (CheckResult.from_json(f[b"e"]) for _, f in await r.xrange(keys.results))}
+    got = await run_checks(r, keys, [due(), due(monitor_id="silent")],
+                           Settings(instance_id="exec-push"))
     assert (got["nightly"].outcome, got["nightly"].error_kind) == ("down", "reported_down")
     assert "rc=2" in got["nightly"].error
     assert (got["silent"].error_kind, got["silent"].latency_ms) == ("no_heartbeat", None)
