@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -75,11 +77,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
-    dsn = server.start()
-    yield dsn
-    server.stop()
+def postgres_dsn() -> Iterator[str]:
+    # Not under pytest's temp folder: another pytest run as this user resets that folder to
+    # 0700, and the server runs as its own OS user, which could then not read its data.
+    workdir = Path(tempfile.mkdtemp(prefix="vigil-test-pg-"))
+    server = EmbeddedPostgres(workdir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

