@@ -58,13 +58,14 @@ from procs import (
     BENCH,
     REPO,
     BenchError,
+    ProcessGroup,
     free_port,
     spawn,
     start_redis,
     start_target,
-    stop_process,
     vigil,
     vigil_env,
+    vigil_roles,
     wait_until,
 )
 from redis.exceptions import ResponseError
@@ -294,23 +295,18 @@ def count_chdb(chdb_url: str, w0_ms: int, w1_ms: int) -> dict[str, Any]:
 
 # --- one run ------------------------------------------------------------------------------------
 
-class Run:
+class Run(ProcessGroup):
     """Everything one pipeline run starts, so that `close()` can stop all of it."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.workdir = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        super().__init__(self.workdir, "pipeline")
         self.components: list[Component] = []
         self.sampler = RssSampler(self.components)
         self.postgres = EmbeddedPostgres(self.workdir)
-        self.exit_codes: dict[str, int | str] = {}
         self.chdb_url = f"chdb://{self.workdir / 'chdb'}"
         self.env: dict[str, str] = {}
-
-    def log_tail(self, name: str, chars: int = 1500) -> str:
-        path = self.workdir / f"{name}.log"
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
     def add(self, name: str, proc: subprocess.Popen[bytes], children: bool = False) -> None:
         self.procs[name] = proc
@@ -334,42 +330,18 @@ class Run:
         return redis.Redis(port=redis_port), dsn, target_port
 
     def start_vigil(self) -> None:
-        roles = [("scheduler", ["scheduler"], {})]
-        roles += [(f"executor-{i + 1}", ["executor"],
-                   {"VIGIL_CONCURRENCY": str(self.cfg.concurrency)})
-                  for i in range(self.cfg.executors)]
-        roles += [("sink-status", ["sink", "status"], {}),
-                  ("sink-clickhouse", ["sink", "clickhouse"], {})]
-        for name, args, extra in roles:
+        for name, args, extra in vigil_roles(self.cfg.executors, self.cfg.concurrency):
             env = {**self.env, **extra, "VIGIL_INSTANCE_ID": name}
             self.add(name, spawn(vigil(*args), self.workdir / f"{name}.log", env))
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise BenchError(f"{name} exited with {proc.returncode} during the run:\n"
-                                 f"{self.log_tail(name)}")
-
-    def sleep_watching(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            self.check_alive()
-            time.sleep(min(1.0, left))
 
     def sample_cpu(self, attr: str) -> None:
         for c in self.components:
             setattr(c, attr, c.cpu())
 
-    def stop(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        self.exit_codes[name] = stop_process(proc)
-
     def close(self, failed: bool) -> None:
         self.sampler.stop()
         # Vigil processes first, then the target and redis-server (reverse start order).
-        for name in reversed(list(self.procs)):
-            with contextlib.suppress(Exception):
-                self.stop(name)
+        self.stop_all()
         with contextlib.suppress(Exception):
             self.postgres.stop()
         if failed or self.cfg.keep:

@@ -6,6 +6,7 @@ takes its children with it; everything binds 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -111,3 +112,45 @@ def vigil(*args: str) -> list[str]:
     return [sys.executable, "-m", "engine.cli", *args]
 
 
+def vigil_roles(executors: int, concurrency: int) -> list[tuple[str, list[str], dict[str, str]]]:
+    """Vigil's processes for a pipeline run: (name, `vigil` arguments, extra environment)."""
+    roles: list[tuple[str, list[str], dict[str, str]]] = [("scheduler", ["scheduler"], {})]
+    roles += [(f"executor-{i + 1}", ["executor"], {"VIGIL_CONCURRENCY": str(concurrency)})
+              for i in range(executors)]
+    return [*roles, ("sink-status", ["sink", "status"], {}),
+            ("sink-clickhouse", ["sink", "clickhouse"], {})]
+
+
+class ProcessGroup:
+    """The named processes one run starts, logging to `logdir/<name>.log`: watched while the
+    run goes on, stopped by pid in reverse start order, exit codes kept."""
+
+    def __init__(self, logdir: Path, label: str) -> None:
+        self.logdir = logdir
+        self.label = label
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.exit_codes: dict[str, int | str] = {}
+
+    def log_tail(self, name: str, chars: int = 1500) -> str:
+        path = self.logdir / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise BenchError(f"{self.label}: {name} exited with {proc.returncode}:\n"
+                                 f"{self.log_tail(name)}")
+
+    def sleep_watching(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.check_alive()
+            time.sleep(min(0.5, left))
+
+    def stop(self, name: str) -> None:
+        self.exit_codes[name] = stop_process(self.procs.pop(name))
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.procs)):
+            with contextlib.suppress(Exception):
+                self.stop(name)
