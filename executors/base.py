@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
@@ -58,6 +59,23 @@ class Spec(BaseModel):
         # Options left out stay out of the stored definition, so a monitor written before an
         # option existed compares unchanged on the next apply (no version bump, no reschedule).
         return {k: v for k, v in handler(self).items() if v is not None}
+
+
+# Names of environment variables a spec may point at (`dsn_env`, `url_env`).
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+# How long a check waits for a polite close before it drops the connection.
+CLOSE_WAIT_S = 1.0
+
+
+def redact(text: str, url: str) -> str:
+    """`text` without the connection URL or any password in it (userinfo or `password=`)."""
+    parts = urlsplit(url)
+    secrets = [url, *(v for k, v in parse_qsl(parts.query) if k == "password")]
+    if parts.password:
+        secrets += [parts.password, unquote(parts.password)]
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 class ConfigProblem(ValueError):

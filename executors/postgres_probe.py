@@ -17,7 +17,7 @@ import contextlib
 import os
 import socket
 import time
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 from pydantic import (
@@ -27,15 +27,22 @@ from pydantic import (
 )
 
 from engine.events import CheckDue, Observation
-from executors.base import ConfigProblem, Context, Spec, down, from_env
+from executors.base import (
+    CLOSE_WAIT_S,
+    ENV_NAME,
+    ConfigProblem,
+    Context,
+    Spec,
+    down,
+    from_env,
+    redact,
+)
 
 KIND = "postgres"
 
 SCHEMES = ("postgresql", "postgres")
 ALLOWED_PARAMS = frozenset({"host", "port", "dbname", "database", "user", "password", "sslmode",
                             "application_name", "target_session_attrs"})
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
-CLOSE_WAIT_S = 1.0
 
 
 def check_dsn(dsn: str) -> str:
@@ -58,16 +65,6 @@ def _has_password(dsn: str) -> bool:
     parts = urlsplit(dsn)
     return bool(parts.password) or any(k == "password" for k, _ in parse_qsl(parts.query))
 
-
-def redact(text: str, dsn: str) -> str:
-    """`text` without the DSN or any password in it."""
-    parts = urlsplit(dsn)
-    secrets = [dsn, *(v for k, v in parse_qsl(parts.query) if k == "password")]
-    if parts.password:
-        secrets += [parts.password, unquote(parts.password)]
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 class PostgresSpec(Spec):

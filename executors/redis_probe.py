@@ -17,7 +17,7 @@ import contextlib
 import socket
 import time
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
     Field,
@@ -28,15 +28,22 @@ from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from redis.exceptions import AuthenticationError, RedisError
 
 from engine.events import CheckDue, Observation
-from executors.base import ConfigProblem, Context, Spec, down, from_env
+from executors.base import (
+    CLOSE_WAIT_S,
+    ENV_NAME,
+    ConfigProblem,
+    Context,
+    Spec,
+    down,
+    from_env,
+    redact,
+)
 
 KIND = "redis"
 
 SCHEMES = ("redis", "rediss", "unix")
 ALLOWED_PARAMS = frozenset({"db", "username", "password"})
 TLS_PARAMS = frozenset({"ssl_cert_reqs"})
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
-CLOSE_WAIT_S = 1.0
 
 
 def check_url(url: str) -> str:
@@ -59,16 +66,6 @@ def check_url(url: str) -> str:
         raise ValueError("not a valid redis:// URL (a port or db that is not a number?)") from None
     return url
 
-
-def redact(text: str, url: str) -> str:
-    """`text` without the URL or any password in it."""
-    parts = urlsplit(url)
-    secrets = [url, *(v for k, v in parse_qsl(parts.query) if k == "password")]
-    if parts.password:
-        secrets += [parts.password, unquote(parts.password)]
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 class RedisSpec(Spec):

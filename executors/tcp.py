@@ -24,12 +24,11 @@ from pydantic import (
 )
 
 from engine.events import CheckDue, Observation
-from executors.base import Context, Spec, budget_s, down
+from executors.base import CLOSE_WAIT_S, Context, Spec, budget_s, down
 
 KIND = "tcp"
 
 READ_CAP = 4096
-CLOSE_WAIT_S = 1.0
 SHOWN = 120
 
 

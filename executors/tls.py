@@ -19,13 +19,12 @@ from cryptography import x509
 from pydantic import Field
 
 from engine.events import CheckDue, Observation
-from executors.base import Context, Spec, budget_s, down
+from executors.base import CLOSE_WAIT_S, Context, Spec, budget_s, down
 
 KIND = "tls"
 
 # The handshake gives up within this share of the monitor's timeout, so a server that never
 # completes it ends as a precise `tls` failure instead of the executor's generic `timeout`.
-CLOSE_WAIT_S = 1.0
 CA_CACHE_MAX = 64
 DAY_S = 86_400
 

@@ -24,6 +24,7 @@ from engine.connections import postgres_pool, redis_client
 from engine.embedded import EmbeddedPostgres, redis_server_binary
 from engine.keys import Keys
 from engine.migrate import migrate
+from executors.base import Context
 
 
 def free_port() -> int:
@@ -126,6 +127,12 @@ async def clean(pool: asyncpg.Pool, ch: ClickHouse) -> None:
 @pytest.fixture
 def keys() -> Keys:
     return Keys("0")
+
+
+@pytest.fixture
+def ctx(r: aioredis.Redis, keys: Keys) -> Context:
+    """An executor context on the test Redis, for running one kind's check directly."""
+    return Context(r, keys)
 
 
 async def wait_for(predicate: object, timeout: float = 10.0, every: float = 0.05) -> None:

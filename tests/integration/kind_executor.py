@@ -9,10 +9,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from engine.events import CheckDue, CheckResult, check_id
+from engine.events import CheckDue, CheckResult, Observation, check_id
 from engine.keys import EXECUTOR_GROUP, Keys
 from engine.settings import Settings
 from engine.streams import ensure_group
+from executors.base import Context
+from executors.kinds import KINDS
 from executors.service import Executor
 from tests.conftest import wait_for
 
@@ -25,6 +27,13 @@ def check_due(monitor_id: str, kind: str, spec: dict[str, Any], *, timeout_ms: i
                     region="default", scheduled_ms=scheduled,
                     deadline_ms=scheduled + interval_ms, spec_version=1,
                     spec={"kind": kind, "timeout_ms": timeout_ms, kind: spec})
+
+
+async def observe(ctx: Context, kind: str, spec: dict[str, Any], timeout_ms: int) -> Observation:
+    """One check of `kind` as the executor runs it: the parsed spec, and a check.due carrying
+    the timeout the kind budgets from."""
+    due = check_due(f"{kind}-check", kind, spec, timeout_ms=timeout_ms)
+    return await KINDS[kind].check(KINDS[kind].spec.model_validate(spec), ctx, due)
 
 
 async def run_checks(r: aioredis.Redis, keys: Keys, dues: list[CheckDue],

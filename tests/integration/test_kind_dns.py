@@ -14,7 +14,7 @@ from engine.settings import Settings
 from executors import dns
 from executors.base import Context
 from tests.integration.dns_server import DnsServer, SilentServer
-from tests.integration.kind_executor import check_due, run_checks
+from tests.integration.kind_executor import check_due, observe, run_checks
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +31,8 @@ async def silent() -> AsyncIterator[SilentServer]:
     server.stop()
 
 
-@pytest.fixture
-def ctx(r, keys) -> Context:
-    return Context(r, keys)
-
-
 async def run(ctx: Context, spec: dict[str, Any], timeout_ms: int = 2_000) -> Observation:
-    due = check_due("dns-check", "dns", spec, timeout_ms=timeout_ms)
-    return await dns.check(dns.DnsSpec.model_validate(spec), ctx, due)
+    return await observe(ctx, "dns", spec, timeout_ms)
 
 
 def at(server: DnsServer | SilentServer, name: str, **spec: Any) -> dict[str, Any]:

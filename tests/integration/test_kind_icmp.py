@@ -16,17 +16,11 @@ from engine.monitors import SpecError, parse_monitors
 from engine.settings import Settings
 from executors import icmp
 from executors.base import Context
-from tests.integration.kind_executor import check_due, run_checks
-
-
-@pytest.fixture
-def ctx(r, keys) -> Context:
-    return Context(r, keys)
+from tests.integration.kind_executor import check_due, observe, run_checks
 
 
 async def run(ctx: Context, spec: dict[str, Any], timeout_ms: int = 2_000) -> Observation:
-    due = check_due("icmp-check", "icmp", spec, timeout_ms=timeout_ms)
-    return await icmp.check(icmp.IcmpSpec.model_validate(spec), ctx, due)
+    return await observe(ctx, "icmp", spec, timeout_ms)
 
 
 def test_spec_defaults():

@@ -24,7 +24,7 @@ from engine.settings import Settings
 from executors import tls
 from executors.base import Context
 from tests.conftest import free_port
-from tests.integration.kind_executor import check_due, run_checks
+from tests.integration.kind_executor import check_due, observe, run_checks
 
 NAME = "vigil.test"
 NOW = datetime.now(UTC)
@@ -118,14 +118,8 @@ async def servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ser
         await server.wait_closed()
 
 
-@pytest.fixture
-def ctx(r, keys) -> Context:
-    return Context(r, keys)
-
-
 async def run(ctx: Context, spec: dict[str, Any], timeout_ms: int = 3_000) -> Observation:
-    due = check_due("tls-check", "tls", spec, timeout_ms=timeout_ms)
-    return await tls.check(tls.TlsSpec.model_validate(spec), ctx, due)
+    return await observe(ctx, "tls", spec, timeout_ms)
 
 
 def expiry_ms(servers: Servers, which: str) -> int:
