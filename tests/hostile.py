@@ -135,15 +135,8 @@ def answer(response: bytes, then_close: bool = False) -> Handler:
     return handle
 
 
-def drip(data: bytes, every_s: float) -> Handler:
-    """Send `data` one byte every `every_s` seconds (headers that never end, in practice)."""
-    async def send(writer: asyncio.StreamWriter, seen: Seen) -> None:
-        for byte in data:
-            writer.write(bytes([byte]))
-            seen.sent += 1
-            await writer.drain()
-            await asyncio.sleep(every_s)
-
+def streaming(send: Callable[[asyncio.StreamWriter, Seen], Awaitable[None]]) -> Handler:
+    """Read the request head, then `send` until done or until the client hangs up."""
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      seen: Seen) -> None:
         await read_head(reader, seen)
@@ -154,6 +147,18 @@ def drip(data: bytes, every_s: float) -> Handler:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
     return handle
+
+
+def drip(data: bytes, every_s: float) -> Handler:
+    """Send `data` one byte every `every_s` seconds (headers that never end, in practice)."""
+    async def send(writer: asyncio.StreamWriter, seen: Seen) -> None:
+        for byte in data:
+            writer.write(bytes([byte]))
+            seen.sent += 1
+            await writer.drain()
+            await asyncio.sleep(every_s)
+
+    return streaming(send)
 
 
 def endless_body(size: int) -> Handler:
@@ -167,16 +172,7 @@ def endless_body(size: int) -> Handler:
             seen.sent += len(zeros)
             await writer.drain()
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     seen: Seen) -> None:
-        await read_head(reader, seen)
-        sender = asyncio.create_task(send(writer, seen))
-        try:
-            await until_closed(reader, seen)
-        finally:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-    return handle
+    return streaming(send)
 
 
 def cut_off(partial: bytes, reset: bool) -> Handler:

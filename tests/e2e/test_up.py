@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 
 import aiohttp
 import psutil
@@ -16,8 +18,10 @@ from tests.conftest import free_port, vigil_env, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
-async def start_up(tmp_path, port: int, *flags: str) -> subprocess.Popen[bytes]:
-    """`vigil up` on a data dir under tmp_path; returns once /health answers 200."""
+@contextlib.asynccontextmanager
+async def vigil_up(tmp_path, port: int, *flags: str) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """`vigil up` on a data dir under tmp_path, yielded once /health answers 200; killed on
+    the way out if the test did not stop it."""
     with (tmp_path / "up.log").open("wb") as log:
         proc = await asyncio.to_thread(
             subprocess.Popen, [sys.executable, "-m", "engine.cli", "up", "--data-dir",
@@ -35,19 +39,24 @@ async def start_up(tmp_path, port: int, *flags: str) -> subprocess.Popen[bytes]:
 
             await wait_for(healthy, timeout=90, every=0.5)
         assert proc.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def interrupt(proc: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C: vigil up drains, stops its children and exits 0."""
+    proc.send_signal(signal.SIGINT)
+    assert await asyncio.to_thread(proc.wait, 60) == 0
 
 
 async def test_vigil_up_runs_and_stops_cleanly(tmp_path):
     port = free_port()
     data = tmp_path / "data"
-    proc = await start_up(tmp_path, port)
     api = f"http://127.0.0.1:{port}"
-    try:
+    async with vigil_up(tmp_path, port) as proc:
         async with aiohttp.ClientSession() as http:
 
             async def recorded() -> bool:
@@ -63,12 +72,7 @@ async def test_vigil_up_runs_and_stops_cleanly(tmp_path):
         assert any("redis-server" in c.name() for c in children)
         postmaster = int((data / "postgres" / "postmaster.pid").read_text().split()[0])
         assert psutil.pid_exists(postmaster)
-        proc.send_signal(signal.SIGINT)
-        assert await asyncio.to_thread(proc.wait, 60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        await interrupt(proc)
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"left behind: {alive}"
     assert not psutil.pid_exists(postmaster) or psutil.Process(postmaster).status() == "zombie"
@@ -79,16 +83,10 @@ async def test_vigil_up_runs_and_stops_cleanly(tmp_path):
 
 async def test_flags_replace_the_embedded_parts(tmp_path, redis_url, postgres_dsn, pool):
     data = tmp_path / "data"
-    proc = await start_up(tmp_path, free_port(), "--redis-url", redis_url,
-                          "--postgres-dsn", postgres_dsn, "--examples", "")
-    try:
+    async with vigil_up(tmp_path, free_port(), "--redis-url", redis_url,
+                        "--postgres-dsn", postgres_dsn, "--examples", "") as proc:
         assert psutil.Process(proc.pid).children() == []
         assert not (data / "postgres").exists()
         assert not (data / "redis").exists()
         assert (data / "chdb").exists()
-        proc.send_signal(signal.SIGINT)
-        assert await asyncio.to_thread(proc.wait, 60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        await interrupt(proc)

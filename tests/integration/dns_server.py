@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import dns.flags
 import dns.message
@@ -49,14 +49,37 @@ class _Authoritative(asyncio.DatagramProtocol):
 
 
 @dataclass
-class DnsServer:
+class UdpServer:
+    """A UDP server on 127.0.0.1 and a free port; subclasses give the protocol."""
+
     host: str = "127.0.0.1"
     port: int = 0
     queries: int = 0
+    _transport: asyncio.DatagramTransport | None = None
+
+    def protocol(self) -> asyncio.DatagramProtocol:
+        raise NotImplementedError
+
+    async def start(self) -> Self:
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            self.protocol, local_addr=(self.host, 0))
+        self._transport = transport
+        self.port = transport.get_extra_info("sockname")[1]
+        return self
+
+    def stop(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+@dataclass
+class DnsServer(UdpServer):
     zone: dns.name.Name = field(default_factory=lambda: dns.name.from_text(ZONE))
     rrsets: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = field(
         default_factory=lambda: defaultdict(dict))
-    _transport: asyncio.DatagramTransport | None = None
+
+    def protocol(self) -> asyncio.DatagramProtocol:
+        return _Authoritative(self)
 
     def __post_init__(self) -> None:
         for label, rtype, values in RECORDS:
@@ -88,17 +111,6 @@ class DnsServer:
             name = next(iter(cname)).target  # type: ignore[attr-defined]
         return response
 
-    async def start(self) -> DnsServer:
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Authoritative(self), local_addr=(self.host, 0))
-        self._transport = transport
-        self.port = transport.get_extra_info("sockname")[1]
-        return self
-
-    def stop(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
 
 
 class _Silent(asyncio.DatagramProtocol):
@@ -110,21 +122,8 @@ class _Silent(asyncio.DatagramProtocol):
 
 
 @dataclass
-class SilentServer:
+class SilentServer(UdpServer):
     """A nameserver that reads every query and never answers."""
 
-    host: str = "127.0.0.1"
-    port: int = 0
-    queries: int = 0
-    _transport: asyncio.DatagramTransport | None = None
-
-    async def start(self) -> SilentServer:
-        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: _Silent(self), local_addr=(self.host, 0))
-        self._transport = transport
-        self.port = transport.get_extra_info("sockname")[1]
-        return self
-
-    def stop(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+    def protocol(self) -> asyncio.DatagramProtocol:
+        return _Silent(self)
