@@ -14,11 +14,17 @@ import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from engine.events import CheckDue, Observation
 from engine.keys import Keys
@@ -76,6 +82,29 @@ def redact(text: str, url: str) -> str:
     for secret in sorted(filter(None, secrets), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
+
+
+class ConnectionSpec(Spec):
+    """A probe's target: a connection string inline (`SOURCE`) or in an environment variable
+    of the executor (`SOURCE` + `_env`), exactly one of the two; `check` validates it."""
+
+    SOURCE: ClassVar[str]
+
+    @staticmethod
+    def check(value: str) -> str:
+        raise NotImplementedError
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (getattr(self, self.SOURCE) is None) == (getattr(self, f"{self.SOURCE}_env") is None):
+            raise ValueError(f"give exactly one of `{self.SOURCE}` and `{self.SOURCE}_env`")
+        return self
+
+    def resolve(self) -> str:
+        inline: str | None = getattr(self, self.SOURCE)
+        if inline is not None:
+            return inline
+        return from_env(getattr(self, f"{self.SOURCE}_env"), self.check)
 
 
 class ConfigProblem(ValueError):

@@ -23,7 +23,6 @@ import asyncpg
 from pydantic import (
     Field,
     field_validator,
-    model_validator,
 )
 
 from engine.events import CheckDue, Observation
@@ -31,10 +30,9 @@ from executors.base import (
     CLOSE_WAIT_S,
     ENV_NAME,
     ConfigProblem,
+    ConnectionSpec,
     Context,
-    Spec,
     down,
-    from_env,
     redact,
 )
 
@@ -66,8 +64,9 @@ def _has_password(dsn: str) -> bool:
     return bool(parts.password) or any(k == "password" for k, _ in parse_qsl(parts.query))
 
 
+class PostgresSpec(ConnectionSpec):
+    SOURCE = "dsn"
 
-class PostgresSpec(Spec):
     dsn: str | None = Field(default=None, min_length=1, max_length=4096)
     dsn_env: str | None = Field(default=None, pattern=ENV_NAME)
     query: str = Field(default="SELECT 1", min_length=1, max_length=10_000)
@@ -77,17 +76,9 @@ class PostgresSpec(Spec):
     def _usable(cls, dsn: str | None) -> str | None:
         return None if dsn is None else check_dsn(dsn)
 
-    @model_validator(mode="after")
-    def _one_source(self) -> PostgresSpec:
-        if (self.dsn is None) == (self.dsn_env is None):
-            raise ValueError("give exactly one of `dsn` and `dsn_env`")
-        return self
-
-    def resolve(self) -> str:
-        if self.dsn is not None:
-            return self.dsn
-        assert self.dsn_env is not None
-        return from_env(self.dsn_env, check_dsn)
+    @staticmethod
+    def check(value: str) -> str:
+        return check_dsn(value)
 
 
 async def _connect(dsn: str) -> asyncpg.Connection:

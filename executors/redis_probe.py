@@ -22,7 +22,6 @@ from urllib.parse import parse_qsl, urlsplit
 from pydantic import (
     Field,
     field_validator,
-    model_validator,
 )
 from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from redis.exceptions import AuthenticationError, RedisError
@@ -32,10 +31,9 @@ from executors.base import (
     CLOSE_WAIT_S,
     ENV_NAME,
     ConfigProblem,
+    ConnectionSpec,
     Context,
-    Spec,
     down,
-    from_env,
     redact,
 )
 
@@ -67,8 +65,9 @@ def check_url(url: str) -> str:
     return url
 
 
+class RedisSpec(ConnectionSpec):
+    SOURCE = "url"
 
-class RedisSpec(Spec):
     url: str | None = Field(default=None, min_length=1, max_length=4096)
     url_env: str | None = Field(default=None, pattern=ENV_NAME)
 
@@ -77,17 +76,9 @@ class RedisSpec(Spec):
     def _usable(cls, url: str | None) -> str | None:
         return None if url is None else check_url(url)
 
-    @model_validator(mode="after")
-    def _one_source(self) -> RedisSpec:
-        if (self.url is None) == (self.url_env is None):
-            raise ValueError("give exactly one of `url` and `url_env`")
-        return self
-
-    def resolve(self) -> str:
-        if self.url is not None:
-            return self.url
-        assert self.url_env is not None
-        return from_env(self.url_env, check_url)
+    @staticmethod
+    def check(value: str) -> str:
+        return check_url(value)
 
 
 def _connection(url: str) -> AbstractConnection:
