@@ -42,13 +42,6 @@ DEFINITION = ("id", "name", "kind", "interval_ms", "timeout_ms", "regions", "tag
 
 
 @dataclass(slots=True)
-class ApplyReport:
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-
-
-@dataclass(slots=True)
 class Plan:
     """What `apply` would do: ids to create, update (with the fields that change), delete."""
 
@@ -105,22 +98,6 @@ async def upsert(conn: Conn, monitor: AnyMonitor, source: str) -> bool | None:
     """True if created, False if updated, None if nothing changed."""
     created: bool | None = await conn.fetchval(UPSERT, *monitor_row(monitor, source))
     return created
-
-
-async def upsert_monitors(pool: asyncpg.Pool, monitors: list[AnyMonitor],
-                          source: str) -> ApplyReport:
-    """All or nothing: one transaction for the whole set."""
-    report = ApplyReport()
-    async with pool.acquire() as conn, conn.transaction():
-        for monitor in monitors:
-            created = await upsert(conn, monitor, source)
-            if created is None:
-                report.unchanged += 1
-            elif created:
-                report.created += 1
-            else:
-                report.updated += 1
-    return report
 
 
 async def plan_apply(conn: Conn, monitors: list[AnyMonitor],

@@ -19,11 +19,13 @@ import redis
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from engine import store
 from engine.clickhouse import ClickHouse
 from engine.connections import postgres_pool, redis_client
 from engine.embedded import EmbeddedPostgres, redis_server_binary
 from engine.keys import Keys
 from engine.migrate import migrate
+from engine.monitors import AnyMonitor
 from executors.base import Context
 
 
@@ -133,6 +135,13 @@ def keys() -> Keys:
 def ctx(r: aioredis.Redis, keys: Keys) -> Context:
     """An executor context on the test Redis, for running one kind's check directly."""
     return Context(r, keys)
+
+
+async def store_monitors(pool: asyncpg.Pool, monitors: list[AnyMonitor], source: str) -> None:
+    """Store monitors as `apply` (source "file") or the API (source "api") would."""
+    async with pool.acquire() as conn, conn.transaction():
+        for monitor in monitors:
+            await store.upsert(conn, monitor, source)
 
 
 async def wait_for(predicate: object, timeout: float = 10.0, every: float = 0.05) -> None:

@@ -9,8 +9,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from engine.api import make_app
 from engine.monitors import parse_monitors
-from engine.store import upsert_monitors
 from sinks.clickhouse import COLUMNS, row
+from tests.conftest import store_monitors
 from tests.integration.test_sinks import result
 
 
@@ -32,7 +32,7 @@ async def test_status_and_uptime(client, pool, ch):
         {"id": "web", "kind": "http", "interval": "10s", "http": {"url": "http://127.0.0.1/"}},
         {"id": "new", "kind": "tcp", "interval": "10s", "tcp": {"host": "127.0.0.1", "port": 1}},
     ])
-    await upsert_monitors(pool, monitors, source="file")
+    await store_monitors(pool, monitors, source="file")
     await pool.execute("""INSERT INTO monitor_status (monitor_id, region, status, since_ms,
         check_id, scheduled_ms, finished_ms, latency_ms) VALUES
         ('web', 'default', 'up', 1, 'web:default:1', 1, 2, 12.5)""")
@@ -61,7 +61,7 @@ async def test_status_and_uptime(client, pool, ch):
 
 
 async def test_status_page_and_metrics(client, pool):
-    await upsert_monitors(pool, parse_monitors([
+    await store_monitors(pool, parse_monitors([
         {"id": "web", "name": "<b>Web</b>", "kind": "tcp", "interval": "10s",
          "tcp": {"host": "127.0.0.1", "port": 1}}]), source="file")
     page = await (await client.get("/")).text()

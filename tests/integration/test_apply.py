@@ -6,6 +6,7 @@ import json
 
 from engine import store
 from engine.monitors import load_path, parse_monitors
+from tests.conftest import store_monitors
 
 
 def tcp(mid: str, port: int = 9, **kw) -> dict:
@@ -19,7 +20,7 @@ async def ids(pool) -> dict[str, str]:
 
 async def test_dry_run_prints_the_diff_and_writes_nothing(pool, clean):
     await store.apply(pool, parse_monitors([tcp("a"), tcp("b")]), prune=False, dry_run=False)
-    await store.upsert_monitors(pool, parse_monitors([tcp("from-api")]), source="api")
+    await store_monitors(pool, parse_monitors([tcp("from-api")]), source="api")
     wanted = parse_monitors([tcp("a", port=10), tcp("c")])
     plan = await store.apply(pool, wanted, prune=True, dry_run=True)
     assert plan.lines() == ["+ create c", "~ update a (tcp)", "- delete b"]
@@ -35,7 +36,7 @@ async def test_dry_run_prints_the_diff_and_writes_nothing(pool, clean):
 
 
 async def test_without_prune_nothing_is_deleted_and_files_take_over(pool, clean):
-    await store.upsert_monitors(pool, parse_monitors([tcp("shared"), tcp("keep")]),
+    await store_monitors(pool, parse_monitors([tcp("shared"), tcp("keep")]),
                                 source="api")
     plan = await store.apply(pool, parse_monitors([tcp("shared")]), prune=False, dry_run=False)
     assert plan.lines() == ["~ update shared (source)"]

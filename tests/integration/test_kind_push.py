@@ -17,9 +17,9 @@ from engine.events import CheckDue, Observation, check_id
 from engine.keys import Keys
 from engine.monitors import SpecError, parse_monitors
 from engine.settings import Settings
-from engine.store import upsert_monitors
 from executors import push
 from executors.base import Context
+from tests.conftest import store_monitors
 from tests.integration.kind_executor import run_checks
 
 INTERVAL_MS = 3_600_000
@@ -34,7 +34,7 @@ async def client(r, pool, ch, clean) -> AsyncIterator[TestClient]:
 
 @pytest.fixture
 async def token(pool, clean) -> str:
-    await upsert_monitors(pool, parse_monitors([
+    await store_monitors(pool, parse_monitors([
         {"id": "nightly", "kind": "push", "interval": "1h", "push": {"grace": "10m"}},
         {"id": "web", "kind": "tcp", "interval": "1h", "tcp": {"host": "127.0.0.1", "port": 9}},
     ]), source="file")

@@ -11,12 +11,11 @@ import pytest
 from engine.connections import redis_client
 from engine.events import CheckDue, check_id
 from engine.monitors import parse_monitors
-from engine.store import upsert_monitors
 from scheduler.plan import compile_plan
 from scheduler.schedule import first_due, next_slot
 from scheduler.service import Dispatcher, Scheduler
 from scheduler.sync import MonitorSync
-from tests.conftest import wait_for
+from tests.conftest import store_monitors, wait_for
 
 
 def plan_row(mid: str, interval_ms: int, regions: tuple[str, ...] = ("default",),
@@ -96,7 +95,7 @@ async def test_one_event_per_region_and_deleted_monitors_leave(r, keys):
 async def test_sync_keeps_schedule_unless_interval_changes(r, keys, pool, clean):
     monitors = parse_monitors([{"id": "web", "kind": "tcp", "interval": "10s", "timeout": "1s",
                                 "tcp": {"host": "127.0.0.1", "port": 9}}])
-    await upsert_monitors(pool, monitors, source="file")
+    await store_monitors(pool, monitors, source="file")
     sync = MonitorSync(r, pool, keys)
     await sync.reconcile()
     first = await r.zscore(keys.due, "web")
@@ -127,7 +126,7 @@ async def test_a_change_reaches_the_running_scheduler_by_notify(r, keys, pool, c
         monitors = parse_monitors([{"id": "fresh", "kind": "tcp", "interval": "1s",
                                     "timeout": "500ms", "tcp": {"host": "127.0.0.1",
                                                                  "port": 9}}])
-        await upsert_monitors(pool, monitors, source="api")
+        await store_monitors(pool, monitors, source="api")
 
         async def planned() -> bool:
             return await r.hget(keys.plan, "fresh") is not None
