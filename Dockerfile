@@ -35,6 +35,8 @@ COPY engine ./engine
 COPY scheduler ./scheduler
 COPY executors ./executors
 COPY sinks ./sinks
+COPY api ./api
+COPY vigil ./vigil
 COPY migrations ./migrations
 RUN pip install --no-deps . \
     && vigil --help > /dev/null

@@ -917,12 +917,12 @@ def start_redis_binary(binary: str, workdir: Path, port: int,
 
 
 def start_shared(args: argparse.Namespace, infra: Infra) -> Shared:
-    from engine.embedded import EmbeddedPostgres
+    from vigil.embedded import EmbeddedPostgres
 
     node = ensure_node()
     redis_port, target_port = free_port(), free_port()
     if args.redis_server or args.redis_hz:
-        from engine.embedded import redis_server_binary
+        from vigil.embedded import redis_server_binary
 
         redis_proc = start_redis_binary(args.redis_server or redis_server_binary(),
                                         infra.workdir, redis_port, args.redis_hz)

@@ -41,11 +41,11 @@ import redis.asyncio as aioredis
 import uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from engine.embedded import redis_server_binary
 from engine.events import CheckDue
 from engine.keys import Keys
 from scheduler.plan import compile_plan
 from scheduler.service import DISPATCH_LIMIT, Dispatcher
+from vigil.embedded import redis_server_binary
 
 KEYS = Keys("0")
 SEED_CHUNK = 1_000

@@ -4,7 +4,7 @@ accounting, CPU and memory per component.
 What it starts (all on 127.0.0.1, all stopped by this script, by pid, in finally blocks):
 a redis-server on a free port (no persistence), an embedded Postgres and a chDB path in a
 temporary directory, an HTTP target (bench/target.py: asyncio on uvloop, or nginx), then
-`python -m engine.cli` processes: `scheduler`, E x `executor`, `sink status`,
+`python -m vigil.cli` processes: `scheduler`, E x `executor`, `sink status`,
 `sink clickhouse`. N http monitors, all pointing at the target, are inserted straight into
 Postgres (one COPY) before the scheduler starts.
 
@@ -70,8 +70,8 @@ from procs import (
 )
 from redis.exceptions import ResponseError
 
-from engine.embedded import EmbeddedPostgres
 from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP, STATUS_GROUP, Keys
+from vigil.embedded import EmbeddedPostgres
 
 OUT = BENCH / "out"
 KEYS = Keys("0")

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from engine.embedded import redis_server_binary
+from vigil.embedded import redis_server_binary
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -109,7 +109,7 @@ def vigil_env(**extra: str) -> dict[str, str]:
 
 
 def vigil(*args: str) -> list[str]:
-    return [sys.executable, "-m", "engine.cli", *args]
+    return [sys.executable, "-m", "vigil.cli", *args]
 
 
 def vigil_roles(executors: int, concurrency: int) -> list[tuple[str, list[str], dict[str, str]]]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -14,46 +14,29 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from engine.durations import parse_duration_ms
 from engine.settings import NAME_PATTERN
-from executors.dns import DnsSpec
-from executors.http import HttpSpec
-from executors.icmp import IcmpSpec
-from executors.postgres_probe import PostgresSpec
-from executors.push import PushSpec
-from executors.redis_probe import RedisSpec
-from executors.tcp import TcpSpec
-from executors.tls import TlsSpec
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 REGION_PATTERN = f"^{NAME_PATTERN}$"
 MIN_INTERVAL_MS = 1_000
 DEFAULT_INTERVAL_MS = 60_000
 DEFAULT_TIMEOUT_MS = 10_000
-_UNITS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-
-
-def parse_duration_ms(value: Any) -> int:
-    """`30s`, `1m`, `500ms`, `1.5h` or a number of seconds, to milliseconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 30s, 5m or 500ms")
-    if isinstance(value, int | float):
-        return round(value * 1000)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"{value!r} is not a duration like 30s, 5m or 500ms")
-    return round(float(match.group(1)) * _UNITS[match.group(2) or "s"])
 
 
 class MonitorBase(BaseModel):
+    """What every monitor has; MonitorSchema adds `kind` as a literal and the kind's settings."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Annotated[str, Field(pattern=ID_PATTERN)]
+    kind: str
     name: str = ""
     interval_ms: int = Field(default=DEFAULT_INTERVAL_MS, ge=MIN_INTERVAL_MS)
     timeout_ms: int = Field(ge=100)
@@ -93,52 +76,11 @@ class MonitorBase(BaseModel):
                              f"({interval} ms)")
         return timeout_ms
 
-
-# One class per kind: the kind's settings sit under a key named after it (`http: {url: ...}`).
-class HttpMonitor(MonitorBase):
-    kind: Literal["http"]
-    http: HttpSpec
-
-
-class TcpMonitor(MonitorBase):
-    kind: Literal["tcp"]
-    tcp: TcpSpec
-
-
-class DnsMonitor(MonitorBase):
-    kind: Literal["dns"]
-    dns: DnsSpec
-
-
-class IcmpMonitor(MonitorBase):
-    kind: Literal["icmp"]
-    icmp: IcmpSpec
-
-
-class TlsMonitor(MonitorBase):
-    kind: Literal["tls"]
-    tls: TlsSpec
-
-
-class PushMonitor(MonitorBase):
-    kind: Literal["push"]
-    push: PushSpec = Field(default_factory=PushSpec)
-
-
-class PostgresMonitor(MonitorBase):
-    kind: Literal["postgres"]
-    postgres: PostgresSpec
-
-
-class RedisMonitor(MonitorBase):
-    kind: Literal["redis"]
-    redis: RedisSpec
-
-
-AnyMonitor = (HttpMonitor | TcpMonitor | DnsMonitor | IcmpMonitor | TlsMonitor | PushMonitor
-              | PostgresMonitor | RedisMonitor)
-Monitor = Annotated[AnyMonitor, Field(discriminator="kind")]
-MONITOR = TypeAdapter(Monitor)
+    @property
+    def spec(self) -> BaseModel:
+        """The kind's own settings (what sits under `http:` for kind http)."""
+        spec: BaseModel = getattr(self, self.kind)
+        return spec
 
 
 class SpecError(ValueError):
@@ -165,28 +107,6 @@ def _describe(exc: ValidationError, label: str) -> list[str]:
     return [f"monitor {label}: {where}: {msg}" for where, msg in field_errors(exc)]
 
 
-def parse_monitors(entries: list[Any], origin: str = "monitors") -> list[AnyMonitor]:
-    """Validate every entry before anything is written; raise SpecError listing all problems."""
-    problems: list[str] = []
-    monitors: list[AnyMonitor] = []
-    seen: set[str] = set()
-    for index, entry in enumerate(entries):
-        ident = entry.get("id") if isinstance(entry, dict) else None
-        label = f"{ident!r} ({origin}[{index}])" if ident else f"{origin}[{index}]"
-        try:
-            monitor = MONITOR.validate_python(entry)
-        except ValidationError as exc:
-            problems.extend(_describe(exc, label))
-            continue
-        if monitor.id in seen:
-            problems.append(f"monitor {label}: id: duplicate id {monitor.id!r}")
-        seen.add(monitor.id)
-        monitors.append(monitor)
-    if problems:
-        raise SpecError(problems)
-    return monitors
-
-
 def _entries(path: Path) -> list[Any]:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -202,31 +122,79 @@ def _entries(path: Path) -> list[Any]:
     return entries
 
 
-def load_file(path: str) -> list[AnyMonitor]:
-    """A YAML file with a top-level `monitors:` list; every entry validated before returning."""
-    return parse_monitors(_entries(Path(path)), origin=f"{path}: monitors")
+class MonitorSchema:
+    """The monitor definition for a set of kinds: MonitorBase plus the kind's own settings under
+    a key named after it (`kind: http` with `http: {url: ...}`), one model per kind, told apart
+    by `kind`. Built from the kinds' declarations (executors.kinds), never listed by hand."""
 
+    def __init__(self, specs: Mapping[str, type[BaseModel]]) -> None:
+        models = tuple(_kind_model(name, spec) for name, spec in specs.items())
+        self.models = dict(zip(specs, models, strict=True))
+        union: Any = Annotated[Union[models], Field(discriminator="kind")]  # noqa: UP007
+        self.adapter: TypeAdapter[MonitorBase] = TypeAdapter(union)
 
-def load_path(path: str) -> list[AnyMonitor]:
-    """A file, or every *.yaml / *.yml file under a directory (sorted); ids unique across all."""
-    root = Path(path)
-    files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()) \
-        if root.is_dir() else [root]
-    problems: list[str] = []
-    monitors: list[AnyMonitor] = []
-    origin: dict[str, Path] = {}
-    for file in files:
-        try:
-            found = load_file(str(file))
-        except SpecError as exc:
-            problems.extend(exc.problems)
-            continue
-        for monitor in found:
-            if monitor.id in origin:
-                problems.append(f"monitor {monitor.id!r} ({file}): id: also defined in "
-                                f"{origin[monitor.id]}")
-            origin[monitor.id] = file
+    def validate(self, data: Any) -> MonitorBase:
+        """One definition; a pydantic ValidationError names the field (see field_errors)."""
+        return self.adapter.validate_python(data)
+
+    def parse(self, entries: list[Any], origin: str = "monitors") -> list[MonitorBase]:
+        """Validate every entry before anything is written; raise SpecError listing all
+        problems."""
+        problems: list[str] = []
+        monitors: list[MonitorBase] = []
+        seen: set[str] = set()
+        for index, entry in enumerate(entries):
+            ident = entry.get("id") if isinstance(entry, dict) else None
+            label = f"{ident!r} ({origin}[{index}])" if ident else f"{origin}[{index}]"
+            try:
+                monitor = self.validate(entry)
+            except ValidationError as exc:
+                problems.extend(_describe(exc, label))
+                continue
+            if monitor.id in seen:
+                problems.append(f"monitor {label}: id: duplicate id {monitor.id!r}")
+            seen.add(monitor.id)
             monitors.append(monitor)
-    if problems:
-        raise SpecError(problems)
-    return monitors
+        if problems:
+            raise SpecError(problems)
+        return monitors
+
+    def load_file(self, path: str) -> list[MonitorBase]:
+        """A YAML file with a top-level `monitors:` list; every entry validated before
+        returning."""
+        return self.parse(_entries(Path(path)), origin=f"{path}: monitors")
+
+    def load_path(self, path: str) -> list[MonitorBase]:
+        """A file, or every *.yaml / *.yml file under a directory (sorted); ids unique across
+        all."""
+        root = Path(path)
+        files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml")
+                       and p.is_file()) if root.is_dir() else [root]
+        problems: list[str] = []
+        monitors: list[MonitorBase] = []
+        origin: dict[str, Path] = {}
+        for file in files:
+            try:
+                found = self.load_file(str(file))
+            except SpecError as exc:
+                problems.extend(exc.problems)
+                continue
+            for monitor in found:
+                if monitor.id in origin:
+                    problems.append(f"monitor {monitor.id!r} ({file}): id: also defined in "
+                                    f"{origin[monitor.id]}")
+                origin[monitor.id] = file
+                monitors.append(monitor)
+        if problems:
+            raise SpecError(problems)
+        return monitors
+
+
+def _kind_model(name: str, spec: type[BaseModel]) -> type[MonitorBase]:
+    # A kind whose every setting has a default (push) may leave its settings out.
+    optional = not any(f.is_required() for f in spec.model_fields.values())
+    settings: Any = (spec, Field(default_factory=spec)) if optional else (spec, ...)
+    tag: Any = Literal[name]
+    model: type[MonitorBase] = create_model(
+        f"{name.title()}Monitor", __base__=MonitorBase, kind=(tag, ...), **{name: settings})
+    return model

@@ -1,4 +1,5 @@
-"""Monitors in Postgres: the one place that reads and writes monitor definitions.
+"""Monitors in Postgres: the one place that reads and writes monitor definitions, and the one
+place that holds SQL about them (the scheduler's sync, the API's status, push tokens).
 
 Every write bumps `version` only when something changed, and fires the NOTIFY trigger that
 carries the change to the schedulers. `source` tells monitors from files (`vigil monitors
@@ -14,7 +15,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from engine.monitors import MONITOR, AnyMonitor
+from engine.monitors import MonitorBase
 
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -60,8 +61,8 @@ class Plan:
                 f"{len(self.delete)} to delete, {self.unchanged} unchanged")
 
 
-def monitor_row(monitor: AnyMonitor, source: str) -> tuple[Any, ...]:
-    body = getattr(monitor, monitor.kind)
+def monitor_row(monitor: MonitorBase, source: str) -> tuple[Any, ...]:
+    body = monitor.spec
     token = secrets.token_urlsafe(24) if monitor.kind == "push" else None
     return (monitor.id, monitor.name, monitor.kind, monitor.interval_ms, monitor.timeout_ms,
             monitor.regions, monitor.tags, orjson.dumps(body.model_dump(mode="json")).decode(),
@@ -85,8 +86,8 @@ def described(row: asyncpg.Record) -> dict[str, Any]:
     return out
 
 
-def _changes(row: asyncpg.Record, monitor: AnyMonitor, source: str) -> list[str]:
-    new = MONITOR.dump_python(monitor, mode="json")
+def _changes(row: asyncpg.Record, monitor: MonitorBase, source: str) -> list[str]:
+    new = monitor.model_dump(mode="json")
     old = definition(row)
     changed = [k for k in (*DEFINITION, monitor.kind) if old.get(k) != new.get(k)]
     if row["source"] != source:
@@ -94,13 +95,13 @@ def _changes(row: asyncpg.Record, monitor: AnyMonitor, source: str) -> list[str]
     return changed
 
 
-async def upsert(conn: Conn, monitor: AnyMonitor, source: str) -> bool | None:
+async def upsert(conn: Conn, monitor: MonitorBase, source: str) -> bool | None:
     """True if created, False if updated, None if nothing changed."""
     created: bool | None = await conn.fetchval(UPSERT, *monitor_row(monitor, source))
     return created
 
 
-async def plan_apply(conn: Conn, monitors: list[AnyMonitor],
+async def plan_apply(conn: Conn, monitors: list[MonitorBase],
                      prune: bool) -> Plan:
     rows = {r["id"]: r for r in await conn.fetch(f"{SELECT} WHERE id = ANY($1) OR source = 'file'",
                                                  [m.id for m in monitors])}
@@ -120,7 +121,7 @@ async def plan_apply(conn: Conn, monitors: list[AnyMonitor],
     return plan
 
 
-async def apply(pool: asyncpg.Pool, monitors: list[AnyMonitor], prune: bool,
+async def apply(pool: asyncpg.Pool, monitors: list[MonitorBase], prune: bool,
                 dry_run: bool) -> Plan:
     """Declarative apply of file monitors: plan, then (unless dry_run) carry the plan out in
     one transaction, so a failure part-way leaves the database as it was."""
@@ -157,3 +158,54 @@ async def set_enabled(pool: asyncpg.Pool, monitor_id: str, enabled: bool) -> boo
 async def delete(pool: asyncpg.Pool, monitor_id: str) -> bool:
     return await pool.fetchval("DELETE FROM monitors WHERE id = $1 RETURNING true",
                                monitor_id) is not None
+
+
+# --- what the scheduler compiles into plans ---------------------------------------------------
+
+PLAN_COLUMNS = "id, kind, interval_ms, timeout_ms, regions, spec::text AS spec, version"
+
+
+async def versions(pool: asyncpg.Pool) -> dict[str, int]:
+    """Enabled monitor id -> version: what the schedule must hold."""
+    return {r["id"]: r["version"] for r in await pool.fetch(
+        "SELECT id, version FROM monitors WHERE enabled")}
+
+
+async def plan_rows(pool: asyncpg.Pool, ids: list[str]) -> list[asyncpg.Record]:
+    """The enabled monitors among `ids`, with what a plan is compiled from."""
+    return await pool.fetch(f"SELECT {PLAN_COLUMNS} FROM monitors WHERE id = ANY($1) AND enabled",
+                            ids)
+
+
+# --- current status, joined with the definitions ------------------------------------------------
+
+STATUS = """
+SELECT m.id, m.name, m.kind, m.enabled, m.interval_ms, s.region, s.status, s.since_ms,
+       s.check_id, s.scheduled_ms, s.finished_ms, s.latency_ms, s.status_code, s.error_kind,
+       s.error
+FROM monitors m LEFT JOIN monitor_status s ON s.monitor_id = m.id
+ORDER BY m.id, s.region
+"""
+
+
+async def status_rows(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """Every monitor with its status per region (one row with nulls before its first result)."""
+    return [dict(r) for r in await pool.fetch(STATUS)]
+
+
+async def latest_status(pool: asyncpg.Pool) -> dict[str, str]:
+    """Monitor id -> the status of its most recently scheduled result, over all regions."""
+    return {r["monitor_id"]: r["status"] for r in await pool.fetch(
+        "SELECT DISTINCT ON (monitor_id) monitor_id, status FROM monitor_status "
+        "ORDER BY monitor_id, scheduled_ms DESC")}
+
+
+async def exists(pool: asyncpg.Pool, monitor_id: str) -> bool:
+    return await pool.fetchval("SELECT true FROM monitors WHERE id = $1", monitor_id) is not None
+
+
+async def push_monitor(pool: asyncpg.Pool, token: str) -> str | None:
+    """The id of the push monitor whose token this is, or None."""
+    monitor_id: str | None = await pool.fetchval(
+        "SELECT id FROM monitors WHERE push_token = $1 AND kind = 'push'", token)
+    return monitor_id

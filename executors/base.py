@@ -1,10 +1,11 @@
-"""What every check kind shares: the executor-wide context and the failed-check helper.
+"""What every check kind shares: its declaration, the executor-wide context, the spec base
+and the failed-check helpers.
 
-A kind is a module in this package with `KIND` (its name), a pydantic spec model (defaults
-for everything optional, so an invalid monitor is rejected with the kind, the field and the
-reason), and `async def check(spec, ctx, due) -> Observation` (`due` is the check.due event:
-monitor id, scheduled time, and the compiled spec with `interval_ms` and `timeout_ms`).
-The executor runs `check` under the monitor's timeout; a check returns `down` with a precise
+A kind is a module in executors/kinds/ that declares `KIND = Kind(name, spec model, check)`:
+a pydantic spec model (defaults for everything optional, so an invalid monitor is rejected
+with the kind, the field and the reason) and `async def check(spec, ctx, due) -> Observation`
+(`due` is the check.due event: monitor id, scheduled time, interval and timeout). The
+executor runs `check` under the monitor's timeout; a check returns `down` with a precise
 `error_kind` for every failure of the target, and raises only for Vigil's own bugs.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -48,6 +49,16 @@ class Context:
     tls_verify: ssl.SSLContext = field(default_factory=ssl.create_default_context)
     tls_noverify: ssl.SSLContext = field(default_factory=_unverified)
     resolver: Resolver = field(default_factory=Resolver)
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One check kind, declared once in its module; the kinds registry and the monitor
+    definition are built from these declarations (executors.kinds)."""
+
+    name: str
+    spec: type[BaseModel]
+    check: Callable[[Any, Context, CheckDue], Awaitable[Observation]]
 
 
 def down(kind: str, message: str, latency_ms: float | None = None) -> Observation:

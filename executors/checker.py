@@ -7,8 +7,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from engine.events import CheckDue, Observation
-from executors.base import Context
-from executors.kinds import KINDS, Kind
+from executors.base import Context, Kind
+from executors.kinds import KINDS
 
 SPEC_CACHE_MAX = 200_000
 

@@ -16,7 +16,7 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
-from engine import metrics
+from engine import metrics, store
 from engine.keys import Keys
 from scheduler.plan import compile_plan
 from scheduler.schedule import first_due
@@ -24,7 +24,6 @@ from scheduler.schedule import first_due
 CHANNEL = "vigil_monitors"
 SYNC_BATCH = 500
 _SCRIPT = Path(__file__).with_name("sync.lua").read_text()
-_COLUMNS = "id, kind, interval_ms, timeout_ms, regions, spec::text AS spec, version"
 log = structlog.get_logger(component="scheduler.sync")
 
 
@@ -74,22 +73,19 @@ class MonitorSync:
         ids, self._changed = list(self._changed), set()
         if not ids:
             return
-        rows = await self.pool.fetch(
-            f"SELECT {_COLUMNS} FROM monitors WHERE id = ANY($1) AND enabled", ids)
+        rows = await store.plan_rows(self.pool, ids)
         await self._upsert(rows)
         live = {r["id"] for r in rows}
         removed = await self._remove(i for i in ids if i not in live)
         log.info("monitors synced", upserted=len(rows), removed=removed, cause="notify")
 
     async def reconcile(self) -> None:
-        versions = {r["id"]: r["version"] for r in await self.pool.fetch(
-            "SELECT id, version FROM monitors WHERE enabled")}
+        versions = await store.versions(self.pool)
         stale = [mid for mid, v in versions.items() if self._synced.get(mid) != v]
         upserted = 0
         for start in range(0, len(stale), 5_000):
-            rows = await self.pool.fetch(f"SELECT {_COLUMNS} FROM monitors WHERE id = ANY($1) "
-                                         "AND enabled", stale[start:start + 5_000])
-            upserted += await self._upsert(rows)
+            upserted += await self._upsert(
+                await store.plan_rows(self.pool, stale[start:start + 5_000]))
         names: list[bytes] = await self.r.hkeys(self.keys.plan)  # type: ignore[assignment]
         in_redis = {k.decode() for k in names}
         removed = await self._remove(in_redis - versions.keys())

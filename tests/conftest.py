@@ -18,15 +18,15 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from aiohttp import web
+from engine.clickhouse import ClickHouse
 
 from engine import store
-from engine.clickhouse import ClickHouse
 from engine.connections import postgres_pool, redis_client
-from engine.embedded import EmbeddedPostgres, redis_server_binary
 from engine.keys import Keys
 from engine.migrate import migrate
-from engine.monitors import AnyMonitor
+from engine.monitors import MonitorBase
 from executors.base import Context
+from vigil.embedded import EmbeddedPostgres, redis_server_binary
 
 
 def free_port() -> int:
@@ -137,7 +137,7 @@ def ctx(r: aioredis.Redis, keys: Keys) -> Context:
     return Context(r, keys)
 
 
-async def store_monitors(pool: asyncpg.Pool, monitors: list[AnyMonitor], source: str) -> None:
+async def store_monitors(pool: asyncpg.Pool, monitors: list[MonitorBase], source: str) -> None:
     """Store monitors as `apply` (source "file") or the API (source "api") would."""
     async with pool.acquire() as conn, conn.transaction():
         for monitor in monitors:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 
 def vigil(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], env=vigil_env(**env),
+    return subprocess.run([sys.executable, "-m", "vigil.cli", *args], env=vigil_env(**env),
                           capture_output=True, text=True, timeout=120, check=False)
 
 

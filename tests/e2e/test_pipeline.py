@@ -33,13 +33,13 @@ class Stack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def command(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "engine.cli", *args], env=self.env,
+        return subprocess.run([sys.executable, "-m", "vigil.cli", *args], env=self.env,
                               capture_output=True, text=True, timeout=60, check=False)
 
     def start(self, name: str, *args: str) -> None:
         with (self.workdir / f"{name}.log").open("wb") as log:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "engine.cli", *args],
+                [sys.executable, "-m", "vigil.cli", *args],
                 env={**self.env, "VIGIL_INSTANCE_ID": name}, stdout=log, stderr=log)
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> int:

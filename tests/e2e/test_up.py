@@ -24,7 +24,7 @@ async def vigil_up(tmp_path, port: int, *flags: str) -> AsyncIterator[subprocess
     the way out if the test did not stop it."""
     with (tmp_path / "up.log").open("wb") as log:
         proc = await asyncio.to_thread(
-            subprocess.Popen, [sys.executable, "-m", "engine.cli", "up", "--data-dir",
+            subprocess.Popen, [sys.executable, "-m", "vigil.cli", "up", "--data-dir",
                                str(tmp_path / "data"), "--port", str(port), *flags],
             env=vigil_env(), stdout=log, stderr=log)
     try:

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine.api import make_app
-from engine.monitors import parse_monitors
+from api.app import make_app
+from engine.keys import Keys
+from executors.kinds import SCHEMA
 from sinks.clickhouse import COLUMNS, row
 from tests.conftest import store_monitors
 from tests.integration.test_sinks import result
@@ -16,7 +17,7 @@ from tests.integration.test_sinks import result
 
 @pytest.fixture
 async def client(r, pool, ch, clean) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(make_app(r, pool, ch))) as c:
+    async with TestClient(TestServer(make_app(r, pool, ch, Keys(), SCHEMA))) as c:
         yield c
 
 
@@ -28,7 +29,7 @@ async def test_health_checks_every_backend(client):
 
 
 async def test_status_and_uptime(client, pool, ch):
-    monitors = parse_monitors([
+    monitors = SCHEMA.parse([
         {"id": "web", "kind": "http", "interval": "10s", "http": {"url": "http://127.0.0.1/"}},
         {"id": "new", "kind": "tcp", "interval": "10s", "tcp": {"host": "127.0.0.1", "port": 1}},
     ])
@@ -61,7 +62,7 @@ async def test_status_and_uptime(client, pool, ch):
 
 
 async def test_status_page_and_metrics(client, pool):
-    await store_monitors(pool, parse_monitors([
+    await store_monitors(pool, SCHEMA.parse([
         {"id": "web", "name": "<b>Web</b>", "kind": "tcp", "interval": "10s",
          "tcp": {"host": "127.0.0.1", "port": 1}}]), source="file")
     page = await (await client.get("/")).text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from engine import store
-from engine.monitors import load_path, parse_monitors
+from executors.kinds import SCHEMA
 from tests.conftest import store_monitors
 
 
@@ -19,9 +19,9 @@ async def ids(pool) -> dict[str, str]:
 
 
 async def test_dry_run_prints_the_diff_and_writes_nothing(pool, clean):
-    await store.apply(pool, parse_monitors([tcp("a"), tcp("b")]), prune=False, dry_run=False)
-    await store_monitors(pool, parse_monitors([tcp("from-api")]), source="api")
-    wanted = parse_monitors([tcp("a", port=10), tcp("c")])
+    await store.apply(pool, SCHEMA.parse([tcp("a"), tcp("b")]), prune=False, dry_run=False)
+    await store_monitors(pool, SCHEMA.parse([tcp("from-api")]), source="api")
+    wanted = SCHEMA.parse([tcp("a", port=10), tcp("c")])
     plan = await store.apply(pool, wanted, prune=True, dry_run=True)
     assert plan.lines() == ["+ create c", "~ update a (tcp)", "- delete b"]
     assert plan.unchanged == 0
@@ -36,9 +36,9 @@ async def test_dry_run_prints_the_diff_and_writes_nothing(pool, clean):
 
 
 async def test_without_prune_nothing_is_deleted_and_files_take_over(pool, clean):
-    await store_monitors(pool, parse_monitors([tcp("shared"), tcp("keep")]),
+    await store_monitors(pool, SCHEMA.parse([tcp("shared"), tcp("keep")]),
                                 source="api")
-    plan = await store.apply(pool, parse_monitors([tcp("shared")]), prune=False, dry_run=False)
+    plan = await store.apply(pool, SCHEMA.parse([tcp("shared")]), prune=False, dry_run=False)
     assert plan.lines() == ["~ update shared (source)"]
     assert await ids(pool) == {"shared": "file", "keep": "api"}
 
@@ -48,7 +48,7 @@ async def test_a_directory_of_files(tmp_path, pool, clean):
     (tmp_path / "team-a" / "web.yaml").write_text(json.dumps({"monitors": [tcp("a")]}))
     (tmp_path / "db.yml").write_text(json.dumps({"monitors": [tcp("b")]}))
     (tmp_path / "notes.txt").write_text("not monitors")
-    monitors = load_path(str(tmp_path))
+    monitors = SCHEMA.load_path(str(tmp_path))
     assert sorted(m.id for m in monitors) == ["a", "b"]
     await store.apply(pool, monitors, prune=True, dry_run=False)
     assert await ids(pool) == {"a": "file", "b": "file"}
@@ -56,10 +56,10 @@ async def test_a_directory_of_files(tmp_path, pool, clean):
 
 async def test_push_monitors_get_a_stable_unguessable_token(pool, clean):
     push = {"id": "nightly", "kind": "push", "interval": "1h"}
-    await store.apply(pool, parse_monitors([push]), prune=False, dry_run=False)
+    await store.apply(pool, SCHEMA.parse([push]), prune=False, dry_run=False)
     token = await pool.fetchval("SELECT push_token FROM monitors WHERE id = 'nightly'")
     assert len(token) >= 32
-    await store.apply(pool, parse_monitors([{**push, "interval": "2h"}]), prune=False,
+    await store.apply(pool, SCHEMA.parse([{**push, "interval": "2h"}]), prune=False,
                       dry_run=False)
     assert await pool.fetchval("SELECT push_token FROM monitors") == token
     row = await store.get(pool, "nightly")

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from engine.events import Observation
-from engine.monitors import SpecError, parse_monitors
+from engine.monitors import SpecError
 from engine.settings import Settings
-from executors import dns
 from executors.base import Context
+from executors.kinds import SCHEMA, dns
 from tests.integration.dns_server import DnsServer, SilentServer
 from tests.integration.kind_executor import check_due, observe, run_checks
 
@@ -52,7 +52,7 @@ def at(server: DnsServer | SilentServer, name: str, **spec: Any) -> dict[str, An
 ])
 def test_invalid_specs_name_the_field_and_the_reason(spec, phrase):
     with pytest.raises(SpecError) as err:
-        parse_monitors([{"id": "d", "kind": "dns", "dns": spec}])
+        SCHEMA.parse([{"id": "d", "kind": "dns", "dns": spec}])
     assert phrase in str(err.value)
 
 

@@ -18,11 +18,11 @@ from aiohttp import web
 
 from engine.events import CheckDue, Observation
 from engine.keys import Keys
-from engine.monitors import SpecError, parse_monitors
+from engine.monitors import SpecError
 from engine.settings import Settings
-from executors import http
 from executors.base import Context
-from executors.http import HttpSpec, json_equal, status_range
+from executors.kinds import SCHEMA, http
+from executors.kinds.http import HttpSpec, json_equal, status_range
 from executors.resolver import Resolver
 from tests.conftest import free_port, serve_app
 from tests.hostile import (
@@ -259,7 +259,7 @@ def test_status_items(item: int | str, expected: tuple[int, int]) -> None:
 def test_invalid_specs_name_the_field(spec: dict[str, Any], field: str, message: str) -> None:
     entry = {"id": "web", "kind": "http", "http": {"url": "https://example.com/", **spec}}
     with pytest.raises(SpecError) as info:
-        parse_monitors([entry])
+        SCHEMA.parse([entry])
     [problem] = info.value.problems
     assert f": http{'.' + field if field else ''}: " in problem, problem
     assert message in problem, problem

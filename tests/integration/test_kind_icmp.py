@@ -12,10 +12,10 @@ import icmplib
 import pytest
 
 from engine.events import Observation
-from engine.monitors import SpecError, parse_monitors
+from engine.monitors import SpecError
 from engine.settings import Settings
-from executors import icmp
 from executors.base import Context
+from executors.kinds import SCHEMA, icmp
 from tests.integration.kind_executor import check_due, observe, run_checks
 
 
@@ -37,7 +37,7 @@ def test_spec_defaults():
 ])
 def test_invalid_specs_name_the_field(spec, phrase):
     with pytest.raises(SpecError) as err:
-        parse_monitors([{"id": "p", "kind": "icmp", "icmp": spec}])
+        SCHEMA.parse([{"id": "p", "kind": "icmp", "icmp": spec}])
     assert phrase in str(err.value)
 
 

@@ -16,11 +16,11 @@ import pytest
 
 from engine.events import CheckDue, CheckResult, Observation, check_id
 from engine.keys import EXECUTOR_GROUP
-from engine.monitors import SpecError, parse_monitors
+from engine.monitors import SpecError
 from engine.settings import Settings
 from engine.streams import ensure_group
-from executors import postgres_probe, redis_probe
 from executors.base import Context
+from executors.kinds import SCHEMA, postgres_probe, redis_probe
 from executors.service import Executor
 from tests.conftest import free_port, redis_server, wait_for
 
@@ -173,7 +173,7 @@ async def test_postgres_dsn_from_the_environment(r, keys, postgres_dsn, monkeypa
 
 
 def test_postgres_spec_format():
-    [m] = parse_monitors([{"id": "db", "kind": "postgres", "interval": "30s",
+    [m] = SCHEMA.parse([{"id": "db", "kind": "postgres", "interval": "30s",
                            "postgres": {"dsn_env": "BILLING_DSN"}}])
     # Options left out stay out of the stored definition.
     assert m.postgres.model_dump(mode="json") == {"dsn_env": "BILLING_DSN", "query": "SELECT 1"}
@@ -183,7 +183,7 @@ def test_postgres_spec_format():
                      ({}, "exactly one"),
                      ({"dsn_env": "not a name"}, "should match pattern")):
         with pytest.raises(SpecError, match=why) as caught:
-            parse_monitors([{"id": "db", "kind": "postgres", "interval": "30s",
+            SCHEMA.parse([{"id": "db", "kind": "postgres", "interval": "30s",
                              "postgres": bad}])
         assert WRONG not in str(caught.value)
 
@@ -225,7 +225,7 @@ async def test_redis_url_from_the_environment(r, keys, redis_with_password, monk
 
 
 def test_redis_spec_format():
-    [m] = parse_monitors([{"id": "cache", "kind": "redis", "interval": "30s",
+    [m] = SCHEMA.parse([{"id": "cache", "kind": "redis", "interval": "30s",
                            "redis": {"url": "rediss://cache.internal:6380/2"}}])
     assert m.redis.model_dump(mode="json") == {"url": "rediss://cache.internal:6380/2"}
     for bad, why in (({"url": f"http://:{WRONG}@h/"}, "redis://"),
@@ -233,7 +233,7 @@ def test_redis_spec_format():
                      ({"url": f"redis://:{WRONG}@h:port/"}, "not a valid"),
                      ({"url": "redis://h", "url_env": "X"}, "exactly one")):
         with pytest.raises(SpecError, match=why) as caught:
-            parse_monitors([{"id": "c", "kind": "redis", "interval": "30s", "redis": bad}])
+            SCHEMA.parse([{"id": "c", "kind": "redis", "interval": "30s", "redis": bad}])
         assert WRONG not in str(caught.value)
 
 

@@ -11,14 +11,15 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine import push as endpoint
-from engine.api import make_app
+from api import push as endpoint
+from api.app import make_app
+from engine import heartbeats
 from engine.events import CheckDue, Observation, check_id
 from engine.keys import Keys
-from engine.monitors import SpecError, parse_monitors
+from engine.monitors import SpecError
 from engine.settings import Settings
-from executors import push
 from executors.base import Context
+from executors.kinds import SCHEMA, push
 from tests.conftest import store_monitors
 from tests.integration.kind_executor import run_checks
 
@@ -28,13 +29,13 @@ GRACE_MS = 600_000
 
 @pytest.fixture
 async def client(r, pool, ch, clean) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(make_app(r, pool, ch))) as c:
+    async with TestClient(TestServer(make_app(r, pool, ch, Keys(), SCHEMA))) as c:
         yield c
 
 
 @pytest.fixture
 async def token(pool, clean) -> str:
-    await store_monitors(pool, parse_monitors([
+    await store_monitors(pool, SCHEMA.parse([
         {"id": "nightly", "kind": "push", "interval": "1h", "push": {"grace": "10m"}},
         {"id": "web", "kind": "tcp", "interval": "1h", "tcp": {"host": "127.0.0.1", "port": 9}},
     ]), source="file")
@@ -54,8 +55,8 @@ async def judge(r, keys, event: CheckDue | None = None) -> Observation:
     return await push.check(push.PushSpec(grace_ms=GRACE_MS), Context(r, keys), event or due())
 
 
-async def stored(r, keys) -> push.Heartbeat:
-    return push.Heartbeat.from_json(await r.hget(keys.heartbeats, "nightly"))
+async def stored(r, keys) -> heartbeats.Heartbeat:
+    return heartbeats.Heartbeat.from_json(await r.hget(keys.heartbeats, "nightly"))
 
 
 async def test_get_records_an_up_heartbeat(client, token, r, keys):
@@ -91,7 +92,7 @@ async def test_reported_down_through_json_form_query_and_text(client, token, r, 
 async def test_message_is_cut_to_its_cap(client, token, r, keys):
     resp = await client.post(f"/api/v1/push/{token}", json={"status": "down", "msg": "x" * 5000})
     assert resp.status == 200
-    assert len((await stored(r, keys)).message) == push.MESSAGE_MAX
+    assert len((await stored(r, keys)).message) == heartbeats.MESSAGE_MAX
 
 
 async def test_missing_heartbeat_past_interval_and_grace(client, token, r, keys):
@@ -136,15 +137,6 @@ async def test_bad_fields_are_422_naming_the_field(client, token, r, keys):
     assert await r.hlen(keys.heartbeats) == 0
 
 
-async def test_token_cache_is_bounded(pool, token, monkeypatch):
-    monkeypatch.setattr(endpoint, "CACHE_MAX", 2)
-    tokens = endpoint.PushTokens(pool)
-    assert await tokens.monitor_of(token) == "nightly"
-    for n in range(5):
-        assert await tokens.monitor_of(f"unknown-token-{n:08d}") is None
-    assert len(tokens._seen) == 2
-
-
 async def test_push_check_in_the_real_executor(client, token, r, keys):
     assert (await client.post(f"/api/v1/push/{token}", json={"status": "down", "msg": "rc=2"})
             ).status == 200
@@ -156,7 +148,7 @@ async def test_push_check_in_the_real_executor(client, token, r, keys):
 
 
 def test_spec_format():
-    [plain, tuned] = parse_monitors([
+    [plain, tuned] = SCHEMA.parse([
         {"id": "a", "kind": "push", "interval": "1d"},
         {"id": "b", "kind": "push", "interval": "5m", "push": {"grace": "90s"}},
     ])
@@ -167,14 +159,14 @@ def test_spec_format():
                      ({"grace": "1m", "grace_ms": 60_000}, "not both"),
                      ({"grace_ms": -1}, "greater than or equal to 0")):
         with pytest.raises(SpecError, match=why):
-            parse_monitors([{"id": "x", "kind": "push", "interval": "1h", "push": bad}])
+            SCHEMA.parse([{"id": "x", "kind": "push", "interval": "1h", "push": bad}])
 
 
 def test_heartbeat_record_format():
-    raw = push.Heartbeat(at_ms=5, status="down", message="m").to_json()
+    raw = heartbeats.Heartbeat(at_ms=5, status="down", message="m").to_json()
     assert orjson.loads(raw) == {"at_ms": 5, "status": "down", "message": "m"}
     with pytest.raises(ValueError, match="malformed"):
-        push.Heartbeat.from_json(b'{"at_ms": "5", "status": "up"}')
+        heartbeats.Heartbeat.from_json(b'{"at_ms": "5", "status": "up"}')
 
 
 async def test_chunked_bodies_are_read_whole_and_capped(client, token, r, keys):
@@ -193,7 +185,7 @@ async def test_chunked_bodies_are_read_whole_and_capped(client, token, r, keys):
 
 
 async def test_heartbeats_go_to_the_apps_shard(r, pool, ch, token):
-    async with TestClient(TestServer(make_app(r, pool, ch, Keys("7")))) as c:
+    async with TestClient(TestServer(make_app(r, pool, ch, Keys("7"), SCHEMA))) as c:
         assert (await c.get(f"/api/v1/push/{token}")).status == 200
     assert await r.hexists(Keys("7").heartbeats, "nightly")
     assert not await r.hexists(Keys("0").heartbeats, "nightly")

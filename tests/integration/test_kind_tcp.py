@@ -15,11 +15,11 @@ import yaml
 
 from engine.events import CheckDue, CheckResult, check_id
 from engine.keys import EXECUTOR_GROUP
-from engine.monitors import SpecError, parse_monitors
+from engine.monitors import SpecError
 from engine.settings import Settings
 from engine.streams import ensure_group
-from executors import tcp
 from executors.base import Context
+from executors.kinds import SCHEMA, tcp
 from executors.service import Executor
 from tests.conftest import free_port, wait_for
 from tests.integration.kind_executor import check_due, run_checks
@@ -162,7 +162,7 @@ async def test_connect_only_and_send_only_are_up(r, keys):
 
 
 def test_spec_format():
-    [monitor] = parse_monitors([{"id": "smtp", "kind": "tcp", "interval": "30s", "tcp": {
+    [monitor] = SCHEMA.parse([{"id": "smtp", "kind": "tcp", "interval": "30s", "tcp": {
         "host": "mail.example.com", "port": 25, "expect": "220 "}}])
     assert monitor.tcp == tcp.TcpSpec(host="mail.example.com", port=25, expect="220 ")
     # Options left out stay out of the stored definition: older tcp monitors compare unchanged.
@@ -172,7 +172,7 @@ def test_spec_format():
                      ({"expect_regex": "("}, "not a valid regular expression"),
                      ({"port": 0}, "greater than or equal to 1")):
         with pytest.raises(SpecError, match=why):
-            parse_monitors([{"id": "x", "kind": "tcp", "interval": "30s",
+            SCHEMA.parse([{"id": "x", "kind": "tcp", "interval": "30s",
                              "tcp": {"host": "h", "port": 25, **bad}}])
 
 

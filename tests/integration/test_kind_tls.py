@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from engine.events import Observation
-from engine.monitors import SpecError, parse_monitors
+from engine.monitors import SpecError
 from engine.settings import Settings
-from executors import tls
 from executors.base import Context
+from executors.kinds import SCHEMA, tls
 from tests.conftest import free_port
 from tests.integration.kind_executor import check_due, observe, run_checks
 
@@ -141,7 +141,7 @@ def test_spec_defaults():
 ])
 def test_invalid_specs_name_the_field(spec, phrase):
     with pytest.raises(SpecError) as err:
-        parse_monitors([{"id": "t", "kind": "tls", "tls": spec}])
+        SCHEMA.parse([{"id": "t", "kind": "tls", "tls": spec}])
     assert phrase in str(err.value)
 
 

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine import tokens
-from engine.api import make_app
+from api import tokens
+from api.app import make_app
 from engine.events import CheckDue
+from engine.keys import Keys
+from executors.kinds import SCHEMA
 from scheduler.service import Scheduler
 from tests.conftest import wait_for
 
@@ -22,7 +24,7 @@ WEB = {"id": "web", "kind": "http", "interval": "1s", "timeout": "500ms", "tags"
 async def api(r, pool, ch, clean) -> AsyncIterator[TestClient]:
     await pool.execute("TRUNCATE api_tokens")
     token = await tokens.create(pool, "test")
-    async with TestClient(TestServer(make_app(r, pool, ch)),
+    async with TestClient(TestServer(make_app(r, pool, ch, Keys(), SCHEMA)),
                           headers={"Authorization": f"Bearer {token}"}) as client:
         yield client
 

@@ -10,7 +10,7 @@ import pytest
 
 from engine.connections import redis_client
 from engine.events import CheckDue, check_id
-from engine.monitors import parse_monitors
+from executors.kinds import SCHEMA
 from scheduler.plan import compile_plan
 from scheduler.schedule import first_due, next_slot
 from scheduler.service import Dispatcher, Scheduler
@@ -93,7 +93,7 @@ async def test_one_event_per_region_and_deleted_monitors_leave(r, keys):
 
 
 async def test_sync_keeps_schedule_unless_interval_changes(r, keys, pool, clean):
-    monitors = parse_monitors([{"id": "web", "kind": "tcp", "interval": "10s", "timeout": "1s",
+    monitors = SCHEMA.parse([{"id": "web", "kind": "tcp", "interval": "10s", "timeout": "1s",
                                 "tcp": {"host": "127.0.0.1", "port": 9}}])
     await store_monitors(pool, monitors, source="file")
     sync = MonitorSync(r, pool, keys)
@@ -123,7 +123,7 @@ async def test_a_change_reaches_the_running_scheduler_by_notify(r, keys, pool, c
     task = asyncio.create_task(scheduler.run(stop))
     try:
         await asyncio.sleep(0.5)
-        monitors = parse_monitors([{"id": "fresh", "kind": "tcp", "interval": "1s",
+        monitors = SCHEMA.parse([{"id": "fresh", "kind": "tcp", "interval": "1s",
                                     "timeout": "500ms", "tcp": {"host": "127.0.0.1",
                                                                  "port": 9}}])
         await store_monitors(pool, monitors, source="api")

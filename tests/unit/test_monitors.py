@@ -9,14 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.monitors import (
-    HttpMonitor,
-    SpecError,
-    TcpMonitor,
-    load_file,
-    parse_duration_ms,
-    parse_monitors,
-)
+from engine.durations import parse_duration_ms
+from engine.monitors import SpecError
+from executors.kinds import SCHEMA
+
+HttpMonitor = SCHEMA.models["http"]
+TcpMonitor = SCHEMA.models["tcp"]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "monitors.yaml"
 
@@ -36,7 +34,7 @@ def tcp(ident: str = "db", **changes: Any) -> dict[str, Any]:
 
 def problems_of(entries: list[Any]) -> list[str]:
     with pytest.raises(SpecError) as info:
-        parse_monitors(entries)
+        SCHEMA.parse(entries)
     assert str(info.value) == "\n".join(info.value.problems)
     return info.value.problems
 
@@ -73,7 +71,7 @@ def test_parse_duration_does_not_truncate_float_error(value: Any) -> None:
 # --- valid definitions -------------------------------------------------------------------------
 
 def test_the_repository_examples_parse() -> None:
-    monitors = load_file(str(EXAMPLES))
+    monitors = SCHEMA.load_file(str(EXAMPLES))
     assert [m.id for m in monitors] == ["vigil-health", "vigil-status-api", "closed-port"]
     health = monitors[0]
     assert isinstance(health, HttpMonitor)
@@ -85,7 +83,7 @@ def test_the_repository_examples_parse() -> None:
 
 
 def test_defaults() -> None:
-    [monitor] = parse_monitors([http()])
+    [monitor] = SCHEMA.parse([http()])
     assert monitor.interval_ms == 60_000
     assert monitor.timeout_ms == 10_000
     assert monitor.regions == ["default"]
@@ -100,7 +98,7 @@ def test_defaults() -> None:
     ("1s", "100ms", (1_000, 100)),
 ])
 def test_durations_in_definitions(interval: Any, timeout: Any, expected: tuple[int, int]) -> None:
-    [monitor] = parse_monitors([tcp(interval=interval, timeout=timeout)])
+    [monitor] = SCHEMA.parse([tcp(interval=interval, timeout=timeout)])
     assert (monitor.interval_ms, monitor.timeout_ms) == expected
 
 
@@ -109,24 +107,24 @@ def test_durations_in_definitions(interval: Any, timeout: Any, expected: tuple[i
 ])
 def test_default_timeout_fits_the_interval(interval: str, timeout_ms: int) -> None:
     """Without a timeout, a check gets 10 s or four fifths of its interval, whichever is less."""
-    [monitor] = parse_monitors([tcp(interval=interval)])
+    [monitor] = SCHEMA.parse([tcp(interval=interval)])
     assert monitor.timeout_ms == timeout_ms
     assert monitor.timeout_ms < monitor.interval_ms
 
 
 @pytest.mark.parametrize("interval_ms", ["30000", 30_000.0])
 def test_default_timeout_with_a_lax_typed_interval(interval_ms: Any) -> None:
-    [monitor] = parse_monitors([tcp(interval_ms=interval_ms)])
+    [monitor] = SCHEMA.parse([tcp(interval_ms=interval_ms)])
     assert monitor.timeout_ms == 10_000
 
 
 def test_milliseconds_fields_are_accepted() -> None:
-    [monitor] = parse_monitors([http(interval_ms=20_000, timeout_ms=1_000)])
+    [monitor] = SCHEMA.parse([http(interval_ms=20_000, timeout_ms=1_000)])
     assert (monitor.interval_ms, monitor.timeout_ms) == (20_000, 1_000)
 
 
 def test_several_kinds_and_regions() -> None:
-    monitors = parse_monitors([http("a", regions=["eu-west", "us_east"]), tcp("b")])
+    monitors = SCHEMA.parse([http("a", regions=["eu-west", "us_east"]), tcp("b")])
     assert [type(m) for m in monitors] == [HttpMonitor, TcpMonitor]
     assert monitors[0].regions == ["eu-west", "us_east"]
 
@@ -208,7 +206,7 @@ def test_one_entry_with_several_problems_lists_each() -> None:
 def test_spec_error_raised_and_nothing_returned() -> None:
     result: list[Any] | None = None
     with pytest.raises(SpecError):
-        result = parse_monitors([http("fine"), tcp("broken", tcp={"host": "h", "port": 0})])
+        result = SCHEMA.parse([http("fine"), tcp("broken", tcp={"host": "h", "port": 0})])
     assert result is None
 
 
@@ -242,7 +240,7 @@ monitors:
     interval: 1m
     tcp: {host: db.internal, port: 5432}
 """)
-    shop, db = load_file(path)
+    shop, db = SCHEMA.load_file(path)
     assert isinstance(shop, HttpMonitor)
     assert isinstance(db, TcpMonitor)
     assert (shop.interval_ms, shop.timeout_ms, db.interval_ms) == (30_000, 5_000, 60_000)
@@ -251,7 +249,7 @@ monitors:
 def test_load_file_errors_name_the_file_and_the_monitor(tmp_path: Path) -> None:
     path = write(tmp_path, "monitors:\n  - {id: db, kind: tcp, tcp: {host: h, port: 0}}\n")
     with pytest.raises(SpecError) as info:
-        load_file(path)
+        SCHEMA.load_file(path)
     [problem] = info.value.problems
     assert path in problem
     assert "'db'" in problem
@@ -261,29 +259,29 @@ def test_load_file_errors_name_the_file_and_the_monitor(tmp_path: Path) -> None:
 def test_load_file_missing(tmp_path: Path) -> None:
     path = str(tmp_path / "absent.yaml")
     with pytest.raises(SpecError, match="No such file") as info:
-        load_file(path)
+        SCHEMA.load_file(path)
     assert path in str(info.value)
 
 
 def test_load_file_invalid_yaml(tmp_path: Path) -> None:
     path = write(tmp_path, "monitors:\n  - id: [unclosed\n")
     with pytest.raises(SpecError, match="not valid YAML"):
-        load_file(path)
+        SCHEMA.load_file(path)
 
 
 @pytest.mark.parametrize("text", ["", "just text\n", "- id: a\n", "monitors:\n",
                                   "monitors: {id: a}\n", "other: []\n"])
 def test_load_file_needs_a_monitors_list(tmp_path: Path, text: str) -> None:
     with pytest.raises(SpecError, match="top-level `monitors:` list"):
-        load_file(write(tmp_path, text))
+        SCHEMA.load_file(write(tmp_path, text))
 
 
 def test_load_file_empty_list(tmp_path: Path) -> None:
-    assert load_file(write(tmp_path, "monitors: []\n")) == []
+    assert SCHEMA.load_file(write(tmp_path, "monitors: []\n")) == []
 
 
 def test_load_file_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes("monitors:\n  - id: café\n".encode("latin-1"))
     with pytest.raises(SpecError):
-        load_file(str(path))
+        SCHEMA.load_file(str(path))

@@ -15,37 +15,22 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
+from api.errors import invalid, json_error, json_response
+from api.state import PG, SCHEMA, TOKENS
 from engine import store
-from engine.monitors import MONITOR, AnyMonitor, field_errors
-from engine.tokens import TokenCheck
+from engine.monitors import MonitorBase, field_errors
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PG_KEY: web.AppKey[asyncpg.Pool] = web.AppKey("monitors_pg", asyncpg.Pool)
-TOKENS: web.AppKey[TokenCheck] = web.AppKey("tokens", TokenCheck)
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
-
-
-_ERRORS: dict[int, type[web.HTTPException]] = {
-    400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 404: web.HTTPNotFound,
-    409: web.HTTPConflict, 422: web.HTTPUnprocessableEntity,
-}
-
-
-def _error(status: int, message: str, **extra: Any) -> web.HTTPException:
-    return _ERRORS[status](text=orjson.dumps({"error": message, **extra}).decode(),
-                           content_type="application/json")
 
 
 def requires_token(handler: Handler) -> Handler:
     async def checked(request: web.Request) -> web.StreamResponse:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise _error(401, "send Authorization: Bearer <token> (vigil tokens create)")
+            raise json_error(web.HTTPUnauthorized,
+                             "send Authorization: Bearer <token> (vigil tokens create)")
         if await request.app[TOKENS].name_of(token.strip()) is None:
-            raise _error(401, "unknown or revoked token")
+            raise json_error(web.HTTPUnauthorized, "unknown or revoked token")
         return await handler(request)
 
     return checked
@@ -56,17 +41,17 @@ async def _body(request: web.Request) -> dict[str, Any]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise _error(400, f"body: not JSON ({exc})") from None
+        raise json_error(web.HTTPBadRequest, f"body: not JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise _error(400, "body: expected a JSON object (a monitor definition)")
+        raise json_error(web.HTTPBadRequest, "body: expected a JSON object (a monitor definition)")
     return data
 
 
-def _validate(data: dict[str, Any]) -> AnyMonitor:
+def _validate(request: web.Request, data: dict[str, Any]) -> MonitorBase:
     try:
-        monitor: AnyMonitor = MONITOR.validate_python(data)
+        monitor = request.app[SCHEMA].validate(data)
     except ValidationError as exc:
-        raise _error(422, "invalid monitor", errors=[
+        raise json_error(web.HTTPUnprocessableEntity, "invalid monitor", errors=[
             {"field": f, "message": m} for f, m in field_errors(exc)]) from None
     return monitor
 
@@ -84,8 +69,8 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return out
 
 
-async def _save(request: web.Request, monitor: AnyMonitor) -> tuple[bool | None, dict[str, Any]]:
-    pool = request.app[PG_KEY]
+async def _save(request: web.Request, monitor: MonitorBase) -> tuple[bool | None, dict[str, Any]]:
+    pool = request.app[PG]
     async with pool.acquire() as conn:
         created = await store.upsert(conn, monitor, "api")
     row = await store.get(pool, monitor.id)
@@ -94,30 +79,30 @@ async def _save(request: web.Request, monitor: AnyMonitor) -> tuple[bool | None,
 
 
 async def _existing(request: web.Request) -> asyncpg.Record:
-    row = await store.get(request.app[PG_KEY], request.match_info["monitor_id"])
+    row = await store.get(request.app[PG], request.match_info["monitor_id"])
     if row is None:
-        raise _error(404, f"no monitor {request.match_info['monitor_id']!r}")
+        raise json_error(web.HTTPNotFound, f"no monitor {request.match_info['monitor_id']!r}")
     return row
 
 
 @requires_token
 async def create(request: web.Request) -> web.Response:
-    monitor = _validate(await _body(request))
-    if await store.get(request.app[PG_KEY], monitor.id) is not None:
-        raise _error(409, f"monitor {monitor.id!r} exists; PUT or PATCH it")
+    monitor = _validate(request, await _body(request))
+    if await store.get(request.app[PG], monitor.id) is not None:
+        raise json_error(web.HTTPConflict, f"monitor {monitor.id!r} exists; PUT or PATCH it")
     _, body = await _save(request, monitor)
-    return _json(body, status=201)
+    return json_response(body, status=201)
 
 
 @requires_token
 async def list_monitors(request: web.Request) -> web.Response:
-    rows = await store.list_all(request.app[PG_KEY], request.query.get("tag"))
-    return _json({"monitors": [store.described(r) for r in rows]})
+    rows = await store.list_all(request.app[PG], request.query.get("tag"))
+    return json_response({"monitors": [store.described(r) for r in rows]})
 
 
 @requires_token
 async def show(request: web.Request) -> web.Response:
-    return _json(store.described(await _existing(request)))
+    return json_response(store.described(await _existing(request)))
 
 
 @requires_token
@@ -125,10 +110,9 @@ async def replace(request: web.Request) -> web.Response:
     data = await _body(request)
     monitor_id = request.match_info["monitor_id"]
     if data.setdefault("id", monitor_id) != monitor_id:
-        raise _error(422, "invalid monitor", errors=[
-            {"field": "id", "message": f"the body's id differs from the path's {monitor_id!r}"}])
-    created, body = await _save(request, _validate(data))
-    return _json(body, status=201 if created else 200)
+        raise invalid("monitor", "id", f"the body's id differs from the path's {monitor_id!r}")
+    created, body = await _save(request, _validate(request, data))
+    return json_response(body, status=201 if created else 200)
 
 
 @requires_token
@@ -136,35 +120,32 @@ async def patch(request: web.Request) -> web.Response:
     current = store.definition(await _existing(request))
     changes = await _body(request)
     if changes.get("id", current["id"]) != current["id"]:
-        raise _error(422, "invalid monitor", errors=[
-            {"field": "id", "message": "a monitor's id cannot change"}])
+        raise invalid("monitor", "id", "a monitor's id cannot change")
     if changes.get("kind", current["kind"]) != current["kind"]:
         current.pop(current["kind"])  # a new kind brings its own settings
-    _, body = await _save(request, _validate(merge_patch(current, changes)))
-    return _json(body)
+    _, body = await _save(request, _validate(request, merge_patch(current, changes)))
+    return json_response(body)
 
 
 @requires_token
 async def remove(request: web.Request) -> web.Response:
-    if not await store.delete(request.app[PG_KEY], request.match_info["monitor_id"]):
-        raise _error(404, f"no monitor {request.match_info['monitor_id']!r}")
+    if not await store.delete(request.app[PG], request.match_info["monitor_id"]):
+        raise json_error(web.HTTPNotFound, f"no monitor {request.match_info['monitor_id']!r}")
     return web.Response(status=204)
 
 
 def _toggle(enabled: bool) -> Handler:
     @requires_token
     async def toggle(request: web.Request) -> web.Response:
-        if not await store.set_enabled(request.app[PG_KEY], request.match_info["monitor_id"],
+        if not await store.set_enabled(request.app[PG], request.match_info["monitor_id"],
                                        enabled):
-            raise _error(404, f"no monitor {request.match_info['monitor_id']!r}")
-        return _json(store.described(await _existing(request)))
+            raise json_error(web.HTTPNotFound, f"no monitor {request.match_info['monitor_id']!r}")
+        return json_response(store.described(await _existing(request)))
 
     return toggle
 
 
-def add_monitor_routes(app: web.Application, pool: asyncpg.Pool) -> None:
-    app[PG_KEY] = pool
-    app[TOKENS] = TokenCheck(pool)
+def add_monitor_routes(app: web.Application) -> None:
     base = "/api/v1/monitors"
     app.router.add_post(base, create)
     app.router.add_get(base, list_monitors)

@@ -32,11 +32,10 @@ from executors.base import (
     ConfigProblem,
     ConnectionSpec,
     Context,
+    Kind,
     down,
     redact,
 )
-
-KIND = "postgres"
 
 SCHEMES = ("postgresql", "postgres")
 ALLOWED_PARAMS = frozenset({"host", "port", "dbname", "database", "user", "password", "sslmode",
@@ -153,3 +152,6 @@ async def check(spec: PostgresSpec, ctx: Context, due: CheckDue) -> Observation:
         obs.phases = phases
         return obs
     return Observation(outcome="up", latency_ms=latency, phases=phases)
+
+
+KIND = Kind("postgres", PostgresSpec, check)

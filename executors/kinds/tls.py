@@ -19,9 +19,7 @@ from cryptography import x509
 from pydantic import Field
 
 from engine.events import CheckDue, Observation
-from executors.base import CLOSE_WAIT_S, Context, Spec, budget_s, down
-
-KIND = "tls"
+from executors.base import CLOSE_WAIT_S, Context, Kind, Spec, budget_s, down
 
 # The handshake gives up within this share of the monitor's timeout, so a server that never
 # completes it ends as a precise `tls` failure instead of the executor's generic `timeout`.
@@ -233,3 +231,6 @@ async def check(spec: TlsSpec, ctx: Context, due: CheckDue) -> Observation:
     except ValueError as exc:
         return down("tls", f"{server_name}: the server's certificate does not parse: {exc}")
     return judge(spec, server_name, cert, (connected - start) * 1000, (done - connected) * 1000)
+
+
+KIND = Kind("tls", TlsSpec, check)

@@ -1,15 +1,17 @@
-"""API tokens: made by `vigil tokens create`, checked on every write to the API."""
+"""API tokens: made by `vigil tokens create`, checked on every request to the monitors API."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 
 import asyncpg
 
+from engine.cache import BoundedCache
+
 PREFIX = "vigil_"
 CACHE_S = 30.0
+CACHE_MAX = 10_000
 
 
 def digest(token: str) -> str:
@@ -41,18 +43,14 @@ class TokenCheck:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self._seen: dict[str, tuple[float, str | None]] = {}
+        self._seen: BoundedCache[str, str | None] = BoundedCache(CACHE_MAX, CACHE_S)
 
     async def name_of(self, token: str) -> str | None:
         key = digest(token)
-        now = time.monotonic()
-        hit = self._seen.get(key)
-        if hit is not None and now - hit[0] < CACHE_S:
-            return hit[1]
+        return await self._seen.get_or_load(key, lambda: self._lookup(key))
+
+    async def _lookup(self, key: str) -> str | None:
         name: str | None = await self.pool.fetchval(
             "UPDATE api_tokens SET last_used_at = now() WHERE token_sha256 = $1 "
             "AND revoked_at IS NULL RETURNING name", key)
-        if len(self._seen) > 10_000:
-            self._seen.clear()
-        self._seen[key] = (now, name)
         return name

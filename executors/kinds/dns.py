@@ -28,9 +28,7 @@ from dns.rdtypes.txtbase import TXTBase
 from pydantic import Field, IPvAnyAddress, ValidationInfo, field_validator
 
 from engine.events import CheckDue, Observation
-from executors.base import Context, Spec, budget_s, down
-
-KIND = "dns"
+from executors.base import Context, Kind, Spec, budget_s, down
 
 RecordType = Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS"]
 # The resolver gives up within this share of the monitor's timeout, so a silent nameserver
@@ -158,3 +156,6 @@ async def check(spec: DnsSpec, ctx: Context, due: CheckDue) -> Observation:
 
 def _since(start: float) -> float:
     return (time.perf_counter() - start) * 1000
+
+
+KIND = Kind("dns", DnsSpec, check)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncpg
 import yaml
 
-from engine import store, tokens
-from engine.monitors import load_path
+from api import tokens
+from engine import store
+from executors.kinds import SCHEMA
 
 
 class CommandError(RuntimeError):
@@ -14,7 +15,7 @@ class CommandError(RuntimeError):
 
 
 async def apply(pool: asyncpg.Pool, path: str, prune: bool, dry_run: bool) -> None:
-    monitors = load_path(path)  # validates everything before anything is written
+    monitors = SCHEMA.load_path(path)  # validates everything before anything is written
     plan = await store.apply(pool, monitors, prune=prune, dry_run=dry_run)
     for line in plan.lines():
         print(line)
@@ -27,9 +28,7 @@ async def apply(pool: asyncpg.Pool, path: str, prune: bool, dry_run: bool) -> No
 
 async def list_monitors(pool: asyncpg.Pool, tag: str | None) -> None:
     rows = await store.list_all(pool, tag)
-    status = {r["monitor_id"]: r["status"] for r in await pool.fetch(
-        "SELECT DISTINCT ON (monitor_id) monitor_id, status FROM monitor_status "
-        "ORDER BY monitor_id, scheduled_ms DESC")}
+    status = await store.latest_status(pool)
     print(f"{'ID':32} {'KIND':9} {'INTERVAL':>9} {'STATE':7} {'SOURCE':6} STATUS")
     for r in rows:
         state = "active" if r["enabled"] else "paused"

@@ -42,10 +42,8 @@ from pydantic import (
 )
 
 from engine.events import CheckDue, Observation
-from executors.base import Context, Spec, down
+from executors.base import Context, Kind, Spec, down
 from executors.httpclient import FetchError, Request, Response, Timings, build_request, fetch
-
-KIND = "http"
 
 BODY_CAP = 64 * 1024
 # Per check in flight: an executor at concurrency C holds at most C times this in bodies.
@@ -438,3 +436,6 @@ async def check(spec: HttpSpec, ctx: Context, due: CheckDue) -> Observation:
         obs.tls_expiry_ms = expiry
     obs.phases = timings.rounded()
     return obs
+
+
+KIND = Kind("http", HttpSpec, check)

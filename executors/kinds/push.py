@@ -1,6 +1,6 @@
 """Push (heartbeat) monitors: the target calls Vigil, and the check asks whether it did.
 
-A job calls `GET|POST /api/v1/push/{token}` (engine.push), which keeps the last heartbeat in
+A job calls `GET|POST /api/v1/push/{token}` (api.push), which keeps the last heartbeat in
 the Redis HASH `keys.heartbeats`: monitor id -> {"at_ms", "status", "message"}. Each check
 then judges the last heartbeat against its own scheduled time, so a redelivered check gives
 the same answer:
@@ -14,22 +14,18 @@ Give a new job its first run before enabling the monitor, or expect one `down` a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
-import orjson
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from engine.durations import parse_duration_ms
 from engine.events import CheckDue, Observation
-from executors.base import Context, Spec, down
-
-KIND = "push"
+from engine.heartbeats import Heartbeat
+from executors.base import Context, Kind, Spec, down
 
 DEFAULT_GRACE_MS = 60_000
 MAX_GRACE_MS = 30 * 86_400_000
-MESSAGE_MAX = 500
-HeartbeatStatus = Literal["up", "down"]
 
 
 class PushSpec(Spec):
@@ -43,9 +39,6 @@ class PushSpec(Spec):
     def _grace(cls, data: Any) -> Any:
         if not isinstance(data, dict) or "grace" not in data:
             return data
-        # Imported here: engine.monitors imports this module to build its monitor models.
-        from engine.monitors import parse_duration_ms
-
         data = dict(data)
         if "grace_ms" in data:
             raise PydanticCustomError("duration", "give `grace` or `grace_ms`, not both")
@@ -54,28 +47,6 @@ class PushSpec(Spec):
         except ValueError as exc:
             raise PydanticCustomError("duration", f"grace: {exc}") from None
         return data
-
-
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
-    """One stored heartbeat; engine.push writes it, `check` reads it."""
-
-    at_ms: int
-    status: HeartbeatStatus = "up"
-    message: str | None = None
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> Heartbeat:
-        data = orjson.loads(raw)
-        status = data.get("status")
-        if not isinstance(data.get("at_ms"), int) or status not in ("up", "down"):
-            raise ValueError(f"malformed heartbeat record {data!r}")
-        message = data.get("message")
-        return cls(at_ms=data["at_ms"], status=status,
-                   message=message if isinstance(message, str) else None)
 
 
 def ago(ms: int) -> str:
@@ -105,3 +76,6 @@ async def check(spec: PushSpec, ctx: Context, due: CheckDue) -> Observation:
         return down("reported_down", f"reported down {ago(age_ms)} ago: "
                                      f"{beat.message or '(no message)'}")
     return Observation(outcome="up")
+
+
+KIND = Kind("push", PushSpec, check)

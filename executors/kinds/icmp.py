@@ -13,9 +13,7 @@ import icmplib
 from pydantic import Field
 
 from engine.events import CheckDue, Observation
-from executors.base import Context, Spec, budget_s, down
-
-KIND = "icmp"
+from executors.base import Context, Kind, Spec, budget_s, down
 
 # Every reply is awaited for at most its share of this part of the monitor's timeout, so a
 # silent host ends as a precise `unreachable` instead of the executor's generic `timeout`.
@@ -82,3 +80,6 @@ async def check(spec: IcmpSpec, ctx: Context, due: CheckDue) -> Observation:
         return Observation(outcome="error", error_kind="icmp",
                            error=f"{type(exc).__name__}: {exc}"[:500])
     return judge(spec, host)
+
+
+KIND = Kind("icmp", IcmpSpec, check)

@@ -1,4 +1,5 @@
-"""`vigil api`: health, current status, uptime and latency from ClickHouse, metrics, status page."""
+"""Open routes: health, current status, uptime and latency from ClickHouse, metrics, the
+status page."""
 
 from __future__ import annotations
 
@@ -6,26 +7,15 @@ import asyncio
 import html
 from typing import Any
 
-import asyncpg
-import redis.asyncio as aioredis
-import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from engine.api_monitors import add_monitor_routes
-from engine.clickhouse import ClickHouse
-from engine.keys import Keys
-from engine.monitors import parse_duration_ms
-from engine.push import add_push_routes
+from api.errors import json_error, json_response
+from api.state import CH, PG, REDIS
+from engine import store
+from engine.durations import parse_duration_ms
 
 MAX_WINDOW_MS = 400 * 86_400_000
-STATUS_SQL = """
-SELECT m.id, m.name, m.kind, m.enabled, m.interval_ms, s.region, s.status, s.since_ms,
-       s.check_id, s.scheduled_ms, s.finished_ms, s.latency_ms, s.status_code, s.error_kind,
-       s.error
-FROM monitors m LEFT JOIN monitor_status s ON s.monitor_id = m.id
-ORDER BY m.id, s.region
-"""
 # Uptime counts the target's answers only: `error` and `expired` are Vigil's own failures.
 UPTIME_SQL = """
 SELECT countIf(outcome IN ('up', 'degraded')) AS up,
@@ -38,11 +28,6 @@ FROM check_results FINAL
 WHERE monitor_id = {monitor_id:String}
   AND scheduled >= now64(3) - toIntervalMillisecond({window_ms:UInt64})
 """
-log = structlog.get_logger(component="api")
-REDIS: web.AppKey[aioredis.Redis] = web.AppKey("redis", aioredis.Redis)
-PG: web.AppKey[asyncpg.Pool] = web.AppKey("pg", asyncpg.Pool)
-CH: web.AppKey[ClickHouse] = web.AppKey("ch", ClickHouse)
-
 
 async def _probe(name: str, coro: Any) -> tuple[str, str]:
     try:
@@ -62,16 +47,12 @@ async def health(request: web.Request) -> web.Response:
     )
     checks = dict(probes)
     ok = all(v == "ok" for v in checks.values())
-    return web.json_response({"status": "ok" if ok else "degraded", "checks": checks},
-                             status=200 if ok else 503)
-
-
-async def _status_rows(pool: asyncpg.Pool) -> list[dict[str, Any]]:
-    return [dict(r) for r in await pool.fetch(STATUS_SQL)]
+    return json_response({"status": "ok" if ok else "degraded", "checks": checks},
+                         status=200 if ok else 503)
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response({"monitors": await _status_rows(request.app[PG])})
+    return json_response({"monitors": await store.status_rows(request.app[PG])})
 
 
 async def uptime(request: web.Request) -> web.Response:
@@ -80,21 +61,17 @@ async def uptime(request: web.Request) -> web.Response:
     try:
         window_ms = parse_duration_ms(window)
     except ValueError as exc:
-        raise web.HTTPUnprocessableEntity(
-            text=f'{{"error": "window: {exc}"}}', content_type="application/json") from None
+        raise json_error(web.HTTPUnprocessableEntity, f"window: {exc}") from None
     if not 0 < window_ms <= MAX_WINDOW_MS:
-        raise web.HTTPUnprocessableEntity(
-            text='{"error": "window: must be between 1ms and 400d"}',
-            content_type="application/json")
-    if await request.app[PG].fetchval("SELECT 1 FROM monitors WHERE id = $1", monitor_id) is None:
-        raise web.HTTPNotFound(text=f'{{"error": "no monitor {monitor_id}"}}',
-                               content_type="application/json")
+        raise json_error(web.HTTPUnprocessableEntity, "window: must be between 1ms and 400d")
+    if not await store.exists(request.app[PG], monitor_id):
+        raise json_error(web.HTTPNotFound, f"no monitor {monitor_id}")
     rows = await request.app[CH].rows(UPTIME_SQL, {"monitor_id": monitor_id,
                                                    "window_ms": window_ms})
     up, down, degraded, errors, expired, q = rows[0]
     answered = up + down
     has_latency = up > 0
-    return web.json_response({
+    return json_response({
         "monitor_id": monitor_id, "window": window, "checks": answered + errors + expired,
         "up": up, "down": down, "degraded": degraded, "errors": errors, "expired": expired,
         "uptime_percent": round(100 * up / answered, 4) if answered else None,
@@ -117,7 +94,7 @@ def _row_html(r: dict[str, Any]) -> str:
 
 
 async def status_page(request: web.Request) -> web.Response:
-    rows = "".join(_row_html(r) for r in await _status_rows(request.app[PG]))
+    rows = "".join(_row_html(r) for r in await store.status_rows(request.app[PG]))
     page = ("<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=10>"
             f"<title>Vigil status</title><style>{_CSS}</style><h1>Vigil status</h1>"
             "<table><tr><th>id</th><th>name</th><th>kind</th><th>region</th><th>status</th>"
@@ -131,38 +108,9 @@ _CSS = ("body{font-family:system-ui,sans-serif;margin:2rem}table{border-collapse
         ".degraded td:nth-child(5){color:#b60}")
 
 
-def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse,
-             keys: Keys | None = None) -> web.Application:
-    # Bodies are monitor definitions: small; a cap keeps a client from holding memory.
-    app = web.Application(client_max_size=256 * 1024)
-    app[REDIS] = r
-    app[PG] = pool
-    app[CH] = ch
+def add_status_routes(app: web.Application) -> None:
     app.router.add_get("/", status_page)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/api/v1/monitors/{monitor_id}/uptime", uptime)
-    add_monitor_routes(app, pool)
-    add_push_routes(app, r, pool, keys or Keys())
-    return app
-
-
-class Api:
-    name = "api"
-
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
-        self.app = app
-        self.host = host
-        self.port = port
-
-    async def run(self, stop: asyncio.Event) -> None:
-        runner = web.AppRunner(self.app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
-        await site.start()
-        log.info("api listening", url=f"http://{self.host}:{self.port}")
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()

@@ -33,11 +33,10 @@ from executors.base import (
     ConfigProblem,
     ConnectionSpec,
     Context,
+    Kind,
     down,
     redact,
 )
-
-KIND = "redis"
 
 SCHEMES = ("redis", "rediss", "unix")
 ALLOWED_PARAMS = frozenset({"db", "username", "password"})
@@ -138,3 +137,6 @@ async def check(spec: RedisSpec, ctx: Context, due: CheckDue) -> Observation:
         return obs
     finally:
         await _close(conn)
+
+
+KIND = Kind("redis", RedisSpec, check)

@@ -12,16 +12,16 @@ import asyncpg
 import structlog
 import uvloop
 
-from engine import admin
 from engine import logging as vlogging
-from engine.admin import CommandError
 from engine.clickhouse import ClickHouse
 from engine.connections import postgres_pool
-from engine.embedded import Embedded, EmbeddedError
 from engine.migrate import MigrationError, migrate
 from engine.monitors import SpecError
-from engine.roles import ROLES, run_roles
 from engine.settings import Settings, SettingsError
+from vigil import admin
+from vigil.admin import CommandError
+from vigil.embedded import Embedded, EmbeddedError
+from vigil.roles import ROLES, run_roles
 
 log = structlog.get_logger(component="cli")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "monitors.yaml"

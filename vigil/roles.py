@@ -13,13 +13,14 @@ from contextlib import AsyncExitStack
 import asyncpg
 import structlog
 
+from api.app import Api, make_app
 from engine import metrics
-from engine.api import Api, make_app
 from engine.clickhouse import ClickHouse
 from engine.connections import postgres_pool, redis_client
 from engine.keys import Keys
 from engine.service import Service, install_stop_signals, run_all
 from engine.settings import Settings
+from executors.kinds import SCHEMA
 from executors.service import Executor
 from scheduler.service import Scheduler
 from sinks.clickhouse import ClickHouseSink
@@ -62,5 +63,5 @@ async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1
             else:
                 assert pool is not None
                 assert ch is not None
-                services.append(Api(make_app(r, pool, ch, keys), host, port))
+                services.append(Api(make_app(r, pool, ch, keys, SCHEMA), host, port))
         await run_all(services, stop)

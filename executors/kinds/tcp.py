@@ -24,9 +24,7 @@ from pydantic import (
 )
 
 from engine.events import CheckDue, Observation
-from executors.base import CLOSE_WAIT_S, Context, Spec, budget_s, down
-
-KIND = "tcp"
+from executors.base import CLOSE_WAIT_S, Context, Kind, Spec, budget_s, down
 
 READ_CAP = 4096
 SHOWN = 120
@@ -149,3 +147,6 @@ async def check(spec: TcpSpec, ctx: Context, due: CheckDue) -> Observation:
     if why != "match":
         return _mismatch(spec, seen, why, connect_ms, read_s, latency)
     return Observation(outcome="up", latency_ms=latency, phases={"connect": connect_ms})
+
+
+KIND = Kind("tcp", TcpSpec, check)

@@ -1,0 +1,60 @@
+"""`vigil api`: the application (open status routes, the monitors API, the push endpoint) and
+the service that serves it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+
+from api import state
+from api.errors import json_errors
+from api.monitors import add_monitor_routes
+from api.push import add_push_routes
+from api.status import add_status_routes
+from api.tokens import TokenCheck
+from engine.clickhouse import ClickHouse
+from engine.keys import Keys
+from engine.monitors import MonitorSchema
+
+# Bodies are monitor definitions: small; a cap keeps a client from holding memory.
+CLIENT_MAX_SIZE = 256 * 1024
+log = structlog.get_logger(component="api")
+
+
+def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse, keys: Keys,
+             schema: MonitorSchema) -> web.Application:
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[json_errors])
+    app[state.REDIS] = r
+    app[state.PG] = pool
+    app[state.CH] = ch
+    app[state.KEYS] = keys
+    app[state.SCHEMA] = schema
+    app[state.TOKENS] = TokenCheck(pool)
+    add_status_routes(app)
+    add_monitor_routes(app)
+    add_push_routes(app)
+    return app
+
+
+class Api:
+    name = "api"
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+
+    async def run(self, stop: asyncio.Event) -> None:
+        runner = web.AppRunner(self.app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        await site.start()
+        log.info("api listening", url=f"http://{self.host}:{self.port}")
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()

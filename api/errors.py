@@ -1,0 +1,45 @@
+"""JSON bodies for every answer of the API, errors included: built by orjson, never by
+f-strings around user input, so a path or a query value with a quote still gives valid JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def json_error(status: Callable[..., web.HTTPException], message: str,
+               **extra: Any) -> web.HTTPException:
+    """An HTTP error to raise, with the body `{"error": message, ...extra}`; `status` is an
+    aiohttp HTTPException class (or a partial of one that needs more arguments)."""
+    return status(text=orjson.dumps({"error": message, **extra}).decode(),
+                  content_type="application/json")
+
+
+def invalid(what: str, field: str, message: str) -> web.HTTPException:
+    """A 422 naming the field: `{"error": "invalid monitor", "errors": [{"field", "message"}]}`."""
+    return json_error(web.HTTPUnprocessableEntity, f"invalid {what}",
+                      errors=[{"field": field, "message": message}])
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own errors (no such route, method not allowed, body too large) as JSON too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        # Kept: what the error says beyond its body (Allow on a 405, for one).
+        headers = {k: v for k, v in exc.headers.items()
+                   if k.lower() not in ("content-type", "content-length")}
+        return web.Response(status=exc.status, headers=headers, content_type="application/json",
+                            body=orjson.dumps({"error": exc.reason}))
