@@ -51,14 +51,23 @@ class Context:
     resolver: Resolver = field(default_factory=Resolver)
 
 
+def _as_is(spec: Any) -> Any:
+    return spec
+
+
 @dataclass(frozen=True, slots=True)
 class Kind:
     """One check kind, declared once in its module; the kinds registry and the monitor
-    definition are built from these declarations (executors.kinds)."""
+    definition are built from these declarations (executors.kinds).
+
+    `prepare` turns a validated spec into what `check` receives, once per spec version on an
+    executor (request bytes, compiled patterns), never when the API or `monitors apply` only
+    validate a definition; by default `check` gets the spec itself."""
 
     name: str
     spec: type[BaseModel]
     check: Callable[[Any, Context, CheckDue], Awaitable[Observation]]
+    prepare: Callable[[Any], Any] = _as_is
 
 
 def down(kind: str, message: str, latency_ms: float | None = None) -> Observation:

@@ -1,11 +1,12 @@
-"""Runs one check of any kind: the kind's spec model, parsed once per spec version."""
+"""Runs one check of any kind: the kind's spec, parsed and prepared once per spec version."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from engine.cache import MISS, BoundedCache
 from engine.events import CheckDue, Observation
 from executors.base import Context, Kind
 from executors.kinds import KINDS
@@ -20,7 +21,9 @@ class SpecInvalid(ValueError):
 class Checker:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._specs: dict[tuple[str, int], tuple[Kind, BaseModel]] = {}
+        # (monitor id, spec version) -> the kind and its prepared spec.
+        self._prepared: BoundedCache[tuple[str, int], tuple[Kind, Any]] = BoundedCache(
+            SPEC_CACHE_MAX)
 
     async def start(self) -> None:
         """Nothing to open: checks connect afresh and the resolver fills on demand."""
@@ -28,25 +31,25 @@ class Checker:
     async def close(self) -> None:
         self.ctx.resolver.close()
 
-    def spec(self, monitor_id: str, version: int, raw: dict[str, Any]) -> tuple[Kind, BaseModel]:
+    def prepared(self, monitor_id: str, version: int, raw: dict[str, Any]) -> tuple[Kind, Any]:
+        """The kind and its prepared spec, parsed and prepared once per spec version."""
         key = (monitor_id, version)
-        cached = self._specs.get(key)
-        if cached is not None:
-            return cached
+        hit = self._prepared.get(key)
+        if hit is not MISS:
+            return hit
         name = str(raw.get("kind"))
         kind = KINDS.get(name)
         if kind is None:
             raise SpecInvalid(f"unknown check kind {name!r}")
         try:
-            parsed = (kind, kind.spec.model_validate(raw.get(name)))
+            spec = kind.spec.model_validate(raw.get(name))
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
             raise SpecInvalid(f"{name}.{where}: {err['msg']}") from None
-        if len(self._specs) >= SPEC_CACHE_MAX:
-            self._specs.clear()
-        self._specs[key] = parsed
-        return parsed
+        entry = (kind, kind.prepare(spec))
+        self._prepared.put(key, entry)
+        return entry
 
-    async def run(self, kind: Kind, spec: BaseModel, due: CheckDue) -> Observation:
-        return await kind.check(spec, self.ctx, due)
+    async def run(self, kind: Kind, prepared: Any, due: CheckDue) -> Observation:
+        return await kind.check(prepared, self.ctx, due)

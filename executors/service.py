@@ -100,7 +100,7 @@ class Executor:
 
     async def _observe(self, due: CheckDue) -> Observation:
         try:
-            kind, spec = self.checker.spec(due.monitor_id, due.spec_version, due.spec)
+            kind, prepared = self.checker.prepared(due.monitor_id, due.spec_version, due.spec)
         except SpecInvalid as exc:
             return Observation(outcome="error", error_kind="spec", error=str(exc))
         timeout_ms = min(int(due.spec.get("timeout_ms", self.settings.max_timeout_ms)),
@@ -109,7 +109,7 @@ class Executor:
         due.spec["timeout_ms"] = timeout_ms
         try:
             async with asyncio.timeout(timeout_ms / 1000):
-                return await self.checker.run(kind, spec, due)
+                return await self.checker.run(kind, prepared, due)
         except TimeoutError:
             return Observation(outcome="down", error_kind="timeout",
                                error=f"no answer within {timeout_ms} ms", latency_ms=timeout_ms)

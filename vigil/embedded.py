@@ -2,7 +2,8 @@
 all under one data directory.
 
 Each part is replaced by a real server when its URL is given. The redis-server child gets
-PR_SET_PDEATHSIG, so it dies with this process even on SIGKILL; Postgres is stopped with
+PR_SET_PDEATHSIG, so it dies with this process even on SIGKILL, and keeps an AOF with fsync
+every second (a crash loses at most a second of schedule and stream); Postgres is stopped with
 pg_ctl on exit, and a later `vigil up` on the same directory reuses a server left running.
 """
 
@@ -15,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,40 +50,63 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-class EmbeddedRedis:
-    def __init__(self, data_dir: Path) -> None:
-        self.dir = data_dir / "redis"
-        self.socket = self.dir / "redis.sock"
+class RedisServer:
+    """A redis-server child process: the embedded default of `vigil up`, and the one server
+    tests and benchmarks start. On a unix socket (`port=None`, mode 700) or a 127.0.0.1 port;
+    with AOF (fsync every second) or no persistence; optionally with a password. The child
+    dies with this process (PR_SET_PDEATHSIG), even on SIGKILL, and runs in its own session,
+    so a Ctrl-C at the terminal reaches Vigil, which drains, then stops it."""
+
+    def __init__(self, workdir: Path, *, port: int | None = None, aof: bool = False,
+                 password: str | None = None, binary: str | None = None,
+                 extra_args: Sequence[str] = ()) -> None:
+        self.dir = workdir
+        self.port = port
+        self.socket = workdir / "redis.sock"
+        self.password = password
+        self.log_file = workdir / "redis.log"
+        where = ["--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700"] \
+            if port is None else ["--port", str(port), "--bind", "127.0.0.1"]
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if aof \
+            else ["--appendonly", "no"]
+        self.args = [binary or redis_server_binary(), *where, *persistence, "--save", "",
+                     "--dir", str(workdir), "--daemonize", "no", "--logfile", str(self.log_file),
+                     *(["--requirepass", password] if password else []), *extra_args]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"unix://{self.socket}"
+        auth = f":{self.password}@" if self.password else ""
+        if self.port is None:
+            return f"unix://{auth}{self.socket}"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self) -> str:
+    def _client(self) -> redis.Redis:
+        if self.port is None:
+            return redis.Redis(unix_socket_path=str(self.socket), password=self.password)
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
+
+    def start(self, timeout_s: float = 10) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
-        # AOF with fsync every second: a crash loses at most a second of schedule and stream.
-        args = [redis_server_binary(), "--port", "0", "--unixsocket", str(self.socket),
-                "--unixsocketperm", "700", "--dir", str(self.dir), "--appendonly", "yes",
-                "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
-                "--logfile", str(self.dir / "redis.log")]
-        # Its own session: a Ctrl-C at the terminal reaches Vigil, which drains, then stops it.
-        self.proc = subprocess.Popen(args, preexec_fn=_die_with_parent, start_new_session=True,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(unix_socket_path=str(self.socket))
-        deadline = time.monotonic() + 10
+        self.proc = subprocess.Popen(self.args, preexec_fn=_die_with_parent,
+                                     start_new_session=True, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        client = self._client()
+        deadline = time.monotonic() + timeout_s
         while True:
             try:
                 client.ping()
                 break
             except (redis.ConnectionError, FileNotFoundError):
                 if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
                     raise EmbeddedError(
-                        f"redis-server did not start; see {self.dir}/redis.log") from None
+                        f"redis-server did not start; see {self.log_file}") from None
                 time.sleep(0.05)
             finally:
                 client.close()
-        log.info("embedded redis started", pid=self.proc.pid, socket=str(self.socket))
+        log.info("redis-server started", pid=self.proc.pid, url=self.url.replace(
+            f":{self.password}@", ":***@") if self.password else self.url)
         return self.url
 
     def stop(self) -> None:
@@ -117,7 +142,7 @@ class Embedded:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir.resolve()
-        self.redis = EmbeddedRedis(self.data_dir)
+        self.redis = RedisServer(self.data_dir / "redis", aof=True)
         self.postgres = EmbeddedPostgres(self.data_dir)
 
     async def start(self, redis_url: str | None, postgres_dsn: str | None,

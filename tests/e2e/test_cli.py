@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import vigil_env
+from tests.support.helpers import vigil_env
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP, STATUS_GROUP
-from tests.conftest import free_port, vigil_env, wait_for
+from tests.support.helpers import free_port, vigil_env, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 UP, DOWN, CLOSED, SLOW = 8, 4, 2, 4

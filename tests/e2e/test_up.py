@@ -13,7 +13,7 @@ import aiohttp
 import psutil
 import pytest
 
-from tests.conftest import free_port, vigil_env, wait_for
+from tests.support.helpers import free_port, vigil_env, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

@@ -11,8 +11,8 @@ from api.app import make_app
 from engine.keys import Keys
 from executors.kinds import SCHEMA
 from sinks.clickhouse import COLUMNS, row
-from tests.conftest import store_monitors
 from tests.integration.test_sinks import result
+from tests.support.helpers import store_monitors
 
 
 @pytest.fixture

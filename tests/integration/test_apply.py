@@ -6,7 +6,7 @@ import json
 
 from engine import store
 from executors.kinds import SCHEMA
-from tests.conftest import store_monitors
+from tests.support.helpers import store_monitors
 
 
 def tcp(mid: str, port: int = 9, **kw) -> dict:

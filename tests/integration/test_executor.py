@@ -12,7 +12,7 @@ from engine.keys import EXECUTOR_GROUP
 from engine.settings import Settings
 from engine.streams import ensure_group
 from executors.service import Executor
-from tests.conftest import wait_for
+from tests.support.helpers import wait_for
 
 SETTINGS = Settings(max_timeout_ms=1_000, claim_grace_ms=200, instance_id="exec-a",
                     max_deliveries=2)

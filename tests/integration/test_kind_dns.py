@@ -13,8 +13,8 @@ from engine.monitors import SpecError
 from engine.settings import Settings
 from executors.base import Context
 from executors.kinds import SCHEMA, dns
-from tests.integration.dns_server import DnsServer, SilentServer
-from tests.integration.kind_executor import check_due, observe, run_checks
+from tests.support.dns_server import DnsServer, SilentServer
+from tests.support.kind_executor import check_due, observe, run_checks
 
 
 @pytest.fixture(scope="module")

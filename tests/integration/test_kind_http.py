@@ -24,8 +24,8 @@ from executors.base import Context
 from executors.kinds import SCHEMA, http
 from executors.kinds.http import HttpSpec, json_equal, status_range
 from executors.resolver import Resolver
-from tests.conftest import free_port, serve_app
-from tests.hostile import (
+from tests.support.helpers import free_port
+from tests.support.hostile import (
     Certs,
     RawServer,
     answer,
@@ -36,7 +36,8 @@ from tests.hostile import (
     make_certs,
     silent,
 )
-from tests.integration.kind_executor import check_due, run_checks
+from tests.support.kind_executor import check_due, run_checks
+from tests.support.servers import serve_app
 
 pytestmark = pytest.mark.timeout(60)
 

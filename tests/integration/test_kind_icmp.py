@@ -16,7 +16,7 @@ from engine.monitors import SpecError
 from engine.settings import Settings
 from executors.base import Context
 from executors.kinds import SCHEMA, icmp
-from tests.integration.kind_executor import check_due, observe, run_checks
+from tests.support.kind_executor import check_due, observe, run_checks
 
 
 async def run(ctx: Context, spec: dict[str, Any], timeout_ms: int = 2_000) -> Observation:

@@ -22,7 +22,8 @@ from engine.streams import ensure_group
 from executors.base import Context
 from executors.kinds import SCHEMA, postgres_probe, redis_probe
 from executors.service import Executor
-from tests.conftest import free_port, redis_server, wait_for
+from tests.support.helpers import free_port, wait_for
+from tests.support.servers import redis_server
 
 ROLE = "vigil_probe_pw"
 PASSWORD = "correct-h0rse-battery"

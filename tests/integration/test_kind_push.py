@@ -20,8 +20,8 @@ from engine.monitors import SpecError
 from engine.settings import Settings
 from executors.base import Context
 from executors.kinds import SCHEMA, push
-from tests.conftest import store_monitors
-from tests.integration.kind_executor import run_checks
+from tests.support.helpers import store_monitors
+from tests.support.kind_executor import run_checks
 
 INTERVAL_MS = 3_600_000
 GRACE_MS = 600_000

@@ -21,8 +21,8 @@ from engine.streams import ensure_group
 from executors.base import Context
 from executors.kinds import SCHEMA, tcp
 from executors.service import Executor
-from tests.conftest import free_port, wait_for
-from tests.integration.kind_executor import check_due, run_checks
+from tests.support.helpers import free_port, wait_for
+from tests.support.kind_executor import check_due, run_checks
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 BANNER = b"220 mail.example.test ESMTP ready\r\n"

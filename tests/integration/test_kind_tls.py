@@ -23,8 +23,8 @@ from engine.monitors import SpecError
 from engine.settings import Settings
 from executors.base import Context
 from executors.kinds import SCHEMA, tls
-from tests.conftest import free_port
-from tests.integration.kind_executor import check_due, observe, run_checks
+from tests.support.helpers import free_port
+from tests.support.kind_executor import check_due, observe, run_checks
 
 NAME = "vigil.test"
 NOW = datetime.now(UTC)

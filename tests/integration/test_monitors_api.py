@@ -14,7 +14,7 @@ from engine.events import CheckDue
 from engine.keys import Keys
 from executors.kinds import SCHEMA
 from scheduler.service import Scheduler
-from tests.conftest import wait_for
+from tests.support.helpers import wait_for
 
 WEB = {"id": "web", "kind": "http", "interval": "1s", "timeout": "500ms", "tags": ["shop"],
        "http": {"url": "http://127.0.0.1:9/a"}}

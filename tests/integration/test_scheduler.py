@@ -15,7 +15,7 @@ from scheduler.plan import compile_plan
 from scheduler.schedule import first_due, next_slot
 from scheduler.service import Dispatcher, Scheduler
 from scheduler.sync import MonitorSync
-from tests.conftest import store_monitors, wait_for
+from tests.support.helpers import store_monitors, wait_for
 
 
 def plan_row(mid: str, interval_ms: int, regions: tuple[str, ...] = ("default",),

@@ -10,7 +10,7 @@ from engine.settings import Settings
 from engine.streams import ensure_group, safe_trim
 from sinks.clickhouse import ClickHouseSink
 from sinks.status import StatusSink
-from tests.conftest import wait_for
+from tests.support.helpers import wait_for
 
 SETTINGS = Settings(sink_batch_size=100, sink_flush_ms=50, max_timeout_ms=200,
                     claim_grace_ms=100, instance_id="sink-a")

@@ -16,7 +16,7 @@ from engine.streams import ensure_group
 from executors.base import Context
 from executors.kinds import KINDS
 from executors.service import Executor
-from tests.conftest import wait_for
+from tests.support.helpers import wait_for
 
 
 def check_due(monitor_id: str, kind: str, spec: dict[str, Any], *, timeout_ms: int,
@@ -33,7 +33,8 @@ async def observe(ctx: Context, kind: str, spec: dict[str, Any], timeout_ms: int
     """One check of `kind` as the executor runs it: the parsed spec, and a check.due carrying
     the timeout the kind budgets from."""
     due = check_due(f"{kind}-check", kind, spec, timeout_ms=timeout_ms)
-    return await KINDS[kind].check(KINDS[kind].spec.model_validate(spec), ctx, due)
+    declared = KINDS[kind]
+    return await declared.check(declared.prepare(declared.spec.model_validate(spec)), ctx, due)
 
 
 async def run_checks(r: aioredis.Redis, keys: Keys, dues: list[CheckDue],

@@ -1,0 +1,51 @@
+"""Small helpers every kind of test uses: free ports, bounded waits, process environments."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+
+from engine import store
+from engine.monitors import MonitorBase
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_for(predicate: Callable[[], Awaitable[object]], timeout: float = 10.0,
+                   every: float = 0.05) -> None:
+    """Poll an async predicate until true; fail with the timeout otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(every)
+
+
+async def store_monitors(pool: asyncpg.Pool, monitors: list[MonitorBase], source: str) -> None:
+    """Store monitors as `apply` (source "file") or the API (source "api") would."""
+    async with pool.acquire() as conn, conn.transaction():
+        for monitor in monitors:
+            await store.upsert(conn, monitor, source)
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def vigil_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any VIGIL_ variable, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env.update(extra)
+    return env
