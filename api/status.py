@@ -14,6 +14,7 @@ from api.errors import json_error, json_response
 from api.state import CH, PG, REDIS
 from engine import store
 from engine.durations import parse_duration_ms
+from engine.text import clip
 
 MAX_WINDOW_MS = 400 * 86_400_000
 # Uptime counts the target's answers only: `error` and `expired` are Vigil's own failures.
@@ -35,7 +36,7 @@ async def _probe(name: str, coro: Any) -> tuple[str, str]:
             await coro
         return name, "ok"
     except Exception as exc:
-        return name, f"error: {exc!r}"[:300]
+        return name, clip(f"error: {exc!r}")
 
 
 async def health(request: web.Request) -> web.Response:

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import orjson
 
+from engine.text import clip
+
 VERSION = 1
 CHECK_DUE = "check.due"
 CHECK_RESULT = "check.result"
@@ -118,6 +120,9 @@ class CheckResult(Observation):
     def of(cls, due: CheckDue, obs: Observation, *, started_ms: int, finished_ms: int,
            executor: str, deliveries: int) -> CheckResult:
         seen = {f.name: getattr(obs, f.name) for f in fields(Observation)}
+        # The one place every error text passes through: its bound is kept here.
+        if obs.error is not None:
+            seen["error"] = clip(obs.error)
         return cls(check_id=due.check_id, monitor_id=due.monitor_id, region=due.region,
                    scheduled_ms=due.scheduled_ms, started_ms=started_ms, finished_ms=finished_ms,
                    executor=executor, deliveries=deliveries, **seen)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from engine.text import redact
+
 # Regions and shards become parts of Redis key names (and a shard, a cluster hash tag).
 NAME_PATTERN = r"[A-Za-z0-9_-]{1,32}"
 
@@ -56,8 +58,7 @@ def check_url(name: str, value: str, schemes: tuple[str, ...]) -> str:
     scheme = value.split("://", 1)[0] if "://" in value else ""
     if scheme not in schemes:
         # A password must not reach the logs through the error message.
-        shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", value)
-        raise SettingsError(f"{name}={shown!r}: expected a URL starting with one of "
+        raise SettingsError(f"{name}={redact(value, value)!r}: expected a URL starting with one of "
                             + ", ".join(f"{s}://" for s in schemes))
     return value
 

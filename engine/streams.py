@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from engine.text import clip
+
 Fields = dict[bytes, bytes]
 Entry = tuple[bytes, Fields]
+# Every entry of every stream carries its event (engine.events) in this one field; the Lua
+# scripts are handed the name rather than spelling it.
+EVENT_FIELD = b"e"
 DEADLETTER_MAXLEN = 100_000
+REASON_MAX = 1_000
+DEAD_LETTER_LUA = resources.files("engine").joinpath("deadletter.lua").read_text()
+
+
+def event_of(fields: Fields | None) -> bytes:
+    """The event an entry carries (b"" for an entry without one: it fails to decode)."""
+    return (fields or {}).get(EVENT_FIELD, b"")
 
 
 async def ensure_group(r: aioredis.Redis, stream: str, group: str) -> None:
@@ -86,12 +98,19 @@ class Consumer:
         return [Claimed(eid, fields, deliveries.get(eid, 1)) for eid, fields in entries]
 
 
-async def dead_letter(r: aioredis.Redis, deadletter: str, stream: str, entry_id: bytes,
-                      fields: Fields | None, reason: str) -> None:
-    await r.xadd(deadletter, {
-        b"stream": stream, b"id": entry_id, b"reason": reason[:1000],
-        b"payload": (fields or {}).get(b"e", b""), b"at": str(int(time.time() * 1000)),
-    }, maxlen=DEADLETTER_MAXLEN, approximate=True)
+class DeadLetters:
+    """The dead-letter stream: entries that could not be processed, kept with the stream and
+    id they came from, the reason and their event, in the one shape of DEAD_LETTER_LUA (which
+    executors/complete.lua shares, to dead-letter in the same step as its XACK)."""
+
+    def __init__(self, r: aioredis.Redis, key: str) -> None:
+        self.key = key
+        self._script = r.register_script(
+            DEAD_LETTER_LUA + "dead_letter(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])")
+
+    async def add(self, stream: str, entry_id: bytes, payload: bytes, reason: str) -> None:
+        await self._script(keys=[self.key], args=[DEADLETTER_MAXLEN, stream, entry_id,
+                                                  clip(reason, REASON_MAX), payload])
 
 
 async def safe_trim(r: aioredis.Redis, stream: str) -> int:

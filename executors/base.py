@@ -16,7 +16,6 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from pydantic import (
@@ -70,9 +69,16 @@ class Kind:
     prepare: Callable[[Any], Any] = _as_is
 
 
+def failed(kind: str, message: str) -> Observation:
+    """An `error`: the check could not be made (its configuration on this executor, a
+    permission), which says nothing about the target."""
+    return Observation(outcome="error", error_kind=kind, error=message)
+
+
 def down(kind: str, message: str, latency_ms: float | None = None) -> Observation:
-    """A failed check: `kind` is the precise error kind (dns, connect, tls, status ...)."""
-    return Observation(outcome="down", error_kind=kind, error=message[:500], latency_ms=latency_ms)
+    """A failed check: `kind` is the precise error kind (dns, connect, tls, status ...); the
+    message is cut to its bound where every result is made (CheckResult.of)."""
+    return Observation(outcome="down", error_kind=kind, error=message, latency_ms=latency_ms)
 
 
 class Spec(BaseModel):
@@ -93,15 +99,10 @@ ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 CLOSE_WAIT_S = 1.0
 
 
-def redact(text: str, url: str) -> str:
-    """`text` without the connection URL or any password in it (userinfo or `password=`)."""
-    parts = urlsplit(url)
-    secrets = [url, *(v for k, v in parse_qsl(parts.query) if k == "password")]
-    if parts.password:
-        secrets += [parts.password, unquote(parts.password)]
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+def os_reason(exc: OSError) -> str:
+    """Why a socket call failed, in the errno's words: asyncio words a refusal as "Connect call
+    failed (addr)" and uvloop as the errno text; the errno reads the same on both loops."""
+    return os.strerror(exc.errno) if exc.errno else (str(exc) or type(exc).__name__)
 
 
 class ConnectionSpec(Spec):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import ssl
 import time
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 
 import httptools
 
+from executors.base import os_reason
 from executors.resolver import Address, ResolveError, Resolver
 
 MAX_HEAD = 64 * 1024
@@ -233,12 +233,6 @@ class _ResponseReader(asyncio.Protocol):
                        if exc is None else f"connection reset mid-response ({exc})")
 
 
-def _describe(exc: OSError) -> str:
-    # asyncio words refusals as "Connect call failed (...)", uvloop as the errno text:
-    # the errno text reads the same on both loops.
-    return os.strerror(exc.errno) if exc.errno else (str(exc) or type(exc).__name__)
-
-
 async def _connect(reader: _ResponseReader, addresses: list[Address],
                    port: int) -> asyncio.Transport:
     loop = asyncio.get_running_loop()
@@ -247,7 +241,7 @@ async def _connect(reader: _ResponseReader, addresses: list[Address],
         try:
             transport, _ = await loop.create_connection(lambda: reader, ip, port, family=family)
         except OSError as exc:
-            failures.append(f"{ip} port {port}: {_describe(exc)}")
+            failures.append(f"{ip} port {port}: {os_reason(exc)}")
             continue
         return transport
     raise FetchError("connect", "; ".join(failures) or "no address to connect to")
@@ -263,7 +257,7 @@ async def _handshake(transport: asyncio.Transport, reader: _ResponseReader,
     except ssl.SSLError as exc:
         raise FetchError("tls", f"handshake failed: {exc.reason or exc}") from None
     except OSError as exc:
-        reason = _describe(exc) if exc.errno != errno.EPIPE else "connection closed"
+        reason = os_reason(exc) if exc.errno != errno.EPIPE else "connection closed"
         raise FetchError("tls", f"handshake failed: {reason}") from None
     if tls is None:
         raise FetchError("tls", "handshake failed: connection closed")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-import time
+
+from engine.cache import MISS, BoundedCache
 
 TTL_S = 10.0
 MAX_ENTRIES = 10_000
@@ -32,22 +33,20 @@ def _literal(host: str) -> list[Address] | None:
 
 class Resolver:
     def __init__(self, ttl_s: float = TTL_S, max_entries: int = MAX_ENTRIES) -> None:
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._cache: dict[tuple[str, int], tuple[float, list[Address]]] = {}
+        self._cache: BoundedCache[tuple[str, int], list[Address]] = BoundedCache(max_entries,
+                                                                                  ttl_s)
         self._pending: dict[tuple[str, int], asyncio.Task[list[Address]]] = {}
 
     async def resolve(self, host: str, port: int) -> tuple[list[Address], bool]:
         """The addresses of `host`, and whether this call waited for a lookup (False when the
         answer came from the cache or `host` is an IP literal: its "dns" phase is 0)."""
-        key = (host, port)
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1], False
         literal = _literal(host)
         if literal is not None:
-            self._store(key, literal, float("inf"))
             return literal, False
+        key = (host, port)
+        hit = self._cache.get(key)
+        if hit is not MISS:
+            return hit, False
         task = self._pending.get(key)
         if task is None:
             task = asyncio.create_task(self._lookup(host, port))
@@ -68,13 +67,8 @@ class Resolver:
         found = list(dict.fromkeys((int(family), str(addr[0])) for family, _, _, _, addr in infos))
         if not found:
             raise ResolveError(f"{host}: no address")
-        self._store((host, port), found, time.monotonic() + self.ttl_s)
+        self._cache.put((host, port), found)
         return found
-
-    def _store(self, key: tuple[str, int], addresses: list[Address], expires: float) -> None:
-        if len(self._cache) >= self.max_entries:
-            self._cache.clear()  # crude but bounded; refilling costs one lookup per host
-        self._cache[key] = (expires, addresses)
 
     def _forget(self, key: tuple[str, int], task: asyncio.Task[list[Address]]) -> None:
         self._pending.pop(key, None)

@@ -22,8 +22,18 @@ from engine.events import BadEvent, CheckDue, CheckResult, Observation
 from engine.keys import EXECUTOR_GROUP, RESULT_GROUPS, Keys
 from engine.service import every
 from engine.settings import Settings
-from engine.streams import DEADLETTER_MAXLEN, Consumer, Fields, dead_letter, ensure_group, safe_trim
-from executors.base import Context
+from engine.streams import (
+    DEAD_LETTER_LUA,
+    DEADLETTER_MAXLEN,
+    EVENT_FIELD,
+    Consumer,
+    DeadLetters,
+    Fields,
+    ensure_group,
+    event_of,
+    safe_trim,
+)
+from executors.base import Context, failed
 from executors.checker import Checker, SpecInvalid
 
 READ_BLOCK_MS = 1_000
@@ -32,7 +42,7 @@ FLUSH_EVERY_S = 0.01
 TRIM_EVERY_S = 10.0
 REPORT_EVERY_S = 10.0
 METRICS_EVERY_S = 1.0
-_SCRIPT = Path(__file__).with_name("complete.lua").read_text()
+_SCRIPT = DEAD_LETTER_LUA + Path(__file__).with_name("complete.lua").read_text()
 log = structlog.get_logger(component="executor")
 
 
@@ -50,10 +60,12 @@ class Executor:
         self.stream = keys.checks(settings.region)
         self.consumer = Consumer(r, self.stream, EXECUTOR_GROUP, settings.instance_id)
         self.checker = Checker(Context(r, keys))
+        self.deadletters = DeadLetters(r, keys.deadletter)
         self._complete = r.register_script(_SCRIPT)
         self._inflight: set[asyncio.Task[None]] = set()
         self._slot_free = asyncio.Event()
-        self._done: list[tuple[bytes, bytes, str]] = []
+        # (entry id, result, dead-letter reason or "", the entry's event when dead-lettered)
+        self._done: list[tuple[bytes, bytes, str, bytes]] = []
         self._done_ready = asyncio.Event()
         # Outcomes since the last metrics update (every second) and since the last log line.
         self._tally: Counter[str] = Counter()
@@ -76,16 +88,16 @@ class Executor:
 
     async def _handle(self, entry_id: bytes, fields: Fields, deliveries: int) -> None:
         try:
-            due = CheckDue.from_json(fields.get(b"e", b""))
+            due = CheckDue.from_json(event_of(fields))
         except BadEvent as exc:
             # Not a check we can account for: keep a copy, acknowledge, go on.
             log.error("bad check event dead-lettered", entry_id=entry_id.decode(), error=str(exc))
-            await dead_letter(self.r, self.keys.deadletter, self.stream, entry_id, fields, str(exc))
+            await self.deadletters.add(self.stream, entry_id, event_of(fields), str(exc))
             await self.consumer.ack(entry_id)
             metrics.DEAD_LETTERS.labels(self.stream).inc()
             return
         result = await self._run(due, deliveries)
-        self._emit(entry_id, result, "")
+        self._emit(entry_id, result)
 
     async def _run(self, due: CheckDue, deliveries: int) -> CheckResult:
         started = now_ms()
@@ -102,7 +114,7 @@ class Executor:
         try:
             kind, prepared = self.checker.prepared(due.monitor_id, due.spec_version, due.spec)
         except SpecInvalid as exc:
-            return Observation(outcome="error", error_kind="spec", error=str(exc))
+            return failed("spec", str(exc))
         timeout_ms = min(int(due.spec.get("timeout_ms", self.settings.max_timeout_ms)),
                          self.settings.max_timeout_ms)
         # Kinds budget their own deadlines from this (executors.base.budget_s).
@@ -115,10 +127,13 @@ class Executor:
                                error=f"no answer within {timeout_ms} ms", latency_ms=timeout_ms)
         except Exception as exc:
             log.exception("check crashed", check_id=due.check_id, monitor_id=due.monitor_id)
-            return Observation(outcome="error", error_kind="internal", error=repr(exc)[:500])
+            return failed("internal", repr(exc))
 
-    def _emit(self, entry_id: bytes, result: CheckResult, deadletter_reason: str) -> None:
-        self._done.append((entry_id, result.to_json(), deadletter_reason))
+    def _emit(self, entry_id: bytes, result: CheckResult,
+              dead_letter: tuple[str, bytes] = ("", b"")) -> None:
+        """Queue a result for complete.lua; `dead_letter` (reason, the entry's own event) also
+        dead-letters the entry, in the same step as its XACK."""
+        self._done.append((entry_id, result.to_json(), *dead_letter))
         self._tally[result.outcome] += 1
         metrics.LAG.observe(max(0, result.finished_ms - result.scheduled_ms) / 1000)
         self._done_ready.set()
@@ -127,9 +142,9 @@ class Executor:
         """Write results and acks in batches: one round trip for up to FLUSH_MAX checks."""
         while self._done:
             batch, self._done = self._done[:FLUSH_MAX], self._done[FLUSH_MAX:]
-            args: list[bytes | str | int] = [EXECUTOR_GROUP, DEADLETTER_MAXLEN]
-            for entry_id, payload, reason in batch:
-                args += [entry_id, payload, reason]
+            args: list[bytes | str | int] = [EXECUTOR_GROUP, DEADLETTER_MAXLEN, EVENT_FIELD]
+            for entry in batch:
+                args += entry
             try:
                 await self._complete(keys=[self.stream, self.keys.results, self.keys.deadletter],
                                      args=args)
@@ -182,7 +197,7 @@ class Executor:
 
     def _give_up(self, entry_id: bytes, fields: Fields, deliveries: int) -> None:
         try:
-            due = CheckDue.from_json(fields.get(b"e", b""))
+            due = CheckDue.from_json(event_of(fields))
         except BadEvent:
             self._start(entry_id, fields, deliveries)  # dead-lettered by the handler
             return
@@ -190,10 +205,10 @@ class Executor:
         log.error("check dead-lettered", check_id=due.check_id, monitor_id=due.monitor_id,
                   reason=reason)
         now = now_ms()
-        obs = Observation(outcome="error", error_kind="max_deliveries", error=reason)
+        obs = failed("max_deliveries", reason)
         self._emit(entry_id, CheckResult.of(due, obs, started_ms=now, finished_ms=now,
                                             executor=self.settings.instance_id,
-                                            deliveries=deliveries), reason)
+                                            deliveries=deliveries), (reason, event_of(fields)))
         metrics.DEAD_LETTERS.labels(self.stream).inc()
 
     async def publish_metrics(self) -> None:

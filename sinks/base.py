@@ -23,7 +23,7 @@ from engine.events import BadEvent, CheckResult
 from engine.keys import Keys
 from engine.service import every
 from engine.settings import Settings
-from engine.streams import Consumer, Entry, dead_letter, ensure_group, safe_trim
+from engine.streams import Consumer, DeadLetters, Entry, ensure_group, event_of, safe_trim
 
 RETRY_MAX_S = 10.0
 COLLECT_POLL_S = 0.05
@@ -40,6 +40,7 @@ class BatchSink(ABC):
         self.keys = keys
         self.settings = settings
         self.consumer = Consumer(r, keys.results, self.group, settings.instance_id)
+        self.deadletters = DeadLetters(r, keys.deadletter)
         self._stop = asyncio.Event()
 
     @abstractmethod
@@ -78,12 +79,12 @@ class BatchSink(ABC):
         good = []
         for entry_id, fields in entries:
             try:
-                good.append((entry_id, CheckResult.from_json(fields.get(b"e", b""))))
+                good.append((entry_id, CheckResult.from_json(event_of(fields))))
             except BadEvent as exc:
                 log.error("bad result dead-lettered", sink=self.name, entry_id=entry_id.decode(),
                           error=str(exc))
-                await dead_letter(self.r, self.keys.deadletter, self.keys.results, entry_id,
-                                  fields, f"{self.name}: {exc}")
+                await self.deadletters.add(self.keys.results, entry_id, event_of(fields),
+                                           f"{self.name}: {exc}")
                 await self.consumer.ack(entry_id)
                 metrics.DEAD_LETTERS.labels(self.keys.results).inc()
         return good
@@ -120,8 +121,8 @@ class BatchSink(ABC):
         entry_id, result = items[0]
         log.error("result rejected, dead-lettered", sink=self.name, check_id=result.check_id,
                   monitor_id=result.monitor_id, error=repr(exc))
-        await dead_letter(self.r, self.keys.deadletter, self.keys.results, entry_id,
-                          {b"e": result.to_json()}, f"{self.name}: {exc!r}")
+        await self.deadletters.add(self.keys.results, entry_id, result.to_json(),
+                                   f"{self.name}: {exc!r}")
         await self.consumer.ack(entry_id)
         metrics.DEAD_LETTERS.labels(self.keys.results).inc()
 

@@ -13,7 +13,7 @@ import icmplib
 from pydantic import Field
 
 from engine.events import CheckDue, Observation
-from executors.base import Context, Kind, Spec, budget_s, down
+from executors.base import Context, Kind, Spec, budget_s, down, failed
 
 # Every reply is awaited for at most its share of this part of the monitor's timeout, so a
 # silent host ends as a precise `unreachable` instead of the executor's generic `timeout`.
@@ -65,20 +65,18 @@ async def check(spec: IcmpSpec, ctx: Context, due: CheckDue) -> Observation:
     # Worst case: every request waits out its reply, plus the pauses between requests.
     reply_wait_s = (budget_s(due) - (spec.count - 1) * interval_s) / spec.count
     if reply_wait_s < MIN_REPLY_WAIT_S:
-        return Observation(outcome="error", error_kind="spec",
-                           error=f"{spec.count} pings {spec.interval_ms} ms apart do not fit "
-                                 f"in the monitor's timeout; lower count or interval_ms")
+        return failed("spec", f"{spec.count} pings {spec.interval_ms} ms apart do not fit in "
+                              "the monitor's timeout; lower count or interval_ms")
     try:
         host = await ping(spec.host, spec.count, interval_s, reply_wait_s)
     except icmplib.SocketPermissionError:
-        return Observation(outcome="error", error_kind="icmp_permission", error=PERMISSION_HINT)
+        return failed("icmp_permission", PERMISSION_HINT)
     except icmplib.NameLookupError:
         return down("dns", f"{spec.host}: the name does not resolve")
     except icmplib.ICMPLibError as exc:
         # Only socket set-up raises here (icmplib counts a failed send as a lost packet):
         # a fault of this executor's host, not of the target.
-        return Observation(outcome="error", error_kind="icmp",
-                           error=f"{type(exc).__name__}: {exc}"[:500])
+        return failed("icmp", f"{type(exc).__name__}: {exc}")
     return judge(spec, host)
 
 

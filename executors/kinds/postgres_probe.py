@@ -14,7 +14,6 @@ Messages never carry the DSN's password.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import time
 from urllib.parse import parse_qsl, urlsplit
@@ -26,6 +25,7 @@ from pydantic import (
 )
 
 from engine.events import CheckDue, Observation
+from engine.text import redact
 from executors.base import (
     CLOSE_WAIT_S,
     ENV_NAME,
@@ -34,7 +34,8 @@ from executors.base import (
     Context,
     Kind,
     down,
-    redact,
+    failed,
+    os_reason,
 )
 
 SCHEMES = ("postgresql", "postgres")
@@ -106,7 +107,7 @@ def _target(dsn: str) -> str:
 def _connect_failure(exc: Exception, dsn: str) -> Observation:
     if isinstance(exc, OSError) and exc.errno:
         # asyncio's "Connect call failed (addr)" or a bare "[Errno 2]": name the target instead.
-        reason = exc.strerror if isinstance(exc, socket.gaierror) else os.strerror(exc.errno)
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else os_reason(exc)
         message = redact(f"{_target(dsn)}: {reason}", dsn)
     else:
         message = redact(str(exc) or type(exc).__name__, dsn)
@@ -115,7 +116,7 @@ def _connect_failure(exc: Exception, dsn: str) -> Observation:
     if isinstance(exc, socket.gaierror):
         return down("dns", message)
     if isinstance(exc, asyncpg.ClientConfigurationError):
-        return Observation(outcome="error", error_kind="config", error=message[:500])
+        return failed("config", message)
     return down("connect", message)
 
 
@@ -123,7 +124,7 @@ async def check(spec: PostgresSpec, ctx: Context, due: CheckDue) -> Observation:
     try:
         dsn = spec.resolve()
     except ConfigProblem as exc:
-        return Observation(outcome="error", error_kind="config", error=str(exc)[:500])
+        return failed("config", str(exc))
     start = time.perf_counter()
     try:
         conn = await _connect(dsn)

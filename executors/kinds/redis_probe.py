@@ -27,6 +27,7 @@ from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from redis.exceptions import AuthenticationError, RedisError
 
 from engine.events import CheckDue, Observation
+from engine.text import redact
 from executors.base import (
     CLOSE_WAIT_S,
     ENV_NAME,
@@ -35,7 +36,7 @@ from executors.base import (
     Context,
     Kind,
     down,
-    redact,
+    failed,
 )
 
 SCHEMES = ("redis", "rediss", "unix")
@@ -108,7 +109,7 @@ async def check(spec: RedisSpec, ctx: Context, due: CheckDue) -> Observation:
     try:
         url = spec.resolve()
     except ConfigProblem as exc:
-        return Observation(outcome="error", error_kind="config", error=str(exc)[:500])
+        return failed("config", str(exc))
     conn = _connection(url)
     start = time.perf_counter()
     try:

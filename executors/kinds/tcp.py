@@ -12,7 +12,6 @@ came, not as a bare `timeout`.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import socket
 import time
@@ -24,7 +23,7 @@ from pydantic import (
 )
 
 from engine.events import CheckDue, Observation
-from executors.base import CLOSE_WAIT_S, Context, Kind, Spec, budget_s, down
+from executors.base import CLOSE_WAIT_S, Context, Kind, Spec, budget_s, down, os_reason
 
 READ_CAP = 4096
 SHOWN = 120
@@ -122,9 +121,7 @@ async def check(spec: TcpSpec, ctx: Context, due: CheckDue) -> Observation:
     except socket.gaierror as exc:
         return down("dns", f"{spec.host}: {exc.strerror or exc}")
     except OSError as exc:
-        # asyncio's strerror is "Connect call failed (addr)"; the errno says why.
-        why = os.strerror(exc.errno) if exc.errno else str(exc)
-        return down("connect", f"{spec.host}:{spec.port}: {why}")
+        return down("connect", f"{spec.host}:{spec.port}: {os_reason(exc)}")
     connect_ms = (time.perf_counter() - start) * 1000
     # The read ends at the check's budget, counted from the start of the check.
     read_s = budget_s(due) \

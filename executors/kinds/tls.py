@@ -18,8 +18,18 @@ from datetime import UTC, datetime
 from cryptography import x509
 from pydantic import Field
 
+from engine.cache import MISS, BoundedCache
 from engine.events import CheckDue, Observation
-from executors.base import CLOSE_WAIT_S, Context, Kind, Spec, budget_s, down
+from executors.base import (
+    CLOSE_WAIT_S,
+    Context,
+    Kind,
+    Spec,
+    budget_s,
+    down,
+    failed,
+    os_reason,
+)
 
 # The handshake gives up within this share of the monitor's timeout, so a server that never
 # completes it ends as a precise `tls` failure instead of the executor's generic `timeout`.
@@ -49,7 +59,8 @@ class TlsSpec(Spec):
     ca_file: str | None = Field(default=None, min_length=1)
 
 
-_trust: dict[tuple[str, int, int], ssl.SSLContext] = {}
+# (path, mtime, size) -> a context trusting that file as it is now.
+_trust: BoundedCache[tuple[str, int, int], ssl.SSLContext] = BoundedCache(CA_CACHE_MAX)
 
 
 def trust(ca_file: str) -> ssl.SSLContext:
@@ -57,10 +68,9 @@ def trust(ca_file: str) -> ssl.SSLContext:
     st = os.stat(ca_file)
     key = (ca_file, st.st_mtime_ns, st.st_size)
     context = _trust.get(key)
-    if context is None:
-        if len(_trust) >= CA_CACHE_MAX:
-            _trust.clear()
-        context = _trust[key] = ssl.create_default_context(cafile=ca_file)
+    if context is MISS:
+        context = ssl.create_default_context(cafile=ca_file)
+        _trust.put(key, context)
     return context
 
 
@@ -200,8 +210,7 @@ async def check(spec: TlsSpec, ctx: Context, due: CheckDue) -> Observation:
     try:
         context = ctx.tls_verify if spec.ca_file is None else trust(spec.ca_file)
     except (OSError, ssl.SSLError) as exc:
-        return Observation(outcome="error", error_kind="spec",
-                           error=f"ca_file {spec.ca_file}: {exc}"[:500])
+        return failed("spec", f"ca_file {spec.ca_file}: {exc}")
     server_name = spec.server_name or spec.host
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget_s(due)
@@ -211,9 +220,7 @@ async def check(spec: TlsSpec, ctx: Context, due: CheckDue) -> Observation:
     except socket.gaierror as exc:
         return down("dns", f"{spec.host}: {exc.strerror or exc}")
     except OSError as exc:
-        # asyncio's own text ("Connect call failed (...)") hides the reason; errno tells it.
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        return down("connect", f"{spec.host}:{spec.port}: {reason}")
+        return down("connect", f"{spec.host}:{spec.port}: {os_reason(exc)}")
     connected = time.perf_counter()
     try:
         der, done = await _handshake(raw, probe, context, server_name, deadline - loop.time())
