@@ -12,8 +12,8 @@ import json
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -74,19 +74,8 @@ def expected(monitor_id: str) -> str:
     return "up" if monitor_id.startswith("up-") else "down"
 
 
-COUNT_SCRIPT = textwrap.dedent("""
-    import json, sys, clickhouse_connect
-    c = clickhouse_connect.get_client(dsn=sys.argv[1])
-    rows, unique = c.query(
-        "SELECT count(), uniqExact(check_id) FROM check_results FINAL").result_rows[0]
-    dupes = c.query("SELECT count() FROM (SELECT check_id FROM check_results FINAL "
-                    "GROUP BY check_id HAVING count() > 1)").result_rows[0][0]
-    raw = c.query("SELECT count() FROM check_results").result_rows[0][0]
-    outcomes = dict(c.query("SELECT toString(outcome), count() FROM check_results FINAL "
-                            "GROUP BY outcome").result_rows)
-    print(json.dumps({"rows": rows, "unique": unique, "dupes": dupes, "raw": raw,
-                      "outcomes": outcomes}))
-""")
+async def dispatched(r, keys) -> int:
+    return int(await r.hget(keys.stats, "dispatched") or 0)
 
 
 async def drained(r, stream: str, group: str) -> bool:
@@ -143,19 +132,28 @@ async def run_pipeline(stack: Stack, r, pool, keys, kill_one: bool) -> None:
 
             await wait_for(holds_work, timeout=10, every=0.01)
             assert stack.stop("executor-a", signal.SIGKILL) == -signal.SIGKILL
-        await asyncio.sleep(4)  # a few more intervals
-        async with http.get(f"{api}/api/v1/monitors/up-0/uptime?window=1h") as resp:
-            up0 = await resp.json()
-        async with http.get(f"{api}/api/v1/monitors/down-0/uptime?window=1h") as resp:
-            down0 = await resp.json()
+
+        async def several_intervals() -> bool:
+            return await dispatched(r, keys) >= 5 * TOTAL
+
+        await wait_for(several_intervals, timeout=30, every=0.25)
+
+        async def uptime(monitor_id: str) -> dict[str, Any]:
+            async with http.get(f"{api}/api/v1/monitors/{monitor_id}/uptime?window=1h") as resp:
+                body: dict[str, Any] = await resp.json()
+                return body
+
+        async def both_counted() -> bool:
+            return (await uptime("up-0"))["up"] > 0 and (await uptime("down-0"))["down"] > 0
+
+        await wait_for(both_counted, timeout=30, every=0.25)
+        down0 = await uptime("down-0")
         async with http.get(f"{api}/health") as resp:
             assert resp.status == 200
-    assert up0["up"] > 0
     assert down0["up"] == 0
     assert down0["uptime_percent"] == 0.0
     assert stack.stop("scheduler") == 0
-    dispatched = int((await r.hget(keys.stats, "dispatched")).decode())
-    assert dispatched >= 5 * TOTAL
+    total = await dispatched(r, keys)
 
     async def all_done() -> bool:
         return (await drained(r, keys.checks("default"), EXECUTOR_GROUP)
@@ -168,14 +166,14 @@ async def run_pipeline(stack: Stack, r, pool, keys, kill_one: bool) -> None:
     for name in list(stack.procs):
         assert stack.stop(name) == 0, stack.log(name)[-2000:]
     counted = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-c", COUNT_SCRIPT, stack.chdb],  # type: ignore[attr-defined]
+        subprocess.run, [sys.executable, "-m", "vigil.accounting", stack.chdb],  # type: ignore[attr-defined]
         capture_output=True, text=True, timeout=60, check=True)
     counts = json.loads(counted.stdout)
     # Invariant 1: one row per dispatched check, each check id once.
-    assert counts["rows"] == dispatched, counts
-    assert counts["unique"] == dispatched, counts
-    assert counts["dupes"] == 0
-    assert await r.xlen(keys.results) <= dispatched
+    assert counts["rows"] == total, counts
+    assert counts["unique"] == total, counts
+    assert counts["duplicate_ids"] == 0
+    assert await r.xlen(keys.results) <= total
     status = {row["monitor_id"]: row["status"] for row in await pool.fetch(
         "SELECT monitor_id, status FROM monitor_status")}
     assert status == {mid: expected(mid) for mid in status}
