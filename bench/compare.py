@@ -90,19 +90,6 @@ import asyncpg
 import orjson
 import psutil
 import redis
-from pipeline import (
-    KEYS,
-    MIB,
-    Component,
-    all_drained,
-    command_delta,
-    command_stats,
-    dispatched,
-    groups_exist,
-    insert_monitors,
-    machine_busy,
-)
-from pipeline import Config as PipelineConfig
 from procs import (
     BENCH,
     REPO,
@@ -119,6 +106,8 @@ from procs import (
     vigil_roles,
     wait_until,
 )
+from sampling import MIB, Component, command_delta, command_stats, machine_busy
+from stack import KEYS, all_drained, dispatched, groups_exist, seed_monitors
 
 from scheduler.schedule import phase_ms
 
@@ -580,11 +569,8 @@ def load_monitors(shared: Shared, load: Load) -> None:
             await conn.close()
 
     asyncio.run(truncate())
-    cfg = PipelineConfig(monitors=load.monitors, interval_s=load.interval_s,
-                         duration_s=load.duration_s, executors=shared.executors,
-                         concurrency=shared.concurrency, timeout_ms=load.timeout_ms,
-                         target="python", drain_timeout_s=load.grace_s, keep=False)
-    insert_monitors(shared.dsn, cfg, shared.target_port)
+    seed_monitors(shared.dsn, load.monitors, load.interval_ms, load.timeout_ms,
+                  shared.target_url)
     shared.loaded_monitors = load.monitors
 
 
@@ -927,7 +913,8 @@ def start_shared(args: argparse.Namespace, infra: Infra) -> Shared:
         redis_proc = start_redis_binary(args.redis_server or redis_server_binary(),
                                         infra.workdir, redis_port, args.redis_hz)
     else:
-        redis_proc = start_redis(infra.workdir, redis_port)  # as bench/pipeline.py
+        server = start_redis(infra.workdir)  # as bench/pipeline.py
+        redis_port, redis_proc = server.port, server.proc
     infra.procs.append(redis_proc)
     infra.procs.append(start_target(infra.workdir, target_port, "python"))
     infra.postgres = EmbeddedPostgres(infra.workdir)

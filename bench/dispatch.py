@@ -24,12 +24,9 @@ Run (from the repository root, venv active):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,13 +36,13 @@ from pathlib import Path
 import psutil
 import redis.asyncio as aioredis
 import uvloop
-from redis.exceptions import ConnectionError as RedisConnectionError
+from procs import start_redis
 
 from engine.events import CheckDue
 from engine.keys import Keys
 from scheduler.plan import compile_plan
 from scheduler.service import DISPATCH_LIMIT, Dispatcher
-from vigil.embedded import redis_server_binary
+from vigil.embedded import RedisServer
 
 KEYS = Keys("0")
 SEED_CHUNK = 1_000
@@ -97,31 +94,6 @@ class Meter:
         self.wall = time.perf_counter() - self.t0
         self.redis_cpu = self._redis_cpu() - self.r0
         self.client_cpu = time.process_time() - self.c0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_redis(workdir: Path, port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", str(workdir),
-                             "--daemonize", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-async def wait_ping(r: aioredis.Redis, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            await r.ping()
-            return
-        except (OSError, RedisConnectionError):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start") from None
-            await asyncio.sleep(0.05)
 
 
 def monitor_row(i: int) -> dict[str, object]:
@@ -206,14 +178,14 @@ async def one_round(r: aioredis.Redis, meter: Meter, monitors: int,
     return vigil, raw, seed_s
 
 
-async def bench(args: argparse.Namespace, port: int, proc: subprocess.Popen[bytes]) -> None:
-    r = aioredis.Redis(port=port)
+async def bench(args: argparse.Namespace, server: RedisServer) -> None:
+    assert server.proc is not None
+    r = aioredis.Redis(port=server.port)
     try:
-        await wait_ping(r, proc)
-        meter = Meter(psutil.Process(proc.pid))
+        meter = Meter(psutil.Process(server.proc.pid))
         ratios = []
         print(f"{args.monitors:,} monitors, {args.limit} per dispatch call / per XADD pipeline, "
-              f"{args.rounds} round(s), redis-server {redis_server_binary()}")
+              f"{args.rounds} round(s), redis-server {server.args[0]}")
         for n in range(args.rounds):
             vigil, raw, seed_s = await one_round(r, meter, args.monitors, args.limit)
             ratios.append(vigil.rate / raw.rate)
@@ -241,17 +213,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="vigil-bench-sched-"))
-    port = free_port()
-    proc = start_redis(workdir, port)
     try:
-        uvloop.run(bench(args, port, proc))
-    finally:
-        proc.terminate()
+        server = start_redis(workdir)
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            uvloop.run(bench(args, server))
+        finally:
+            server.stop()
+    finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -39,6 +39,7 @@ from procs import (
     vigil,
     vigil_env,
     wait_until,
+    write_figures,
 )
 
 from engine.events import CheckDue, CheckResult
@@ -114,6 +115,9 @@ def measure_kind(kind: str, n: int, concurrency: int, ports: dict[str, int], r: 
     if n1 < n:
         raise BenchError(f"{kind}: {n1} of {n} results; see {workdir}/executor-{kind}.log")
     done = n1 - n0
+    if done == 0:
+        raise BenchError(f"{kind}: all {n} results came within one poll of the first; "
+                         "a larger --n gives a measurable span")
     return {"kind": kind, "n": n, "per_s": round(done / (t1 - t0), 1),
             "cpu_us": round((c1 - c0) / done * 1e6, 1), "outcomes": outcomes(r),
             "exit": code}
@@ -142,17 +146,18 @@ def start_https(workdir: Path, port: int) -> tuple[subprocess.Popen[bytes], Path
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="vigil-bench-exec-"))
-    ports = {name: free_port() for name in ("redis", "http", "https", "dns")}
-    procs = [start_redis(workdir, ports["redis"]), start_target(workdir, ports["http"], "python")]
+    ports = {name: free_port() for name in ("http", "https", "dns")}
+    server = start_redis(workdir)
+    procs: list[subprocess.Popen[bytes]] = []
     try:
+        procs.append(start_target(workdir, ports["http"], "python"))
         https, ca_file = start_https(workdir, ports["https"])
         procs.append(https)
         procs.append(spawn([sys.executable, str(BENCH / "dns_target.py"), "--port",
                             str(ports["dns"])], workdir / "dns.log"))
-        r = redis.Redis(port=ports["redis"])
+        r = redis.Redis(port=server.port)
         # The executor trusts the test CA the way a deployment trusts a private CA.
-        env = {"VIGIL_REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
-               "SSL_CERT_FILE": str(ca_file)}
+        env = {"VIGIL_REDIS_URL": server.url, "SSL_CERT_FILE": str(ca_file)}
         kinds = [measure_kind(kind, args.n, args.concurrency, ports, r, workdir, env)
                  for kind in args.kinds]
         url = f"http://127.0.0.1:{ports['http']}/"
@@ -161,6 +166,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for proc in reversed(procs):
             stop_process(proc)
+        server.stop()
 
 
 def report(res: dict[str, Any]) -> str:
@@ -195,13 +201,13 @@ def main() -> int:
     unknown = set(args.kinds) - set(KINDS)
     if unknown:
         ap.error(f"--kinds: unknown {sorted(unknown)}; choose from {', '.join(KINDS)}")
-    res = run(args)
+    try:
+        res = run(args)
+    except BenchError as exc:
+        print(f"bench/executor.py: {exc}", file=sys.stderr)
+        return 1
     print(report(res))
-    out = BENCH / "out"
-    out.mkdir(exist_ok=True)
-    path = out / f"executor-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(res, indent=2))
-    print(f"written to {path}")
+    print(f"written to {write_figures('executor', res)}")
     return 0
 
 

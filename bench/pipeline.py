@@ -5,8 +5,9 @@ What it starts (all on 127.0.0.1, all stopped by this script, by pid, in finally
 a redis-server on a free port (no persistence), an embedded Postgres and a chDB path in a
 temporary directory, an HTTP target (bench/target.py: asyncio on uvloop, or nginx), then
 `python -m vigil.cli` processes: `scheduler`, E x `executor`, `sink status`,
-`sink clickhouse`. N http monitors, all pointing at the target, are inserted straight into
-Postgres (one COPY) before the scheduler starts.
+`sink clickhouse`. N http monitors, all pointing at the target, are validated by the monitor
+definition (executors.kinds.SCHEMA) and stored through engine.store (one transaction) before
+the scheduler starts.
 
 How it measures:
 - warm-up: once every process is up and the scheduler has dispatched, one more interval
@@ -18,10 +19,10 @@ How it measures:
   scheduler's stats hash; the script waits (bounded) until the executors group and both
   result groups have nothing pending and have been delivered the last entry, then stops the
   executors and sinks (SIGTERM) and records their exit codes;
-- a fresh process (chDB admits one process per data path) counts check_results: rows with
-  FINAL, unique check ids, duplicates, outcomes, and for the rows *scheduled inside the
-  window* the lag quantiles finished - scheduled (result on the results stream) and
-  inserted - scheduled (row written to ClickHouse).
+- a fresh process (`python -m vigil.accounting`: chDB admits one process per data path)
+  counts check_results: rows with FINAL, unique check ids, duplicates, outcomes, and for the
+  rows *scheduled inside the window* the lag quantiles finished - scheduled (result on the
+  results stream) and inserted - scheduled (row written to ClickHouse).
 lost = dispatched - unique rows; duplicates = rows with FINAL - unique rows.
 Rates, lags and CPU per 1,000 checks use only the rows scheduled inside the window.
 
@@ -37,46 +38,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import psutil
 import redis
-from procs import (
-    BENCH,
-    REPO,
-    BenchError,
-    ProcessGroup,
-    free_port,
-    spawn,
-    start_redis,
-    start_target,
-    vigil,
-    vigil_env,
-    vigil_roles,
-    wait_until,
-)
-from redis.exceptions import ResponseError
+from procs import BenchError, ProcessGroup, spawn, vigil, vigil_roles, wait_until, write_figures
+from sampling import MIB, Component, RssSampler, command_delta, command_stats, machine_busy
+from stack import KEYS, Stack, account, all_drained, dispatched, groups_exist, seed_monitors
 
-from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP, STATUS_GROUP, Keys
-from vigil.embedded import EmbeddedPostgres
+from engine import store
+from engine.connections import postgres_pool
 
-OUT = BENCH / "out"
-KEYS = Keys("0")
-MIB = 1024 * 1024
-RSS_POLL_S = 0.5
 READY_TIMEOUT_S = 120.0
 # A sweep step passes with p99 (finished - scheduled) under this and nothing lost or doubled.
 P99_LIMIT_MS = 1000.0
@@ -103,194 +83,15 @@ class Config:
         return self.monitors / self.interval_s
 
 
-# --- measurement ----------------------------------------------------------------------------
-
-class Component:
-    """One measured process, optionally with its children (nginx workers, Postgres backends)."""
-
-    def __init__(self, name: str, pid: int, children: bool = False) -> None:
-        self.name = name
-        self.proc = psutil.Process(pid)
-        self.children = children
-        self.peak_rss = 0
-        self.cpu_start: dict[int, float] = {}
-        self.cpu_end: dict[int, float] = {}
-
-    def processes(self) -> list[psutil.Process]:
-        procs = [self.proc]
-        if self.children:
-            with contextlib.suppress(psutil.Error):
-                procs += self.proc.children(recursive=True)
-        return procs
-
-    def cpu(self) -> dict[int, float]:
-        seconds = {}
-        for p in self.processes():
-            with contextlib.suppress(psutil.Error):
-                t = p.cpu_times()
-                seconds[p.pid] = t.user + t.system
-        return seconds
-
-    def poll_rss(self) -> None:
-        rss = 0
-        for p in self.processes():
-            with contextlib.suppress(psutil.Error):
-                rss += p.memory_info().rss
-        self.peak_rss = max(self.peak_rss, rss)
-
-    @property
-    def cpu_window(self) -> float:
-        """CPU seconds between the two samples; a child born inside the window counts whole."""
-        return sum(end - self.cpu_start.get(pid, 0.0) for pid, end in self.cpu_end.items())
-
-
-class RssSampler(threading.Thread):
-    def __init__(self, components: list[Component]) -> None:
-        super().__init__(name="rss-sampler", daemon=True)
-        self.components = components
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        while True:
-            for c in list(self.components):
-                c.poll_rss()
-            if self.halt.wait(RSS_POLL_S):
-                return
-
-    def stop(self) -> None:
-        self.halt.set()
-        if self.is_alive():
-            self.join(5)
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy CPU seconds, total CPU seconds) over all cores, for the whole machine."""
-    t = psutil.cpu_times()
-    idle = t.idle + getattr(t, "iowait", 0.0)
-    total = sum(t)
-    return total - idle, total
-
-
-# --- Postgres, Redis, chDB --------------------------------------------------------------------
-
-def monitor_ids(n: int) -> list[str]:
-    return [f"bench-{i:06d}" for i in range(n)]
-
-
-async def _insert_monitors(dsn: str, cfg: Config, port: int) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        records = [
-            (mid, mid, "http", cfg.interval_ms, cfg.timeout_ms, ["default"], [],
-             json.dumps({"url": f"http://127.0.0.1:{port}/{mid}", "method": "GET",
-                         "expected_status": [200], "verify_tls": True}), True, "api")
-            for mid in monitor_ids(cfg.monitors)]
-        await conn.copy_records_to_table(
-            "monitors", records=records,
-            columns=["id", "name", "kind", "interval_ms", "timeout_ms", "regions", "tags",
-                     "spec", "enabled", "source"])
-    finally:
-        await conn.close()
-
-
-def insert_monitors(dsn: str, cfg: Config, port: int) -> None:
-    asyncio.run(_insert_monitors(dsn, cfg, port))
-
-
 def status_rows(dsn: str) -> int:
     async def count() -> int:
-        conn = await asyncpg.connect(dsn)
+        pool = await postgres_pool(dsn)
         try:
-            return int(await conn.fetchval("SELECT count(*) FROM monitor_status"))
+            return len(await store.latest_status(pool))
         finally:
-            await conn.close()
+            await pool.close()
 
     return asyncio.run(count())
-
-
-def dispatched(r: redis.Redis) -> int:
-    return int(r.hget(KEYS.stats, "dispatched") or 0)
-
-
-def groups_exist(r: redis.Redis) -> bool:
-    try:
-        checks = {g["name"].decode() for g in r.xinfo_groups(KEYS.checks("default"))}
-        results = {g["name"].decode() for g in r.xinfo_groups(KEYS.results)}
-    except ResponseError:
-        return False
-    return EXECUTOR_GROUP in checks and {CLICKHOUSE_GROUP, STATUS_GROUP} <= results
-
-
-def drained(r: redis.Redis, stream: str, group: str) -> bool:
-    """Nothing pending and the last entry delivered (as tests/e2e/test_pipeline.py)."""
-    groups = {g["name"].decode(): g for g in r.xinfo_groups(stream)}
-    last = r.xinfo_stream(stream)["last-generated-id"]
-    return groups[group]["pending"] == 0 and groups[group]["last-delivered-id"] == last
-
-
-def command_stats(r: redis.Redis) -> dict[str, tuple[int, int]]:
-    """Redis INFO commandstats: command -> (calls, microseconds), since the server started."""
-    info = r.info("commandstats")
-    return {k.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
-            for k, v in info.items()}
-
-
-def command_delta(before: dict[str, tuple[int, int]],
-                  after: dict[str, tuple[int, int]]) -> dict[str, dict[str, int]]:
-    out = {}
-    for name, (calls, usec) in after.items():
-        c0, u0 = before.get(name, (0, 0))
-        if calls > c0:
-            out[name] = {"calls": calls - c0, "usec": usec - u0}
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]["usec"]))
-
-
-def all_drained(r: redis.Redis) -> bool:
-    return (drained(r, KEYS.checks("default"), EXECUTOR_GROUP)
-            and drained(r, KEYS.results, CLICKHOUSE_GROUP)
-            and drained(r, KEYS.results, STATUS_GROUP))
-
-
-COUNT_SCRIPT = textwrap.dedent("""
-    import json, sys
-    import clickhouse_connect
-    dsn, w0, w1 = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    c = clickhouse_connect.get_client(dsn=dsn)
-    q = lambda sql: c.query(sql).result_rows
-    ms = "toUnixTimestamp64Milli"
-    sched = f"{ms}(scheduled) >= {w0} AND {ms}(scheduled) < {w1}"
-    rows, unique = q("SELECT count(), uniqExact(check_id) FROM check_results FINAL")[0]
-    raw = q("SELECT count() FROM check_results")[0][0]
-    outcomes = dict(q("SELECT toString(outcome), count() FROM check_results FINAL "
-                      "GROUP BY outcome ORDER BY outcome"))
-    w_rows, w_unique, fin, ins, fin_max, ins_max = q(
-        f"SELECT count(), uniqExact(check_id), "
-        f"quantilesExact(0.5, 0.99)({ms}(finished) - {ms}(scheduled)), "
-        f"quantilesExact(0.5, 0.99)({ms}(inserted) - {ms}(scheduled)), "
-        f"max({ms}(finished) - {ms}(scheduled)), max({ms}(inserted) - {ms}(scheduled)) "
-        f"FROM check_results FINAL WHERE {sched}")[0]
-    finished_in = q(f"SELECT count() FROM check_results FINAL "
-                    f"WHERE {ms}(finished) >= {w0} AND {ms}(finished) < {w1}")[0][0]
-    inserted_in = q(f"SELECT count() FROM check_results "
-                    f"WHERE {ms}(inserted) >= {w0} AND {ms}(inserted) < {w1}")[0][0]
-    print(json.dumps({
-        "rows": rows, "unique": unique, "raw_rows_no_final": raw, "outcomes": outcomes,
-        "window_rows": w_rows, "window_unique": w_unique,
-        "lag_finished_ms": {"p50": fin[0] if w_rows else None, "p99": fin[1] if w_rows else None,
-                            "max": fin_max if w_rows else None},
-        "lag_inserted_ms": {"p50": ins[0] if w_rows else None, "p99": ins[1] if w_rows else None,
-                            "max": ins_max if w_rows else None},
-        "finished_in_window": finished_in, "inserted_in_window": inserted_in,
-    }))
-""")
-
-
-def count_chdb(chdb_url: str, w0_ms: int, w1_ms: int) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-c", COUNT_SCRIPT, chdb_url, str(w0_ms), str(w1_ms)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
-    if done.returncode != 0:
-        raise BenchError(f"counting in chDB failed: {done.stderr[-2000:]}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 # --- one run ------------------------------------------------------------------------------------
@@ -302,36 +103,32 @@ class Run(ProcessGroup):
         self.cfg = cfg
         self.workdir = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
         super().__init__(self.workdir, "pipeline")
+        self.stack = Stack(self.workdir, cfg.target)
         self.components: list[Component] = []
         self.sampler = RssSampler(self.components)
-        self.postgres = EmbeddedPostgres(self.workdir)
-        self.chdb_url = f"chdb://{self.workdir / 'chdb'}"
-        self.env: dict[str, str] = {}
 
-    def add(self, name: str, proc: subprocess.Popen[bytes], children: bool = False) -> None:
+    def add(self, name: str, proc: subprocess.Popen[bytes]) -> None:
         self.procs[name] = proc
-        self.components.append(Component(name, proc.pid, children))
+        self.components.append(Component(name, proc.pid))
 
-    def start_infra(self) -> tuple[redis.Redis, str, int]:
-        redis_port, target_port = free_port(), free_port()
-        self.add("redis-server", start_redis(self.workdir, redis_port))
-        self.add("target", start_target(self.workdir, target_port, self.cfg.target),
-                 children=True)
-        dsn = self.postgres.start()
-        self.components.append(Component("postgres", self.postgres.server.get_pid(),
-                                         children=True))
-        self.env = vigil_env(VIGIL_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
-                             VIGIL_POSTGRES_DSN=dsn, VIGIL_CLICKHOUSE_URL=self.chdb_url)
-        done = subprocess.run(vigil("migrate"), env=self.env, cwd=REPO, capture_output=True,
-                              text=True, timeout=300, check=False)
-        if done.returncode != 0:
-            raise BenchError(f"vigil migrate failed: {done.stdout[-1000:]}{done.stderr[-1000:]}")
-        insert_monitors(dsn, self.cfg, target_port)
-        return redis.Redis(port=redis_port), dsn, target_port
+    def start_stack(self) -> redis.Redis:
+        """The servers, measured and watched; then the monitors, before the scheduler starts."""
+        s = self.stack
+        s.start()
+        assert s.target is not None
+        self.watched.update(redis=s.redis_proc, target=s.target)
+        self.components += [Component("redis-server", s.redis_proc.pid),
+                            Component("target", s.target.pid, children=True),
+                            Component("postgres", s.postgres_pid, children=True)]
+        seeded = seed_monitors(s.dsn, self.cfg.monitors, self.cfg.interval_ms,
+                               self.cfg.timeout_ms, s.target_url)
+        print(f"{self.cfg.monitors:,} monitors validated and stored in {seeded:.2f} s",
+              flush=True)
+        return redis.Redis(port=s.redis_port)
 
     def start_vigil(self) -> None:
         for name, args, extra in vigil_roles(self.cfg.executors, self.cfg.concurrency):
-            env = {**self.env, **extra, "VIGIL_INSTANCE_ID": name}
+            env = {**self.stack.env, **extra, "VIGIL_INSTANCE_ID": name}
             self.add(name, spawn(vigil(*args), self.workdir / f"{name}.log", env))
 
     def sample_cpu(self, attr: str) -> None:
@@ -340,10 +137,8 @@ class Run(ProcessGroup):
 
     def close(self, failed: bool) -> None:
         self.sampler.stop()
-        # Vigil processes first, then the target and redis-server (reverse start order).
-        self.stop_all()
-        with contextlib.suppress(Exception):
-            self.postgres.stop()
+        self.stop_all()  # Vigil's processes, then the servers they use
+        self.stack.stop()
         if failed or self.cfg.keep:
             print(f"logs and data kept in {self.workdir}", file=sys.stderr)
         else:
@@ -394,7 +189,7 @@ def measure(run: Run, r: redis.Redis) -> dict[str, Any]:
 def figures(cfg: Config, run: Run, raw: dict[str, Any], counts: dict[str, Any],
             status: int) -> dict[str, Any]:
     window_s = raw["window"]["seconds"]
-    checks = counts["window_unique"]
+    checks = counts["window"]["unique"]
     per_k = 1000 / checks if checks else float("nan")
     cpu: dict[str, dict[str, float]] = {}
     for c in run.components:
@@ -415,8 +210,8 @@ def figures(cfg: Config, run: Run, raw: dict[str, Any], counts: dict[str, Any],
         **raw,
         "dispatch_rate_per_s": raw["dispatched_in_window"] / window_s,
         "completed_per_s": checks / window_s,
-        "finished_in_window_per_s": counts["finished_in_window"] / window_s,
-        "clickhouse_rows_per_s": counts["inserted_in_window"] / window_s,
+        "finished_in_window_per_s": counts["window"]["finished"] / window_s,
+        "clickhouse_rows_per_s": counts["window"]["inserted"] / window_s,
         "results": counts,
         "lost": raw["dispatched"] - counts["unique"],
         "duplicates": counts["rows"] - counts["unique"],
@@ -431,13 +226,13 @@ def run_pipeline(cfg: Config) -> dict[str, Any]:
     run = Run(cfg)
     failed = True
     try:
-        r, dsn, _ = run.start_infra()
+        r = run.start_stack()
         run.start_vigil()
         run.sampler.start()  # after the last Popen: preexec_fn and threads do not mix
         raw = measure(run, r)
         r.close()
-        counts = count_chdb(run.chdb_url, raw["window"]["start_ms"], raw["window"]["end_ms"])
-        result = figures(cfg, run, raw, counts, status_rows(dsn))
+        counts = account(run.stack.chdb_url, raw["window"]["start_ms"], raw["window"]["end_ms"])
+        result = figures(cfg, run, raw, counts, status_rows(run.stack.dsn))
         failed = False
         return result
     finally:
@@ -452,7 +247,8 @@ def _ms(v: float | None) -> str:
 
 def report(res: dict[str, Any]) -> str:
     c, w, rs = res["config"], res["window"], res["results"]
-    lf, li = rs["lag_finished_ms"], rs["lag_inserted_ms"]
+    rw = rs["window"]
+    lf, li = rw["lag_finished_ms"], rw["lag_inserted_ms"]
     lines = [
         f"Vigil pipeline: {c['executors']} executor(s) x concurrency {c['concurrency']}, "
         f"target {c['target']}, {c['cpus']} CPUs "
@@ -463,10 +259,10 @@ def report(res: dict[str, Any]) -> str:
         f"dispatched       {res['dispatched']:,} in all   "
         f"dispatch rate {res['dispatch_rate_per_s']:,.1f}/s   skipped {res['skipped']}",
         f"completed        {res['completed_per_s']:,.1f} checks/s (scheduled in window: "
-        f"{rs['window_unique']:,}; finished in window: {res['finished_in_window_per_s']:,.1f}/s)",
+        f"{rw['unique']:,}; finished in window: {res['finished_in_window_per_s']:,.1f}/s)",
         f"results          rows {rs['rows']:,}   unique {rs['unique']:,}   "
         f"lost {res['lost']:,}   duplicates {res['duplicates']:,}   "
-        f"(raw rows before FINAL {rs['raw_rows_no_final']:,}; dead letters "
+        f"(raw rows before FINAL {rs['raw_rows']:,}; dead letters "
         f"{res['deadletters']})",
         "outcomes         " + "   ".join(f"{k} {v:,}" for k, v in rs["outcomes"].items()),
         f"lag to result    p50 {_ms(lf['p50'])}   p99 {_ms(lf['p99'])}   max {_ms(lf['max'])}"
@@ -474,7 +270,7 @@ def report(res: dict[str, Any]) -> str:
         f"lag to CH row    p50 {_ms(li['p50'])}   p99 {_ms(li['p99'])}   max {_ms(li['max'])}"
         "   (inserted - scheduled)",
         f"clickhouse       {res['clickhouse_rows_per_s']:,.1f} rows/s inserted in window",
-        f"status rows      {res['status_rows']:,}   drained {res['drained']} "
+        f"with a status    {res['status_rows']:,} monitors   drained {res['drained']} "
         f"in {res['drain_seconds']} s   exit codes "
         + " ".join(f"{k}={v}" for k, v in res["exit_codes"].items()),
         f"{'component':<18}{'CPU s':>9}{'s/1k checks':>13}{'cores':>8}{'peak RSS MiB':>14}",
@@ -484,7 +280,7 @@ def report(res: dict[str, Any]) -> str:
                      f"{v['cores']:>8.2f}{v['peak_rss_mib']:>14.1f}")
     lines.append("redis commands in the window, per 1k checks (calls, server ms; commands "
                  "called from Lua also count under their own name):")
-    per_k = 1000 / rs["window_unique"] if rs["window_unique"] else float("nan")
+    per_k = 1000 / rw["unique"] if rw["unique"] else float("nan")
     lines += [f"  {name:<16}{v['calls'] * per_k:>10,.1f} calls{v['usec'] * per_k / 1000:>10,.1f}"
               " ms" for name, v in list(res["redis_commands"].items())[:8]]
     top = res["top_cpu"]
@@ -495,7 +291,7 @@ def report(res: dict[str, Any]) -> str:
 
 
 def passes(res: dict[str, Any]) -> bool:
-    p99 = res["results"]["lag_finished_ms"]["p99"]
+    p99 = res["results"]["window"]["lag_finished_ms"]["p99"]
     return (p99 is not None and p99 < P99_LIMIT_MS and res["lost"] == 0
             and res["duplicates"] == 0 and res["drained"])
 
@@ -513,17 +309,10 @@ def sweep_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
         if probe else None,
         "steps": [{"offered_per_s": r["config"]["offered_per_s"],
                    "completed_per_s": r["completed_per_s"],
-                   "p99_ms": r["results"]["lag_finished_ms"]["p99"], "lost": r["lost"],
+                   "p99_ms": r["results"]["window"]["lag_finished_ms"]["p99"], "lost": r["lost"],
                    "duplicates": r["duplicates"], "passes": passes(r), "top_cpu": r["top_cpu"]}
                   for r in results],
     }
-
-
-def write_json(payload: dict[str, Any]) -> Path:
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(payload, indent=2, default=str))
-    return path
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -570,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench/pipeline.py: {exc}", file=sys.stderr)
             return 1
         print(report(res))
-        print(f"written to {write_json(res)}")
+        print(f"written to {write_figures('pipeline', res)}")
         return 0
     rates = [float(x) for x in args.sweep.split(",") if x.strip()]
     results = []
@@ -595,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{step['top_cpu']['process']} {step['top_cpu']['cores']:.2f} cores")
     print(f"highest passing rate ({summary['criteria']}): {summary['best_rate_per_s']}")
     print(f"saturates first: {summary['saturates_first']}")
-    print(f"written to {write_json({'sweep': summary, 'runs': results})}")
+    print(f"written to {write_figures('pipeline', {'sweep': summary, 'runs': results})}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Process helpers shared by the benchmarks: start, watch and stop what a run needs.
+"""Process helpers shared by the benchmarks: start, watch and stop what a run needs, and
+write its figures (JSON under bench/out/, not committed).
 
 Every child gets PR_SET_PDEATHSIG, so a benchmark killed without its finally blocks still
 takes its children with it; everything binds 127.0.0.1.
@@ -8,27 +9,36 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import redis
-
-from vigil.embedded import redis_server_binary
+from vigil.embedded import EmbeddedError, RedisServer
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+OUT = BENCH / "out"
 STOP_TIMEOUT_S = 60.0
 PR_SET_PDEATHSIG = 1
 
 
 class BenchError(RuntimeError):
     """A benchmark run could not go on (a process did not start, a wait timed out)."""
+
+
+def write_figures(name: str, payload: Any) -> Path:
+    """bench/out/<name>-<timestamp>.json"""
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path
 
 
 def free_port() -> int:
@@ -74,23 +84,15 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_redis(workdir: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = spawn([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                  "--save", "", "--appendonly", "no", "--dir", str(workdir),
-                  "--daemonize", "no"], workdir / "redis.log")
-    client = redis.Redis(port=port)
-
-    def up() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            if proc.poll() is not None:
-                raise BenchError(f"redis-server exited; see {workdir / 'redis.log'}") from None
-            return False
-
-    wait_until(up, 10, "redis-server start")
-    client.close()
-    return proc
+def start_redis(workdir: Path, binary: str | None = None,
+                extra_args: Sequence[str] = ()) -> RedisServer:
+    """A redis-server on a free 127.0.0.1 port, no persistence, started (it answers PING)."""
+    server = RedisServer(workdir, port=free_port(), binary=binary, extra_args=extra_args)
+    try:
+        server.start()
+    except EmbeddedError as exc:
+        raise BenchError(str(exc)) from None
+    return server
 
 
 def start_target(workdir: Path, port: int, kind: str) -> subprocess.Popen[bytes]:
@@ -129,6 +131,7 @@ class ProcessGroup:
         self.logdir = logdir
         self.label = label
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.watched: dict[str, subprocess.Popen[bytes]] = {}  # watched, stopped by others
         self.exit_codes: dict[str, int | str] = {}
 
     def log_tail(self, name: str, chars: int = 1500) -> str:
@@ -136,7 +139,7 @@ class ProcessGroup:
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
     def check_alive(self) -> None:
-        for name, proc in self.procs.items():
+        for name, proc in {**self.watched, **self.procs}.items():
             if proc.poll() is not None:
                 raise BenchError(f"{self.label}: {name} exited with {proc.returncode}:\n"
                                  f"{self.log_tail(name)}")
