@@ -1,8 +1,8 @@
-"""Real servers for the whole test session: a redis-server child, embedded Postgres, chDB."""
+"""Real servers for the whole test session (a redis-server child, embedded Postgres, chDB) and
+the fixtures built on them."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -11,14 +11,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 from engine.clickhouse import ClickHouse
 from engine.connections import postgres_pool, redis_client
 from engine.keys import Keys
 from engine.migrate import migrate
 from executors.base import Context
-from tests.support.servers import redis_server, serve_app
+from tests.support.servers import api_client, http_target, redis_server
 from vigil.embedded import EmbeddedPostgres
 
 
@@ -89,20 +89,13 @@ def ctx(r: aioredis.Redis, keys: Keys) -> Context:
 @pytest.fixture(scope="session")
 async def target() -> AsyncIterator[str]:
     """A local HTTP target: /ok answers 200, /fail 500, /slow after 3 s."""
-
-    async def ok(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def fail(_: web.Request) -> web.Response:
-        return web.Response(status=500, text="boom")
-
-    async def slow(_: web.Request) -> web.Response:
-        await asyncio.sleep(3)
-        return web.Response(text="late")
-
-    app = web.Application()
-    app.router.add_get("/ok", ok)
-    app.router.add_get("/fail", fail)
-    app.router.add_get("/slow", slow)
-    async with serve_app(app) as url:
+    async with http_target() as url:
         yield url
+
+
+@pytest.fixture
+async def client(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse,
+                 clean: None) -> AsyncIterator[TestClient]:
+    """The API app on the test servers, on empty tables, behind aiohttp's test client."""
+    async with api_client(r, pool, ch) as c:
+        yield c

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import make_app
-from engine.keys import Keys
+from engine.events import Outcome
 from executors.kinds import SCHEMA
 from sinks.clickhouse import COLUMNS, row
-from tests.integration.test_sinks import result
-from tests.support.helpers import store_monitors
-
-
-@pytest.fixture
-async def client(r, pool, ch, clean) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(make_app(r, pool, ch, Keys(), SCHEMA))) as c:
-        yield c
+from tests.support.helpers import check_result, store_monitors
 
 
 async def test_health_checks_every_backend(client):
@@ -43,11 +34,14 @@ async def test_status_and_uptime(client, pool, ch):
     assert by_id["web"]["latency_ms"] == 12.5
     assert by_id["new"]["status"] is None
 
-    import time
     now = int(time.time() * 1000) - 60_000
-    rows = [row(result("web", now - i * 1000, "up", )) for i in range(1, 9)]
-    rows += [row(result("web", now - 9_000, "down")), row(result("web", now - 10_000, "expired"))]
-    rows += [row(result("web", now - 50 * 3_600_000, "down"))]  # outside the 24 h window
+
+    def result(scheduled_ms: int, outcome: Outcome) -> list[object]:
+        return row(check_result("web", scheduled_ms, outcome, latency_ms=19.0))
+
+    rows = [result(now - i * 1000, "up") for i in range(1, 9)]
+    rows += [result(now - 9_000, "down"), result(now - 10_000, "expired")]
+    rows += [result(now - 50 * 3_600_000, "down")]  # outside the 24 h window
     await ch.insert("check_results", rows, COLUMNS)
     resp = await client.get("/api/v1/monitors/web/uptime", params={"window": "24h"})
     data = await resp.json()

@@ -9,10 +9,8 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from api import push as endpoint
-from api.app import make_app
 from engine import heartbeats
 from engine.events import CheckDue, Observation, check_id
 from engine.keys import Keys
@@ -22,15 +20,10 @@ from executors.base import Context
 from executors.kinds import SCHEMA, push
 from tests.support.helpers import store_monitors
 from tests.support.kind_executor import run_checks
+from tests.support.servers import api_client
 
 INTERVAL_MS = 3_600_000
 GRACE_MS = 600_000
-
-
-@pytest.fixture
-async def client(r, pool, ch, clean) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(make_app(r, pool, ch, Keys(), SCHEMA))) as c:
-        yield c
 
 
 @pytest.fixture
@@ -185,7 +178,7 @@ async def test_chunked_bodies_are_read_whole_and_capped(client, token, r, keys):
 
 
 async def test_heartbeats_go_to_the_apps_shard(r, pool, ch, token):
-    async with TestClient(TestServer(make_app(r, pool, ch, Keys("7"), SCHEMA))) as c:
+    async with api_client(r, pool, ch, Keys("7")) as c:
         assert (await c.get(f"/api/v1/push/{token}")).status == 200
     assert await r.hexists(Keys("7").heartbeats, "nightly")
     assert not await r.hexists(Keys("0").heartbeats, "nightly")

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from engine.events import CheckResult, check_id
 from engine.keys import CLICKHOUSE_GROUP, STATUS_GROUP
 from engine.settings import Settings
 from engine.streams import ensure_group, safe_trim
 from sinks.clickhouse import ClickHouseSink
 from sinks.status import StatusSink
-from tests.support.helpers import wait_for
+from tests.support.helpers import check_result, wait_for
 
 SETTINGS = Settings(sink_batch_size=100, sink_flush_ms=50, max_timeout_ms=200,
                     claim_grace_ms=100, instance_id="sink-a")
 T0 = 1_800_000_000_000
-
-
-def result(monitor_id: str, scheduled_ms: int, outcome: str = "up", **kw) -> CheckResult:
-    return CheckResult(check_id=check_id(monitor_id, "default", scheduled_ms),
-                       monitor_id=monitor_id, region="default", scheduled_ms=scheduled_ms,
-                       started_ms=scheduled_ms + 1, finished_ms=scheduled_ms + 20,
-                       outcome=outcome, latency_ms=19.0, status_code=200, **kw)
 
 
 async def publish(r, keys, results):
@@ -55,7 +47,8 @@ async def counts(ch) -> tuple[int, int, int]:
 
 
 async def test_clickhouse_sink_writes_every_result_once(r, keys, ch, clean):
-    batch = [result(f"m{i % 10}", T0 + i * 1000, "up" if i % 3 else "down") for i in range(250)]
+    batch = [check_result(f"m{i % 10}", T0 + i * 1000, "up" if i % 3 else "down")
+             for i in range(250)]
     await publish(r, keys, batch)
     await run_sink(ClickHouseSink(r, keys, SETTINGS, ch=ch), r, keys, CLICKHOUSE_GROUP)
     assert await counts(ch) == (250, 250, 0)
@@ -66,7 +59,7 @@ async def test_clickhouse_sink_writes_every_result_once(r, keys, ch, clean):
 
 
 async def test_crash_between_insert_and_ack_causes_no_duplicate(r, keys, ch, clean):
-    batch = [result(f"m{i}", T0 + i) for i in range(40)]
+    batch = [check_result(f"m{i}", T0 + i) for i in range(40)]
     await publish(r, keys, batch)
     crashed = ClickHouseSink(r, keys, Settings(instance_id="sink-crashed"), ch=ch)
     entries = await crashed.consumer.read(100, 100)
@@ -82,7 +75,7 @@ async def test_crash_between_insert_and_ack_causes_no_duplicate(r, keys, ch, cle
 
 
 async def test_bad_result_is_dead_lettered(r, keys, ch, clean):
-    await publish(r, keys, [result("good", T0)])
+    await publish(r, keys, [check_result("good", T0)])
     await r.xadd(keys.results, {"e": b'{"v":1,"type":"check.result","outcome":"maybe"}'})
     await run_sink(ClickHouseSink(r, keys, SETTINGS, ch=ch), r, keys, CLICKHOUSE_GROUP)
     assert await counts(ch) == (1, 1, 0)
@@ -92,10 +85,10 @@ async def test_bad_result_is_dead_lettered(r, keys, ch, clean):
 
 async def test_status_sink_moves_only_forward(r, keys, pool, clean, postgres_dsn):
     sink = StatusSink(r, keys, SETTINGS, postgres_dsn=postgres_dsn)
-    await publish(r, keys, [result("web", T0 + 2000, "down", error_kind="connect"),
-                            result("web", T0 + 1000, "up"),
-                            result("web", T0 + 3000, "expired"),
-                            result("api", T0, "up")])
+    await publish(r, keys, [check_result("web", T0 + 2000, "down", error_kind="connect"),
+                            check_result("web", T0 + 1000, "up"),
+                            check_result("web", T0 + 3000, "expired"),
+                            check_result("api", T0, "up")])
     await run_sink(sink, r, keys, STATUS_GROUP)
     rows = {r_["monitor_id"]: r_ for r_ in await pool.fetch("SELECT * FROM monitor_status")}
     assert rows["web"]["status"] == "down"
@@ -103,13 +96,14 @@ async def test_status_sink_moves_only_forward(r, keys, pool, clean, postgres_dsn
     assert rows["web"]["since_ms"] == T0 + 2000
     assert rows["api"]["status"] == "up"
     # Older and replayed results change nothing; a newer one with the same status keeps `since`.
-    await publish(r, keys, [result("web", T0 + 1500, "up"), result("web", T0 + 2000, "up"),
-                            result("web", T0 + 4000, "down", error_kind="connect")])
+    await publish(r, keys, [check_result("web", T0 + 1500, "up"),
+                            check_result("web", T0 + 2000, "up"),
+                            check_result("web", T0 + 4000, "down", error_kind="connect")])
     await run_sink(StatusSink(r, keys, SETTINGS, postgres_dsn=postgres_dsn), r, keys,
                    STATUS_GROUP)
     web = await pool.fetchrow("SELECT * FROM monitor_status WHERE monitor_id = 'web'")
     assert (web["status"], web["scheduled_ms"], web["since_ms"]) == ("down", T0 + 4000, T0 + 2000)
-    await publish(r, keys, [result("web", T0 + 5000, "up")])
+    await publish(r, keys, [check_result("web", T0 + 5000, "up")])
     await run_sink(StatusSink(r, keys, SETTINGS, postgres_dsn=postgres_dsn), r, keys,
                    STATUS_GROUP)
     web = await pool.fetchrow("SELECT * FROM monitor_status WHERE monitor_id = 'web'")
@@ -117,7 +111,7 @@ async def test_status_sink_moves_only_forward(r, keys, pool, clean, postgres_dsn
 
 
 async def test_trim_keeps_what_a_group_has_not_acknowledged(r, keys):
-    await publish(r, keys, [result("bulk", T0 + i) for i in range(3000)])
+    await publish(r, keys, [check_result("bulk", T0 + i) for i in range(3000)])
     # "clickhouse" acknowledged everything; "status" acknowledged all but entry 2,000.
     read = await r.xreadgroup(CLICKHOUSE_GROUP, "a", {keys.results: ">"})
     await r.xack(keys.results, CLICKHOUSE_GROUP, *[eid for eid, _ in read[0][1]])

@@ -1,4 +1,5 @@
-"""Small helpers every kind of test uses: free ports, bounded waits, process environments."""
+"""Small helpers every kind of test uses: free ports, bounded waits, stored monitors, results,
+process environments."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 from engine import store
+from engine.events import CheckResult, Outcome, check_id
 from engine.monitors import MonitorBase
 
 
@@ -38,6 +41,16 @@ async def store_monitors(pool: asyncpg.Pool, monitors: list[MonitorBase], source
     async with pool.acquire() as conn, conn.transaction():
         for monitor in monitors:
             await store.upsert(conn, monitor, source)
+
+
+def check_result(monitor_id: str = "m", scheduled_ms: int = 1_000, outcome: Outcome = "up", *,
+                 region: str = "default", **fields: Any) -> CheckResult:
+    """A check.result as an executor publishes it: started 1 ms and finished 2 ms after its
+    slot unless `fields` say otherwise, no measurement unless `fields` give one."""
+    values: dict[str, Any] = {"started_ms": scheduled_ms + 1, "finished_ms": scheduled_ms + 2,
+                              **fields}
+    return CheckResult(check_id=check_id(monitor_id, region, scheduled_ms), monitor_id=monitor_id,
+                       region=region, scheduled_ms=scheduled_ms, outcome=outcome, **values)
 
 
 def repo_root() -> Path:

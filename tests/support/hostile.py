@@ -1,7 +1,7 @@
-"""Hostile HTTP/TLS servers for check tests: raw asyncio servers on 127.0.0.1, each misbehaving
-in one precise way, recording what it saw of every connection (bytes sent, when the client
-went away), and the certificates to serve (trustme for a CA, cryptography for a self-signed
-leaf).
+"""Hostile servers for check tests (TCP, TLS, HTTP): raw asyncio servers on 127.0.0.1, each
+misbehaving in one precise way, recording what it saw of every connection (bytes sent, when
+the client went away), and the certificates to serve (trustme for a CA, cryptography for a
+self-signed leaf).
 
     async with RawServer(drip(b"HTTP/1.1 200 OK\\r\\n", every_s=1.0)) as server:
         ... check server.url("/") ...
@@ -28,6 +28,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.support.helpers import wait_for
 
 CHUNK = 64 * 1024
 HEAD_END = b"\r\n\r\n"
@@ -97,10 +99,10 @@ class RawServer:
 
     async def wait_idle(self, timeout: float = 5.0) -> None:
         """Until every connection's handler has ended (its socket closed)."""
-        deadline = time.monotonic() + timeout
-        while self.active:
-            assert time.monotonic() < deadline, f"{self.active} connections still open"
-            await asyncio.sleep(0.01)
+        async def idle() -> bool:
+            return not self.active
+
+        await wait_for(idle, timeout=timeout, every=0.01)
 
 
 async def read_head(reader: asyncio.StreamReader, seen: Seen) -> None:
@@ -116,6 +118,20 @@ async def until_closed(reader: asyncio.StreamReader, seen: Seen) -> None:
     seen.closed = seen.closed or time.monotonic()
 
 
+async def send(writer: asyncio.StreamWriter, seen: Seen, data: bytes) -> None:
+    """Write `data`, count it as sent, and wait while the client is slow to take it."""
+    writer.write(data)
+    seen.sent += len(data)
+    await writer.drain()
+
+
+def close_with_rst(writer: asyncio.StreamWriter) -> None:
+    """Drop the connection with an RST instead of a FIN (linger 0)."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
 # --- handlers ----------------------------------------------------------------------------------
 
 def answer(response: bytes, then_close: bool = False) -> Handler:
@@ -124,9 +140,7 @@ def answer(response: bytes, then_close: bool = False) -> Handler:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      seen: Seen) -> None:
         await read_head(reader, seen)
-        writer.write(response)
-        seen.sent += len(response)
-        await writer.drain()
+        await send(writer, seen, response)
         if then_close:
             writer.close()
             await writer.wait_closed()
@@ -135,12 +149,12 @@ def answer(response: bytes, then_close: bool = False) -> Handler:
     return handle
 
 
-def streaming(send: Callable[[asyncio.StreamWriter, Seen], Awaitable[None]]) -> Handler:
-    """Read the request head, then `send` until done or until the client hangs up."""
+def streaming(produce: Callable[[asyncio.StreamWriter, Seen], Awaitable[None]]) -> Handler:
+    """Read the request head, then `produce` until done or until the client hangs up."""
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      seen: Seen) -> None:
         await read_head(reader, seen)
-        sender = asyncio.create_task(send(writer, seen))
+        sender = asyncio.create_task(produce(writer, seen))
         try:
             await until_closed(reader, seen)
         finally:
@@ -151,28 +165,23 @@ def streaming(send: Callable[[asyncio.StreamWriter, Seen], Awaitable[None]]) -> 
 
 def drip(data: bytes, every_s: float) -> Handler:
     """Send `data` one byte every `every_s` seconds (headers that never end, in practice)."""
-    async def send(writer: asyncio.StreamWriter, seen: Seen) -> None:
+    async def trickle(writer: asyncio.StreamWriter, seen: Seen) -> None:
         for byte in data:
-            writer.write(bytes([byte]))
-            seen.sent += 1
-            await writer.drain()
+            await send(writer, seen, bytes([byte]))
             await asyncio.sleep(every_s)
 
-    return streaming(send)
+    return streaming(trickle)
 
 
 def endless_body(size: int) -> Handler:
     """Announce `size` bytes of body and stream zeros as fast as the client reads them."""
-    async def send(writer: asyncio.StreamWriter, seen: Seen) -> None:
-        head = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode()
-        writer.write(head)
+    async def flood(writer: asyncio.StreamWriter, seen: Seen) -> None:
+        writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode())
         zeros = bytes(CHUNK)
         while seen.sent < size:
-            writer.write(zeros)
-            seen.sent += len(zeros)
-            await writer.drain()
+            await send(writer, seen, zeros)
 
-    return streaming(send)
+    return streaming(flood)
 
 
 def cut_off(partial: bytes, reset: bool) -> Handler:
@@ -180,13 +189,13 @@ def cut_off(partial: bytes, reset: bool) -> Handler:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      seen: Seen) -> None:
         await read_head(reader, seen)
-        writer.write(partial)
-        seen.sent += len(partial)
-        await writer.drain()
-        await asyncio.sleep(0.05)  # let the client read the partial response first
+        await send(writer, seen, partial)
+        # A stall mid-response, part of the misbehaviour: an asyncio client that has not read
+        # the partial response when the RST lands loses it, and no server can see a read (the
+        # client's kernel acknowledged the bytes already).
+        await asyncio.sleep(0.05)
         if reset:
-            sock = writer.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            close_with_rst(writer)
         writer.transport.abort()
     return handle
 
@@ -195,10 +204,19 @@ def blurt(data: bytes) -> Handler:
     """Send `data` at once, before any request, then close: a server of another protocol."""
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      seen: Seen) -> None:
-        writer.write(data)
-        seen.sent += len(data)
+        await send(writer, seen, data)
         writer.close()
         await writer.wait_closed()
+    return handle
+
+
+def greet(banner: bytes) -> Handler:
+    """Send `banner` at once, as an SMTP or SSH server greets, then wait for the client to
+    hang up."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     seen: Seen) -> None:
+        await send(writer, seen, banner)
+        await until_closed(reader, seen)
     return handle
 
 
@@ -228,25 +246,33 @@ class Certs:
     valid_not_after: datetime.datetime
 
 
-def _server_context(leaf: trustme.LeafCert) -> ssl.SSLContext:
+def server_context(leaf: trustme.LeafCert) -> ssl.SSLContext:
+    """A TLS server context serving `leaf` (a certificate a trustme CA issued)."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     leaf.configure_cert(ctx)
     return ctx
 
 
-def self_signed_context(directory: Path) -> ssl.SSLContext:
-    """A leaf certificate for HOSTS signed by its own key, as `openssl req -x509` makes."""
+def _subject_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def self_signed_context(directory: Path, *names: str) -> ssl.SSLContext:
+    """A TLS server context with a leaf certificate for `names` (HOSTS unless given) signed by
+    its own key, as `openssl req -x509` makes; its files go in `directory`."""
+    names = names or HOSTS
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[-1])])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
+            .add_extension(x509.SubjectAlternativeName([_subject_name(n) for n in names]),
+                           critical=False)
             .sign(key, hashes.SHA256()))
     cert_file, key_file = directory / "self-signed.pem", directory / "self-signed.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -264,10 +290,10 @@ def make_certs(directory: Path) -> Certs:
     valid_not_after = now + datetime.timedelta(days=90)
     return Certs(
         ca=ca,
-        valid=_server_context(ca.issue_cert(*HOSTS, not_after=valid_not_after)),
-        expired=_server_context(ca.issue_cert(*HOSTS, not_before=now - datetime.timedelta(days=30),
-                                              not_after=now - datetime.timedelta(days=1))),
-        wrong_host=_server_context(ca.issue_cert("other.example")),
+        valid=server_context(ca.issue_cert(*HOSTS, not_after=valid_not_after)),
+        expired=server_context(ca.issue_cert(*HOSTS, not_before=now - datetime.timedelta(days=30),
+                                             not_after=now - datetime.timedelta(days=1))),
+        wrong_host=server_context(ca.issue_cert("other.example")),
         self_signed=self_signed_context(directory),
         valid_not_after=valid_not_after,
     )

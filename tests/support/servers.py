@@ -1,13 +1,22 @@
-"""Real servers a test starts: a redis-server (the one vigil.embedded starts), an aiohttp app."""
+"""Real servers a test starts: a redis-server (the one vigil.embedded starts), an aiohttp app,
+the HTTP target checks run against, and the API app behind aiohttp's test client."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
+import redis.asyncio as aioredis
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
+from api.app import make_app
+from engine.clickhouse import ClickHouse
+from engine.keys import Keys
+from executors.kinds import SCHEMA
 from tests.support.helpers import free_port
 from vigil.embedded import RedisServer
 
@@ -35,3 +44,38 @@ async def serve_app(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def http_target() -> AsyncIterator[str]:
+    """A well-behaved HTTP target: /ok answers 200, /fail 500, /slow after 3 s; yields its
+    base URL."""
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def fail(_: web.Request) -> web.Response:
+        return web.Response(status=500, text="boom")
+
+    async def slow(_: web.Request) -> web.Response:
+        await asyncio.sleep(3)  # the target's behaviour: an answer that comes late
+        return web.Response(text="late")
+
+    app = web.Application()
+    app.router.add_get("/ok", ok)
+    app.router.add_get("/fail", fail)
+    app.router.add_get("/slow", slow)
+    async with serve_app(app) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def api_client(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse,
+                     keys: Keys | None = None, token: str | None = None,
+                     ) -> AsyncIterator[TestClient]:
+    """The API app as the composition builds it (every kind's schema), behind aiohttp's test
+    client; with `token`, every request carries it as a bearer token."""
+    app = make_app(r, pool, ch, keys or Keys(), SCHEMA)
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    async with TestClient(TestServer(app), headers=headers) as client:
+        yield client

@@ -7,34 +7,28 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.events import OUTCOMES, CheckResult
+from engine.events import OUTCOMES, Outcome
 from sinks.clickhouse import COLUMNS, row
 from sinks.status import latest
+from tests.support.helpers import check_result
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def result(monitor_id: str = "m", region: str = "default", scheduled_ms: int = 1_000,
-           outcome: str = "up", **extra: object) -> CheckResult:
-    return CheckResult(
-        check_id=f"{monitor_id}:{region}:{scheduled_ms}", monitor_id=monitor_id, region=region,
-        scheduled_ms=scheduled_ms, started_ms=scheduled_ms + 1, finished_ms=scheduled_ms + 2,
-        outcome=outcome, **extra)  # type: ignore[arg-type]
-
-
 def test_latest_keeps_the_newest_per_monitor_and_region() -> None:
     batch = [
-        result("a", "eu", 3_000), result("a", "eu", 1_000), result("a", "eu", 2_000),
-        result("a", "us", 1_000), result("b", "eu", 5_000), result("b", "eu", 4_000),
+        check_result("a", 3_000, region="eu"), check_result("a", 1_000, region="eu"),
+        check_result("a", 2_000, region="eu"), check_result("a", 1_000, region="us"),
+        check_result("b", 5_000, region="eu"), check_result("b", 4_000, region="eu"),
     ]
     got = {(r.monitor_id, r.region): r.scheduled_ms for r in latest(batch)}
     assert got == {("a", "eu"): 3_000, ("a", "us"): 1_000, ("b", "eu"): 5_000}
 
 
 def test_latest_drops_expired() -> None:
-    batch = [result("a", scheduled_ms=1_000, outcome="down"),
-             result("a", scheduled_ms=2_000, outcome="expired"),
-             result("b", scheduled_ms=1_000, outcome="expired")]
+    batch = [check_result("a", scheduled_ms=1_000, outcome="down"),
+             check_result("a", scheduled_ms=2_000, outcome="expired"),
+             check_result("b", scheduled_ms=1_000, outcome="expired")]
     got = latest(batch)
     assert [(r.monitor_id, r.scheduled_ms, r.outcome) for r in got] == [("a", 1_000, "down")]
 
@@ -47,8 +41,8 @@ def test_latest_of_nothing_is_nothing() -> None:
                           st.integers(min_value=0, max_value=20), st.sampled_from(OUTCOMES)),
                 max_size=40))
 @settings(max_examples=200)
-def test_latest_matches_a_model(items: list[tuple[str, str, int, str]]) -> None:
-    batch = [result(m, rg, sch, outcome) for m, rg, sch, outcome in items]
+def test_latest_matches_a_model(items: list[tuple[str, str, int, Outcome]]) -> None:
+    batch = [check_result(m, sch, outcome, region=rg) for m, rg, sch, outcome in items]
     expected: dict[tuple[str, str], int] = {}
     for m, rg, sch, outcome in items:
         if outcome != "expired":
@@ -63,7 +57,7 @@ def test_latest_matches_a_model(items: list[tuple[str, str, int, str]]) -> None:
 
 
 def test_row_has_one_value_per_column() -> None:
-    full = result(latency_ms=12.5, phases={"dns": 1.0, "connect": 2.0, "tls": 3.0,
+    full = check_result(latency_ms=12.5, phases={"dns": 1.0, "connect": 2.0, "tls": 3.0,
                                            "first_byte": 4.0},
                   status_code=503, error_kind="status", error="status 503 not in [200]",
                   tls_expiry_ms=1_800_000_000_000, executor="host-1", deliveries=2)
@@ -83,8 +77,8 @@ def test_row_has_one_value_per_column() -> None:
 
 
 def test_row_of_a_bare_result_fills_defaults() -> None:
-    values = dict(zip(COLUMNS, row(result(outcome="error")), strict=True))
-    assert len(row(result())) == len(COLUMNS)
+    values = dict(zip(COLUMNS, row(check_result(outcome="error")), strict=True))
+    assert len(row(check_result())) == len(COLUMNS)
     # error_kind and error are non-Nullable String columns.
     assert values["error_kind"] == ""
     assert values["error"] == ""
@@ -98,7 +92,7 @@ def test_row_of_a_bare_result_fills_defaults() -> None:
 @given(st.integers(min_value=0, max_value=2**42))
 @settings(max_examples=300)
 def test_row_timestamps_keep_the_millisecond(ms: int) -> None:
-    values = dict(zip(COLUMNS, row(result(scheduled_ms=ms)), strict=True))
+    values = dict(zip(COLUMNS, row(check_result(scheduled_ms=ms)), strict=True))
     scheduled = values["scheduled"]
     assert scheduled.tzinfo is not None
     assert (scheduled - EPOCH) // timedelta(milliseconds=1) == ms
