@@ -6,15 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from api import tokens
-from api.app import make_app
 from engine.events import CheckDue
-from engine.keys import Keys
-from executors.kinds import SCHEMA
 from scheduler.service import Scheduler
+from scheduler.sync import CHANNEL
 from tests.support.helpers import wait_for
+from tests.support.servers import api_client
 
 WEB = {"id": "web", "kind": "http", "interval": "1s", "timeout": "500ms", "tags": ["shop"],
        "http": {"url": "http://127.0.0.1:9/a"}}
@@ -24,8 +23,7 @@ WEB = {"id": "web", "kind": "http", "interval": "1s", "timeout": "500ms", "tags"
 async def api(r, pool, ch, clean) -> AsyncIterator[TestClient]:
     await pool.execute("TRUNCATE api_tokens")
     token = await tokens.create(pool, "test")
-    async with TestClient(TestServer(make_app(r, pool, ch, Keys(), SCHEMA)),
-                          headers={"Authorization": f"Bearer {token}"}) as client:
+    async with api_client(r, pool, ch, token=token) as client:
         yield client
 
 
@@ -106,7 +104,13 @@ async def test_a_change_reaches_the_next_dispatched_check(api, r, keys, pool, po
     task = asyncio.create_task(scheduler.run(stop))
     stream = keys.checks("default")
     try:
-        await asyncio.sleep(0.3)
+        # The scheduler's LISTEN is in place: every change from here on reaches it as a
+        # notification (the reconcile that would catch a missed one runs once an hour).
+        async def listening() -> bool:
+            return bool(await pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = $1", f'LISTEN "{CHANNEL}"'))
+
+        await wait_for(listening, timeout=5)
         assert (await api.post("/api/v1/monitors", json=WEB)).status == 201
 
         async def dispatched() -> bool:
