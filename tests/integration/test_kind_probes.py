@@ -5,24 +5,22 @@ redis-server, and a redis-server with requirepass started here."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
 
-from engine.events import CheckDue, CheckResult, Observation, check_id
-from engine.keys import EXECUTOR_GROUP
+from engine.events import Observation
 from engine.monitors import SpecError
 from engine.settings import Settings
-from engine.streams import ensure_group
 from executors.base import Context
-from executors.kinds import SCHEMA, postgres_probe, redis_probe
-from executors.service import Executor
+from executors.kinds import SCHEMA
 from tests.support.helpers import free_port, wait_for
+from tests.support.hostile import RawServer, silent
+from tests.support.kind_executor import check_due, observe, run_checks
 from tests.support.servers import redis_server
 
 ROLE = "vigil_probe_pw"
@@ -31,21 +29,12 @@ WRONG = "wr0ng-staple-9871"
 REDIS_PASSWORD = "r3dis-s3cret-2231"
 
 
-def due(kind: str, spec: dict, monitor_id: str = "probe") -> CheckDue:
-    now = int(time.time() * 1000)
-    return CheckDue(check_id=check_id(monitor_id, "default", now), monitor_id=monitor_id,
-                    region="default", scheduled_ms=now, deadline_ms=now + 10_000, spec_version=1,
-                    spec={"kind": kind, "interval_ms": 10_000, "timeout_ms": 800, kind: spec})
+async def pg(ctx: Context, **spec: Any) -> Observation:
+    return await observe(ctx, "postgres", spec, timeout_ms=800)
 
 
-async def pg(r, keys, **spec) -> Observation:
-    parsed = postgres_probe.PostgresSpec.model_validate(spec)
-    return await postgres_probe.check(parsed, Context(r, keys), due("postgres", spec))
-
-
-async def rd(r, keys, **spec) -> Observation:
-    parsed = redis_probe.RedisSpec.model_validate(spec)
-    return await redis_probe.check(parsed, Context(r, keys), due("redis", spec))
+async def rd(ctx: Context, **spec: Any) -> Observation:
+    return await observe(ctx, "redis", spec, timeout_ms=800)
 
 
 def socket_dsn(postgres_dsn: str, user: str, password: str | None = None) -> str:
@@ -90,42 +79,22 @@ def redis_with_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
         yield f"127.0.0.1:{port}"
 
 
-@contextlib.asynccontextmanager
-async def blackhole() -> AsyncIterator[int]:
-    """Accepts connections and never says a word."""
-    handlers: set[asyncio.Task[None]] = set()
-
-    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        handlers.add(asyncio.current_task())  # type: ignore[arg-type]
-        with contextlib.suppress(ConnectionError):
-            await reader.read()
-        writer.close()
-
-    server = await asyncio.start_server(mute, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
-        await asyncio.wait_for(asyncio.gather(*handlers, return_exceptions=True), 5)
-
-
 # Postgres
 
 
-async def test_postgres_up(r, keys, postgres_dsn):
-    obs = await pg(r, keys, dsn=postgres_dsn)
+async def test_postgres_up(ctx, postgres_dsn):
+    obs = await pg(ctx, dsn=postgres_dsn)
     assert (obs.outcome, obs.error) == ("up", None)
     assert set(obs.phases) == {"connect", "query"}
     assert obs.latency_ms >= obs.phases["connect"] + obs.phases["query"] - 0.01
 
 
-async def test_postgres_user_query(r, keys, postgres_dsn):
-    one = await pg(r, keys, dsn=postgres_dsn,
+async def test_postgres_user_query(ctx, postgres_dsn):
+    one = await pg(ctx, dsn=postgres_dsn,
                    query="SELECT 1 FROM pg_database WHERE datname = 'postgres'")
-    none = await pg(r, keys, dsn=postgres_dsn, query="SELECT 1 WHERE false")
-    broken = await pg(r, keys, dsn=postgres_dsn, query="SELECT * FROM no_such_table")
-    writes = await pg(r, keys, dsn=postgres_dsn, query="CREATE TABLE probe_wrote_this (x int)")
+    none = await pg(ctx, dsn=postgres_dsn, query="SELECT 1 WHERE false")
+    broken = await pg(ctx, dsn=postgres_dsn, query="SELECT * FROM no_such_table")
+    writes = await pg(ctx, dsn=postgres_dsn, query="CREATE TABLE probe_wrote_this (x int)")
     assert one.outcome == "up"
     assert (none.outcome, none.error_kind, none.error) == ("down", "query",
                                                            "the query returned no row")
@@ -135,12 +104,12 @@ async def test_postgres_user_query(r, keys, postgres_dsn):
     assert (writes.error_kind, "read-only transaction" in writes.error) == ("query", True)
 
 
-async def test_postgres_password_is_checked(r, keys, postgres_dsn, password_role, monkeypatch):
-    good = await pg(r, keys, dsn=socket_dsn(postgres_dsn, ROLE, PASSWORD))
-    wrong = await pg(r, keys, dsn=socket_dsn(postgres_dsn, ROLE, WRONG))
+async def test_postgres_password_is_checked(ctx, postgres_dsn, password_role, monkeypatch):
+    good = await pg(ctx, dsn=socket_dsn(postgres_dsn, ROLE, PASSWORD))
+    wrong = await pg(ctx, dsn=socket_dsn(postgres_dsn, ROLE, WRONG))
     # The executor's own PGPASSWORD is never sent on a monitor's behalf.
     monkeypatch.setenv("PGPASSWORD", PASSWORD)
-    ambient = await pg(r, keys, dsn=socket_dsn(postgres_dsn, ROLE))
+    ambient = await pg(ctx, dsn=socket_dsn(postgres_dsn, ROLE))
     assert good.outcome == "up"
     for obs in (wrong, ambient):
         assert (obs.outcome, obs.error_kind) == ("down", "auth")
@@ -148,27 +117,27 @@ async def test_postgres_password_is_checked(r, keys, postgres_dsn, password_role
     assert WRONG not in wrong.error
 
 
-async def test_postgres_unknown_role_is_auth(r, keys, postgres_dsn):
-    obs = await pg(r, keys, dsn=socket_dsn(postgres_dsn, "nobody_here"))
+async def test_postgres_unknown_role_is_auth(ctx, postgres_dsn):
+    obs = await pg(ctx, dsn=socket_dsn(postgres_dsn, "nobody_here"))
     assert (obs.outcome, obs.error_kind) == ("down", "auth")
 
 
-async def test_postgres_connect_failures(r, keys):
-    refused = await pg(r, keys, dsn=f"postgresql://u:{WRONG}@127.0.0.1:{free_port()}/db")
-    nosocket = await pg(r, keys, dsn=f"postgresql://u:{WRONG}@/db?host=/nonexistent/pg")
+async def test_postgres_connect_failures(ctx):
+    refused = await pg(ctx, dsn=f"postgresql://u:{WRONG}@127.0.0.1:{free_port()}/db")
+    nosocket = await pg(ctx, dsn=f"postgresql://u:{WRONG}@/db?host=/nonexistent/pg")
     for obs in (refused, nosocket):
         assert (obs.outcome, obs.error_kind) == ("down", "connect")
         assert WRONG not in obs.error
 
 
-async def test_postgres_dsn_from_the_environment(r, keys, postgres_dsn, monkeypatch):
+async def test_postgres_dsn_from_the_environment(ctx, postgres_dsn, monkeypatch):
     monkeypatch.setenv("VIGIL_TEST_BILLING_DSN", postgres_dsn)
-    assert (await pg(r, keys, dsn_env="VIGIL_TEST_BILLING_DSN")).outcome == "up"
-    missing = await pg(r, keys, dsn_env="VIGIL_TEST_NOT_SET")
+    assert (await pg(ctx, dsn_env="VIGIL_TEST_BILLING_DSN")).outcome == "up"
+    missing = await pg(ctx, dsn_env="VIGIL_TEST_NOT_SET")
     assert (missing.outcome, missing.error_kind) == ("error", "config")
     assert "VIGIL_TEST_NOT_SET is not set" in missing.error
     monkeypatch.setenv("VIGIL_TEST_BILLING_DSN", f"mysql://root:{WRONG}@db/x")
-    bad = await pg(r, keys, dsn_env="VIGIL_TEST_BILLING_DSN")
+    bad = await pg(ctx, dsn_env="VIGIL_TEST_BILLING_DSN")
     assert (bad.outcome, bad.error_kind) == ("error", "config")
     assert WRONG not in bad.error
 
@@ -192,25 +161,25 @@ def test_postgres_spec_format():
 # Redis
 
 
-async def test_redis_up(r, keys, redis_url):
-    obs = await rd(r, keys, url=redis_url)
+async def test_redis_up(ctx, redis_url):
+    obs = await rd(ctx, url=redis_url)
     assert (obs.outcome, obs.error) == ("up", None)
     assert set(obs.phases) == {"connect", "query"}
 
 
-async def test_redis_wrong_port_is_connect(r, keys):
-    obs = await rd(r, keys, url=f"redis://:{WRONG}@127.0.0.1:{free_port()}/0")
+async def test_redis_wrong_port_is_connect(ctx):
+    obs = await rd(ctx, url=f"redis://:{WRONG}@127.0.0.1:{free_port()}/0")
     assert (obs.outcome, obs.error_kind) == ("down", "connect")
     assert WRONG not in obs.error
 
 
-async def test_redis_password_is_checked(r, keys, redis_with_password, redis_url):
+async def test_redis_password_is_checked(ctx, redis_with_password, redis_url):
     hostport = redis_with_password
-    good = await rd(r, keys, url=f"redis://:{REDIS_PASSWORD}@{hostport}/0")
-    wrong = await rd(r, keys, url=f"redis://:{WRONG}@{hostport}/0")
-    missing = await rd(r, keys, url=f"redis://{hostport}/0")
+    good = await rd(ctx, url=f"redis://:{REDIS_PASSWORD}@{hostport}/0")
+    wrong = await rd(ctx, url=f"redis://:{WRONG}@{hostport}/0")
+    missing = await rd(ctx, url=f"redis://{hostport}/0")
     # A password for a server that has none: the monitor's definition is wrong, so say so.
-    unexpected = await rd(r, keys, url=redis_url.replace("redis://", f"redis://:{WRONG}@"))
+    unexpected = await rd(ctx, url=redis_url.replace("redis://", f"redis://:{WRONG}@"))
     assert good.outcome == "up"
     assert missing.phases.keys() == {"connect"}  # NOAUTH comes back to the PING
     for obs in (wrong, missing, unexpected):
@@ -218,10 +187,10 @@ async def test_redis_password_is_checked(r, keys, redis_with_password, redis_url
         assert WRONG not in obs.error
 
 
-async def test_redis_url_from_the_environment(r, keys, redis_with_password, monkeypatch):
+async def test_redis_url_from_the_environment(ctx, redis_with_password, monkeypatch):
     monkeypatch.setenv("VIGIL_TEST_CACHE_URL", f"redis://:{REDIS_PASSWORD}@{redis_with_password}")
-    assert (await rd(r, keys, url_env="VIGIL_TEST_CACHE_URL")).outcome == "up"
-    missing = await rd(r, keys, url_env="VIGIL_TEST_NOT_SET")
+    assert (await rd(ctx, url_env="VIGIL_TEST_CACHE_URL")).outcome == "up"
+    missing = await rd(ctx, url_env="VIGIL_TEST_NOT_SET")
     assert (missing.outcome, missing.error_kind) == ("error", "config")
 
 
@@ -242,30 +211,18 @@ def test_redis_spec_format():
 
 
 async def test_silent_servers_time_out_in_the_real_executor(r, keys, postgres_dsn, redis_url):
-    stream = keys.checks("default")
-    await ensure_group(r, stream, EXECUTOR_GROUP)
-    async with blackhole() as port:
-        for mid, kind, spec in (
-            ("pg-silent", "postgres", {"dsn": f"postgresql://u@127.0.0.1:{port}/db"}),
-            ("redis-silent", "redis", {"url": f"redis://127.0.0.1:{port}/0"}),
+    settings = Settings(max_timeout_ms=1_000, instance_id="exec-probe")
+    async with RawServer(silent()) as blackhole:
+        dues = [check_due(mid, kind, spec, timeout_ms=800) for mid, kind, spec in (
+            ("pg-silent", "postgres", {"dsn": f"postgresql://u@127.0.0.1:{blackhole.port}/db"}),
+            ("redis-silent", "redis", {"url": f"redis://127.0.0.1:{blackhole.port}/0"}),
             ("pg-up", "postgres", {"dsn": postgres_dsn}),
             ("redis-up", "redis", {"url": redis_url}),
-        ):
-            await r.xadd(stream, {"e": due(kind, spec, monitor_id=mid).to_json()})
-        stop = asyncio.Event()
-        task = asyncio.create_task(
-            Executor(r, keys, Settings(max_timeout_ms=1_000, instance_id="exec-probe")).run(stop))
-
-        async def all_done() -> bool:
-            return await r.xlen(keys.results) >= 4
-
-        try:
-            await wait_for(all_done)
-        finally:
-            stop.set()
-            await task
-    got = {res.monitor_id: res for res in
-           (CheckResult.from_json(f[b"e"]) for _, f in await r.xrange(keys.results))}
+        )]
+        got = await run_checks(r, keys, dues, settings)
     assert {m: (g.outcome, g.error_kind) for m, g in got.items()} == {
         "pg-silent": ("down", "timeout"), "redis-silent": ("down", "timeout"),
         "pg-up": ("up", None), "redis-up": ("up", None)}
+    # The silent server held up nothing: both live probes finished before either timed out.
+    assert max(got[m].finished_ms for m in ("pg-up", "redis-up")) < min(
+        got[m].finished_ms for m in ("pg-silent", "redis-silent"))
