@@ -1,6 +1,7 @@
 """HTTP(S) checks against real servers on 127.0.0.1: every spec feature on an aiohttp app,
-response-parsing edge cases and hostile targets on raw asyncio servers (tests/hostile.py),
-TLS with trustme certificates, the real executor's timeout, and uvloop."""
+response-parsing edge cases and hostile targets on raw asyncio servers (tests/support/hostile.py),
+TLS with trustme certificates, the real executor's timeout, and uvloop. The spec and the plan
+alone: tests/unit/test_kind_http_spec.py."""
 
 from __future__ import annotations
 
@@ -18,11 +19,10 @@ from aiohttp import web
 
 from engine.events import CheckDue, Observation
 from engine.keys import Keys
-from engine.monitors import SpecError
 from engine.settings import Settings
 from executors.base import Context
-from executors.kinds import SCHEMA, http
-from executors.kinds.http import HttpSpec, json_equal, status_range
+from executors.kinds import http
+from executors.kinds.http.spec import HttpSpec
 from executors.resolver import Resolver
 from tests.support.helpers import free_port
 from tests.support.hostile import (
@@ -156,11 +156,12 @@ async def site() -> AsyncIterator[str]:
 
 
 async def observe(ctx: Context, spec: dict[str, Any], timeout_s: float = 5.0) -> Observation:
-    """Run a check as the executor does: the parsed spec, under the monitor's timeout."""
-    parsed = HttpSpec.model_validate(spec)
+    """Run a check as the executor does: the spec parsed and prepared, under the monitor's
+    timeout."""
+    plan = http.KIND.prepare(HttpSpec.model_validate(spec))
     try:
         async with asyncio.timeout(timeout_s):
-            return await http.check(parsed, ctx, DUE)
+            return await http.check(plan, ctx, DUE)
     except TimeoutError:
         return Observation(outcome="down", error_kind="timeout", latency_ms=timeout_s * 1000)
 
@@ -196,102 +197,6 @@ async def settled_fds(expected: int | None = None, within_s: float = 2.0) -> int
         if expected is None and count == last:
             break
     return count
-
-
-# --- the spec ----------------------------------------------------------------------------------
-
-def test_defaults() -> None:
-    spec = HttpSpec.model_validate({"url": "https://example.com/"})
-    assert spec.method == "GET"
-    assert spec.expected_status == ["200-399"]
-    assert (spec.follow_redirects, spec.max_redirects, spec.verify_tls) == (False, 5, True)
-    assert spec.max_body_bytes == 64 * 1024
-    assert spec.degraded_ms is None
-
-
-def test_stored_spec_reads_back_the_same() -> None:
-    """The store keeps model_dump(mode="json"); the executor parses that again."""
-    spec = HttpSpec.model_validate({
-        "url": "https://example.com/x?y=1", "method": "POST", "body": "{}",
-        "headers": {"X-Test": "1"}, "username": "u", "password": "p",
-        "expected_status": [200, "3xx", "401-403"], "keyword": "ok", "regex": r"v\d",
-        "json_path": "$.status", "json_one_of": ["ok", None], "header_regex": {"x-v": "^1"},
-        "degraded_ms": 500, "follow_redirects": True})
-    again = HttpSpec.model_validate(spec.model_dump(mode="json"))
-    assert again == spec
-    assert again.plan.first.request == spec.plan.first.request
-
-
-@pytest.mark.parametrize(("item", "expected"), [
-    (200, (200, 200)), ("204", (204, 204)), ("200-299", (200, 299)), (" 301 - 308 ", (301, 308)),
-    ("2xx", (200, 299)), ("5XX", (500, 599)),
-])
-def test_status_items(item: int | str, expected: tuple[int, int]) -> None:
-    assert status_range(item) == expected
-
-
-@pytest.mark.parametrize(("spec", "field", "message"), [
-    ({"expected_status": [99]}, "expected_status.0", "100-599"),
-    ({"expected_status": ["ok"]}, "expected_status.0", "a class (2xx)"),
-    ({"expected_status": ["299-200"]}, "expected_status.0", "low-high"),
-    ({"expected_status": [200, "6xx"]}, "expected_status.1", "a class (2xx)"),
-    ({"expected_status": []}, "expected_status", "at least 1"),
-    ({"url": "https://user:pw@example.com/"}, "url", "username/password"),
-    ({"url": "ftp://example.com/"}, "url", "URL scheme"),
-    ({"method": "TRACE"}, "method", "'GET'"),
-    ({"headers": {"Bad Name": "x"}}, "headers.Bad Name.[key]", "not a valid header name"),
-    ({"headers": {"X-A": "1\r\nX-Injected: 1"}}, "headers", "CR, LF"),
-    ({"headers": {"Content-Length": "1"}}, "headers", "set by the check"),
-    ({"headers": {"x-a": "1", "X-A": "2"}}, "headers", "twice"),
-    ({"username": "u", "bearer_token": "t"}, "", "not both"),
-    ({"password": "p"}, "", "password without username"),
-    ({"bearer_token": "t", "headers": {"Authorization": "x"}}, "", "Authorization header"),
-    ({"regex": "(unclosed"}, "regex", "not a valid regular expression"),
-    ({"header_regex": {"x-v": "[z-a]"}}, "header_regex.x-v", "not a valid regular expression"),
-    ({"json_path": "$[?("}, "json_path", "not a valid JSONPath"),
-    ({"json_equals": "ok"}, "", "need json_path"),
-    ({"json_path": "$.a", "json_equals": 1, "json_one_of": [1]}, "", "not both"),
-    ({"json_path": "$.a", "json_one_of": []}, "json_one_of", "at least 1"),
-    ({"max_body_bytes": 2 * 1024 * 1024}, "max_body_bytes", "less than or equal"),
-    ({"degraded_ms": 0}, "degraded_ms", "greater than or equal to 1"),
-    ({"max_redirects": 31}, "max_redirects", "less than or equal"),
-    ({"retries": 3}, "retries", "Extra inputs"),
-])
-def test_invalid_specs_name_the_field(spec: dict[str, Any], field: str, message: str) -> None:
-    entry = {"id": "web", "kind": "http", "http": {"url": "https://example.com/", **spec}}
-    with pytest.raises(SpecError) as info:
-        SCHEMA.parse([entry])
-    [problem] = info.value.problems
-    assert f": http{'.' + field if field else ''}: " in problem, problem
-    assert message in problem, problem
-
-
-def test_request_bytes() -> None:
-    spec = HttpSpec.model_validate({
-        "url": "http://example.com:8080/a b?q=ü", "method": "POST", "body": "hé",
-        "headers": {"User-Agent": "mine", "X-Test": "1"}, "bearer_token": "tok"})
-    head, _, body = spec.plan.first.request.data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    assert lines[0] == b"POST /a%20b?q=%C3%BC HTTP/1.1"
-    assert b"Host: example.com:8080" in lines
-    assert b"User-Agent: mine" in lines
-    assert b"User-Agent: Vigil" not in head
-    assert b"Connection: close" in lines
-    assert b"Accept-Encoding: identity" in lines
-    assert b"Content-Length: 3" in lines
-    assert body == "hé".encode()
-    assert b"Authorization: Bearer tok" in lines
-    assert spec.plan.first.request.port == 8080
-    assert not spec.plan.first.request.tls
-
-
-@pytest.mark.parametrize(("got", "expected", "equal"), [
-    (1, 1.0, True), (True, 1, False), (1, True, False), ("1", 1, False), (None, None, True),
-    ([1, {"a": True}], [1.0, {"a": True}], True), ({"a": 1}, {"a": 1, "b": 2}, False),
-    ([1, 2], [1], False), (False, False, True),
-])
-def test_json_equality(got: object, expected: object, equal: bool) -> None:
-    assert json_equal(got, expected) is equal
 
 
 # --- features ----------------------------------------------------------------------------------
