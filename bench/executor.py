@@ -32,6 +32,7 @@ from procs import (
     BenchError,
     free_port,
     port_open,
+    report_run,
     spawn,
     start_redis,
     start_target,
@@ -39,7 +40,6 @@ from procs import (
     vigil,
     vigil_env,
     wait_until,
-    write_figures,
 )
 
 from engine.events import CheckDue, CheckResult
@@ -201,14 +201,7 @@ def main() -> int:
     unknown = set(args.kinds) - set(KINDS)
     if unknown:
         ap.error(f"--kinds: unknown {sorted(unknown)}; choose from {', '.join(KINDS)}")
-    try:
-        res = run(args)
-    except BenchError as exc:
-        print(f"bench/executor.py: {exc}", file=sys.stderr)
-        return 1
-    print(report(res))
-    print(f"written to {write_figures('executor', res)}")
-    return 0
+    return report_run("executor", lambda: run(args), report)
 
 
 if __name__ == "__main__":

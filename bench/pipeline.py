@@ -50,9 +50,28 @@ from typing import Any
 
 import psutil
 import redis
-from procs import BenchError, ProcessGroup, spawn, vigil, vigil_roles, wait_until, write_figures
+from procs import (
+    BenchError,
+    ProcessGroup,
+    report_run,
+    spawn,
+    vigil,
+    vigil_roles,
+    wait_until,
+    write_figures,
+)
 from sampling import MIB, Component, RssSampler, command_delta, command_stats, machine_busy
-from stack import KEYS, Stack, account, all_drained, dispatched, groups_exist, seed_monitors
+from stack import (
+    KEYS,
+    Offered,
+    Stack,
+    account,
+    add_load_arguments,
+    all_drained,
+    dispatched,
+    groups_exist,
+    seed_monitors,
+)
 
 from engine import store
 from engine.connections import postgres_pool
@@ -63,24 +82,13 @@ P99_LIMIT_MS = 1000.0
 
 
 @dataclass(frozen=True)
-class Config:
-    monitors: int
-    interval_s: float
-    duration_s: float
+class Config(Offered):
     executors: int
     concurrency: int
     timeout_ms: int
     target: str
     drain_timeout_s: float
     keep: bool
-
-    @property
-    def interval_ms(self) -> int:
-        return int(self.interval_s * 1000)
-
-    @property
-    def offered_per_s(self) -> float:
-        return self.monitors / self.interval_s
 
 
 def status_rows(dsn: str) -> int:
@@ -320,9 +328,7 @@ def sweep_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--monitors", type=int, default=10_000)
-    ap.add_argument("--interval", type=float, default=10.0, help="check interval, s")
-    ap.add_argument("--duration", type=float, default=60.0, help="measured window, s")
+    add_load_arguments(ap, monitors=10_000, interval=10.0, duration=60.0)
     ap.add_argument("--executors", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=512, help="VIGIL_CONCURRENCY")
     ap.add_argument("--timeout-ms", type=int, default=None,
@@ -333,10 +339,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--sweep", help="offered rates in checks/s, e.g. 1000,1500,2000: one run "
                                     "each with monitors = rate * interval")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
-    args = ap.parse_args(argv)
-    if args.interval < 1:
-        ap.error("--interval: at least 1 s (monitors.interval_ms >= 1000)")
-    return args
+    return ap.parse_args(argv)
 
 
 def config(args: argparse.Namespace, monitors: int) -> Config:
@@ -353,14 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     # A plain `kill` must still run the finally blocks that stop what this script started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if not args.sweep:
-        try:
-            res = run_pipeline(config(args, args.monitors))
-        except BenchError as exc:
-            print(f"bench/pipeline.py: {exc}", file=sys.stderr)
-            return 1
-        print(report(res))
-        print(f"written to {write_figures('pipeline', res)}")
-        return 0
+        return report_run("pipeline", lambda: run_pipeline(config(args, args.monitors)), report)
     rates = [float(x) for x in args.sweep.split(",") if x.strip()]
     results = []
     for rate in rates:

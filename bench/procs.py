@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,20 @@ def write_figures(name: str, payload: Any) -> Path:
     path = OUT / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(payload, indent=2, default=str))
     return path
+
+
+def report_run(name: str, run: Callable[[], dict[str, Any]],
+               report: Callable[[dict[str, Any]], str]) -> int:
+    """One run of bench/<name>.py: its report printed and its figures written; a BenchError
+    is one line on stderr and exit status 1."""
+    try:
+        res = run()
+    except BenchError as exc:
+        print(f"bench/{name}.py: {exc}", file=sys.stderr)
+        return 1
+    print(report(res))
+    print(f"written to {write_figures(name, res)}")
+    return 0
 
 
 def free_port() -> int:

@@ -5,6 +5,7 @@ end (vigil.accounting)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +98,41 @@ class Stack:
                 self.redis.stop()
 
 
-# --- monitors -----------------------------------------------------------------------------------
+# --- the load and its monitors ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Offered:
+    """The load a run offers: how many monitors, how often, measured for how long."""
+
+    monitors: int
+    interval_s: float
+    duration_s: float
+
+    @property
+    def interval_ms(self) -> int:
+        return int(self.interval_s * 1000)
+
+    @property
+    def offered_per_s(self) -> float:
+        return self.monitors / self.interval_s
+
+
+def interval_s(text: str) -> float:
+    value = float(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("at least 1 s (monitors.interval_ms >= 1000)")
+    return value
+
+
+def add_load_arguments(ap: argparse.ArgumentParser, monitors: int, interval: float,
+                       duration: float) -> None:
+    """--monitors, --interval and --duration, with these defaults."""
+    ap.add_argument("--monitors", type=int, default=monitors)
+    ap.add_argument("--interval", type=interval_s, default=interval,
+                    help="check interval, s (>= 1)")
+    ap.add_argument("--duration", type=float, default=duration, help="measured window, s")
+
+
 
 def monitor_ids(n: int) -> list[str]:
     return [f"bench-{i:06d}" for i in range(n)]
