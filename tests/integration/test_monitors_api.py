@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,7 +11,7 @@ from api import tokens
 from engine.events import CheckDue
 from scheduler.service import Scheduler
 from scheduler.sync import CHANNEL
-from tests.support.helpers import wait_for
+from tests.support.helpers import running, wait_for
 from tests.support.servers import api_client
 
 WEB = {"id": "web", "kind": "http", "interval": "1s", "timeout": "500ms", "tags": ["shop"],
@@ -99,11 +98,8 @@ async def test_validation_errors_name_every_field(api, pool):
 
 @pytest.mark.timeout(60)
 async def test_a_change_reaches_the_next_dispatched_check(api, r, keys, pool, postgres_dsn):
-    scheduler = Scheduler(r, pool, keys, reconcile_s=3600, postgres_dsn=postgres_dsn)
-    stop = asyncio.Event()
-    task = asyncio.create_task(scheduler.run(stop))
     stream = keys.checks("default")
-    try:
+    async with running(Scheduler(r, pool, keys, reconcile_s=3600, postgres_dsn=postgres_dsn)):
         # The scheduler's LISTEN is in place: every change from here on reaches it as a
         # notification (the reconcile that would catch a missed one runs once an hour).
         async def listening() -> bool:
@@ -142,6 +138,3 @@ async def test_a_change_reaches_the_next_dispatched_check(api, r, keys, pool, po
             return await r.hget(keys.plan, "web") is None
 
         await wait_for(unscheduled, timeout=2, every=0.01)
-    finally:
-        stop.set()
-        await task

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 
 from engine.keys import CLICKHOUSE_GROUP, STATUS_GROUP
 from engine.settings import Settings
 from engine.streams import ensure_group, safe_trim
 from sinks.clickhouse import ClickHouseSink
 from sinks.status import StatusSink
-from tests.support.helpers import check_result, wait_for
+from tests.support.helpers import check_result, running, wait_for
 
 SETTINGS = Settings(sink_batch_size=100, sink_flush_ms=50, max_timeout_ms=200,
                     claim_grace_ms=100, instance_id="sink-a")
-T0 = 1_800_000_000_000
+# Within check_results' 400-day TTL, so no merge drops what a test wrote.
+T0 = int(time.time()) * 1000 - 3_600_000
 
 
 async def publish(r, keys, results):
@@ -24,19 +25,13 @@ async def publish(r, keys, results):
 
 
 async def run_sink(sink, r, keys, group: str, timeout: float = 10) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(sink.run(stop))
-
     async def drained() -> bool:
         info = {g["name"].decode(): g for g in await r.xinfo_groups(keys.results)}
         last = (await r.xinfo_stream(keys.results))["last-generated-id"]
         return info[group]["pending"] == 0 and info[group]["last-delivered-id"] == last
 
-    try:
+    async with running(sink):
         await wait_for(drained, timeout=timeout)
-    finally:
-        stop.set()
-        await task
 
 
 async def counts(ch) -> tuple[int, int, int]:

@@ -1,13 +1,14 @@
-"""Small helpers every kind of test uses: free ports, bounded waits, stored monitors, results,
-process environments."""
+"""Small helpers every kind of test uses: free ports, bounded waits, a role running for a block,
+stored monitors, results, process environments."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,18 @@ async def wait_for(predicate: Callable[[], Awaitable[object]], timeout: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(every)
+
+
+@contextlib.asynccontextmanager
+async def running(role: Any) -> AsyncIterator[None]:
+    """`role.run(stop)` as a task for the length of the block; stopped and awaited after it."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(role.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
 
 
 async def store_monitors(pool: asyncpg.Pool, monitors: list[MonitorBase], source: str) -> None:
