@@ -166,7 +166,7 @@ async def test_chunked_bodies_are_read_whole_and_capped(client, token, r, keys):
     async def body(parts: list[bytes]) -> AsyncIterator[bytes]:
         for part in parts:
             yield part
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # the sender's pace: each part arrives in a read of its own
 
     ok = await client.post(f"/api/v1/push/{token}", headers={"Content-Type": "application/json"},
                            data=body([b'{"status": "do', b'wn", "msg": "late"}']))
