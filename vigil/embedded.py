@@ -45,7 +45,8 @@ def redis_server_binary() -> str:
                         "or pass --redis-url")
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """For preexec_fn: the child gets SIGTERM when its parent dies, even by SIGKILL."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -88,7 +89,7 @@ class RedisServer:
 
     def start(self, timeout_s: float = 10) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(self.args, preexec_fn=_die_with_parent,
+        self.proc = subprocess.Popen(self.args, preexec_fn=die_with_parent,
                                      start_new_session=True, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         client = self._client()
