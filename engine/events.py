@@ -9,9 +9,16 @@ import orjson
 
 from engine.text import clip
 
-VERSION = 1
 CHECK_DUE = "check.due"
 CHECK_RESULT = "check.result"
+# Each event type is versioned on its own: a reader refuses (dead-letters) a version it does
+# not know rather than misread it. check.due 2 carries kind, interval and timeout as fields.
+DUE_VERSION = 2
+RESULT_VERSION = 1
+# Where a plan's template holds the slot and the deadline (scheduler/dispatch.lua fills them
+# in): control bytes orjson never writes (it escapes them in strings), so no value can hold one.
+SLOT_MARK = b"\x01"
+DEADLINE_MARK = b"\x02"
 
 Outcome = Literal["up", "down", "degraded", "error", "expired"]
 OUTCOMES: tuple[Outcome, ...] = ("up", "down", "degraded", "error", "expired")
@@ -21,15 +28,13 @@ class BadEvent(ValueError):
     """A stream entry that is not a valid event of the expected type and version."""
 
 
-def check_id(monitor_id: str, region: str, scheduled_ms: int) -> str:
+def check_id(monitor_id: str, region: str, scheduled_ms: int | str) -> str:
     """Deterministic: every redelivery, claim and retry of one check carries the same id.
-
-    scheduler/dispatch.lua builds the same string.
-    """
+    (`scheduled_ms` is text only in CheckDue.template, where it is the slot's mark.)"""
     return f"{monitor_id}:{region}:{scheduled_ms}"
 
 
-def _load(raw: bytes | str, expected_type: str) -> dict[str, Any]:
+def _load(raw: bytes | str, expected_type: str, version: int) -> dict[str, Any]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -38,8 +43,8 @@ def _load(raw: bytes | str, expected_type: str) -> dict[str, Any]:
         raise BadEvent("not a JSON object")
     if data.get("type") != expected_type:
         raise BadEvent(f"type is {data.get('type')!r}, expected {expected_type!r}")
-    if data.get("v") != VERSION:
-        raise BadEvent(f"version is {data.get('v')!r}, this code reads version {VERSION}")
+    if data.get("v") != version:
+        raise BadEvent(f"version is {data.get('v')!r}, this code reads version {version}")
     return data
 
 
@@ -55,31 +60,59 @@ def _optional(data: dict[str, Any], name: str, kind: type | tuple[type, ...]) ->
     return None if data.get(name) is None else _field(data, name, kind)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class CheckDue:
+    """One check to run: everything an executor needs, so it reads nothing else. `spec` is the
+    kind's own settings as stored (what sits under `http:` in a definition)."""
+
     check_id: str
     monitor_id: str
     region: str
     scheduled_ms: int
     deadline_ms: int
+    interval_ms: int
+    timeout_ms: int
     spec_version: int
+    kind: str
     spec: dict[str, Any]
-    v: int = VERSION
+    v: int = DUE_VERSION
     type: str = CHECK_DUE
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
 
     @classmethod
+    def template(cls, *, monitor_id: str, region: str, interval_ms: int, timeout_ms: int,
+                 spec_version: int, kind: str, spec_json: bytes) -> bytes:
+        """The event of every slot of one monitor in one region, rendered once when its plan
+        is compiled: SLOT_MARK stands where the slot goes (in check_id and scheduled_ms),
+        DEADLINE_MARK for the deadline (slot + interval); the dispatch script replaces the
+        marks and touches nothing else. `spec_json` goes in as it is (Postgres's JSON text)."""
+        # Ids and regions are validated ([A-Za-z0-9_.-]), so the id's JSON holds the mark as
+        # its only escape.
+        marked_id = orjson.dumps(check_id(monitor_id, region, SLOT_MARK.decode())).replace(
+            b"\\u0001", SLOT_MARK)
+        slots: Any = {"check_id": orjson.Fragment(marked_id),
+                      "scheduled_ms": orjson.Fragment(SLOT_MARK),
+                      "deadline_ms": orjson.Fragment(DEADLINE_MARK),
+                      "spec": orjson.Fragment(spec_json)}
+        return orjson.dumps(cls(monitor_id=monitor_id, region=region, interval_ms=interval_ms,
+                                timeout_ms=timeout_ms, spec_version=spec_version, kind=kind,
+                                **slots))
+
+    @classmethod
     def from_json(cls, raw: bytes | str) -> CheckDue:
-        data = _load(raw, CHECK_DUE)
+        data = _load(raw, CHECK_DUE, DUE_VERSION)
         return cls(
             check_id=_field(data, "check_id", str),
             monitor_id=_field(data, "monitor_id", str),
             region=_field(data, "region", str),
             scheduled_ms=_field(data, "scheduled_ms", int),
             deadline_ms=_field(data, "deadline_ms", int),
+            interval_ms=_field(data, "interval_ms", int),
+            timeout_ms=_field(data, "timeout_ms", int),
             spec_version=_field(data, "spec_version", int),
+            kind=_field(data, "kind", str),
             spec=_field(data, "spec", dict),
         )
 
@@ -113,7 +146,7 @@ class CheckResult(Observation):
     finished_ms: int
     executor: str = ""
     deliveries: int = 1
-    v: int = VERSION
+    v: int = RESULT_VERSION
     type: str = CHECK_RESULT
 
     @classmethod
@@ -132,7 +165,7 @@ class CheckResult(Observation):
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> CheckResult:
-        data = _load(raw, CHECK_RESULT)
+        data = _load(raw, CHECK_RESULT, RESULT_VERSION)
         if data.get("outcome") not in OUTCOMES:
             raise BadEvent(f"field 'outcome' is {data.get('outcome')!r}, expected one of "
                            + ", ".join(OUTCOMES))

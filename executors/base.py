@@ -149,6 +149,6 @@ BUDGET_SHARE = 0.9
 
 def budget_s(due: CheckDue) -> float:
     """What a check may spend before giving up with its own precise error kind: 90% of its
-    timeout (the executor puts the effective timeout in the spec), so the kind's answer beats
+    timeout (the executor hands kinds the effective timeout), so the kind's answer beats
     the executor's generic `timeout`."""
-    return int(due.spec["timeout_ms"]) * BUDGET_SHARE / 1000
+    return due.timeout_ms * BUDGET_SHARE / 1000

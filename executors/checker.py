@@ -31,22 +31,21 @@ class Checker:
     async def close(self) -> None:
         self.ctx.resolver.close()
 
-    def prepared(self, monitor_id: str, version: int, raw: dict[str, Any]) -> tuple[Kind, Any]:
+    def prepared(self, due: CheckDue) -> tuple[Kind, Any]:
         """The kind and its prepared spec, parsed and prepared once per spec version."""
-        key = (monitor_id, version)
+        key = (due.monitor_id, due.spec_version)
         hit = self._prepared.get(key)
         if hit is not MISS:
             return hit
-        name = str(raw.get("kind"))
-        kind = KINDS.get(name)
+        kind = KINDS.get(due.kind)
         if kind is None:
-            raise SpecInvalid(f"unknown check kind {name!r}")
+            raise SpecInvalid(f"unknown check kind {due.kind!r}")
         try:
-            spec = kind.spec.model_validate(raw.get(name))
+            spec = kind.spec.model_validate(due.spec)
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
-            raise SpecInvalid(f"{name}.{where}: {err['msg']}") from None
+            raise SpecInvalid(f"{due.kind}.{where}: {err['msg']}") from None
         entry = (kind, kind.prepare(spec))
         self._prepared.put(key, entry)
         return entry

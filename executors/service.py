@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -112,13 +113,12 @@ class Executor:
 
     async def _observe(self, due: CheckDue) -> Observation:
         try:
-            kind, prepared = self.checker.prepared(due.monitor_id, due.spec_version, due.spec)
+            kind, prepared = self.checker.prepared(due)
         except SpecInvalid as exc:
             return failed("spec", str(exc))
-        timeout_ms = min(int(due.spec.get("timeout_ms", self.settings.max_timeout_ms)),
-                         self.settings.max_timeout_ms)
-        # Kinds budget their own deadlines from this (executors.base.budget_s).
-        due.spec["timeout_ms"] = timeout_ms
+        timeout_ms = min(due.timeout_ms, self.settings.max_timeout_ms)
+        # Kinds budget their own deadlines from the effective timeout (executors.base.budget_s).
+        due = replace(due, timeout_ms=timeout_ms)
         try:
             async with asyncio.timeout(timeout_ms / 1000):
                 return await self.checker.run(kind, prepared, due)

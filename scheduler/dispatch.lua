@@ -1,13 +1,32 @@
 -- Pop due monitors, XADD one check.due per region, re-add each at its next slot.
 -- One script runs atomically in Redis, so two schedulers can never pop the same slot.
 -- KEYS[1] due ZSET, KEYS[2] plan HASH, KEYS[3] stats HASH
--- ARGV[1] now (epoch ms), ARGV[2] max monitors per call, ARGV[3] checks stream key prefix
--- The event JSON matches engine.events.CheckDue; ids and regions are validated to need no escaping.
+-- ARGV[1] now (epoch ms), ARGV[2] max monitors per call, ARGV[3] checks stream key prefix,
+-- ARGV[4] the event field name
+-- A plan (scheduler/plan.py) is `interval \0 region \0 template ...`; a template is the whole
+-- check.due with \1 where the slot goes and \2 where the deadline goes: this script fills in
+-- those and nothing else.
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local prefix = ARGV[3]
+local field = ARGV[4]
+
+local function split(plan)
+  local parts, start = {}, 1
+  while true do
+    local stop = string.find(plan, '\0', start, true)
+    if not stop then
+      parts[#parts + 1] = string.sub(plan, start)
+      return parts
+    end
+    parts[#parts + 1] = string.sub(plan, start, stop - 1)
+    start = stop + 1
+  end
+end
+
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
 local dispatched, skipped = 0, 0
+local marks = {}
 for i = 1, #due, 2 do
   local id = due[i]
   local slot = tonumber(due[i + 1])
@@ -15,22 +34,19 @@ for i = 1, #due, 2 do
   if not plan then
     redis.call('ZREM', KEYS[1], id)
   else
-    local interval, version, regions, spec = string.match(plan, '^(%d+)|(%d+)|([^|]*)|(.*)$')
-    interval = tonumber(interval)
+    local parts = split(plan)
+    local interval = tonumber(parts[1])
     -- Slots missed while no scheduler ran are skipped and counted, not replayed.
     local missed = math.floor((now - slot) / interval)
     if missed > 0 then
       skipped = skipped + missed
       slot = slot + missed * interval
     end
-    local slot_s = string.format('%d', slot)
-    local head = '","monitor_id":"' .. id .. '","region":"'
-    local tail = '","scheduled_ms":' .. slot_s .. ',"deadline_ms":' ..
-      string.format('%d', slot + interval) .. ',"spec_version":' .. version .. ',"spec":' .. spec .. '}'
-    for region in string.gmatch(regions, '[^,]+') do
-      redis.call('XADD', prefix .. region, '*', 'e',
-        '{"v":1,"type":"check.due","check_id":"' .. id .. ':' .. region .. ':' .. slot_s ..
-        head .. region .. tail)
+    marks['\1'] = string.format('%d', slot)
+    marks['\2'] = string.format('%d', slot + interval)
+    for j = 2, #parts, 2 do
+      local event = string.gsub(parts[j + 1], '[\1\2]', marks)
+      redis.call('XADD', prefix .. parts[j], '*', field, event)
       dispatched = dispatched + 1
     end
     redis.call('ZADD', KEYS[1], string.format('%d', slot + interval), id)

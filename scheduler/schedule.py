@@ -1,6 +1,7 @@
 """Schedule math: slots at phase + k * interval, phases spread by monitor id.
 
-scheduler/dispatch.lua applies `next_slot` in Redis; tests hold the two to the same answers.
+The first slot is placed here (at sync); from there scheduler/dispatch.lua moves a monitor
+along its grid in Redis, skipping the slots missed while no scheduler ran.
 """
 
 from __future__ import annotations
@@ -18,13 +19,3 @@ def first_due(monitor_id: str, interval_ms: int, now_ms: int) -> int:
     """The first slot at or after now."""
     phase = phase_ms(monitor_id, interval_ms)
     return now_ms + (phase - now_ms) % interval_ms
-
-
-def next_slot(slot_ms: int, interval_ms: int, now_ms: int) -> tuple[int, int]:
-    """For a slot due at or before now: (slot to dispatch, missed slots skipped).
-
-    Slots more than one interval behind are skipped, so a scheduler back from downtime
-    dispatches the latest slot only, on the same grid (no drift).
-    """
-    missed = max(0, (now_ms - slot_ms) // interval_ms)
-    return slot_ms + missed * interval_ms, missed

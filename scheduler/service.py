@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from engine import metrics
 from engine.keys import Keys
 from engine.service import every
+from engine.streams import EVENT_FIELD
 from scheduler.sync import CHANNEL, MonitorSync
 
 DISPATCH_LIMIT = 1_000
@@ -22,7 +23,7 @@ IDLE_SLEEP_S = 0.25
 # Monitors' phases spread over the interval, so without a floor the loop would wake once per
 # check; 20 ms between calls batches them at a lag cost of at most 20 ms.
 MIN_SLEEP_S = 0.02
-_SCRIPT = Path(__file__).with_name("dispatch.lua").read_text()
+DISPATCH_SCRIPT = Path(__file__).with_name("dispatch.lua").read_text()
 log = structlog.get_logger(component="scheduler")
 
 
@@ -33,13 +34,13 @@ class Dispatcher:
         self.r = r
         self.keys = keys
         self.limit = limit
-        self._script = r.register_script(_SCRIPT)
+        self._script = r.register_script(DISPATCH_SCRIPT)
 
     async def dispatch(self, now_ms: int) -> tuple[int, int, bool, int]:
         """One atomic call: (dispatched, skipped, more due, next due ms or -1)."""
         dispatched, skipped, popped, head = await self._script(
             keys=[self.keys.due, self.keys.plan, self.keys.stats],
-            args=[now_ms, self.limit, self.keys.checks_prefix])
+            args=[now_ms, self.limit, self.keys.checks_prefix, EVENT_FIELD])
         metrics.DISPATCHED.inc(dispatched)
         metrics.SKIPPED.inc(skipped)
         if skipped:

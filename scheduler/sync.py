@@ -43,7 +43,7 @@ class MonitorSync:
 
     async def _upsert(self, rows: Iterable[asyncpg.Record]) -> int:
         now = int(time.time() * 1000)
-        args: list[str | int] = []
+        args: list[str | int | bytes] = []
         count = 0
         for row in rows:
             args += [row["id"], compile_plan(row), first_due(row["id"], row["interval_ms"], now)]

@@ -63,7 +63,7 @@ def ago(ms: int) -> str:
 
 async def check(spec: PushSpec, ctx: Context, due: CheckDue) -> Observation:
     raw = await ctx.redis.hget(ctx.keys.heartbeats, due.monitor_id)
-    window_ms = int(due.spec["interval_ms"]) + spec.grace_ms
+    window_ms = due.interval_ms + spec.grace_ms
     expected = f"expected one at least every {ago(window_ms)} (interval + grace)"
     if raw is None:
         return down("no_heartbeat", f"last heartbeat: never; {expected}")

@@ -5,27 +5,28 @@ from __future__ import annotations
 import asyncio
 import time
 
+import orjson
 import pytest
 
-from engine.events import CheckDue, CheckResult, check_id
+from engine.events import DUE_VERSION, CheckResult
 from engine.keys import EXECUTOR_GROUP
 from engine.settings import Settings
 from engine.streams import ensure_group
 from executors.service import Executor
 from tests.support.helpers import wait_for
+from tests.support.kind_executor import check_due
 
+DEAD_LETTER_FIELDS = {b"stream", b"id", b"reason", b"payload", b"at"}
 SETTINGS = Settings(max_timeout_ms=1_000, claim_grace_ms=200, instance_id="exec-a",
                     max_deliveries=2)
 
 
 def due(monitor_id: str, spec: dict, *, late_ms: int = 0, interval_ms: int = 10_000,
         timeout_ms: int = 800) -> bytes:
-    scheduled = int(time.time() * 1000) - late_ms
-    kind = next(k for k in spec if k != "kind")
-    return CheckDue(check_id=check_id(monitor_id, "default", scheduled), monitor_id=monitor_id,
-                    region="default", scheduled_ms=scheduled, deadline_ms=scheduled + interval_ms,
-                    spec_version=1, spec={"kind": kind, "timeout_ms": timeout_ms, **spec}
-                    ).to_json()
+    """A check.due for the kind's settings given as {kind: settings}."""
+    [(kind, settings)] = spec.items()
+    return check_due(monitor_id, kind, settings, timeout_ms=timeout_ms, interval_ms=interval_ms,
+                     scheduled_ms=int(time.time() * 1000) - late_ms).to_json()
 
 
 async def results(r, keys) -> dict[str, CheckResult]:
@@ -106,7 +107,8 @@ async def test_claims_entry_left_by_a_vanished_consumer(r, keys, target):
 async def test_dead_letter_after_max_deliveries(r, keys, target):
     stream = keys.checks("default")
     await ensure_group(r, stream, EXECUTOR_GROUP)
-    await r.xadd(stream, {"e": due("cursed", {"http": {"url": f"{target}/ok"}})})
+    cursed = due("cursed", {"http": {"url": f"{target}/ok"}})
+    await r.xadd(stream, {"e": cursed})
     assert await r.xreadgroup(EXECUTOR_GROUP, "crash-1", {stream: ">"}, count=10)
     # Delivered to max_deliveries consumers that all crashed before acknowledging.
     for n in range(SETTINGS.max_deliveries - 1):
@@ -117,8 +119,10 @@ async def test_dead_letter_after_max_deliveries(r, keys, target):
     assert got["cursed"].error_kind == "max_deliveries"
     assert got["cursed"].deliveries == SETTINGS.max_deliveries + 1
     [(_, letter)] = await r.xrange(keys.deadletter)
+    assert set(letter) == DEAD_LETTER_FIELDS
     assert letter[b"stream"] == stream.encode()
     assert b"max_deliveries" in letter[b"reason"]
+    assert letter[b"payload"] == cursed  # the entry's own check.due, to retry from
     assert await pending(r, keys) == 0
 
 
@@ -126,7 +130,7 @@ async def test_bad_event_is_dead_lettered_and_the_executor_goes_on(r, keys, targ
     stream = keys.checks("default")
     await ensure_group(r, stream, EXECUTOR_GROUP)
     await r.xadd(stream, {"e": b"{not json"})
-    await r.xadd(stream, {"e": b'{"v":1,"type":"check.due"}'})
+    await r.xadd(stream, {"e": orjson.dumps({"v": DUE_VERSION, "type": "check.due"})})
     await r.xadd(stream, {"e": due("fine", {"http": {"url": f"{target}/ok"}})})
     got = await run_until(Executor(r, keys, SETTINGS), r, keys, 1)
     assert got["fine"].outcome == "up"
@@ -134,6 +138,9 @@ async def test_bad_event_is_dead_lettered_and_the_executor_goes_on(r, keys, targ
     assert len(letters) == 2
     assert b"not JSON" in letters[0][1][b"reason"]
     assert b"check_id" in letters[1][1][b"reason"]
+    # One shape whoever writes it (this one by DeadLetters, the one above by complete.lua).
+    assert all(set(letter) == DEAD_LETTER_FIELDS for _, letter in letters)
+    assert letters[0][1][b"payload"] == b"{not json"
     assert await pending(r, keys) == 0
 
 

@@ -9,10 +9,11 @@ import orjson
 import pytest
 
 from engine.connections import redis_client
-from engine.events import CheckDue, check_id
+from engine.events import DEADLINE_MARK, SLOT_MARK, CheckDue, check_id
+from engine.streams import event_of
 from executors.kinds import SCHEMA
 from scheduler.plan import compile_plan
-from scheduler.schedule import first_due, next_slot
+from scheduler.schedule import first_due
 from scheduler.service import Dispatcher, Scheduler
 from scheduler.sync import MonitorSync
 from tests.support.helpers import store_monitors, wait_for
@@ -34,7 +35,7 @@ async def seed(r, keys, rows, now_ms):
 
 
 async def events(r, stream):
-    return [CheckDue.from_json(f[b"e"]) for _, f in await r.xrange(stream)]
+    return [CheckDue.from_json(event_of(f)) for _, f in await r.xrange(stream)]
 
 
 async def test_two_schedulers_never_double_dispatch(r, keys, redis_url):
@@ -71,12 +72,10 @@ async def test_missed_slots_are_skipped_and_counted(r, keys):
     due = first_due("late", 1_000, t0)
     now = due + 5_500  # the scheduler was away for five and a half intervals
     dispatched, skipped, more, head = await Dispatcher(r, keys).dispatch(now)
-    slot, missed = next_slot(due, 1_000, now)
-    assert (dispatched, skipped, more) == (1, missed, False)
-    assert missed == 5
+    assert (dispatched, skipped, more) == (1, 5, False)
     [event] = await events(r, keys.checks("default"))
-    assert event.scheduled_ms == slot == due + 5_000
-    assert head == slot + 1_000
+    assert event.scheduled_ms == due + 5_000
+    assert head == due + 6_000
     assert int((await r.hgetall(keys.stats))[b"skipped"]) == 5
 
 
@@ -105,9 +104,12 @@ async def test_sync_keeps_schedule_unless_interval_changes(r, keys, pool, clean)
     assert await r.zscore(keys.due, "web") == first
     await pool.execute("UPDATE monitors SET interval_ms = 20000, version = version + 1")
     await sync.reconcile()
-    plan = (await r.hget(keys.plan, "web")).decode()
-    assert plan.startswith("20000|3|default|")
-    assert orjson.loads(plan.split("|", 3)[3])["tcp"] == {"host": "127.0.0.1", "port": 9}
+    # The plan is the interval, then per region the region and its check.due template.
+    interval, region, template = (await r.hget(keys.plan, "web")).split(b"\x00")
+    assert (interval, region) == (b"20000", b"default")
+    event = orjson.loads(template.replace(SLOT_MARK, b"0").replace(DEADLINE_MARK, b"0"))
+    assert (event["spec_version"], event["interval_ms"]) == (3, 20_000)
+    assert event["spec"] == {"host": "127.0.0.1", "port": 9}
     await pool.execute("UPDATE monitors SET enabled = false, version = version + 1")
     await sync.reconcile()
     assert await r.hget(keys.plan, "web") is None
@@ -122,7 +124,11 @@ async def test_a_change_reaches_the_running_scheduler_by_notify(r, keys, pool, c
     stop = asyncio.Event()
     task = asyncio.create_task(scheduler.run(stop))
     try:
-        await asyncio.sleep(0.5)
+        async def listening() -> bool:
+            return await pool.fetchval("SELECT count(*) FROM pg_stat_activity "
+                                       "WHERE query LIKE 'LISTEN %vigil_monitors%'") > 0
+
+        await wait_for(listening)
         monitors = SCHEMA.parse([{"id": "fresh", "kind": "tcp", "interval": "1s",
                                     "timeout": "500ms", "tcp": {"host": "127.0.0.1",
                                                                  "port": 9}}])

@@ -19,14 +19,16 @@ from executors.service import Executor
 from tests.support.helpers import wait_for
 
 
-def check_due(monitor_id: str, kind: str, spec: dict[str, Any], *, timeout_ms: int,
-              interval_ms: int = 30_000) -> CheckDue:
-    """A check.due as the scheduler builds it: the kind's spec nested under its name."""
-    scheduled = int(time.time() * 1000)
+def check_due(monitor_id: str, kind: str, spec: dict[str, Any], *, timeout_ms: int = 5_000,
+              interval_ms: int = 30_000, scheduled_ms: int | None = None,
+              spec_version: int = 1) -> CheckDue:
+    """A check.due as the scheduler writes it, for the default region: scheduled now unless
+    told otherwise, due by the next slot."""
+    scheduled = int(time.time() * 1000) if scheduled_ms is None else scheduled_ms
     return CheckDue(check_id=check_id(monitor_id, "default", scheduled), monitor_id=monitor_id,
-                    region="default", scheduled_ms=scheduled,
-                    deadline_ms=scheduled + interval_ms, spec_version=1,
-                    spec={"kind": kind, "timeout_ms": timeout_ms, kind: spec})
+                    region="default", scheduled_ms=scheduled, deadline_ms=scheduled + interval_ms,
+                    interval_ms=interval_ms, timeout_ms=timeout_ms, spec_version=spec_version,
+                    kind=kind, spec=spec)
 
 
 async def observe(ctx: Context, kind: str, spec: dict[str, Any], timeout_ms: int) -> Observation:

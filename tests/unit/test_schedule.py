@@ -1,19 +1,17 @@
-"""Schedule math: phases, the first slot, and no drift across scheduler downtimes."""
+"""Schedule math: phases and the first slot (the dispatch script's own arithmetic is tested
+on a real redis-server, tests/integration/test_dispatch.py)."""
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections import Counter
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.monitors import ID_PATTERN, MIN_INTERVAL_MS
-from scheduler.schedule import first_due, next_slot, phase_ms
+from scheduler.schedule import first_due, phase_ms
 
 DAY_MS = 86_400_000
-YEAR_MS = 365 * DAY_MS
 
 monitor_ids = st.from_regex(ID_PATTERN, fullmatch=True)
 intervals = st.integers(min_value=MIN_INTERVAL_MS, max_value=30 * DAY_MS)
@@ -47,81 +45,6 @@ def test_first_due_is_the_same_for_every_scheduler(
     for later in (now_ms + 1, due - 1, due):
         if now_ms <= later <= due:
             assert first_due(monitor_id, interval_ms, later) == due
-
-
-@given(
-    monitor_id=monitor_ids,
-    interval_ms=st.integers(min_value=MIN_INTERVAL_MS, max_value=3_600_000),
-    start_ms=epoch_ms,
-    # Each step is the wait until the scheduler's next tick, in fractions of an interval:
-    # mostly short polls, sometimes a downtime of many intervals.
-    steps=st.lists(
-        st.one_of(st.floats(min_value=0.0, max_value=1.5),
-                  st.floats(min_value=1.5, max_value=500.0)),
-        min_size=1, max_size=60),
-)
-@settings(max_examples=300)
-def test_no_drift_across_downtimes(
-        monitor_id: str, interval_ms: int, start_ms: int, steps: list[float]) -> None:
-    phase = phase_ms(monitor_id, interval_ms)
-    slot = first_due(monitor_id, interval_ms, start_ms)
-    now = start_ms
-    dispatched: list[int] = []
-    skipped: list[int] = []
-    for step in steps:
-        now += int(step * interval_ms)
-        if slot > now:
-            continue  # not due yet: the ZSET score is in the future
-        sent, missed = next_slot(slot, interval_ms, now)
-        assert missed >= 0
-        # The skipped slots are exactly the grid slots between the stored one and the sent one.
-        skipped.extend(slot + k * interval_ms for k in range(missed))
-        assert sent == slot + missed * interval_ms
-        # The slot sent is the latest one at or before now.
-        assert now - interval_ms < sent <= now
-        dispatched.append(sent)
-        slot = sent + interval_ms
-
-    assert all(s % interval_ms == phase for s in dispatched)
-    assert all(a < b for a, b in itertools.pairwise(dispatched))
-    if dispatched:
-        first = first_due(monitor_id, interval_ms, start_ms)
-        grid = list(range(first, dispatched[-1] + 1, interval_ms))
-        # Dispatched and skipped slots together cover the grid, each slot exactly once.
-        assert sorted(dispatched + skipped) == grid
-        assert not set(dispatched) & set(skipped)
-
-
-@given(intervals, epoch_ms, st.data())
-@settings(max_examples=300)
-def test_a_slot_less_than_an_interval_behind_is_not_skipped(
-        interval_ms: int, slot_ms: int, data: st.DataObject) -> None:
-    now = slot_ms + data.draw(st.integers(min_value=0, max_value=interval_ms - 1))
-    assert next_slot(slot_ms, interval_ms, now) == (slot_ms, 0)
-
-
-@given(intervals, epoch_ms, st.integers(min_value=1, max_value=10_000), st.data())
-@settings(max_examples=300)
-def test_whole_intervals_behind_are_skipped(
-        interval_ms: int, slot_ms: int, behind: int, data: st.DataObject) -> None:
-    extra = data.draw(st.integers(min_value=0, max_value=interval_ms - 1))
-    now = slot_ms + behind * interval_ms + extra
-    assert next_slot(slot_ms, interval_ms, now) == (slot_ms + behind * interval_ms, behind)
-
-
-def lua_next_slot(slot: int, interval: int, now: int) -> tuple[int, int]:
-    """scheduler/dispatch.lua's arithmetic: Lua numbers are doubles."""
-    missed = math.floor(float(now - slot) / float(interval))
-    if missed > 0:
-        return slot + missed * interval, missed
-    return slot, 0
-
-
-@given(intervals, epoch_ms, st.integers(min_value=0, max_value=10 * YEAR_MS))
-@settings(max_examples=500)
-def test_dispatch_lua_arithmetic_agrees(interval_ms: int, slot_ms: int, behind_ms: int) -> None:
-    now = slot_ms + behind_ms
-    assert lua_next_slot(slot_ms, interval_ms, now) == next_slot(slot_ms, interval_ms, now)
 
 
 def test_ten_thousand_monitors_spread_their_phases() -> None:
