@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from clickhouse_connect.driver.exceptions import OperationalError
+from clickhouse_connect.driver.exceptions import ClickHouseError, DataError
 
 from engine.clickhouse import ClickHouse
 from engine.events import CheckResult
@@ -41,6 +41,36 @@ class ClickHouseSink(BatchSink):
         await self.ch.insert("check_results", [row(r) for r in results], COLUMNS)
 
     def transient(self, exc: Exception) -> bool:
-        # An OperationalError or a socket error means an absent server: retry. Anything else
-        # (a DatabaseError, a value the driver cannot encode) is about the rows themselves.
-        return isinstance(exc, OperationalError | OSError)
+        return not about_the_rows(exc)
+
+
+# ClickHouse error codes (src/Common/ErrorCodes.cpp) that the rows themselves cause: only these
+# split a batch to find the bad results. Every other server error (TOO_MANY_PARTS,
+# MEMORY_LIMIT_EXCEEDED, TIMEOUT_EXCEEDED, TABLE_IS_READ_ONLY, a server shutting down, a
+# code this list does not know) is the server's state: the same rows succeed later.
+DATA_ERROR_CODES = frozenset({
+    6,    # CANNOT_PARSE_TEXT
+    26,   # CANNOT_PARSE_QUOTED_STRING
+    27,   # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    38,   # CANNOT_PARSE_DATE
+    41,   # CANNOT_PARSE_DATETIME
+    53,   # TYPE_MISMATCH
+    69,   # ARGUMENT_OUT_OF_BOUND
+    70,   # CANNOT_CONVERT_TYPE
+    72,   # CANNOT_PARSE_NUMBER
+    117,  # INCORRECT_DATA
+    131,  # TOO_LARGE_STRING_SIZE
+    321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+})
+
+
+def about_the_rows(exc: Exception) -> bool:
+    """Whether retrying the same rows must fail again: a value the driver cannot encode
+    (found before anything is sent), or a server error whose code says the data is bad."""
+    if isinstance(exc, ValueError | TypeError | OverflowError):
+        return True
+    if isinstance(exc, ClickHouseError):
+        code = getattr(exc, "code", None)
+        return code in DATA_ERROR_CODES if code is not None else isinstance(exc, DataError)
+    return False
