@@ -42,60 +42,73 @@ def parse_id(entry_id: bytes | str) -> tuple[int, int]:
 
 
 @dataclass(slots=True)
-class Claimed:
+class Delivery:
+    """One entry as handed to this consumer, with how many times the group has delivered it
+    (1 for a new entry; more after a restart under the same name or a claim)."""
+
     entry_id: bytes
-    fields: Fields | None
+    fields: Fields
     deliveries: int
 
 
 class Consumer:
-    """One consumer of one group: reads its own pending entries first (work it held before a
-    restart with the same name), then new ones; bounded batches."""
+    """One consumer of one group, in bounded batches. After a restart under the same name
+    (compose service names, StatefulSets, VIGIL_INSTANCE_ID) it first hands out the entries
+    that name already held, each once, paging through its pending list; then new ones."""
 
     def __init__(self, r: aioredis.Redis, stream: str, group: str, name: str) -> None:
         self.r = r
         self.stream = stream
         self.group = group
         self.name = name
-        self._backlog = True
+        # Where the next backlog page starts; None once the whole backlog was handed out.
+        self._backlog_after: bytes | None = b"0"
 
-    async def read(self, count: int, block_ms: int | None) -> list[Entry]:
-        """New entries, at most `count`; waits up to `block_ms` for one (None: no wait)."""
-        if self._backlog:
-            entries = await self._xreadgroup("0", count, None)
-            if entries:
-                return entries
-            self._backlog = False
-        return await self._xreadgroup(">", count, block_ms)
+    async def read(self, count: int, block_ms: int | None) -> list[Delivery]:
+        """At most `count` entries; waits up to `block_ms` for a new one (None: no wait)."""
+        if self._backlog_after is not None:
+            page = await self._xreadgroup(self._backlog_after, count, None)
+            if page:
+                self._backlog_after = page[-1][0]
+                return await self._counted(await self._runnable(page))
+            self._backlog_after = None
+        new = await self._runnable(await self._xreadgroup(">", count, block_ms))
+        return [Delivery(eid, fields, 1) for eid, fields in new]
 
-    async def _xreadgroup(self, start: str, count: int, block_ms: int | None) -> list[Entry]:
+    async def _xreadgroup(self, start: bytes | str, count: int,
+                          block_ms: int | None) -> list[tuple[bytes, Fields | None]]:
         reply: Any = await self.r.xreadgroup(self.group, self.name, {self.stream: start},
-                                        count=count, block=block_ms)
-        if not reply:
-            return []
-        # Pending entries that were trimmed come back with no fields; they cannot be run.
-        entries: list[Entry] = [(eid, fields) for eid, fields in reply[0][1] if fields is not None]
-        return entries
+                                             count=count, block=block_ms)
+        return list(reply[0][1]) if reply else []
+
+    async def _runnable(self, entries: list[tuple[bytes, Fields | None]]) -> list[Entry]:
+        """Pending entries that were trimmed come back with no fields: nothing can run them,
+        so they are acknowledged here."""
+        await self.ack(*[eid for eid, fields in entries if fields is None])
+        return [(eid, fields) for eid, fields in entries if fields is not None]
+
+    async def _counted(self, entries: list[Entry]) -> list[Delivery]:
+        """The group's delivery count of each entry, one XPENDING per entry in one round trip
+        (a range query would be crowded by this consumer's other pending entries)."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            for eid, _ in entries:
+                pipe.xpending_range(self.stream, self.group, min=eid, max=eid, count=1)
+            replies = await pipe.execute()
+        counts = {p["message_id"]: int(p["times_delivered"]) for reply in replies for p in reply}
+        return [Delivery(eid, fields, counts.get(eid, 1)) for eid, fields in entries]
 
     async def ack(self, *entry_ids: bytes) -> int:
         if not entry_ids:
             return 0
         return int(await self.r.xack(self.stream, self.group, *entry_ids))
 
-    async def autoclaim(self, min_idle_ms: int, count: int = 100) -> list[Claimed]:
+    async def autoclaim(self, min_idle_ms: int, count: int = 100) -> list[Delivery]:
         """Claim entries idle past `min_idle_ms` from any consumer (XAUTOCLAIM), with the delivery
         count each now has, so the caller can dead-letter the ones that keep failing."""
         reply: Any = await self.r.xautoclaim(self.stream, self.group, self.name, min_idle_ms,
-                                        start_id="0-0", count=count)
+                                             start_id="0-0", count=count)
         # reply[2] (Redis 7) lists deleted entries; Redis drops those from the PEL itself.
-        entries = reply[1]
-        if not entries:
-            return []
-        ids = [eid for eid, _ in entries]
-        pending = await self.r.xpending_range(self.stream, self.group, min=ids[0], max=ids[-1],
-                                              count=len(ids) * 2 + 10, consumername=self.name)
-        deliveries = {p["message_id"]: int(p["times_delivered"]) for p in pending}
-        return [Claimed(eid, fields, deliveries.get(eid, 1)) for eid, fields in entries]
+        return await self._counted(await self._runnable(list(reply[1])))
 
 
 class DeadLetters:

@@ -29,6 +29,7 @@ from engine.streams import (
     EVENT_FIELD,
     Consumer,
     DeadLetters,
+    Delivery,
     Fields,
     ensure_group,
     event_of,
@@ -64,6 +65,9 @@ class Executor:
         self.deadletters = DeadLetters(r, keys.deadletter)
         self._complete = r.register_script(_SCRIPT)
         self._inflight: set[asyncio.Task[None]] = set()
+        # Entries this process holds: running, or their result not yet written. A claim sweep
+        # or a backlog read may hand one out again; it is never started twice.
+        self._held: set[bytes] = set()
         self._slot_free = asyncio.Event()
         # (entry id, result, dead-letter reason or "", the entry's event when dead-lettered)
         self._done: list[tuple[bytes, bytes, str, bytes]] = []
@@ -75,6 +79,18 @@ class Executor:
     @property
     def free(self) -> int:
         return self.settings.concurrency - len(self._inflight)
+
+    def _admit(self, delivery: Delivery) -> None:
+        """Run a delivered entry, unless it is held already or it was delivered more than
+        max_deliveries times (a check that keeps killing executors): that one ends as an
+        `error` result and a dead letter."""
+        if delivery.entry_id in self._held:
+            return
+        self._held.add(delivery.entry_id)
+        if delivery.deliveries > self.settings.max_deliveries:
+            self._give_up(delivery.entry_id, delivery.fields, delivery.deliveries)
+        else:
+            self._start(delivery.entry_id, delivery.fields, delivery.deliveries)
 
     def _start(self, entry_id: bytes, fields: Fields, deliveries: int) -> None:
         task = asyncio.create_task(self._handle(entry_id, fields, deliveries))
@@ -95,6 +111,7 @@ class Executor:
             log.error("bad check event dead-lettered", entry_id=entry_id.decode(), error=str(exc))
             await self.deadletters.add(self.stream, entry_id, event_of(fields), str(exc))
             await self.consumer.ack(entry_id)
+            self._held.discard(entry_id)
             metrics.DEAD_LETTERS.labels(self.stream).inc()
             return
         result = await self._run(due, deliveries)
@@ -148,6 +165,7 @@ class Executor:
             try:
                 await self._complete(keys=[self.stream, self.keys.results, self.keys.deadletter],
                                      args=args)
+                self._held.difference_update(entry_id for entry_id, *_ in batch)
             except RedisError as exc:
                 # Put them back; the entries stay pending, so nothing is lost meanwhile.
                 self._done[:0] = batch
@@ -175,24 +193,20 @@ class Executor:
                 log.warning("read failed", error=repr(exc))
                 await asyncio.sleep(1.0)
                 continue
-            for entry_id, fields in entries:
-                self._start(entry_id, fields, 1)
+            for delivery in entries:
+                self._admit(delivery)
 
     async def sweep(self) -> int:
         """Claim entries whose executor vanished; past max_deliveries they end as `error`."""
         if self.free <= 0:
             return 0
         claimed = await self.consumer.autoclaim(self.settings.claim_idle_ms, count=self.free)
-        for c in claimed:
+        for delivery in claimed:
             metrics.CLAIMED.labels(self.stream).inc()
-            if c.fields is None:
-                await self.consumer.ack(c.entry_id)
-            elif c.deliveries > self.settings.max_deliveries:
-                self._give_up(c.entry_id, c.fields, c.deliveries)
-            else:
-                log.info("claimed stalled check", entry_id=c.entry_id.decode(),
-                         deliveries=c.deliveries)
-                self._start(c.entry_id, c.fields, c.deliveries)
+            if delivery.entry_id not in self._held:
+                log.info("claimed stalled check", entry_id=delivery.entry_id.decode(),
+                         deliveries=delivery.deliveries)
+            self._admit(delivery)
         return len(claimed)
 
     def _give_up(self, entry_id: bytes, fields: Fields, deliveries: int) -> None:

@@ -23,7 +23,7 @@ from engine.events import BadEvent, CheckResult
 from engine.keys import Keys
 from engine.service import every
 from engine.settings import Settings
-from engine.streams import Consumer, DeadLetters, Entry, ensure_group, event_of, safe_trim
+from engine.streams import Consumer, DeadLetters, Delivery, ensure_group, event_of, safe_trim
 
 RETRY_MAX_S = 10.0
 COLLECT_POLL_S = 0.05
@@ -57,7 +57,7 @@ class BatchSink(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Close connections after the last batch."""
 
-    async def _collect(self, stop: asyncio.Event) -> list[Entry]:
+    async def _collect(self, stop: asyncio.Event) -> list[Delivery]:
         """Up to sink_batch_size entries, waiting at most sink_flush_ms after the first.
 
         After the first entry it polls every COLLECT_POLL_S without blocking: a blocking read
@@ -75,9 +75,10 @@ class BatchSink(ABC):
             batch += await self.consumer.read(size - len(batch), None)
         return batch
 
-    async def _decode(self, entries: list[Entry]) -> list[tuple[bytes, CheckResult]]:
+    async def _decode(self, entries: list[Delivery]) -> list[tuple[bytes, CheckResult]]:
         good = []
-        for entry_id, fields in entries:
+        for delivery in entries:
+            entry_id, fields = delivery.entry_id, delivery.fields
             try:
                 good.append((entry_id, CheckResult.from_json(event_of(fields))))
             except BadEvent as exc:
@@ -134,9 +135,7 @@ class BatchSink(ABC):
             return
         metrics.CLAIMED.labels(self.keys.results).inc(len(claimed))
         log.info("claimed stalled results", sink=self.name, count=len(claimed))
-        await self.consumer.ack(*[c.entry_id for c in claimed if c.fields is None])
-        entries = [(c.entry_id, c.fields) for c in claimed if c.fields is not None]
-        await self._write_all(await self._decode(entries), self._stop)
+        await self._write_all(await self._decode(claimed), self._stop)
 
     async def _loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -1,0 +1,49 @@
+"""The stream layer on a real redis-server: a consumer's backlog after a restart under the
+same name is read once, and every delivery carries its real delivery count."""
+
+from __future__ import annotations
+
+from engine.streams import EVENT_FIELD, Consumer, ensure_group
+
+STREAM, GROUP = "vigil:{t}:streams-test", "g"
+
+
+async def fill(r, count: int) -> list[bytes]:
+    await r.delete(STREAM)
+    await ensure_group(r, STREAM, GROUP)
+    return [await r.xadd(STREAM, {EVENT_FIELD: str(i)}) for i in range(count)]
+
+
+async def test_a_restart_under_the_same_name_reads_its_backlog_once(r):
+    ids = await fill(r, 5)
+    first = Consumer(r, STREAM, GROUP, "stable-name")
+    held = await first.read(3, None)
+    assert [d.entry_id for d in held] == ids[:3]
+    # The process dies holding them; its successor has the same name.
+    again = Consumer(r, STREAM, GROUP, "stable-name")
+    backlog = await again.read(2, None)
+    backlog += await again.read(10, None)
+    assert [d.entry_id for d in backlog] == ids[:3]
+    assert [d.deliveries for d in backlog] == [2, 2, 2]
+    # Still unacknowledged, the backlog is not handed out again: new entries come next.
+    assert [d.entry_id for d in await again.read(10, None)] == ids[3:]
+    assert await again.read(10, None) == []
+
+
+async def test_new_entries_have_one_delivery(r):
+    ids = await fill(r, 2)
+    got = await Consumer(r, STREAM, GROUP, "fresh").read(10, None)
+    assert [(d.entry_id, d.deliveries) for d in got] == [(ids[0], 1), (ids[1], 1)]
+
+
+async def test_a_claim_carries_the_real_delivery_count(r):
+    """The claimer's own fresh entries sit between the stalled ones in the id range; they must
+    not crowd the stalled entries' counts out."""
+    ids = await fill(r, 100)
+    claimer = Consumer(r, STREAM, GROUP, "claimer")
+    await r.xreadgroup(GROUP, "dead", {STREAM: ">"}, count=100)
+    stalled = [ids[0], ids[99]]
+    await r.xclaim(STREAM, GROUP, "dead", 0, stalled, idle=60_000, retrycount=6)
+    await r.xclaim(STREAM, GROUP, "claimer", 0, ids[1:99])  # fresh, held by the claimer
+    claimed = await claimer.autoclaim(30_000, count=10)
+    assert {d.entry_id: d.deliveries for d in claimed} == {ids[0]: 7, ids[99]: 7}
