@@ -37,6 +37,8 @@ from procs import (
 from sampling import MIB, Component, MemorySampler, command_delta, command_stats, machine_busy
 from stack import KEYS, Stack, all_drained, dispatched, groups_exist, seed_monitors
 
+from engine.streams import event_of
+
 PEER = BENCH / "peers" / "bullmq"
 PEER_RESULTS = "peer:results"
 POLL_S = 0.25
@@ -277,7 +279,7 @@ class VigilRun(Run):
 
     @staticmethod
     def parse(fields: dict[bytes, bytes]) -> Row:
-        e = orjson.loads(fields[b"e"])
+        e = orjson.loads(event_of(fields))
         return (e["monitor_id"], int(e["scheduled_ms"]), int(e["started_ms"]),
                 int(e["finished_ms"]), str(e["outcome"]))
 

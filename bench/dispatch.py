@@ -38,8 +38,9 @@ import redis.asyncio as aioredis
 import uvloop
 from procs import start_redis
 
-from engine.events import CheckDue
+from engine.events import CheckDue, check_id
 from engine.keys import Keys
+from engine.streams import event_of
 from scheduler.plan import compile_plan
 from scheduler.service import DISPATCH_LIMIT, Dispatcher
 from vigil.embedded import RedisServer
@@ -130,7 +131,7 @@ async def dispatch_all(r: aioredis.Redis, monitors: int, limit: int, now_ms: int
                 break
     stream = KEYS.checks("default")
     sample = await r.xrange(stream, count=100)
-    size = statistics.fmean(len(fields[b"e"]) for _, fields in sample) if sample else 0.0
+    size = statistics.fmean(len(event_of(fields)) for _, fields in sample) if sample else 0.0
     if total != monitors or await r.xlen(stream) != monitors:
         raise RuntimeError(f"dispatched {total}, stream holds {await r.xlen(stream)}, "
                            f"expected {monitors}")
@@ -144,11 +145,11 @@ def due_payloads(monitors: int, now_ms: int) -> list[bytes]:
     for i in range(monitors):
         row = monitor_row(i)
         mid = str(row["id"])
-        spec = {"kind": "http", "timeout_ms": 5_000, "http": row["spec"]}
-        out.append(CheckDue(check_id=f"{mid}:default:{now_ms}", monitor_id=mid,
+        out.append(CheckDue(check_id=check_id(mid, "default", now_ms), monitor_id=mid,
                             region="default", scheduled_ms=now_ms,
-                            deadline_ms=now_ms + INTERVAL_MS, spec_version=1,
-                            spec=spec).to_json())
+                            deadline_ms=now_ms + INTERVAL_MS, interval_ms=INTERVAL_MS,
+                            timeout_ms=5_000, spec_version=1, kind="http",
+                            spec=row["spec"]).to_json())
     return out
 
 

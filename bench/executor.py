@@ -42,8 +42,9 @@ from procs import (
     wait_until,
 )
 
-from engine.events import CheckDue, CheckResult
+from engine.events import CheckDue, CheckResult, check_id
 from engine.keys import Keys
+from engine.streams import EVENT_FIELD, event_of
 
 KEYS = Keys("0")
 KINDS = ("http", "https", "tcp", "dns")
@@ -51,7 +52,7 @@ MONITORS = 1_000
 
 
 def spec(kind: str, ports: dict[str, int]) -> dict[str, Any]:
-    """The compiled spec per kind; HTTP with its phase timings and assertions on."""
+    """The kind's spec as stored; HTTP with its phase timings and assertions on."""
     http = {"url": f"http://127.0.0.1:{ports['http']}/", "expected_status": [200],
             "keyword": "ok", "degraded_ms": 1000}
     body: dict[str, Any] = {
@@ -61,8 +62,7 @@ def spec(kind: str, ports: dict[str, int]) -> dict[str, Any]:
         "dns": {"name": "bench.test", "record_type": "A", "nameserver": "127.0.0.1",
                 "port": ports["dns"], "expect": ["127.0.0.1"]},
     }[kind]
-    name = "http" if kind == "https" else kind
-    return {"kind": name, "interval_ms": 3_600_000, "timeout_ms": 10_000, name: body}
+    return body
 
 
 def fill(r: redis.Redis, kind: str, n: int, ports: dict[str, int]) -> None:
@@ -72,11 +72,12 @@ def fill(r: redis.Redis, kind: str, n: int, ports: dict[str, int]) -> None:
     pipe = r.pipeline(transaction=False)
     for i in range(n):
         # MONITORS monitors checked over and over, as in production: each spec is parsed once.
-        due = CheckDue(check_id=f"{kind}-{i % MONITORS}:default:{now + i}",
-                       monitor_id=f"{kind}-{i % MONITORS}", region="default",
-                       scheduled_ms=now + i, deadline_ms=now + 3_600_000, spec_version=1,
-                       spec=body)
-        pipe.xadd(stream, {"e": due.to_json()})
+        monitor_id = f"{kind}-{i % MONITORS}"
+        due = CheckDue(check_id=check_id(monitor_id, "default", now + i), monitor_id=monitor_id,
+                       region="default", scheduled_ms=now + i, deadline_ms=now + 3_600_000,
+                       interval_ms=3_600_000, timeout_ms=10_000, spec_version=1,
+                       kind="http" if kind == "https" else kind, spec=body)
+        pipe.xadd(stream, {EVENT_FIELD: due.to_json()})
         if i % 1000 == 999:
             pipe.execute()
     pipe.execute()
@@ -85,7 +86,7 @@ def fill(r: redis.Redis, kind: str, n: int, ports: dict[str, int]) -> None:
 def outcomes(r: redis.Redis) -> dict[str, int]:
     counts: dict[str, int] = {}
     for _, fields in r.xrange(KEYS.results):
-        outcome = CheckResult.from_json(fields[b"e"]).outcome
+        outcome = CheckResult.from_json(event_of(fields)).outcome
         counts[outcome] = counts.get(outcome, 0) + 1
     return counts
 

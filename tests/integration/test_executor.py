@@ -11,7 +11,7 @@ import pytest
 from engine.events import DUE_VERSION, CheckResult
 from engine.keys import EXECUTOR_GROUP
 from engine.settings import Settings
-from engine.streams import ensure_group
+from engine.streams import EVENT_FIELD, ensure_group, event_of
 from executors.service import Executor
 from tests.support.helpers import wait_for
 from tests.support.kind_executor import check_due
@@ -32,7 +32,7 @@ def due(monitor_id: str, spec: dict, *, late_ms: int = 0, interval_ms: int = 10_
 async def results(r, keys) -> dict[str, CheckResult]:
     out = {}
     for _, fields in await r.xrange(keys.results):
-        result = CheckResult.from_json(fields[b"e"])
+        result = CheckResult.from_json(event_of(fields))
         assert result.monitor_id not in out, "two results for one check"
         out[result.monitor_id] = result
     return out
@@ -69,7 +69,7 @@ async def test_runs_http_and_tcp_checks(r, keys, target):
                          "port": int(target.rsplit(":", 1)[1])}},
         "nodns": {"http": {"url": "http://no-such-host.invalid/"}},
     }.items():
-        await r.xadd(stream, {"e": due(mid, spec)})
+        await r.xadd(stream, {EVENT_FIELD: due(mid, spec)})
     got = await run_until(Executor(r, keys, SETTINGS), r, keys, 6)
     assert got["ok"].outcome == "up"
     assert got["ok"].status_code == 200
@@ -87,7 +87,8 @@ async def test_runs_http_and_tcp_checks(r, keys, target):
 async def test_check_past_its_deadline_is_expired(r, keys, target):
     stream = keys.checks("default")
     await ensure_group(r, stream, EXECUTOR_GROUP)
-    await r.xadd(stream, {"e": due("old", {"http": {"url": f"{target}/ok"}}, late_ms=20_000)})
+    old = due("old", {"http": {"url": f"{target}/ok"}}, late_ms=20_000)
+    await r.xadd(stream, {EVENT_FIELD: old})
     got = await run_until(Executor(r, keys, SETTINGS), r, keys, 1)
     assert got["old"].outcome == "expired"
 
@@ -95,7 +96,7 @@ async def test_check_past_its_deadline_is_expired(r, keys, target):
 async def test_claims_entry_left_by_a_vanished_consumer(r, keys, target):
     stream = keys.checks("default")
     await ensure_group(r, stream, EXECUTOR_GROUP)
-    await r.xadd(stream, {"e": due("orphan", {"http": {"url": f"{target}/ok"}})})
+    await r.xadd(stream, {EVENT_FIELD: due("orphan", {"http": {"url": f"{target}/ok"}})})
     # A consumer reads the entry, then dies without acknowledging it.
     assert await r.xreadgroup(EXECUTOR_GROUP, "vanished", {stream: ">"}, count=10)
     got = await run_until(Executor(r, keys, SETTINGS), r, keys, 1)
@@ -108,7 +109,7 @@ async def test_dead_letter_after_max_deliveries(r, keys, target):
     stream = keys.checks("default")
     await ensure_group(r, stream, EXECUTOR_GROUP)
     cursed = due("cursed", {"http": {"url": f"{target}/ok"}})
-    await r.xadd(stream, {"e": cursed})
+    await r.xadd(stream, {EVENT_FIELD: cursed})
     assert await r.xreadgroup(EXECUTOR_GROUP, "crash-1", {stream: ">"}, count=10)
     # Delivered to max_deliveries consumers that all crashed before acknowledging.
     for n in range(SETTINGS.max_deliveries - 1):
@@ -129,9 +130,9 @@ async def test_dead_letter_after_max_deliveries(r, keys, target):
 async def test_bad_event_is_dead_lettered_and_the_executor_goes_on(r, keys, target):
     stream = keys.checks("default")
     await ensure_group(r, stream, EXECUTOR_GROUP)
-    await r.xadd(stream, {"e": b"{not json"})
-    await r.xadd(stream, {"e": orjson.dumps({"v": DUE_VERSION, "type": "check.due"})})
-    await r.xadd(stream, {"e": due("fine", {"http": {"url": f"{target}/ok"}})})
+    await r.xadd(stream, {EVENT_FIELD: b"{not json"})
+    await r.xadd(stream, {EVENT_FIELD: orjson.dumps({"v": DUE_VERSION, "type": "check.due"})})
+    await r.xadd(stream, {EVENT_FIELD: due("fine", {"http": {"url": f"{target}/ok"}})})
     got = await run_until(Executor(r, keys, SETTINGS), r, keys, 1)
     assert got["fine"].outcome == "up"
     letters = await r.xrange(keys.deadletter)
@@ -147,7 +148,7 @@ async def test_bad_event_is_dead_lettered_and_the_executor_goes_on(r, keys, targ
 async def test_invalid_spec_gives_an_error_result(r, keys):
     stream = keys.checks("default")
     await ensure_group(r, stream, EXECUTOR_GROUP)
-    await r.xadd(stream, {"e": due("weird", {"http": {"url": "not a url"}})})
+    await r.xadd(stream, {EVENT_FIELD: due("weird", {"http": {"url": "not a url"}})})
     got = await run_until(Executor(r, keys, SETTINGS), r, keys, 1)
     assert (got["weird"].outcome, got["weird"].error_kind) == ("error", "spec")
 
@@ -157,7 +158,7 @@ async def test_stop_drains_in_flight_checks(r, keys, target):
     stream = keys.checks("default")
     await ensure_group(r, stream, EXECUTOR_GROUP)
     settings = Settings(max_timeout_ms=5_000, instance_id="exec-drain")
-    await r.xadd(stream, {"e": due("slowish", {"http": {"url": f"{target}/slow"}},
+    await r.xadd(stream, {EVENT_FIELD: due("slowish", {"http": {"url": f"{target}/slow"}},
                                    timeout_ms=4_000)})
     executor = Executor(r, keys, settings)
     stop = asyncio.Event()

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 import uvloop
 from aiohttp import web
 
-from engine.events import CheckDue, Observation
+from engine.events import Observation
 from engine.keys import Keys
 from engine.settings import Settings
 from executors.base import Context
@@ -41,8 +41,7 @@ from tests.support.servers import serve_app
 
 pytestmark = pytest.mark.timeout(60)
 
-DUE = CheckDue(check_id="m:default:0", monitor_id="m", region="default", scheduled_ms=0,
-               deadline_ms=60_000, spec_version=1, spec={})
+DUE = check_due("m", "http", {}, scheduled_ms=0, interval_ms=60_000)
 GIB = 1024**3
 SLOW_HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

@@ -12,14 +12,14 @@ import pytest
 
 from api import push as endpoint
 from engine import heartbeats
-from engine.events import CheckDue, Observation, check_id
+from engine.events import CheckDue, Observation
 from engine.keys import Keys
 from engine.monitors import SpecError
 from engine.settings import Settings
 from executors.base import Context
 from executors.kinds import SCHEMA, push
 from tests.support.helpers import store_monitors
-from tests.support.kind_executor import run_checks
+from tests.support.kind_executor import check_due, run_checks
 from tests.support.servers import api_client
 
 INTERVAL_MS = 3_600_000
@@ -37,11 +37,8 @@ async def token(pool, clean) -> str:
 
 
 def due(scheduled_ms: int | None = None, monitor_id: str = "nightly") -> CheckDue:
-    at = int(time.time() * 1000) if scheduled_ms is None else scheduled_ms
-    return CheckDue(check_id=check_id(monitor_id, "default", at), monitor_id=monitor_id,
-                    region="default", scheduled_ms=at, deadline_ms=at + INTERVAL_MS,
-                    spec_version=1, spec={"kind": "push", "interval_ms": INTERVAL_MS,
-                                          "timeout_ms": 10_000, "push": {"grace_ms": GRACE_MS}})
+    return check_due(monitor_id, "push", {"grace_ms": GRACE_MS}, timeout_ms=10_000,
+                     interval_ms=INTERVAL_MS, scheduled_ms=scheduled_ms)
 
 
 async def judge(r, keys, event: CheckDue | None = None) -> Observation:

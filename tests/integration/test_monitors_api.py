@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from api import tokens
 from engine.events import CheckDue
+from engine.streams import event_of
 from scheduler.service import Scheduler
 from scheduler.sync import CHANNEL
 from tests.support.helpers import running, wait_for
@@ -129,8 +130,8 @@ async def test_a_change_reaches_the_next_dispatched_check(api, r, keys, pool, po
 
         await wait_for(next_carries_it, timeout=3)
         [(_, fields)] = (await r.xrange(stream, min=f"({last.decode()}"))[:1]
-        event = CheckDue.from_json(fields[b"e"])
-        assert event.spec["http"]["url"] == "http://127.0.0.1:9/b"
+        event = CheckDue.from_json(event_of(fields))
+        assert (event.kind, event.spec["url"]) == ("http", "http://127.0.0.1:9/b")
         assert event.spec_version == 2
         assert (await api.post("/api/v1/monitors/web/pause")).status == 200
 

@@ -6,7 +6,7 @@ import time
 
 from engine.keys import CLICKHOUSE_GROUP, STATUS_GROUP
 from engine.settings import Settings
-from engine.streams import ensure_group, safe_trim
+from engine.streams import EVENT_FIELD, ensure_group, safe_trim
 from sinks.clickhouse import ClickHouseSink
 from sinks.status import StatusSink
 from tests.support.helpers import check_result, running, wait_for
@@ -21,7 +21,7 @@ async def publish(r, keys, results):
     for group in (CLICKHOUSE_GROUP, STATUS_GROUP):
         await ensure_group(r, keys.results, group)
     for res in results:
-        await r.xadd(keys.results, {"e": res.to_json()})
+        await r.xadd(keys.results, {EVENT_FIELD: res.to_json()})
 
 
 async def run_sink(sink, r, keys, group: str, timeout: float = 10) -> None:
@@ -71,7 +71,7 @@ async def test_crash_between_insert_and_ack_causes_no_duplicate(r, keys, ch, cle
 
 async def test_bad_result_is_dead_lettered(r, keys, ch, clean):
     await publish(r, keys, [check_result("good", T0)])
-    await r.xadd(keys.results, {"e": b'{"v":1,"type":"check.result","outcome":"maybe"}'})
+    await r.xadd(keys.results, {EVENT_FIELD: b'{"v":1,"type":"check.result","outcome":"maybe"}'})
     await run_sink(ClickHouseSink(r, keys, SETTINGS, ch=ch), r, keys, CLICKHOUSE_GROUP)
     assert await counts(ch) == (1, 1, 0)
     [(_, letter)] = await r.xrange(keys.deadletter)

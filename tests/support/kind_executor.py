@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from engine.events import CheckDue, CheckResult, Observation, check_id
 from engine.keys import EXECUTOR_GROUP, Keys
 from engine.settings import Settings
-from engine.streams import ensure_group
+from engine.streams import EVENT_FIELD, ensure_group, event_of
 from executors.base import Context
 from executors.kinds import KINDS
 from executors.service import Executor
@@ -44,7 +44,7 @@ async def run_checks(r: aioredis.Redis, keys: Keys, dues: list[CheckDue],
     stream = keys.checks("default")
     await ensure_group(r, stream, EXECUTOR_GROUP)
     for due in dues:
-        await r.xadd(stream, {"e": due.to_json()})
+        await r.xadd(stream, {EVENT_FIELD: due.to_json()})
     stop = asyncio.Event()
     task = asyncio.create_task(Executor(r, keys, settings).run(stop))
 
@@ -58,7 +58,7 @@ async def run_checks(r: aioredis.Redis, keys: Keys, dues: list[CheckDue],
         await task
     out: dict[str, CheckResult] = {}
     for _, fields in await r.xrange(keys.results):
-        result = CheckResult.from_json(fields[b"e"])
+        result = CheckResult.from_json(event_of(fields))
         assert result.monitor_id not in out, "two results for one check"
         out[result.monitor_id] = result
     pending = await r.xpending(stream, EXECUTOR_GROUP)

@@ -5,6 +5,7 @@ built by `KIND.prepare`, once per spec version on the executor."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from executors.kinds import SCHEMA, http
 from executors.kinds.http import chain
 from executors.kinds.http.assertions import json_equal
 from executors.kinds.http.spec import HttpSpec, status_range
+from tests.support.kind_executor import check_due
 
 
 @pytest.fixture
@@ -147,13 +149,14 @@ def test_request_bytes() -> None:
 
 async def test_the_executor_prepares_once_per_spec_version(requests_built: list[str]) -> None:
     checker = Checker(Context(aioredis.Redis(), Keys("0")))
-    raw = {"kind": "http", "timeout_ms": 5000, "http": {"url": "https://example.com/p"}}
+    first = check_due("web", "http", {"url": "https://example.com/p"}, spec_version=1)
     try:
-        kind, plan = checker.prepared("web", 1, raw)
+        kind, plan = checker.prepared(first)
         assert kind is http.KIND
-        assert checker.prepared("web", 1, raw)[1] is plan
+        assert checker.prepared(first)[1] is plan
         assert requests_built == ["/p"]
-        assert checker.prepared("web", 2, raw)[1] == plan  # a new version: prepared again
+        # A new version is prepared again.
+        assert checker.prepared(replace(first, spec_version=2))[1] == plan
         assert requests_built == ["/p", "/p"]
     finally:
         await checker.close()
