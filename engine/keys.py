@@ -54,7 +54,7 @@ class Keys:
 
     @property
     def heartbeats(self) -> str:
-        """HASH monitor id -> last push heartbeat (see executors.push)."""
+        """HASH monitor id -> last push heartbeat (engine.heartbeats)."""
         return f"{self.base}:heartbeats"
 
     @property

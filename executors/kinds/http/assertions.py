@@ -112,7 +112,7 @@ def verdict(plan: Plan, response: Response, latency_ms: float) -> Observation:
         failure = assertion(plan, response)
         if failure is not None:
             obs.outcome = "down"
-            obs.error_kind, obs.error = failure[0], failure[1][:500]  # a header may be huge
+            obs.error_kind, obs.error = failure  # cut to its bound by CheckResult.of
             return obs
     degraded_ms = plan.spec.degraded_ms
     if degraded_ms is not None and latency_ms > degraded_ms:
