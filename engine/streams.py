@@ -19,6 +19,7 @@ EVENT_FIELD = b"e"
 DEADLETTER_MAXLEN = 100_000
 REASON_MAX = 1_000
 DEAD_LETTER_LUA = resources.files("engine").joinpath("deadletter.lua").read_text()
+KEEP_LUA = resources.files("engine").joinpath("keep.lua").read_text()
 
 
 def event_of(fields: Fields | None) -> bytes:
@@ -63,6 +64,7 @@ class Consumer:
         self.name = name
         # Where the next backlog page starts; None once the whole backlog was handed out.
         self._backlog_after: bytes | None = b"0"
+        self._keep = r.register_script(KEEP_LUA)
 
     async def read(self, count: int, block_ms: int | None) -> list[Delivery]:
         """At most `count` entries; waits up to `block_ms` for a new one (None: no wait)."""
@@ -101,6 +103,15 @@ class Consumer:
         if not entry_ids:
             return 0
         return int(await self.r.xack(self.stream, self.group, *entry_ids))
+
+    async def keep(self, entry_ids: list[bytes]) -> set[bytes]:
+        """Work in progress stays this consumer's: of `entry_ids`, the ones it still owns get
+        their idle time reset (a claim sweep takes only idle entries); returns those."""
+        if not entry_ids:
+            return set()
+        kept: list[bytes] = await self._keep(keys=[self.stream],
+                                             args=[self.group, self.name, *entry_ids])
+        return set(kept)
 
     async def autoclaim(self, min_idle_ms: int, count: int = 100) -> list[Delivery]:
         """Claim entries idle past `min_idle_ms` from any consumer (XAUTOCLAIM), with the delivery

@@ -41,6 +41,8 @@ class BatchSink(ABC):
         self.settings = settings
         self.consumer = Consumer(r, keys.results, self.group, settings.instance_id)
         self.deadletters = DeadLetters(r, keys.deadletter)
+        # Entries this sink is writing (or retrying); its own sweep leaves them alone.
+        self._held: set[bytes] = set()
         self._stop = asyncio.Event()
 
     @abstractmethod
@@ -91,6 +93,14 @@ class BatchSink(ABC):
         return good
 
     async def _write_all(self, items: list[tuple[bytes, CheckResult]], stop: asyncio.Event) -> None:
+        self._held.update(entry_id for entry_id, _ in items)
+        try:
+            await self._write_until_done(items, stop)
+        finally:
+            self._held.difference_update(entry_id for entry_id, _ in items)
+
+    async def _write_until_done(self, items: list[tuple[bytes, CheckResult]],
+                                stop: asyncio.Event) -> None:
         delay = 0.2
         while True:
             try:
@@ -107,7 +117,13 @@ class BatchSink(ABC):
                     log.warning("stopping with a batch unwritten; it stays pending",
                                 sink=self.name, batch=len(items))
                     return
-                await asyncio.sleep(delay)
+                # Still ours while the outage lasts: no sweep (ours or a peer's) takes the batch
+                # to write it a second time; an entry a peer took meanwhile is the peer's now.
+                kept = await self.consumer.keep([entry_id for entry_id, _ in items])
+                items = [item for item in items if item[0] in kept]
+                if not items:
+                    return
+                await asyncio.sleep(min(delay, self.settings.claim_idle_ms / 2000))
                 delay = min(delay * 2, RETRY_MAX_S)
         await self.consumer.ack(*[entry_id for entry_id, _ in items])
         metrics.SINK_ROWS.labels(self.name).inc(len(items))
@@ -129,8 +145,9 @@ class BatchSink(ABC):
 
     async def sweep(self) -> None:
         """Take over results a crashed sink of the same group read but never acknowledged."""
-        claimed = await self.consumer.autoclaim(self.settings.claim_idle_ms,
-                                                count=self.settings.sink_batch_size)
+        claimed = [d for d in await self.consumer.autoclaim(self.settings.claim_idle_ms,
+                                                            count=self.settings.sink_batch_size)
+                   if d.entry_id not in self._held]  # what this sink is still writing
         if not claimed:
             return
         metrics.CLAIMED.labels(self.keys.results).inc(len(claimed))

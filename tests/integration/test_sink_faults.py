@@ -5,6 +5,7 @@ until it passes, with nothing dead-lettered; only an error about the rows splits
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,32 @@ async def test_an_error_about_the_rows_splits_the_batch(r, keys, ch, clean, tmp_
     # Split down to single results, each refused: every one is dead-lettered, none lost.
     assert await r.xlen(keys.deadletter) == 8
     assert front.refused == 8 + 4 + 2 + 1
+
+
+async def test_a_batch_in_a_long_retry_is_not_claimed_and_written_twice(r, keys, ch, clean,
+                                                                         tmp_path: Path):
+    """The outage outlasts the claim idle time: neither this sink's sweep nor a peer's may take
+    the batch it is still retrying."""
+    quick = Settings(sink_batch_size=500, sink_flush_ms=50, max_timeout_ms=200,
+                     claim_grace_ms=100, instance_id="sink-retrying")
+    await publish(r, keys, 100)
+    async with clickhouse_front(ch, tmp_path) as (front, url):
+        front.failing = (252, "Too many parts (3001)")
+        server = await asyncio.to_thread(ClickHouse.from_url, url)
+        stop = asyncio.Event()
+        sinks = [ClickHouseSink(r, keys, quick, ch=server),
+                 ClickHouseSink(r, keys, replace(quick, instance_id="sink-peer"), ch=server)]
+        tasks = [asyncio.create_task(sink.run(stop)) for sink in sinks]
+        try:
+            async def refused_long_enough() -> bool:
+                return front.refused >= 4  # 0.2 + 0.4 + 0.8 s of backoff: past the 0.3 s idle
+
+            await wait_for(refused_long_enough)
+            front.failing = None
+            await wait_for(lambda: drained(r, keys), timeout=30)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+            await server.close()
+    [(inserted,)] = await ch.rows("SELECT count() FROM check_results")  # without FINAL
+    assert inserted == 100
