@@ -85,6 +85,9 @@ class Settings:
     sink_flush_ms: int = 500
     reconcile_s: int = 30
     metrics_port: int = 0
+    # How long a role may take to stop after SIGTERM; what it could not finish stays pending
+    # in Redis for a peer or its successor (compose gives 30 s before SIGKILL).
+    drain_s: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -113,6 +116,7 @@ class Settings:
             sink_flush_ms=env_int(env, "VIGIL_SINK_FLUSH_MS", defaults.sink_flush_ms, 1),
             reconcile_s=env_int(env, "VIGIL_RECONCILE_S", defaults.reconcile_s, 1),
             metrics_port=env_int(env, "VIGIL_METRICS_PORT", defaults.metrics_port, 0),
+            drain_s=env_int(env, "VIGIL_DRAIN_S", defaults.drain_s, 1),
         )
         settings = settings.with_overrides(**overrides)
         for name, value in (("VIGIL_REGION", settings.region), ("VIGIL_SHARD", settings.shard)):

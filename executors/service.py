@@ -72,6 +72,7 @@ class Executor:
         # (entry id, result, dead-letter reason or "", the entry's event when dead-lettered)
         self._done: list[tuple[bytes, bytes, str, bytes]] = []
         self._done_ready = asyncio.Event()
+        self._drain_by: float | None = None  # set at SIGTERM: when the drain gives up
         # Outcomes since the last metrics update (every second) and since the last log line.
         self._tally: Counter[str] = Counter()
         self._outcomes: Counter[str] = Counter()
@@ -171,9 +172,14 @@ class Executor:
                 self._done[:0] = batch
                 log.warning("result write failed, retrying", error=repr(exc), batch=len(batch))
                 await asyncio.sleep(0.5)
+                return  # the flusher calls again (and, draining, knows when to give up)
 
     async def _flusher(self, stop: asyncio.Event) -> None:
         while not (stop.is_set() and not self._inflight and not self._done):
+            if self._drain_by is not None and time.monotonic() >= self._drain_by:
+                log.warning("stopping with results unwritten; their checks stay pending",
+                            results=len(self._done))
+                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._done_ready.wait(), timeout=0.2)
             self._done_ready.clear()
@@ -263,8 +269,14 @@ class Executor:
         log.info("executor stopped")
 
     async def _drain(self, stop: asyncio.Event) -> None:
+        """After SIGTERM: let in-flight checks finish and their results be written, within
+        drain_s; what is left then stays pending in Redis, for a peer or this name's next
+        start, and the executor exits all the same."""
         await stop.wait()
+        self._drain_by = time.monotonic() + self.settings.drain_s
         if self._inflight:
             log.info("draining in-flight checks", inflight=len(self._inflight))
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+            _, late = await asyncio.wait(self._inflight, timeout=self.settings.drain_s)
+            for task in late:
+                task.cancel()
         self._done_ready.set()
