@@ -137,6 +137,30 @@ class DeadLetters:
                                                   clip(reason, REASON_MAX), payload])
 
 
+# A consumer that has not read for this long and holds nothing is gone (a restart under a
+# host-pid name leaves one in every group each time); a live one reads every second.
+IDLE_CONSUMER_MS = 15 * 60_000
+
+
+async def forget_idle_consumers(r: aioredis.Redis, stream: str, group: str,
+                                idle_ms: int = IDLE_CONSUMER_MS) -> int:
+    """Delete the group's consumers idle past `idle_ms` that hold no pending entry."""
+    try:
+        consumers = await r.xinfo_consumers(stream, group)
+    except ResponseError:
+        return 0  # no stream or group yet
+    gone = [c["name"] for c in consumers if int(c["pending"]) == 0 and int(c["idle"]) > idle_ms]
+    for name in gone:
+        await r.xgroup_delconsumer(stream, group, name)
+    return len(gone)
+
+
+async def tidy(r: aioredis.Redis, stream: str, group: str) -> None:
+    """A stream's periodic upkeep by one of its consumers: trim, forget gone consumers."""
+    await safe_trim(r, stream)
+    await forget_idle_consumers(r, stream, group)
+
+
 async def safe_trim(r: aioredis.Redis, stream: str) -> int:
     """Trim entries every group has acknowledged, and nothing else.
 

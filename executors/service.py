@@ -33,7 +33,7 @@ from engine.streams import (
     Fields,
     ensure_group,
     event_of,
-    safe_trim,
+    tidy,
 )
 from executors.base import Context, failed
 from executors.checker import Checker, SpecInvalid
@@ -259,7 +259,8 @@ class Executor:
                 self._reader(stop),
                 self._flusher(stop),
                 every(sweep_every, stop, self.sweep, "claim"),
-                every(TRIM_EVERY_S, stop, lambda: safe_trim(self.r, self.stream), "trim"),
+                every(TRIM_EVERY_S, stop, lambda: tidy(self.r, self.stream, EXECUTOR_GROUP),
+                      "tidy"),
                 every(METRICS_EVERY_S, stop, self.publish_metrics, "metrics"),
                 every(REPORT_EVERY_S, stop, self.report, "report"),
                 self._drain(stop),

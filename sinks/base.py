@@ -23,7 +23,7 @@ from engine.events import BadEvent, CheckResult
 from engine.keys import Keys
 from engine.service import every
 from engine.settings import Settings
-from engine.streams import Consumer, DeadLetters, Delivery, ensure_group, event_of, safe_trim
+from engine.streams import Consumer, DeadLetters, Delivery, ensure_group, event_of, tidy
 
 RETRY_MAX_S = 10.0
 COLLECT_POLL_S = 0.05
@@ -175,7 +175,8 @@ class BatchSink(ABC):
             await asyncio.gather(
                 self._loop(stop),
                 every(max(0.5, self.settings.claim_idle_ms / 4000), stop, self.sweep, "claim"),
-                every(TRIM_EVERY_S, stop, lambda: safe_trim(self.r, self.keys.results), "trim"),
+                every(TRIM_EVERY_S, stop, lambda: tidy(self.r, self.keys.results, self.group),
+                      "tidy"),
             )
         finally:
             await self.close()

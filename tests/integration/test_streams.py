@@ -3,7 +3,7 @@ same name is read once, and every delivery carries its real delivery count."""
 
 from __future__ import annotations
 
-from engine.streams import EVENT_FIELD, Consumer, ensure_group
+from engine.streams import EVENT_FIELD, Consumer, ensure_group, forget_idle_consumers
 
 STREAM, GROUP = "vigil:{t}:streams-test", "g"
 
@@ -47,3 +47,17 @@ async def test_a_claim_carries_the_real_delivery_count(r):
     await r.xclaim(STREAM, GROUP, "claimer", 0, ids[1:99])  # fresh, held by the claimer
     claimed = await claimer.autoclaim(30_000, count=10)
     assert {d.entry_id: d.deliveries for d in claimed} == {ids[0]: 7, ids[99]: 7}
+
+
+async def test_consumers_that_are_gone_are_forgotten(r):
+    ids = await fill(r, 2)
+    for name in ("restart-1", "restart-2", "holder"):
+        await r.xgroup_createconsumer(STREAM, GROUP, name)
+    await r.xreadgroup(GROUP, "holder", {STREAM: ">"}, count=1)
+    await r.xclaim(STREAM, GROUP, "holder", 0, [ids[0]], idle=60_000)
+    await r.xreadgroup(GROUP, "live", {STREAM: ">"}, count=1)  # holds ids[1]
+    # Everyone is idle past a bound of -1 ms: the ones holding nothing go, the others stay.
+    assert await forget_idle_consumers(r, STREAM, GROUP, idle_ms=-1) == 2
+    names = {c["name"] for c in await r.xinfo_consumers(STREAM, GROUP)}
+    assert names == {b"holder", b"live"}
+    assert await forget_idle_consumers(r, "vigil:{t}:no-such-stream", GROUP) == 0
