@@ -14,7 +14,6 @@ client retries. executors.kinds.push judges the heartbeats at each check.
 from __future__ import annotations
 
 import re
-import time
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
@@ -29,7 +28,7 @@ from api.errors import invalid, json_error, json_response
 from api.state import KEYS, PG, REDIS
 from engine import store
 from engine.cache import BoundedCache
-from engine.heartbeats import MESSAGE_MAX, Heartbeat
+from engine.heartbeats import MESSAGE_MAX, HeartbeatStatus, Recorder
 
 # A token is remembered (found or not) this long: a deleted monitor's token stops working
 # within CACHE_S, and a job pinging every second costs one query per CACHE_S, not per ping.
@@ -76,7 +75,8 @@ async def _body_fields(request: web.Request) -> dict[str, Any]:
     return {}
 
 
-async def _heartbeat(request: web.Request) -> Heartbeat:
+async def _heartbeat(request: web.Request) -> tuple[HeartbeatStatus, str | None]:
+    """The heartbeat's status and message; its time is Redis's, taken when it is recorded."""
     fields: dict[str, Any] = {k: v for k, v in request.query.items() if k in FIELDS}
     if request.method == "POST" and request.body_exists:
         fields.update(await _body_fields(request))
@@ -86,9 +86,8 @@ async def _heartbeat(request: web.Request) -> Heartbeat:
     message = fields.get("message", fields.get("msg"))
     if message is not None and not isinstance(message, str):
         raise invalid("heartbeat", "message", "expected a string")
-    return Heartbeat(at_ms=int(time.time() * 1000),
-                     status="down" if status.strip().lower() == "down" else "up",
-                     message=message[:MESSAGE_MAX] if message else None)
+    return ("down" if status.strip().lower() == "down" else "up",
+            message[:MESSAGE_MAX] if message else None)
 
 
 class PushEndpoint:
@@ -96,18 +95,19 @@ class PushEndpoint:
         self.app = app
         # Push token -> monitor id (None: no such push monitor).
         self.tokens: BoundedCache[str, str | None] = BoundedCache(CACHE_MAX, CACHE_S)
+        self.heartbeats = Recorder(app[REDIS], app[KEYS])
 
     async def handle(self, request: web.Request) -> web.Response:
         token = request.match_info["token"]
         # Validate the input first: a bad field is the caller's mistake whatever the token.
-        beat = await _heartbeat(request)
+        status, message = await _heartbeat(request)
         monitor_id = None
         try:
             if TOKEN_SHAPE.fullmatch(token):
                 monitor_id = await self.tokens.get_or_load(
                     token, lambda: store.push_monitor(self.app[PG], token))
             if monitor_id is not None:
-                await self.app[REDIS].hset(self.app[KEYS].heartbeats, monitor_id, beat.to_json())
+                await self.heartbeats.record(monitor_id, status, message)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError) as exc:
             log.warning("push not recorded", error=repr(exc))
             raise json_error(web.HTTPServiceUnavailable, "not recorded, try again") from None

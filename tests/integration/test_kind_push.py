@@ -45,18 +45,24 @@ async def judge(r, keys, event: CheckDue | None = None) -> Observation:
     return await push.check(push.PushSpec(grace_ms=GRACE_MS), Context(r, keys), event or due())
 
 
+async def redis_ms(r) -> int:
+    """Redis server time, the clock every heartbeat decision uses."""
+    seconds, micros = await r.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 async def stored(r, keys) -> heartbeats.Heartbeat:
     return heartbeats.Heartbeat.from_json(await r.hget(keys.heartbeats, "nightly"))
 
 
 async def test_get_records_an_up_heartbeat(client, token, r, keys):
-    before = int(time.time() * 1000)
+    before = await redis_ms(r)
     resp = await client.get(f"/api/v1/push/{token}")
     assert resp.status == 200
     assert await resp.json() == {"ok": True, "monitor_id": "nightly"}
     beat = await stored(r, keys)
     assert (beat.status, beat.message) == ("up", None)
-    assert beat.at_ms >= before
+    assert before <= beat.at_ms <= await redis_ms(r)
     assert await judge(r, keys) == Observation(outcome="up")
 
 
@@ -153,8 +159,9 @@ def test_spec_format():
 
 
 def test_heartbeat_record_format():
-    raw = heartbeats.Heartbeat(at_ms=5, status="down", message="m").to_json()
-    assert orjson.loads(raw) == {"at_ms": 5, "status": "down", "message": "m"}
+    raw = heartbeats.Heartbeat.template("down", 'm "\x01"').replace(heartbeats.AT_MARK, b"5")
+    assert orjson.loads(raw) == {"at_ms": 5, "status": "down", "message": 'm "\x01"'}
+    assert heartbeats.Heartbeat.from_json(raw) == heartbeats.Heartbeat(5, "down", 'm "\x01"')
     with pytest.raises(ValueError, match="malformed"):
         heartbeats.Heartbeat.from_json(b'{"at_ms": "5", "status": "up"}')
 
@@ -179,3 +186,16 @@ async def test_heartbeats_go_to_the_apps_shard(r, pool, ch, token):
         assert (await c.get(f"/api/v1/push/{token}")).status == 200
     assert await r.hexists(Keys("7").heartbeats, "nightly")
     assert not await r.hexists(Keys("0").heartbeats, "nightly")
+
+
+@pytest.mark.parametrize("skew_h", [3, -3])
+async def test_the_api_hosts_clock_changes_nothing(client, token, r, keys, monkeypatch, skew_h):
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + skew_h * 3600)
+    assert (await client.get(f"/api/v1/push/{token}")).status == 200
+    now = await redis_ms(r)
+    # Fresh at Redis's now whatever the API host's clock says (a slow one made it 3 h old) ...
+    assert (await judge(r, keys, due(now))).outcome == "up"
+    # ... and silent once interval + grace have passed (a fast one kept it alive 3 h longer).
+    late = await judge(r, keys, due(now + INTERVAL_MS + GRACE_MS + 60_000))
+    assert (late.outcome, late.error_kind) == ("down", "no_heartbeat")
