@@ -1,8 +1,12 @@
-"""Push heartbeats: the API records the last one per monitor in the Redis HASH
-`keys.heartbeats`, and each push check judges it (executors.kinds.push).
+"""Push heartbeats: the API records every one in a per-monitor Redis ZSET scored by time
+(`keys.beats(monitor_id)`), and each push check reads the ones it could have seen at its
+scheduled time (executors.kinds.push judges them).
 
 A heartbeat's time is Redis server time, taken by the script that records it: an API host
-with a wrong clock can neither keep a silent job alive nor make a punctual one look late."""
+with a wrong clock can neither keep a silent job alive nor make a punctual one look late.
+A check reads only heartbeats from before its scheduled time: once Redis's clock is past that
+time (the scheduler dispatches by it), no later heartbeat can enter what the check reads, so
+every redelivery of one check id sees the same heartbeats and gives the same answer."""
 
 from __future__ import annotations
 
@@ -21,12 +25,12 @@ HeartbeatStatus = Literal["up", "down"]
 AT_MARK = b"\x01"
 
 _RECORD = """
--- KEYS[1] heartbeats HASH; ARGV[1] monitor id, ARGV[2] the record with \\1 where at_ms goes
+-- KEYS[1] the monitor's beats ZSET; ARGV[1] the record with \\1 where at_ms goes
 local now = redis.call('TIME')
 local at = string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
-local mark = string.find(ARGV[2], '\\1', 1, true)
-redis.call('HSET', KEYS[1], ARGV[1],
-           string.sub(ARGV[2], 1, mark - 1) .. at .. string.sub(ARGV[2], mark + 1))
+local mark = string.find(ARGV[1], '\\1', 1, true)
+redis.call('ZADD', KEYS[1], at,
+           string.sub(ARGV[1], 1, mark - 1) .. at .. string.sub(ARGV[1], mark + 1))
 return at
 """
 
@@ -56,6 +60,15 @@ class Heartbeat:
                    message=message if isinstance(message, str) else None)
 
 
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What one check may judge: the last heartbeat before its scheduled time, and every
+    heartbeat of its own interval, [scheduled - interval, scheduled), oldest first."""
+
+    latest: Heartbeat | None
+    interval: list[Heartbeat]
+
+
 class Recorder:
     """Records heartbeats at Redis server time, in one script call per heartbeat."""
 
@@ -66,6 +79,20 @@ class Recorder:
     async def record(self, monitor_id: str, status: HeartbeatStatus,
                      message: str | None) -> int:
         """Record one heartbeat; returns its time (epoch ms, Redis's clock)."""
-        at = await self._script(keys=[self.keys.heartbeats],
-                                args=[monitor_id, Heartbeat.template(status, message)])
+        at = await self._script(keys=[self.keys.beats(monitor_id)],
+                                args=[Heartbeat.template(status, message)])
         return int(at)
+
+
+async def seen(r: aioredis.Redis, keys: Keys, monitor_id: str, scheduled_ms: int,
+               interval_ms: int) -> Seen:
+    """The heartbeats a check scheduled at `scheduled_ms` judges (strictly before it: one in
+    the same millisecond may be recorded after the check ran)."""
+    key = keys.beats(monitor_id)
+    # One MULTI: both reads see the same set.
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.zrevrangebyscore(key, f"({scheduled_ms}", "-inf", start=0, num=1)
+        pipe.zrangebyscore(key, scheduled_ms - interval_ms, f"({scheduled_ms}")
+        latest, interval = await pipe.execute()
+    return Seen(latest=Heartbeat.from_json(latest[0]) if latest else None,
+                interval=[Heartbeat.from_json(raw) for raw in interval])

@@ -61,3 +61,8 @@ class Keys:
     def deadletter(self) -> str:
         """STREAM of entries that could not be processed, with the reason."""
         return f"{self.base}:deadletter"
+
+    def beats(self, monitor_id: str) -> str:
+        """ZSET of one push monitor's heartbeats, score = Redis time in ms (engine.heartbeats).
+        Monitor ids hold no `{`, so the shard's tag stays the key's hash tag."""
+        return f"{self.base}:beats:{monitor_id}"

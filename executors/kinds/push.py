@@ -1,15 +1,21 @@
 """Push (heartbeat) monitors: the target calls Vigil, and the check asks whether it did.
 
-A job calls `GET|POST /api/v1/push/{token}` (api.push), which keeps the last heartbeat in
-the Redis HASH `keys.heartbeats`: monitor id -> {"at_ms", "status", "message"}. Each check
-then judges the last heartbeat against its own scheduled time, so a redelivered check gives
-the same answer:
-- none since scheduled_ms - (interval + grace): `down`, `no_heartbeat`;
-- the last one reported `down`: `down`, `reported_down`, with its message;
+A job calls `GET|POST /api/v1/push/{token}` (api.push), which records every heartbeat at
+Redis server time (engine.heartbeats). A check scheduled at T judges only the heartbeats from
+before T, so a redelivered check gives the same answer whatever arrived since; each heartbeat
+falls in exactly one check's interval, [T - interval, T). In this order:
+- no heartbeat within interval + grace before T: `down`, `no_heartbeat`;
+- the last one before T reported `down`: `down`, `reported_down`, with its message (a failure
+  stays down until the next success, as in Healthchecks.io);
+- a `down` within the check's interval, then an `up`: still `down`, `reported_down`, with the
+  last failure's message and when it recovered. A cron job that failed and then succeeded on
+  a retry had a failed run, and its owner wants to hear of it: judged by the last heartbeat
+  alone, that failure would be recorded nowhere. The next check, whose interval holds only
+  the recovery, is `up`;
 - otherwise `up`, with no latency (nothing was measured).
-A monitor that never received a heartbeat is `down` ("never") from its first check: Vigil
-does not know when the job was set up, and a silent job is exactly what this kind is for.
-Give a new job its first run before enabling the monitor, or expect one `down` at first.
+A monitor that never received a heartbeat is `down` from its first check: Vigil does not know
+when the job was set up, and a silent job is exactly what this kind is for. Give a new job its
+first run before enabling the monitor, or expect one `down` at first.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from pydantic_core import PydanticCustomError
 
 from engine.durations import parse_duration_ms
 from engine.events import CheckDue, Observation
-from engine.heartbeats import Heartbeat
+from engine.heartbeats import Seen, seen
 from executors.base import Context, Kind, Spec, down
 
 DEFAULT_GRACE_MS = 60_000
@@ -61,21 +67,32 @@ def ago(ms: int) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
-async def check(spec: PushSpec, ctx: Context, due: CheckDue) -> Observation:
-    raw = await ctx.redis.hget(ctx.keys.heartbeats, due.monitor_id)
-    window_ms = due.interval_ms + spec.grace_ms
+def judge(beats: Seen, due: CheckDue, grace_ms: int) -> Observation:
+    """The verdict on what one check saw (see the module docstring)."""
+    window_ms = due.interval_ms + grace_ms
     expected = f"expected one at least every {ago(window_ms)} (interval + grace)"
-    if raw is None:
-        return down("no_heartbeat", f"last heartbeat: never; {expected}")
-    beat = Heartbeat.from_json(raw)
-    # A heartbeat newer than the scheduled time (it came while the check waited) is fresh.
-    age_ms = due.scheduled_ms - beat.at_ms
+    latest = beats.latest
+    if latest is None:
+        return down("no_heartbeat", f"no heartbeat on record; {expected}")
+    age_ms = due.scheduled_ms - latest.at_ms
     if age_ms > window_ms:
         return down("no_heartbeat", f"last heartbeat {ago(age_ms)} ago; {expected}")
-    if beat.status == "down":
+    if latest.status == "down":
         return down("reported_down", f"reported down {ago(age_ms)} ago: "
-                                     f"{beat.message or '(no message)'}")
+                                     f"{latest.message or '(no message)'}")
+    failures = [i for i, beat in enumerate(beats.interval) if beat.status == "down"]
+    if failures:
+        failed, recovered = beats.interval[failures[-1]], beats.interval[failures[-1] + 1]
+        return down("reported_down",
+                    f"reported down {ago(due.scheduled_ms - failed.at_ms)} ago, up again "
+                    f"{ago(due.scheduled_ms - recovered.at_ms)} ago: "
+                    f"{failed.message or '(no message)'}")
     return Observation(outcome="up")
+
+
+async def check(spec: PushSpec, ctx: Context, due: CheckDue) -> Observation:
+    beats = await seen(ctx.redis, ctx.keys, due.monitor_id, due.scheduled_ms, due.interval_ms)
+    return judge(beats, due, spec.grace_ms)
 
 
 KIND = Kind("push", PushSpec, check)

@@ -18,7 +18,7 @@ from engine.monitors import SpecError
 from engine.settings import Settings
 from executors.base import Context
 from executors.kinds import SCHEMA, push
-from tests.support.helpers import store_monitors
+from tests.support.helpers import store_monitors, wait_for
 from tests.support.kind_executor import check_due, run_checks
 from tests.support.servers import api_client
 
@@ -42,7 +42,9 @@ def due(scheduled_ms: int | None = None, monitor_id: str = "nightly") -> CheckDu
 
 
 async def judge(r, keys, event: CheckDue | None = None) -> Observation:
-    return await push.check(push.PushSpec(grace_ms=GRACE_MS), Context(r, keys), event or due())
+    """The push check of `event`; by default one scheduled just after the heartbeats sent."""
+    event = event or due(await redis_ms(r) + 1)
+    return await push.check(push.PushSpec(grace_ms=GRACE_MS), Context(r, keys), event)
 
 
 async def redis_ms(r) -> int:
@@ -52,7 +54,19 @@ async def redis_ms(r) -> int:
 
 
 async def stored(r, keys) -> heartbeats.Heartbeat:
-    return heartbeats.Heartbeat.from_json(await r.hget(keys.heartbeats, "nightly"))
+    """The last heartbeat recorded for `nightly`."""
+    [raw] = await r.zrange(keys.beats("nightly"), -1, -1)
+    return heartbeats.Heartbeat.from_json(raw)
+
+
+async def send(client, token: str, status: str = "up", msg: str | None = None) -> None:
+    """One heartbeat through the real endpoint, answered 200."""
+    body = {"status": status} if msg is None else {"status": status, "msg": msg}
+    assert (await client.post(f"/api/v1/push/{token}", json=body)).status == 200
+
+
+async def vigil_keys(r) -> list[bytes]:
+    return sorted(await r.keys("vigil:*"))
 
 
 async def test_get_records_an_up_heartbeat(client, token, r, keys):
@@ -80,9 +94,9 @@ async def test_reported_down_through_json_form_query_and_text(client, token, r, 
         obs = await judge(r, keys)
         assert (obs.outcome, obs.error_kind) == ("down", "reported_down")
         assert obs.error.endswith(message)
-    # The next up heartbeat clears it.
+    # The next up heartbeat clears it, at the next check (this one's interval held downs).
     assert (await client.post(f"/api/v1/push/{token}", json={"status": "up"})).status == 200
-    assert (await judge(r, keys)).outcome == "up"
+    assert (await judge(r, keys, due(await redis_ms(r) + INTERVAL_MS))).outcome == "up"
 
 
 async def test_message_is_cut_to_its_cap(client, token, r, keys):
@@ -94,7 +108,7 @@ async def test_message_is_cut_to_its_cap(client, token, r, keys):
 async def test_missing_heartbeat_past_interval_and_grace(client, token, r, keys):
     never = await judge(r, keys)
     assert (never.outcome, never.error_kind) == ("down", "no_heartbeat")
-    assert "never" in never.error
+    assert "no heartbeat on record" in never.error
 
     assert (await client.get(f"/api/v1/push/{token}")).status == 200
     at = (await stored(r, keys)).at_ms
@@ -103,8 +117,9 @@ async def test_missing_heartbeat_past_interval_and_grace(client, token, r, keys)
     assert still.outcome == "up"
     assert (late.outcome, late.error_kind) == ("down", "no_heartbeat")
     assert "last heartbeat 70 min ago" in late.error
-    # A heartbeat that came after the check's slot, while it waited, counts as fresh.
-    assert (await judge(r, keys, due(at - 5_000))).outcome == "up"
+    # A heartbeat that came after the check's slot, while it waited, is the next check's.
+    for slot in (at - 5_000, at):
+        assert (await judge(r, keys, due(slot))).error_kind == "no_heartbeat"
 
 
 async def test_unknown_token_is_404_and_says_nothing(client, token, r, keys):
@@ -113,7 +128,7 @@ async def test_unknown_token_is_404_and_says_nothing(client, token, r, keys):
         resp = await client.post(f"/api/v1/push/{bad}", json={"status": "up"})
         answers.append((resp.status, await resp.json()))
     assert answers == [(404, {"error": "not found"})] * 4
-    assert await r.hlen(keys.heartbeats) == 0
+    assert await vigil_keys(r) == []
 
 
 async def test_bad_fields_are_422_naming_the_field(client, token, r, keys):
@@ -130,16 +145,20 @@ async def test_bad_fields_are_422_naming_the_field(client, token, r, keys):
     resp = await client.post(f"/api/v1/push/{token}", data=b"x" * (endpoint.BODY_MAX + 1),
                              headers={"Content-Type": "text/plain"})
     assert resp.status == 413
-    assert await r.hlen(keys.heartbeats) == 0
+    assert await vigil_keys(r) == []
 
 
 async def test_push_check_in_the_real_executor(client, token, r, keys):
+    # A failed run, then a retry that succeeded: the failure is recorded.
     assert (await client.post(f"/api/v1/push/{token}", json={"status": "down", "msg": "rc=2"})
             ).status == 200
-    got = await run_checks(r, keys, [due(), due(monitor_id="silent")],
+    assert (await client.get(f"/api/v1/push/{token}")).status == 200
+    slot = await redis_ms(r) + 1
+    got = await run_checks(r, keys, [due(slot), due(slot, monitor_id="silent")],
                            Settings(instance_id="exec-push"))
     assert (got["nightly"].outcome, got["nightly"].error_kind) == ("down", "reported_down")
-    assert "rc=2" in got["nightly"].error
+    assert "up again" in got["nightly"].error
+    assert got["nightly"].error.endswith("rc=2")
     assert (got["silent"].error_kind, got["silent"].latency_ms) == ("no_heartbeat", None)
 
 
@@ -184,8 +203,7 @@ async def test_chunked_bodies_are_read_whole_and_capped(client, token, r, keys):
 async def test_heartbeats_go_to_the_apps_shard(r, pool, ch, token):
     async with api_client(r, pool, ch, Keys("7")) as c:
         assert (await c.get(f"/api/v1/push/{token}")).status == 200
-    assert await r.hexists(Keys("7").heartbeats, "nightly")
-    assert not await r.hexists(Keys("0").heartbeats, "nightly")
+    assert await vigil_keys(r) == [Keys("7").beats("nightly").encode()]
 
 
 @pytest.mark.parametrize("skew_h", [3, -3])
@@ -193,9 +211,37 @@ async def test_the_api_hosts_clock_changes_nothing(client, token, r, keys, monke
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() + skew_h * 3600)
     assert (await client.get(f"/api/v1/push/{token}")).status == 200
-    now = await redis_ms(r)
+    now = await redis_ms(r) + 1
     # Fresh at Redis's now whatever the API host's clock says (a slow one made it 3 h old) ...
     assert (await judge(r, keys, due(now))).outcome == "up"
     # ... and silent once interval + grace have passed (a fast one kept it alive 3 h longer).
     late = await judge(r, keys, due(now + INTERVAL_MS + GRACE_MS + 60_000))
     assert (late.outcome, late.error_kind) == ("down", "no_heartbeat")
+
+
+async def test_a_down_then_an_up_within_one_interval_is_a_down(client, token, r, keys):
+    await send(client, token, "down", "backup failed")
+    await send(client, token)
+    slot = await redis_ms(r) + 1
+    obs = await judge(r, keys, due(slot))
+    assert (obs.outcome, obs.error_kind) == ("down", "reported_down")
+    assert "up again" in obs.error
+    assert obs.error.endswith("backup failed")
+    # The next check's interval holds only the recovery: up.
+    assert (await judge(r, keys, due(slot + INTERVAL_MS))).outcome == "up"
+
+
+async def test_a_redelivered_check_judges_what_it_could_see_at_its_slot(client, token, r, keys):
+    await send(client, token, "down", "rc=1")
+    event = due(await redis_ms(r) + 1)
+    first = await judge(r, keys, event)
+
+    async def slot_passed() -> bool:
+        return await redis_ms(r) > event.scheduled_ms
+
+    await wait_for(slot_passed)
+    # An up that came after the slot belongs to the next check, not to a redelivery of this one.
+    await send(client, token)
+    again = await judge(r, keys, event)
+    assert (first.outcome, first.error_kind) == ("down", "reported_down")
+    assert again == first
