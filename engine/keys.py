@@ -34,6 +34,16 @@ class Keys:
         return f"{self.base}:plan"
 
     @property
+    def revisions(self) -> str:
+        """HASH monitor id -> the revision its plan was compiled from (Postgres `revision`)."""
+        return f"{self.base}:revisions"
+
+    @property
+    def tombstones(self) -> str:
+        """HASH monitor id -> `revision:removed at ms` of a removed monitor, for an hour."""
+        return f"{self.base}:tombstones"
+
+    @property
     def stats(self) -> str:
         """HASH of scheduler counters (dispatched, skipped)."""
         return f"{self.base}:stats"

@@ -162,13 +162,14 @@ async def delete(pool: asyncpg.Pool, monitor_id: str) -> bool:
 
 # --- what the scheduler compiles into plans ---------------------------------------------------
 
-PLAN_COLUMNS = "id, kind, interval_ms, timeout_ms, regions, spec::text AS spec, version"
+PLAN_COLUMNS = ("id, kind, interval_ms, timeout_ms, regions, spec::text AS spec, version, "
+                "revision")
 
 
-async def versions(pool: asyncpg.Pool) -> dict[str, int]:
-    """Enabled monitor id -> version: what the schedule must hold."""
-    return {r["id"]: r["version"] for r in await pool.fetch(
-        "SELECT id, version FROM monitors WHERE enabled")}
+async def revisions(pool: asyncpg.Pool) -> dict[str, int]:
+    """Enabled monitor id -> revision: what the schedule must hold."""
+    return {r["id"]: r["revision"] for r in await pool.fetch(
+        "SELECT id, revision FROM monitors WHERE enabled")}
 
 
 async def plan_rows(pool: asyncpg.Pool, ids: list[str]) -> list[asyncpg.Record]:

@@ -7,6 +7,7 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from redis.exceptions import ResponseError
 
 from engine.text import clip
@@ -18,6 +19,7 @@ Entry = tuple[bytes, Fields]
 EVENT_FIELD = b"e"
 DEADLETTER_MAXLEN = 100_000
 REASON_MAX = 1_000
+log = structlog.get_logger(component="streams")
 DEAD_LETTER_LUA = resources.files("engine").joinpath("deadletter.lua").read_text()
 KEEP_LUA = resources.files("engine").joinpath("keep.lua").read_text()
 
@@ -79,9 +81,22 @@ class Consumer:
 
     async def _xreadgroup(self, start: bytes | str, count: int,
                           block_ms: int | None) -> list[tuple[bytes, Fields | None]]:
-        reply: Any = await self.r.xreadgroup(self.group, self.name, {self.stream: start},
-                                             count=count, block=block_ms)
+        try:
+            reply: Any = await self.r.xreadgroup(self.group, self.name, {self.stream: start},
+                                                 count=count, block=block_ms)
+        except ResponseError as exc:
+            await self._regroup(exc)
+            return []
         return list(reply[0][1]) if reply else []
+
+    async def _regroup(self, exc: ResponseError) -> None:
+        """The group is gone (Redis restarted without its data, a failover lost it, an
+        operator's FLUSHALL): make it again and go on; anything else is raised."""
+        if not str(exc).startswith("NOGROUP"):
+            raise exc
+        log.warning("consumer group missing, recreated", stream=self.stream, group=self.group)
+        await ensure_group(self.r, self.stream, self.group)
+        self._backlog_after = None  # a new group holds nothing for this name
 
     async def _runnable(self, entries: list[tuple[bytes, Fields | None]]) -> list[Entry]:
         """Pending entries that were trimmed come back with no fields: nothing can run them,
@@ -116,8 +131,12 @@ class Consumer:
     async def autoclaim(self, min_idle_ms: int, count: int = 100) -> list[Delivery]:
         """Claim entries idle past `min_idle_ms` from any consumer (XAUTOCLAIM), with the delivery
         count each now has, so the caller can dead-letter the ones that keep failing."""
-        reply: Any = await self.r.xautoclaim(self.stream, self.group, self.name, min_idle_ms,
-                                             start_id="0-0", count=count)
+        try:
+            reply: Any = await self.r.xautoclaim(self.stream, self.group, self.name,
+                                                 min_idle_ms, start_id="0-0", count=count)
+        except ResponseError as exc:
+            await self._regroup(exc)
+            return []
         # reply[2] (Redis 7) lists deleted entries; Redis drops those from the PEL itself.
         return await self._counted(await self._runnable(list(reply[1])))
 
@@ -155,23 +174,26 @@ async def forget_idle_consumers(r: aioredis.Redis, stream: str, group: str,
     return len(gone)
 
 
-async def tidy(r: aioredis.Redis, stream: str, group: str) -> None:
-    """A stream's periodic upkeep by one of its consumers: trim, forget gone consumers."""
-    await safe_trim(r, stream)
+async def tidy(r: aioredis.Redis, stream: str, group: str, groups: tuple[str, ...]) -> None:
+    """A stream's periodic upkeep by one of its consumers (of `group`; `groups` are all the
+    stream has): trim, forget gone consumers."""
+    await safe_trim(r, stream, groups)
     await forget_idle_consumers(r, stream, group)
 
 
-async def safe_trim(r: aioredis.Redis, stream: str) -> int:
+async def safe_trim(r: aioredis.Redis, stream: str, expected: tuple[str, ...] = ()) -> int:
     """Trim entries every group has acknowledged, and nothing else.
 
     The cut is the oldest entry still pending in any group, or a group's last delivered id
-    when it has none pending; ids only grow, so a cut computed now stays safe after it.
+    when it has none pending; ids only grow, so a cut computed now stays safe after it. No
+    cut while one of the `expected` groups is missing (lost with Redis's data and not made
+    again yet): what it will read from the start must still be there.
     """
     try:
         groups = await r.xinfo_groups(stream)
     except ResponseError:
         return 0
-    if not groups:
+    if not groups or not set(expected) <= {g["name"].decode() for g in groups}:
         return 0
     cuts: list[tuple[int, int]] = []
     for group in groups:

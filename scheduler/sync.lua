@@ -1,15 +1,30 @@
--- Upsert monitor plans; a monitor keeps its place in the schedule unless it is new, was
--- removed, or its interval changed. Atomic, so concurrent schedulers syncing agree.
--- KEYS[1] due ZSET, KEYS[2] plan HASH
--- ARGV: triples of (monitor id, plan, first due ms)
-for i = 1, #ARGV, 3 do
-  local id, plan, first = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+-- Upsert monitor plans, guarded by revision (migrations/postgres/0005): a plan is written only
+-- over an older revision and above the monitor's tombstone, so a slow reconcile can neither
+-- roll a plan back nor bring a deleted monitor back. A monitor keeps its place in the
+-- schedule unless it is new, its interval changed, or its due entry is gone (Redis lost it).
+-- Atomic, so concurrent schedulers syncing agree.
+-- KEYS[1] due ZSET, KEYS[2] plan HASH, KEYS[3] revisions HASH, KEYS[4] tombstones HASH
+-- ARGV: quadruples (monitor id, plan, first due ms, revision)
+local written = 0
+for i = 1, #ARGV, 4 do
+  local id, plan, first, rev = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local have = tonumber(redis.call('HGET', KEYS[3], id) or '0')
+  -- A tombstone is `revision:deleted at ms`.
+  local dead = tonumber(string.match(redis.call('HGET', KEYS[4], id) or '', '^(%d+)') or '0')
   local old = redis.call('HGET', KEYS[2], id)
-  redis.call('HSET', KEYS[2], id, plan)
-  -- A plan starts with its interval and a NUL (scheduler/plan.py).
-  local same_interval = old and string.match(old, '^(%d+)%z') == string.match(plan, '^(%d+)%z')
-  if not same_interval or not redis.call('ZSCORE', KEYS[1], id) then
-    redis.call('ZADD', KEYS[1], first, id)
+  if rev > dead and (rev > have or (rev == have and not old)) then
+    redis.call('HSET', KEYS[2], id, plan)
+    redis.call('HSET', KEYS[3], id, ARGV[i + 3])
+    redis.call('HDEL', KEYS[4], id)
+    -- A plan starts with its interval and a NUL (scheduler/plan.py).
+    local same_interval = old and string.match(old, '^(%d+)%z') == string.match(plan, '^(%d+)%z')
+    if not same_interval or not redis.call('ZSCORE', KEYS[1], id) then
+      redis.call('ZADD', KEYS[1], first, id)
+    end
+    written = written + 1
+  elseif rev == have and not redis.call('ZSCORE', KEYS[1], id) then
+    redis.call('ZADD', KEYS[1], first, id)  -- the plan is current; its due entry was lost
+    written = written + 1
   end
 end
-return #ARGV / 3
+return written

@@ -23,22 +23,33 @@ from scheduler.schedule import first_due
 
 CHANNEL = "vigil_monitors"
 SYNC_BATCH = 500
-_SCRIPT = Path(__file__).with_name("sync.lua").read_text()
+# A tombstone outlives any reconcile that could still carry the revision it removed.
+TOMBSTONE_KEEP_MS = 3_600_000
+_SYNC = Path(__file__).with_name("sync.lua").read_text()
+_REMOVE = Path(__file__).with_name("remove.lua").read_text()
 log = structlog.get_logger(component="scheduler.sync")
 
 
 class MonitorSync:
+    """Makes the Redis schedule match Postgres. Every write is guarded by the monitor's
+    revision in Redis itself (sync.lua, remove.lua), and the reconcile compares Postgres with
+    what Redis holds, not with this process's memory: after a restart without persistence,
+    a failover that lost the tail or a FLUSHALL, the next reconcile puts everything back."""
+
     def __init__(self, r: aioredis.Redis, pool: asyncpg.Pool, keys: Keys) -> None:
         self.r = r
         self.pool = pool
         self.keys = keys
-        self._script = r.register_script(_SCRIPT)
-        self._synced: dict[str, int] = {}
-        self._changed: set[str] = set()
+        self._sync = r.register_script(_SYNC)
+        self._remove_script = r.register_script(_REMOVE)
+        self._script_keys = [keys.due, keys.plan, keys.revisions, keys.tombstones]
+        # Monitors named by notifications: id -> the revision a deletion removed (0: not one).
+        self._changed: dict[str, int] = {}
         self.wake = asyncio.Event()
 
     def on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        self._changed.add(str(payload))
+        monitor_id, _, deleted = str(payload).partition(":")
+        self._changed[monitor_id] = int(deleted or 0)
         self.wake.set()
 
     async def _upsert(self, rows: Iterable[asyncpg.Record]) -> int:
@@ -46,49 +57,68 @@ class MonitorSync:
         args: list[str | int | bytes] = []
         count = 0
         for row in rows:
-            args += [row["id"], compile_plan(row), first_due(row["id"], row["interval_ms"], now)]
-            self._synced[row["id"]] = row["version"]
+            args += [row["id"], compile_plan(row), first_due(row["id"], row["interval_ms"], now),
+                     row["revision"]]
             count += 1
-            if len(args) >= SYNC_BATCH * 3:
-                await self._script(keys=[self.keys.due, self.keys.plan], args=args)
+            if len(args) >= SYNC_BATCH * 4:
+                await self._sync(keys=self._script_keys, args=args)
                 args = []
         if args:
-            await self._script(keys=[self.keys.due, self.keys.plan], args=args)
+            await self._sync(keys=self._script_keys, args=args)
         return count
 
-    async def _remove(self, ids: Iterable[str]) -> int:
-        ids = list(ids)
-        for start in range(0, len(ids), SYNC_BATCH):
-            chunk = ids[start:start + SYNC_BATCH]
-            async with self.r.pipeline(transaction=True) as pipe:
-                pipe.hdel(self.keys.plan, *chunk)
-                pipe.zrem(self.keys.due, *chunk)
-                await pipe.execute()
-        for mid in ids:
-            self._synced.pop(mid, None)
-        return len(ids)
+    async def _remove(self, removed: dict[str, int]) -> int:
+        """Take monitors out, leaving tombstones; `removed` maps id -> revision deleted."""
+        pairs = [value for item in removed.items() for value in item]
+        for start in range(0, len(pairs), SYNC_BATCH * 2):
+            await self._remove_script(keys=self._script_keys,
+                                      args=pairs[start:start + SYNC_BATCH * 2])
+        return len(removed)
 
     async def apply_changes(self) -> None:
         """Sync the monitors named by notifications since the last call."""
-        ids, self._changed = list(self._changed), set()
-        if not ids:
+        changed, self._changed = self._changed, {}
+        if not changed:
             return
-        rows = await store.plan_rows(self.pool, ids)
+        rows = await store.plan_rows(self.pool, list(changed))
         await self._upsert(rows)
         live = {r["id"] for r in rows}
-        removed = await self._remove(i for i in ids if i not in live)
+        removed = await self._remove({i: rev for i, rev in changed.items() if i not in live})
         log.info("monitors synced", upserted=len(rows), removed=removed, cause="notify")
 
     async def reconcile(self) -> None:
-        versions = await store.versions(self.pool)
-        stale = [mid for mid, v in versions.items() if self._synced.get(mid) != v]
+        wanted = await store.revisions(self.pool)
+        stored: dict[bytes, bytes] = await self.r.hgetall(  # type: ignore[assignment]
+            self.keys.revisions)
+        held = {k.decode(): int(v) for k, v in stored.items()}
+        stale = [mid for mid, rev in wanted.items() if held.get(mid) != rev]
+        stale += await self._undue([mid for mid in wanted if held.get(mid) == wanted[mid]])
         upserted = 0
         for start in range(0, len(stale), 5_000):
             upserted += await self._upsert(
                 await store.plan_rows(self.pool, stale[start:start + 5_000]))
-        names: list[bytes] = await self.r.hkeys(self.keys.plan)  # type: ignore[assignment]
-        in_redis = {k.decode() for k in names}
-        removed = await self._remove(in_redis - versions.keys())
-        metrics.MONITORS.set(len(versions))
+        planned: list[bytes] = await self.r.hkeys(self.keys.plan)  # type: ignore[assignment]
+        in_redis = held.keys() | {k.decode() for k in planned}
+        removed = await self._remove(dict.fromkeys(in_redis - wanted.keys(), 0))
+        await self._prune_tombstones()
+        metrics.MONITORS.set(len(wanted))
         if upserted or removed:
             log.info("monitors synced", upserted=upserted, removed=removed, cause="reconcile")
+
+    async def _undue(self, ids: list[str]) -> list[str]:
+        """Of monitors whose plan is current, the ones with no due entry (Redis lost it)."""
+        missing: list[str] = []
+        for start in range(0, len(ids), 5_000):
+            chunk = ids[start:start + 5_000]
+            scores = await self.r.zmscore(self.keys.due, chunk)
+            missing += [mid for mid, score in zip(chunk, scores, strict=True) if score is None]
+        return missing
+
+    async def _prune_tombstones(self) -> None:
+        seconds, micros = await self.r.time()
+        cutoff = seconds * 1000 + micros // 1000 - TOMBSTONE_KEEP_MS
+        tombs: dict[bytes, bytes] = await self.r.hgetall(  # type: ignore[assignment]
+            self.keys.tombstones)
+        old = [mid for mid, stone in tombs.items() if int(stone.split(b":")[1]) < cutoff]
+        if old:
+            await self.r.hdel(self.keys.tombstones, *old)

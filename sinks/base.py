@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from engine import metrics
 from engine.events import BadEvent, CheckResult
-from engine.keys import Keys
+from engine.keys import RESULT_GROUPS, Keys
 from engine.service import every
 from engine.settings import Settings
 from engine.streams import Consumer, DeadLetters, Delivery, ensure_group, event_of, tidy
@@ -175,7 +175,8 @@ class BatchSink(ABC):
             await asyncio.gather(
                 self._loop(stop),
                 every(max(0.5, self.settings.claim_idle_ms / 4000), stop, self.sweep, "claim"),
-                every(TRIM_EVERY_S, stop, lambda: tidy(self.r, self.keys.results, self.group),
+                every(TRIM_EVERY_S, stop,
+                      lambda: tidy(self.r, self.keys.results, self.group, RESULT_GROUPS),
                       "tidy"),
             )
         finally:

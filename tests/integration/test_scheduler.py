@@ -8,6 +8,7 @@ from collections import Counter
 import orjson
 import pytest
 
+from engine import store
 from engine.connections import redis_client
 from engine.events import DEADLINE_MARK, SLOT_MARK, CheckDue, check_id
 from engine.streams import event_of
@@ -152,3 +153,61 @@ async def test_a_change_reaches_the_running_scheduler_by_notify(r, keys, pool, c
     finally:
         stop.set()
         await task
+
+
+WEB = {"id": "web", "kind": "tcp", "interval": "10s", "timeout": "1s",
+       "tcp": {"host": "127.0.0.1", "port": 9}}
+
+
+async def plan_version(r, keys, monitor_id: str) -> int | None:
+    plan = await r.hget(keys.plan, monitor_id)
+    if plan is None:
+        return None
+    template = plan.split(b"\x00")[2]
+    return orjson.loads(template.replace(SLOT_MARK, b"0").replace(DEADLINE_MARK, b"0"))[
+        "spec_version"]
+
+
+async def test_a_slow_reconcile_cannot_roll_a_plan_back(r, keys, pool, clean):
+    await store_monitors(pool, SCHEMA.parse([WEB]), source="file")
+    sync = MonitorSync(r, pool, keys)
+    await sync.reconcile()
+    slow_read = await store.plan_rows(pool, ["web"])  # a reconcile reads version 1 ...
+    await pool.execute("UPDATE monitors SET interval_ms = 20000, version = version + 1")
+    sync.on_notify(None, 0, "", "web")  # ... the change lands by notify ...
+    await sync.apply_changes()
+    assert await plan_version(r, keys, "web") == 2
+    await sync._upsert(slow_read)  # ... and the slow reconcile writes what it read
+    assert await plan_version(r, keys, "web") == 2
+
+
+async def test_a_slow_reconcile_cannot_bring_a_deleted_monitor_back(r, keys, pool, clean):
+    await store_monitors(pool, SCHEMA.parse([WEB]), source="file")
+    sync = MonitorSync(r, pool, keys)
+    await sync.reconcile()
+    slow_read = await store.plan_rows(pool, ["web"])
+    revision = await pool.fetchval("DELETE FROM monitors WHERE id = 'web' RETURNING revision")
+    sync.on_notify(None, 0, "", f"web:{revision}")  # the trigger names the revision deleted
+    await sync.apply_changes()
+    await sync._upsert(slow_read)
+    assert (await r.hget(keys.plan, "web"), await r.zscore(keys.due, "web")) == (None, None)
+    # Made again, the monitor has a newer revision and is scheduled.
+    await store_monitors(pool, SCHEMA.parse([WEB]), source="api")
+    sync.on_notify(None, 0, "", "web")
+    await sync.apply_changes()
+    assert await plan_version(r, keys, "web") == 1
+
+
+async def test_the_reconcile_repairs_what_redis_lost(r, keys, pool, clean):
+    monitors = [{**WEB, "id": f"m{i}"} for i in range(50)]
+    await store_monitors(pool, SCHEMA.parse(monitors), source="file")
+    sync = MonitorSync(r, pool, keys)
+    await sync.reconcile()
+    dues = {m["id"]: await r.zscore(keys.due, m["id"]) for m in monitors}
+    await r.zrem(keys.due, "m3")  # a due entry lost, its plan intact
+    await sync.reconcile()
+    assert await r.zscore(keys.due, "m3") == dues["m3"]
+    await r.flushall()  # everything lost; this process still remembers it all
+    await sync.reconcile()
+    assert await r.hlen(keys.plan) == 50
+    assert {m["id"]: await r.zscore(keys.due, m["id"]) for m in monitors} == dues

@@ -3,7 +3,14 @@ same name is read once, and every delivery carries its real delivery count."""
 
 from __future__ import annotations
 
-from engine.streams import EVENT_FIELD, Consumer, ensure_group, forget_idle_consumers
+from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP, RESULT_GROUPS, STATUS_GROUP
+from engine.streams import (
+    EVENT_FIELD,
+    Consumer,
+    ensure_group,
+    forget_idle_consumers,
+    safe_trim,
+)
 
 STREAM, GROUP = "vigil:{t}:streams-test", "g"
 
@@ -61,3 +68,27 @@ async def test_consumers_that_are_gone_are_forgotten(r):
     names = {c["name"] for c in await r.xinfo_consumers(STREAM, GROUP)}
     assert names == {b"holder", b"live"}
     assert await forget_idle_consumers(r, "vigil:{t}:no-such-stream", GROUP) == 0
+
+
+async def test_a_consumer_recreates_its_lost_group(r, keys):
+    stream = keys.checks("default")
+    await ensure_group(r, stream, EXECUTOR_GROUP)
+    consumer = Consumer(r, stream, EXECUTOR_GROUP, "exec-1")
+    assert await consumer.read(10, None) == []
+    await r.flushall()
+    assert await consumer.read(10, None) == []  # NOGROUP: made again, nothing to read yet
+    entry = await r.xadd(stream, {EVENT_FIELD: b"x"})
+    assert [d.entry_id for d in await consumer.read(10, None)] == [entry]
+
+
+async def test_no_trim_while_a_group_is_missing(r, keys):
+    for i in range(2_000):
+        await r.xadd(keys.results, {EVENT_FIELD: str(i)})
+    await ensure_group(r, keys.results, CLICKHOUSE_GROUP)
+    read = await r.xreadgroup(CLICKHOUSE_GROUP, "a", {keys.results: ">"})
+    await r.xack(keys.results, CLICKHOUSE_GROUP, *[eid for eid, _ in read[0][1]])
+    # The status group is gone (lost with Redis's data, not made again yet).
+    assert await safe_trim(r, keys.results, RESULT_GROUPS) == 0
+    assert await r.xlen(keys.results) == 2_000
+    await ensure_group(r, keys.results, STATUS_GROUP)
+    assert await safe_trim(r, keys.results, RESULT_GROUPS) == 0  # it has read nothing yet
