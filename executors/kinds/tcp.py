@@ -2,7 +2,8 @@
 
 `send` is sent as UTF-8, exactly as the YAML string holds it: write `send: "PING\\r\\n"` in
 double quotes for YAML to turn `\\r\\n` into CR LF. `expect` is a substring and `expect_regex`
-a regular expression (searched, not anchored), both matched on what the target sent first,
+a regular expression (RE2 syntax, searched, not anchored: executors.patterns), compiled once
+per spec version on the executor (`prepare`), both matched on what the target sent first,
 read up to READ_CAP bytes. The read stops at a match, at end of stream, at the cap, or at
 the check's budget (executors.base.budget_s): a target that sent something else and keeps
 the connection open (an SMTP server where SSH was expected) ends as `banner` showing what
@@ -12,18 +13,15 @@ came, not as a bare `timeout`.
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import time
+from dataclasses import dataclass, field
 
-from pydantic import (
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, model_validator
 
 from engine.events import CheckDue, Observation
 from executors.base import CLOSE_WAIT_S, Context, Kind, Spec, budget_s, down, os_reason
+from executors.patterns import Pattern, Regex
 
 READ_CAP = 4096
 SHOWN = 120
@@ -35,17 +33,7 @@ class TcpSpec(Spec):
     port: int = Field(ge=1, le=65535)
     send: str | None = Field(default=None, min_length=1, max_length=READ_CAP)
     expect: str | None = Field(default=None, min_length=1, max_length=READ_CAP)
-    expect_regex: str | None = Field(default=None, min_length=1, max_length=1000)
-
-    @field_validator("expect_regex")
-    @classmethod
-    def _compiles(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-        return pattern
+    expect_regex: Regex | None = None
 
     @model_validator(mode="after")
     def _one_expectation(self) -> TcpSpec:
@@ -53,18 +41,29 @@ class TcpSpec(Spec):
             raise ValueError("give `expect` or `expect_regex`, not both")
         return self
 
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What a TCP check runs from: the spec and its pattern, compiled once per spec version."""
+
+    spec: TcpSpec = field(compare=False, repr=False)
+    pattern: Pattern | None
+
+    @classmethod
+    def of(cls, spec: TcpSpec) -> Probe:
+        return cls(spec, Pattern.of(spec.expect_regex) if spec.expect_regex else None)
+
     @property
     def expects(self) -> bool:
-        return self.expect is not None or self.expect_regex is not None
+        return self.spec.expect is not None or self.pattern is not None
 
     def matches(self, seen: bytes) -> bool:
-        if self.expect is not None:
-            return self.expect.encode() in seen
-        assert self.expect_regex is not None
-        return re.search(self.expect_regex, seen.decode(errors="replace")) is not None
+        if self.pattern is not None:
+            return self.pattern.search(seen.decode(errors="replace"))
+        return self.spec.expect is not None and self.spec.expect.encode() in seen
 
     def wanted(self) -> str:
-        return f"{self.expect!r}" if self.expect is not None else f"/{self.expect_regex}/"
+        return f"/{self.pattern.pattern}/" if self.pattern else f"{self.spec.expect!r}"
 
 
 def _shown(seen: bytes) -> str:
@@ -82,7 +81,7 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         writer.transport.abort()
 
 
-async def _read_until_match(spec: TcpSpec, reader: asyncio.StreamReader,
+async def _read_until_match(probe: Probe, reader: asyncio.StreamReader,
                             read_s: float) -> tuple[bytes, str]:
     """What came, and why reading stopped: match, eof, cap or deadline."""
     seen = b""
@@ -93,14 +92,14 @@ async def _read_until_match(spec: TcpSpec, reader: asyncio.StreamReader,
                 if not chunk:
                     return seen, "eof"
                 seen += chunk
-                if spec.matches(seen):
+                if probe.matches(seen):
                     return seen, "match"
     except TimeoutError:
         return seen, "deadline"
     return seen, "cap"
 
 
-def _mismatch(spec: TcpSpec, seen: bytes, why: str, connect_ms: float, read_s: float,
+def _mismatch(probe: Probe, seen: bytes, why: str, connect_ms: float, read_s: float,
               latency: float) -> Observation:
     if why == "deadline" and not seen:
         obs = down("timeout", f"connected in {connect_ms:.0f} ms, then no data within "
@@ -109,12 +108,13 @@ def _mismatch(spec: TcpSpec, seen: bytes, why: str, connect_ms: float, read_s: f
         stopped = {"eof": "then the target closed the connection",
                    "cap": f"{READ_CAP} bytes without a match",
                    "deadline": "then nothing more came"}[why]
-        obs = down("banner", f"expected {spec.wanted()}, got {_shown(seen)}; {stopped}", latency)
+        obs = down("banner", f"expected {probe.wanted()}, got {_shown(seen)}; {stopped}", latency)
     obs.phases = {"connect": connect_ms}
     return obs
 
 
-async def check(spec: TcpSpec, ctx: Context, due: CheckDue) -> Observation:
+async def check(probe: Probe, ctx: Context, due: CheckDue) -> Observation:
+    spec = probe.spec
     start = time.perf_counter()
     try:
         reader, writer = await asyncio.open_connection(spec.host, spec.port)
@@ -132,8 +132,8 @@ async def check(spec: TcpSpec, ctx: Context, due: CheckDue) -> Observation:
             writer.write(spec.send.encode())
             await writer.drain()
         step = "reading"
-        if spec.expects:
-            seen, why = await _read_until_match(spec, reader, read_s)
+        if probe.expects:
+            seen, why = await _read_until_match(probe, reader, read_s)
     except OSError as exc:  # a reset, a broken pipe, the network going away mid-exchange
         reason = ("connection reset by the target" if isinstance(exc, ConnectionResetError)
                   else exc.strerror or str(exc))
@@ -142,8 +142,8 @@ async def check(spec: TcpSpec, ctx: Context, due: CheckDue) -> Observation:
         await _close(writer)
     latency = (time.perf_counter() - start) * 1000
     if why != "match":
-        return _mismatch(spec, seen, why, connect_ms, read_s, latency)
+        return _mismatch(probe, seen, why, connect_ms, read_s, latency)
     return Observation(outcome="up", latency_ms=latency, phases={"connect": connect_ms})
 
 
-KIND = Kind("tcp", TcpSpec, check)
+KIND = Kind("tcp", TcpSpec, check, prepare=Probe.of)

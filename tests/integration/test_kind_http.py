@@ -648,6 +648,51 @@ async def test_executor_cancels_a_slow_check_at_its_timeout(r: aioredis.Redis, k
     assert seen.sent < len(SLOW_HEAD)  # cancelled before the server got far
 
 
+
+def respond(body: bytes, *headers: str) -> bytes:
+    head = "".join(f"{h}\r\n" for h in (f"Content-Length: {len(body)}", *headers))
+    return f"HTTP/1.1 200 OK\r\n{head}\r\n".encode() + body
+
+
+# Backtracks for ever on a backtracking engine: 2**10000 ways to split the a's before the !.
+CATASTROPHIC = r"(a+)+$"
+BAIT = "a" * 10_000 + "!"
+# 900 objects deep (orjson allows 1024): `$..a..a..a` has ~900**3/6 = 1.2e8 matches in it.
+DEEP = b'{"a":' * 900 + b"1" + b"}" * 900
+
+
+async def test_hostile_patterns_and_bodies_stall_no_check(r: aioredis.Redis, keys: Keys,
+                                                         site: str) -> None:
+    """A catastrophic regex on the body and on a header, and a JSON path with a huge number
+    of matches in a small body, beside healthy checks through the real executor: each ends
+    with its own verdict and the healthy checks are up (a backtracking regex engine froze the
+    loop here for good, and the JSON path for hours)."""
+    async with (RawServer(answer(respond(BAIT.encode()))) as body_bait,
+                RawServer(answer(respond(b"ok", f"X-Bait: {BAIT}"))) as header_bait,
+                RawServer(answer(respond(DEEP, "Content-Type: application/json"))) as deep):
+        hostile = {
+            "body-regex": {"url": body_bait.url(), "regex": CATASTROPHIC},
+            "header-regex": {"url": header_bait.url(), "header_regex": {"X-Bait": CATASTROPHIC}},
+            "json-path": {"url": deep.url(), "json_path": "$..a..a..a"},
+        }
+        healthy = {
+            "keyword": {"url": f"{site}/ok", "keyword": "good"},
+            "regex": {"url": f"{site}/ok", "regex": r"good: \w+$"},
+            "json": {"url": f"{site}/health", "json_path": "$.services[*].status",
+                     "json_equals": "ok"},
+        }
+        got = await run_checks(r, keys, [
+            check_due(mid, "http", spec, timeout_ms=2_000)
+            for mid, spec in {**hostile, **healthy}.items()
+        ], Settings(max_timeout_ms=5_000, instance_id="exec-hostile"))
+    assert {mid: (got[mid].outcome, got[mid].error_kind) for mid in got} == {
+        "body-regex": ("down", "regex"), "header-regex": ("down", "header"),
+        "json-path": ("down", "json"),
+        "keyword": ("up", None), "regex": ("up", None), "json": ("up", None)}
+    assert "no match for '(a+)+$'" in (got["body-regex"].error or "")
+    assert "$..a..a..a was not evaluated: it needs more than" in (got["json-path"].error or "")
+
+
 # --- uvloop, as the executor runs in production ------------------------------------------------
 
 def run_in_uvloop(certs: Certs, scenario: Callable[[Context], Awaitable[None]]) -> None:

@@ -194,3 +194,21 @@ async def test_port_that_drops_packets_times_out_and_stalls_nothing(r, keys):
     assert got["healthy"].outcome == "up"
     # The healthy check finished long before the dropped one gave up.
     assert got["healthy"].finished_ms < got["dropped"].finished_ms
+
+
+async def test_a_catastrophic_pattern_stalls_no_check(r, keys):
+    """`(a+)+$` on a banner of a's ending in something else backtracks for ever on a
+    backtracking engine; through the real executor it is a `banner` mismatch and the healthy
+    check beside it is up."""
+    settings = Settings(max_timeout_ms=1_000, instance_id="exec-tcp-regex")
+    async with (RawServer(blurt(b"a" * 4_000 + b"!")) as bait,
+                RawServer(greet(BANNER)) as talks):
+        dues = [check_due("bait", "tcp", {"host": HOST, "port": bait.port,
+                                          "expect_regex": r"(a+)+$"}, timeout_ms=800),
+                check_due("healthy", "tcp", {"host": HOST, "port": talks.port,
+                                             "expect_regex": r"^220 \S+ ESMTP"},
+                          timeout_ms=800)]
+        got = await run_checks(r, keys, dues, settings)
+    assert (got["bait"].outcome, got["bait"].error_kind) == ("down", "banner")
+    assert "closed the connection" in (got["bait"].error or "")
+    assert got["healthy"].outcome == "up"

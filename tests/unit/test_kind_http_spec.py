@@ -4,7 +4,6 @@ built by `KIND.prepare`, once per spec version on the executor."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from typing import Any
 
@@ -19,6 +18,7 @@ from executors.kinds import SCHEMA, http
 from executors.kinds.http import chain
 from executors.kinds.http.assertions import json_equal
 from executors.kinds.http.spec import HttpSpec, status_range
+from executors.patterns import Pattern
 from tests.support.kind_executor import check_due
 
 
@@ -85,6 +85,16 @@ def test_status_items(item: int | str, expected: tuple[int, int]) -> None:
     ({"regex": "(unclosed"}, "regex", "not a valid regular expression"),
     ({"header_regex": {"x-v": "[z-a]"}}, "header_regex.x-v", "not a valid regular expression"),
     ({"json_path": "$[?("}, "json_path", "not a valid JSONPath"),
+    # RE2 runs every pattern in linear time: what needs backtracking is refused, with why.
+    ({"regex": r"(a)\1"}, "regex", "not a valid regular expression: a backreference"),
+    ({"regex": r"ok(?!ay)"}, "regex", "not a valid regular expression: a lookaround"),
+    ({"header_regex": {"x-v": r"(?<=v)1"}}, "header_regex.x-v", "a lookaround"),
+    ({"regex": r"end\Z"}, "regex", "RE2 writes the end of the text \\z"),
+    ({"regex": r"(\pL{0,50}){2}"}, "regex", "compiled instructions, at most 1000"),
+    ({"regex": "x" * 1001}, "regex", "at most 1000 characters"),
+    # A JSONPath's own regex operators would run Python's backtracking re.
+    ({"json_path": '$[?(@.name =~ "(a+)+$")]'}, "json_path", "regular expression in a JSONPath"),
+    ({"json_path": "$.name.`sub(/(a+)+$/, x)`"}, "json_path", "regular expression in a JSONPath"),
     ({"json_equals": "ok"}, "", "need json_path"),
     ({"json_path": "$.a", "json_equals": 1, "json_one_of": [1]}, "", "not both"),
     ({"json_path": "$.a", "json_one_of": []}, "json_one_of", "at least 1"),
@@ -120,10 +130,11 @@ def test_the_plan() -> None:
         "regex": r"v\d", "json_path": "$.services[*].status",
         "header_regex": {"X-Version": r"^1\."}}))
     assert plan.status == ((200, 200), (300, 399), (401, 403))
-    assert plan.regex == re.compile(r"v\d")
-    assert plan.header_patterns == (("X-Version", re.compile(r"^1\.")),)
+    assert plan.regex == Pattern.of(r"v\d")
+    assert plan.regex.search("v1") and not plan.regex.search("vx")
+    assert plan.header_patterns == (("X-Version", Pattern.of(r"^1\.")),)
     assert plan.json_path is not None
-    assert [m.value for m in plan.json_path.find({"services": [{"status": "ok"}]})] == ["ok"]
+    assert plan.json_path.values({"services": [{"status": "ok"}]}) == ["ok"]
     bare = http.KIND.prepare(HttpSpec.model_validate({"url": "https://example.com/"}))
     assert (bare.regex, bare.json_path, bare.header_patterns) == (None, None, ())
 

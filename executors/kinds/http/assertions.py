@@ -9,6 +9,7 @@ import orjson
 from engine.events import Observation
 from executors.httpclient import Response
 from executors.kinds.http.plan import Plan
+from executors.patterns import TooCostly
 
 Failure = tuple[str, str] | None
 
@@ -85,7 +86,10 @@ def _json_ok(plan: Plan, response: Response) -> Failure:
     except orjson.JSONDecodeError as exc:
         return "json", f"the body is not JSON{_cut(response)}: {exc}"
     try:
-        values = [match.value for match in plan.json_path.find(document)]
+        values = plan.json_path.values(document)
+    except TooCostly as exc:  # bounded work: the body's size and shape are the target's
+        return "json", (f"{spec.json_path} was not evaluated: {exc} on this "
+                        f"body{_cut(response)}; a narrower path (fewer .. and *) needs fewer")
     except Exception as exc:  # a filter comparing mismatched types, say: the target's doing
         return "json", f"{spec.json_path} could not be evaluated: {exc!r}"
     if not values:

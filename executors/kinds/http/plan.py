@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import base64
-import re
 from dataclasses import dataclass, field
 
-from jsonpath_ng import JSONPath
-
 from executors.kinds.http.chain import Hop
-from executors.kinds.http.spec import HttpSpec, compile_json_path, status_range
+from executors.kinds.http.spec import HttpSpec, status_range
+from executors.patterns import JsonPath, Pattern
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,9 +18,9 @@ class Plan:
     spec: HttpSpec = field(compare=False, repr=False)  # equal specs have equal plans
     first: Hop
     status: tuple[tuple[int, int], ...]
-    regex: re.Pattern[str] | None
-    json_path: JSONPath | None
-    header_patterns: tuple[tuple[str, re.Pattern[str]], ...]
+    regex: Pattern | None
+    json_path: JsonPath | None
+    header_patterns: tuple[tuple[str, Pattern], ...]
 
     @classmethod
     def of(cls, spec: HttpSpec) -> Plan:
@@ -31,9 +29,9 @@ class Plan:
             first=Hop.of(spec.url, spec.method, _headers_with_auth(spec),
                          None if spec.body is None else spec.body.encode()),
             status=tuple(status_range(item) for item in spec.expected_status),
-            regex=re.compile(spec.regex) if spec.regex else None,
-            json_path=compile_json_path(spec.json_path) if spec.json_path else None,
-            header_patterns=tuple((name, re.compile(pattern))
+            regex=Pattern.of(spec.regex) if spec.regex else None,
+            json_path=JsonPath.of(spec.json_path) if spec.json_path else None,
+            header_patterns=tuple((name, Pattern.of(pattern))
                                   for name, pattern in spec.header_regex.items()))
 
 

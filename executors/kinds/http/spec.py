@@ -1,17 +1,16 @@
 """`http:` in a monitor: the spec model and its validators. Validation only checks (a pattern
-compiles, a JSONPath parses, a header cannot smuggle a line); what a check runs from is built
-from a valid spec once per spec version on the executor (plan.py)."""
+compiles on RE2, a JSONPath parses, a header cannot smuggle a line); what a check runs from
+is built from a valid spec once per spec version on the executor (plan.py)."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
 
-from jsonpath_ng import JSONPath
-from jsonpath_ng.ext.parser import parse as parse_json_path
 from pydantic import AfterValidator, Field, HttpUrl, JsonValue, field_validator, model_validator
 
 from executors.base import Spec
+from executors.patterns import JsonPath, Regex
 
 BODY_CAP = 64 * 1024
 # Per check in flight: an executor at concurrency C holds at most C times this in bodies.
@@ -41,13 +40,6 @@ def status_range(item: int | str) -> tuple[int, int]:
     return low, high
 
 
-def compile_json_path(path: str) -> JSONPath:
-    try:
-        return parse_json_path(path)
-    except Exception as exc:  # jsonpath-ng raises plain Exceptions from its lexer
-        raise ValueError(f"{path!r} is not a valid JSONPath: {exc}") from None
-
-
 def _status_item(item: int | str) -> int | str:
     status_range(item)
     return item
@@ -59,20 +51,11 @@ def _header_name(name: str) -> str:
     return name
 
 
-def _regex(pattern: str) -> str:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
-    return pattern
-
-
 def _default_status() -> list[int | str]:
     return ["200-399"]
 
 
 HeaderName = Annotated[str, AfterValidator(_header_name)]
-Regex = Annotated[str, Field(min_length=1), AfterValidator(_regex)]
 
 
 class HttpSpec(Spec):
@@ -80,7 +63,8 @@ class HttpSpec(Spec):
 
     Request: url (http/https), method, headers, body, username/password (basic) or
     bearer_token. Response: expected_status (codes, "200-299" ranges, "2xx" classes); keyword
-    and keyword_absent (substrings of the body, case-sensitive); regex (searched in the body);
+    and keyword_absent (substrings of the body, case-sensitive); regex (RE2 syntax, searched
+    in the body: executors.patterns);
     json_path with json_equals (every match equals it) or json_one_of (every match is one of
     them), or alone (it must match something); header_equals / header_regex (name -> exact
     value / pattern searched; any of a repeated header's values may pass). Body assertions see
@@ -139,7 +123,7 @@ class HttpSpec(Spec):
     @classmethod
     def _json_path_parses(cls, path: str | None) -> str | None:
         if path is not None:
-            compile_json_path(path)
+            JsonPath.of(path)
         return path
 
     @model_validator(mode="after")
