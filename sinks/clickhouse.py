@@ -1,4 +1,9 @@
-"""`vigil sink clickhouse`: every result into ClickHouse `check_results`, in batches."""
+"""`vigil sink clickhouse`: every result into ClickHouse `check_results`, in batches.
+
+A check written twice (this sink's redelivery, a late re-run's `expired`) is folded by the
+table, not here: its `precedence` column (migration 0003) keeps the first real observation,
+whichever row was written last.
+"""
 
 from __future__ import annotations
 

@@ -28,6 +28,9 @@ SERVER_URL = "VIGIL_TEST_CLICKHOUSE_URL"
 T0 = int(time.time()) * 1000 - 3_600_000
 READ_BACK = (f"SELECT {', '.join(COLUMNS)} FROM check_results FINAL "
              "WHERE monitor_id = {monitor_id:String} ORDER BY scheduled")
+# The same rows as they are stored, with no FINAL: after a merge, what the merge kept.
+STORED = (f"SELECT {', '.join(COLUMNS)} FROM check_results "
+          "WHERE monitor_id = {monitor_id:String} ORDER BY scheduled")
 
 
 def as_read(values: list[Any]) -> tuple[Any, ...]:
@@ -104,6 +107,55 @@ async def test_sink_rows_read_back_and_a_redelivery_folds_into_one(backend, moni
     await backend.insert("check_results", [row(bare), row(later)], COLUMNS)
     got = await backend.rows(READ_BACK, {"monitor_id": monitor_id})
     assert got == [as_read(row(result)) for result in (full, bare, later)]
+
+
+async def read_back(backend: ClickHouse, monitor_id: str) -> list[tuple[Any, ...]]:
+    """What FINAL reads, and then what a merge keeps: both must choose the same row."""
+    final = await backend.rows(READ_BACK, {"monitor_id": monitor_id})
+    [(day,)] = await backend.rows("SELECT DISTINCT toDate(scheduled) FROM check_results "
+                                  "WHERE monitor_id = {monitor_id:String}",
+                                  {"monitor_id": monitor_id})
+    await backend.command(f"OPTIMIZE TABLE check_results PARTITION '{day}' FINAL")
+    merged = await backend.rows(STORED, {"monitor_id": monitor_id})
+    assert merged == final
+    return final
+
+
+async def test_a_late_expired_never_replaces_a_real_outcome(backend, monitor_id):
+    """Issue 8.11: a late re-run's `expired`, written after the `up` it repeats, replaced it
+    (ReplacingMergeTree(inserted) keeps the last insert)."""
+    up = check_result(monitor_id, T0, "up", latency_ms=9.5, executor="exec-1")
+    expired = check_result(monitor_id, T0, "expired", started_ms=T0 + 30_000,
+                           finished_ms=T0 + 30_000, error_kind="expired", executor="exec-2",
+                           deliveries=2)
+    assert up.check_id == expired.check_id
+    await backend.insert("check_results", [row(up)], COLUMNS)
+    await backend.insert("check_results", [row(expired)], COLUMNS)
+    assert await read_back(backend, monitor_id) == [as_read(row(up))]
+
+
+async def test_an_expired_gives_way_to_a_real_outcome_written_after_it(backend, monitor_id):
+    expired = check_result(monitor_id, T0, "expired", started_ms=T0 + 1, error_kind="expired")
+    error = check_result(monitor_id, T0, "error", started_ms=T0 + 40_000,
+                         finished_ms=T0 + 40_001, error_kind="max_deliveries", deliveries=6)
+    await backend.insert("check_results", [row(expired)], COLUMNS)
+    await backend.insert("check_results", [row(error)], COLUMNS)
+    assert await read_back(backend, monitor_id) == [as_read(row(error))]
+
+
+@pytest.mark.parametrize("written_first", ["earlier", "later"])
+async def test_of_two_real_outcomes_the_one_started_first_stays(backend, monitor_id,
+                                                                 written_first):
+    """A stalled executor's `up` and the `down` of the peer that claimed and re-ran the check
+    both arrive: the first observation stays, whichever was written first."""
+    earlier = check_result(monitor_id, T0, "up", started_ms=T0 + 1, finished_ms=T0 + 20_000,
+                           executor="stalled")
+    later = check_result(monitor_id, T0, "down", started_ms=T0 + 15_000,
+                         finished_ms=T0 + 15_010, error_kind="connect", executor="peer")
+    order = [earlier, later] if written_first == "earlier" else [later, earlier]
+    for result in order:
+        await backend.insert("check_results", [row(result)], COLUMNS)
+    assert await read_back(backend, monitor_id) == [as_read(row(earlier))]
 
 
 async def test_users_of_one_url_share_one_client(backend, backend_url):
