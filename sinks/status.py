@@ -1,7 +1,11 @@
-"""`vigil sink status`: the current status per monitor and region in Postgres.
+"""`vigil sink status`: the current status per monitor and region in Postgres, and the status
+history it is derived from.
 
-Idempotent and order-safe: a row only moves forward in scheduled_ms, so replaying results,
-or receiving them out of order, changes nothing.
+Idempotent and order-safe: the status row only moves forward in scheduled_ms, so replaying
+results, or receiving them out of order, never moves the current status; every result's
+status point goes into `status_history` in scheduled_ms order, and `since_ms` is the first
+point of the current run of equal statuses there, so a late result that splits the run moves
+`since_ms` to where it belongs.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from engine.events import CheckResult
 from engine.keys import STATUS_GROUP
 from sinks.base import BatchSink
 
+# The newest result per monitor and region. Its ON CONFLICT locks every row of the batch, in
+# the order of the arrays (sorted), even where the WHERE leaves the row as it is: that lock
+# is what makes the history and since_ms steps below atomic per monitor and region.
 UPSERT = """
 INSERT INTO monitor_status AS s (monitor_id, region, status, since_ms, check_id, scheduled_ms,
     finished_ms, latency_ms, status_code, error_kind, error, updated_at)
@@ -38,6 +45,47 @@ WHERE s.scheduled_ms < EXCLUDED.scheduled_ms
 RETURNING s.monitor_id, s.region, s.status, s.since_ms = s.scheduled_ms AS changed
 """
 
+# Every point of the batch; the first result for a slot stays, as in monitor_status.
+HISTORY = """
+INSERT INTO status_history (monitor_id, region, scheduled_ms, status)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
+ON CONFLICT (monitor_id, region, scheduled_ms) DO NOTHING
+"""
+
+# since = the first point after the newest point of another status (`before`), found with
+# index lookups instead of a scan of the run, which can be months long. The stored since_ms
+# was right for the history without this batch, so below it the nearest point of another
+# status is at most this batch's points away; at or above it only this batch's slots can
+# hold another status (the upsert sets since_ms to the newest point when the status changes,
+# and every point above the old run's end is this batch's). A slot's status is read back from
+# the history: where the slot was already taken, the first result's status is the one kept.
+SINCE = """
+WITH p AS (SELECT h.* FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(m, rg, sch)
+           JOIN status_history h
+             ON h.monitor_id = u.m AND h.region = u.rg AND h.scheduled_ms = u.sch),
+b AS (
+    SELECT s.monitor_id, s.region, GREATEST(
+        max(p.scheduled_ms) FILTER (WHERE p.status <> s.status AND p.scheduled_ms >= s.since_ms),
+        (SELECT h.scheduled_ms FROM status_history h
+         WHERE h.monitor_id = s.monitor_id AND h.region = s.region
+           AND h.scheduled_ms < s.since_ms AND h.status <> s.status
+         ORDER BY h.scheduled_ms DESC LIMIT 1)) AS before
+    FROM monitor_status s JOIN p ON p.monitor_id = s.monitor_id AND p.region = s.region
+    GROUP BY s.monitor_id, s.region, s.status, s.since_ms
+),
+n AS (
+    SELECT b.monitor_id, b.region,
+        (SELECT h.scheduled_ms FROM status_history h
+         WHERE h.monitor_id = b.monitor_id AND h.region = b.region
+           AND h.scheduled_ms > COALESCE(b.before, -9223372036854775808)
+         ORDER BY h.scheduled_ms LIMIT 1) AS since
+    FROM b
+)
+UPDATE monitor_status s SET since_ms = n.since
+FROM n
+WHERE s.monitor_id = n.monitor_id AND s.region = n.region AND s.since_ms <> n.since
+"""
+
 log = structlog.get_logger(component="sink.status")
 
 
@@ -52,6 +100,16 @@ def latest(results: list[CheckResult]) -> list[CheckResult]:
         if seen is None or r.scheduled_ms > seen.scheduled_ms:
             newest[key] = r
     return list(newest.values())
+
+
+def points(results: list[CheckResult]) -> list[tuple[str, str, int, str]]:
+    """(monitor, region, slot, status) of every result but `expired`, sorted, one per slot:
+    the first to arrive, as the history keeps it."""
+    first: dict[tuple[str, str, int], str] = {}
+    for r in results:
+        if r.outcome != "expired":
+            first.setdefault((r.monitor_id, r.region, r.scheduled_ms), r.outcome)
+    return [(*key, status) for key, status in sorted(first.items())]
 
 
 class StatusSink(BatchSink):
@@ -79,8 +137,14 @@ class StatusSink(BatchSink):
         columns = [[getattr(r, name) for r in rows] for name in (
             "monitor_id", "region", "outcome", "scheduled_ms", "check_id", "finished_ms",
             "latency_ms", "status_code", "error_kind", "error")]
-        # One statement per batch: unnest turns the columns back into rows.
-        for row in await self.pool.fetch(UPSERT, *columns):
+        history = [list(column) for column in zip(*points(results), strict=True)]
+        # Three statements per batch, whatever its size (unnest turns columns back into rows),
+        # in one transaction: the status, its history and since_ms never disagree.
+        async with self.pool.acquire() as conn, conn.transaction():
+            changed = await conn.fetch(UPSERT, *columns)
+            await conn.execute(HISTORY, *history)
+            await conn.execute(SINCE, *history[:3])
+        for row in changed:
             if row["changed"]:
                 log.info("status changed", monitor_id=row["monitor_id"], region=row["region"],
                          status=row["status"])

@@ -1,4 +1,4 @@
-"""Pure parts of the sinks: the status batch reduction and the ClickHouse row."""
+"""Pure parts of the sinks: the status batch reductions and the ClickHouse row."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from engine.events import OUTCOMES, Outcome
 from sinks.clickhouse import COLUMNS, row
-from sinks.status import latest
+from sinks.status import latest, points
 from tests.support.helpers import check_result
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -54,6 +54,29 @@ def test_latest_matches_a_model(items: list[tuple[str, str, int, Outcome]]) -> N
     reversed_got = latest(batch[::-1])
     assert {(r.monitor_id, r.region): r.scheduled_ms for r in reversed_got} == expected
     assert all(r.outcome != "expired" for r in got)
+
+
+def test_points_keep_every_slot_once_sorted_and_the_first_result_for_it() -> None:
+    batch = [check_result("b", 2_000, "down", region="eu"), check_result("a", 3_000, "up"),
+             check_result("a", 1_000, "down"), check_result("a", 3_000, "down"),
+             check_result("a", 2_000, "expired"), check_result("b", 2_000, "up", region="eu")]
+    assert points(batch) == [("a", "default", 1_000, "down"), ("a", "default", 3_000, "up"),
+                             ("b", "eu", 2_000, "down")]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["eu", "us"]),
+                          st.integers(min_value=0, max_value=20), st.sampled_from(OUTCOMES)),
+                max_size=40))
+@settings(max_examples=200)
+def test_points_agree_with_latest(items: list[tuple[str, str, int, Outcome]]) -> None:
+    """The status row and the history see one batch alike: the newest point per monitor and
+    region is the result latest() keeps."""
+    batch = [check_result(m, sch, outcome, region=rg) for m, rg, sch, outcome in items]
+    newest = {(m, rg): (sch, status) for m, rg, sch, status in points(batch)}
+    assert newest == {(r.monitor_id, r.region): (r.scheduled_ms, r.outcome)
+                      for r in latest(batch)}
+    assert points(batch) == sorted(set(points(batch)))
+    assert len({(m, rg, sch) for m, rg, sch, _ in points(batch)}) == len(points(batch))
 
 
 def test_row_has_one_value_per_column() -> None:
