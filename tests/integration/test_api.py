@@ -55,6 +55,33 @@ async def test_status_and_uptime(client, pool, ch):
     assert (await client.get("/api/v1/monitors/nope/uptime")).status == 404
 
 
+async def test_uptime_counts_a_redelivered_row_once(client, pool, ch):
+    """A sink that wrote its batch and died before XACK writes it again; a late re-run adds an
+    `expired` for a check that was answered. Each check counts once (FINAL): without it the
+    uptime read 6 checks, 3 up, 2 down and 1 expired."""
+    await store_monitors(pool, SCHEMA.parse([
+        {"id": "web", "kind": "http", "interval": "10s", "http": {"url": "http://127.0.0.1/"}},
+    ]), source="file")
+    now = int(time.time() * 1000) - 60_000
+    up = [check_result("web", now - i * 10_000, "up", latency_ms=20.0) for i in (1, 2)]
+    down = check_result("web", now - 30_000, "down", error_kind="connect")
+    rerun = check_result("web", up[0].scheduled_ms, "expired", started_ms=now,
+                         finished_ms=now, error_kind="expired")
+    # Merges stopped, so the duplicates are still there when the API reads: only FINAL can
+    # fold them.
+    await ch.command("SYSTEM STOP MERGES check_results")
+    try:
+        await ch.insert("check_results", [row(r) for r in (*up, down)], COLUMNS)
+        await ch.insert("check_results", [row(up[1]), row(down), row(rerun)], COLUMNS)
+        [(stored,)] = await ch.rows("SELECT count() FROM check_results")
+        assert stored == 6
+        data = await (await client.get("/api/v1/monitors/web/uptime?window=1h")).json()
+    finally:
+        await ch.command("SYSTEM START MERGES check_results")
+    assert (data["checks"], data["up"], data["down"], data["expired"]) == (3, 2, 1, 0)
+    assert data["uptime_percent"] == pytest.approx(100 * 2 / 3, abs=1e-3)
+
+
 async def test_status_page_and_metrics(client, pool):
     await store_monitors(pool, SCHEMA.parse([
         {"id": "web", "name": "<b>Web</b>", "kind": "tcp", "interval": "10s",
