@@ -3,7 +3,9 @@
 No bearer token: the push token in the path is the credential (an unguessable value the store
 makes per push monitor), so a cron line can call it with a bare `curl`. Optional fields, from
 the query string or the body (JSON object, form, or text/plain as the message; the body wins):
-`status` = up | down (default up) and `message` (or `msg`), cut to MESSAGE_MAX characters.
+`status` = up | down (default up) and `message` (or `msg`), cut to MESSAGE_MAX characters
+and kept for a `down` only. The heartbeat's time is Redis's (engine.heartbeats.Recorder),
+never this host's clock.
 
 Answers: 200 {"ok": true, "monitor_id": ...}; 404 {"error": "not found"} for any token that
 is not a push monitor's, the same body whatever the reason; 422 naming the field for a bad

@@ -73,6 +73,11 @@ class Keys:
         return f"{self.base}:deadletter"
 
     def beats(self, monitor_id: str) -> str:
-        """ZSET of one push monitor's heartbeats, score = Redis time in ms (engine.heartbeats).
+        """ZSET of one push monitor's heartbeats scored by Redis time in ms (engine.heartbeats).
         Monitor ids hold no `{`, so the shard's tag stays the key's hash tag."""
         return f"{self.base}:beats:{monitor_id}"
+
+    def beats_retention(self, monitor_id: str) -> str:
+        """STRING: how long (ms) the push check needs that monitor's heartbeats kept; the
+        check sets it, with the same expiry, and the recording script reads it."""
+        return f"{self.base}:beats-retention:{monitor_id}"

@@ -91,7 +91,8 @@ def judge(beats: Seen, due: CheckDue, grace_ms: int) -> Observation:
 
 
 async def check(spec: PushSpec, ctx: Context, due: CheckDue) -> Observation:
-    beats = await seen(ctx.redis, ctx.keys, due.monitor_id, due.scheduled_ms, due.interval_ms)
+    beats = await seen(ctx.redis, ctx.keys, due.monitor_id, due.scheduled_ms, due.interval_ms,
+                       spec.grace_ms)
     return judge(beats, due, spec.grace_ms)
 
 

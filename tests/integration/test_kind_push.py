@@ -4,11 +4,15 @@ Postgres, then the check that judges them."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator
 
 import orjson
 import pytest
+import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from api import push as endpoint
 from engine import heartbeats
@@ -245,3 +249,123 @@ async def test_a_redelivered_check_judges_what_it_could_see_at_its_slot(client, 
     again = await judge(r, keys, event)
     assert (first.outcome, first.error_kind) == ("down", "reported_down")
     assert again == first
+
+
+async def test_a_flood_of_heartbeats_is_bounded(r, keys):
+    recorder = heartbeats.Recorder(r, keys)
+    key = keys.beats("nightly")
+    # A client pinging up as fast as it can: at most one stored per second.
+    times = [await recorder.record("nightly", "up", None) for _ in range(3_000)]
+    assert await r.zcard(key) <= (times[-1] - times[0]) // 1_000 + 1
+    # One flapping (no two alike in a row): the newest MAX_BEATS stay.
+    for i in range(heartbeats.MAX_BEATS + 500):
+        await recorder.record("nightly", "down" if i % 2 else "up", f"run {i}")
+    assert await r.zcard(key) == heartbeats.MAX_BEATS
+    [newest] = await r.zrange(key, -1, -1)
+    assert heartbeats.Heartbeat.from_json(newest).message == f"run {heartbeats.MAX_BEATS + 499}"
+
+
+async def test_heartbeats_expire_on_their_own(client, token, r, keys):
+    await send(client, token)
+    assert [await r.pttl(key) > 0 for key in await vigil_keys(r)] == [True]
+    # Once a check has said what it needs, a write keeps that long: 3 intervals + grace.
+    await judge(r, keys)
+    await send(client, token)
+    keep = 3 * INTERVAL_MS + GRACE_MS
+    ttls = [await r.pttl(key) for key in await vigil_keys(r)]
+    assert len(ttls) == 2
+    assert all(keep - 60_000 < ttl <= keep for ttl in ttls)
+
+
+async def test_a_write_trims_what_no_check_can_need(r, keys):
+    recorder = heartbeats.Recorder(r, keys)
+    key = keys.beats("m")
+    # As a check with a 100 ms retention would leave it (3 intervals + grace is >= 3 s).
+    await r.set(keys.beats_retention("m"), 100, px=60_000)
+
+    async def past(ms: int) -> bool:
+        return await redis_ms(r) > ms + 100
+
+    first = await recorder.record("m", "down", "old")
+    await r.pexpire(key, 60_000)  # as the checks in between keep it
+    await wait_for(lambda: past(first))
+    second = await recorder.record("m", "up", None)
+    # The newest beat before the cut stays: a check may still report it as the last one.
+    assert await r.zcard(key) == 2
+    await r.pexpire(key, 60_000)
+    await wait_for(lambda: past(second))
+    third = await recorder.record("m", "down", "new")
+    kept = [heartbeats.Heartbeat.from_json(raw).at_ms for raw in await r.zrange(key, 0, -1)]
+    assert kept == [second, third]
+    # With neither a write nor a check for the retention, it is gone.
+    assert 0 < await r.pttl(key) <= 100
+
+    async def gone() -> bool:
+        return not await r.exists(key)
+
+    await wait_for(gone)
+
+
+async def test_forget_drops_removed_monitors_heartbeats(client, token, r, keys):
+    await send(client, token, "down", "x")
+    await judge(r, keys)
+    await heartbeats.Recorder(r, keys).record("kept", "up", None)
+    await heartbeats.forget(r, keys, ["nightly", "never-pushed"])
+    assert await vigil_keys(r) == [keys.beats("kept").encode()]
+    await heartbeats.forget(r, keys, [])
+
+
+TLS = ssl.create_default_context()
+beat_lists = st.lists(st.tuples(st.floats(min_value=0, max_value=6, exclude_max=True),
+                                st.sampled_from(["up", "down"])), max_size=12)
+
+
+@given(interval_ms=st.integers(min_value=1_000, max_value=3_600_000),
+       grace_frac=st.floats(min_value=0, max_value=2), start_ms=st.integers(0, 2**43),
+       beats=beat_lists)
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_no_failure_is_lost_and_no_verdict_changes_later(redis_url, interval_ms, grace_frac,
+                                                         start_ms, beats):
+    """Checks on the grid start + k * interval (k = 1..6) over heartbeats placed anywhere: a
+    check whose interval holds a `down` is down; each verdict is the same whether judged
+    after every heartbeat arrived or as soon as its slot passed; a check is up exactly when
+    its last heartbeat is fresh and up and its interval holds no `down`."""
+    grace_ms = int(interval_ms * grace_frac)
+    keys = Keys("push-property")
+    slots = [start_ms + k * interval_ms for k in range(1, 7)]
+    placed = sorted((start_ms + int(at * interval_ms), i, status)
+                    for i, (at, status) in enumerate(beats))
+
+    async def verdicts(arrive_late: bool) -> list[Observation]:
+        r = aioredis.Redis.from_url(redis_url)
+        # Push checks use no TLS: one context for every example spares loading the CA store.
+        ctx = Context(r, keys, tls_verify=TLS, tls_noverify=TLS)
+        spec = push.PushSpec(grace_ms=grace_ms)
+        try:
+            await r.delete(*[keys.beats("p"), keys.beats_retention("p")])
+            sent, out = 0, []
+            for slot in slots:
+                for at, i, status in placed[sent:] if arrive_late else [
+                        p for p in placed[sent:] if p[0] < slot]:
+                    record = heartbeats.Heartbeat.template(status, f"beat {i}")
+                    # The score's fraction keeps the order of two in one millisecond.
+                    await r.zadd(keys.beats("p"), {
+                        record.replace(heartbeats.AT_MARK, str(at).encode()): at + i / 100})
+                    sent += 1
+                event = check_due("p", "push", {}, interval_ms=interval_ms, scheduled_ms=slot)
+                out.append(await push.check(spec, ctx, event))
+            return out
+        finally:
+            await r.aclose()
+
+    late, on_time = asyncio.run(verdicts(True)), asyncio.run(verdicts(False))
+    assert late == on_time
+    for slot, obs in zip(slots, on_time, strict=True):
+        before = [(at, status) for at, _, status in placed if at < slot]
+        failed = any(status == "down" for at, status in before if at >= slot - interval_ms)
+        if failed:
+            assert (obs.outcome, obs.error_kind) == ("down", "reported_down")
+        fresh_up = bool(before) and slot - before[-1][0] <= interval_ms + grace_ms and (
+            before[-1][1] == "up")
+        assert (obs.outcome == "up") == (fresh_up and not failed)
