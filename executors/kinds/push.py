@@ -82,6 +82,7 @@ def judge(beats: Seen, due: CheckDue, grace_ms: int) -> Observation:
                                      f"{latest.message or '(no message)'}")
     failures = [i for i, beat in enumerate(beats.interval) if beat.status == "down"]
     if failures:
+        # The last heartbeat is an up, so one follows the last failure in this interval.
         failed, recovered = beats.interval[failures[-1]], beats.interval[failures[-1] + 1]
         return down("reported_down",
                     f"reported down {ago(due.scheduled_ms - failed.at_ms)} ago, up again "
