@@ -63,11 +63,6 @@ class Keys:
         return f"{self.base}:results"
 
     @property
-    def heartbeats(self) -> str:
-        """HASH monitor id -> last push heartbeat (engine.heartbeats)."""
-        return f"{self.base}:heartbeats"
-
-    @property
     def deadletter(self) -> str:
         """STREAM of entries that could not be processed, with the reason."""
         return f"{self.base}:deadletter"

@@ -201,6 +201,11 @@ async def latest_status(pool: asyncpg.Pool) -> dict[str, str]:
         "ORDER BY monitor_id, scheduled_ms DESC")}
 
 
+async def existing(pool: asyncpg.Pool, ids: list[str]) -> set[str]:
+    """Those of `ids` that are monitors, enabled or not."""
+    return {r["id"] for r in await pool.fetch("SELECT id FROM monitors WHERE id = ANY($1)", ids)}
+
+
 async def exists(pool: asyncpg.Pool, monitor_id: str) -> bool:
     return await pool.fetchval("SELECT true FROM monitors WHERE id = $1", monitor_id) is not None
 

@@ -16,7 +16,7 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
-from engine import metrics, store
+from engine import heartbeats, metrics, store
 from engine.keys import Keys
 from scheduler.plan import compile_plan
 from scheduler.schedule import first_due
@@ -84,6 +84,8 @@ class MonitorSync:
         await self._upsert(rows)
         live = {r["id"] for r in rows}
         removed = await self._remove({i: rev for i, rev in changed.items() if i not in live})
+        # Deleted (a revision named), not paused: a paused job keeps its last heartbeat.
+        await heartbeats.forget(self.r, self.keys, [i for i, rev in changed.items() if rev])
         log.info("monitors synced", upserted=len(rows), removed=removed, cause="notify")
 
     async def reconcile(self) -> None:
@@ -99,7 +101,10 @@ class MonitorSync:
                 await store.plan_rows(self.pool, stale[start:start + 5_000]))
         planned: list[bytes] = await self.r.hkeys(self.keys.plan)  # type: ignore[assignment]
         in_redis = held.keys() | {k.decode() for k in planned}
-        removed = await self._remove(dict.fromkeys(in_redis - wanted.keys(), 0))
+        gone = list(in_redis - wanted.keys())
+        removed = await self._remove(dict.fromkeys(gone, 0))
+        await heartbeats.forget(self.r, self.keys,
+                                set(gone) - await store.existing(self.pool, gone))
         await self._prune_tombstones()
         metrics.MONITORS.set(len(wanted))
         if upserted or removed:

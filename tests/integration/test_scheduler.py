@@ -8,7 +8,7 @@ from collections import Counter
 import orjson
 import pytest
 
-from engine import store
+from engine import heartbeats, store
 from engine.connections import redis_client
 from engine.events import DEADLINE_MARK, SLOT_MARK, CheckDue, check_id
 from engine.streams import event_of
@@ -211,3 +211,26 @@ async def test_the_reconcile_repairs_what_redis_lost(r, keys, pool, clean):
     await sync.reconcile()
     assert await r.hlen(keys.plan) == 50
     assert {m["id"]: await r.zscore(keys.due, m["id"]) for m in monitors} == dues
+
+
+async def test_a_deleted_monitor_takes_its_heartbeats_along_a_paused_one_keeps_them(
+        r, keys, pool, clean):
+    push = [{"id": p, "kind": "push", "interval": "1m"} for p in ("cron", "paused")]
+    await store_monitors(pool, SCHEMA.parse(push), source="file")
+    sync = MonitorSync(r, pool, keys)
+    await sync.reconcile()
+    for monitor_id in ("cron", "paused"):
+        await heartbeats.Recorder(r, keys).record(monitor_id, "up", None)
+    revision = await pool.fetchval("DELETE FROM monitors WHERE id = 'cron' RETURNING revision")
+    await pool.execute("UPDATE monitors SET enabled = false WHERE id = 'paused'")
+    sync.on_notify(None, 0, "", f"cron:{revision}")
+    sync.on_notify(None, 0, "", "paused")
+    await sync.apply_changes()
+    assert (await r.exists(keys.beats("cron")), await r.exists(keys.beats("paused"))) == (0, 1)
+    # The reconcile finds what a lost notification left behind, the same way.
+    await store_monitors(pool, SCHEMA.parse([{**push[0], "id": "nightly"}]), source="file")
+    await sync.reconcile()
+    await heartbeats.Recorder(r, keys).record("nightly", "up", None)
+    await pool.execute("DELETE FROM monitors WHERE id = 'nightly'")  # its notify is lost
+    await sync.reconcile()
+    assert (await r.exists(keys.beats("nightly")), await r.exists(keys.beats("paused"))) == (0, 1)
