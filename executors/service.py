@@ -19,6 +19,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from engine import metrics
+from engine.clock import RESYNC_S, RedisClock
 from engine.events import BadEvent, CheckDue, CheckResult, Observation
 from engine.keys import EXECUTOR_GROUP, RESULT_GROUPS, Keys
 from engine.service import every
@@ -48,17 +49,17 @@ _SCRIPT = DEAD_LETTER_LUA + Path(__file__).with_name("complete.lua").read_text()
 log = structlog.get_logger(component="executor")
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class Executor:
     name = "executor"
 
-    def __init__(self, r: aioredis.Redis, keys: Keys, settings: Settings) -> None:
+    def __init__(self, r: aioredis.Redis, keys: Keys, settings: Settings,
+                 clock: RedisClock | None = None) -> None:
         self.r = r
         self.keys = keys
         self.settings = settings
+        # Expiry and the result's times are Redis time: a fast host clock must not expire a
+        # check that is on time, nor a slow one run a check past its deadline.
+        self.clock = clock or RedisClock(r)
         self.stream = keys.checks(settings.region)
         self.consumer = Consumer(r, self.stream, EXECUTOR_GROUP, settings.instance_id)
         self.checker = Checker(Context(r, keys))
@@ -119,14 +120,14 @@ class Executor:
         self._emit(entry_id, result)
 
     async def _run(self, due: CheckDue, deliveries: int) -> CheckResult:
-        started = now_ms()
+        started = self.clock.now_ms()
         if started >= due.deadline_ms:
             obs = Observation(outcome="expired", error_kind="expired",
                               error=f"picked up {started - due.scheduled_ms} ms after its slot, "
                                     "past its deadline")
         else:
             obs = await self._observe(due)
-        return CheckResult.of(due, obs, started_ms=started, finished_ms=now_ms(),
+        return CheckResult.of(due, obs, started_ms=started, finished_ms=self.clock.now_ms(),
                               executor=self.settings.instance_id, deliveries=deliveries)
 
     async def _observe(self, due: CheckDue) -> Observation:
@@ -224,7 +225,7 @@ class Executor:
         reason = f"delivered {deliveries} times, max_deliveries is {self.settings.max_deliveries}"
         log.error("check dead-lettered", check_id=due.check_id, monitor_id=due.monitor_id,
                   reason=reason)
-        now = now_ms()
+        now = self.clock.now_ms()
         obs = failed("max_deliveries", reason)
         self._emit(entry_id, CheckResult.of(due, obs, started_ms=now, finished_ms=now,
                                             executor=self.settings.instance_id,
@@ -252,12 +253,14 @@ class Executor:
         for group in RESULT_GROUPS:
             await ensure_group(self.r, self.keys.results, group)
         await self.checker.start()
+        await self.clock.sync()
         log.info("executor started", stream=self.stream, concurrency=self.settings.concurrency)
         sweep_every = max(0.5, min(5.0, self.settings.claim_idle_ms / 4000))
         try:
             await asyncio.gather(
                 self._reader(stop),
                 self._flusher(stop),
+                every(RESYNC_S, stop, self.clock.sync, "clock"),
                 every(sweep_every, stop, self.sweep, "claim"),
                 every(TRIM_EVERY_S, stop,
                       lambda: tidy(self.r, self.stream, EXECUTOR_GROUP, (EXECUTOR_GROUP,)),

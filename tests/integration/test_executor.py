@@ -8,6 +8,7 @@ import time
 import orjson
 import pytest
 
+from engine.clock import RedisClock
 from engine.events import DUE_VERSION, CheckResult
 from engine.keys import EXECUTOR_GROUP
 from engine.settings import Settings
@@ -173,3 +174,22 @@ async def test_stop_drains_in_flight_checks(r, keys, target):
     got = await results(r, keys)
     assert got["slowish"].outcome == "up"
     assert await pending(r, keys) == 0
+
+
+@pytest.mark.parametrize("skew_ms", [150_000, -150_000])
+async def test_expiry_is_judged_by_redis_time_not_the_hosts_clock(r, keys, target, skew_ms):
+    """An executor whose clock is 150 s fast or slow: a check due now runs, one whose deadline
+    passed 10 s ago (by Redis time) is `expired`, and the result's times are Redis time."""
+    stream = keys.checks("default")
+    await ensure_group(r, stream, EXECUTOR_GROUP)
+    seconds, micros = await r.time()
+    redis_now = seconds * 1000 + micros // 1000
+    for name, scheduled in (("on-time", redis_now), ("late", redis_now - 20_000)):
+        event = check_due(name, "http", {"url": f"{target}/ok"}, timeout_ms=800,
+                          interval_ms=10_000, scheduled_ms=scheduled)
+        await r.xadd(stream, {EVENT_FIELD: event.to_json()})
+    skewed = RedisClock(r, local=lambda: time.time() * 1000 + skew_ms)
+    got = await run_until(Executor(r, keys, SETTINGS, clock=skewed), r, keys, 2)
+    assert (got["on-time"].outcome, got["late"].outcome) == ("up", "expired")
+    seconds, micros = await r.time()
+    assert redis_now <= got["on-time"].started_ms <= seconds * 1000 + micros // 1000
