@@ -4,7 +4,7 @@ can emit, against a baseline of plain pipelined XADDs of entries of the same siz
 It starts its own redis-server (free port, no persistence, 127.0.0.1), seeds M http monitors
 into Redis the way the scheduler's sync does (the plan hash via scheduler.plan.compile_plan and
 the due ZSET, every monitor due now, written with pipelines), then calls
-scheduler.service.Dispatcher(r, Keys("0")).dispatch(now) in a loop until all M are
+scheduler.service.Dispatcher(r, Keys("0")).dispatch() in a loop until all M are
 dispatched. The wall time gives dispatched checks/s. The baseline XADDs the same number of
 check.due payloads of the same shape (built beforehand, so only the writes are timed) to
 another stream, in pipelines of the same size as one dispatch call (--limit), over the same
@@ -42,7 +42,7 @@ from engine.events import CheckDue, check_id
 from engine.keys import Keys
 from engine.streams import event_of
 from scheduler.plan import compile_plan
-from scheduler.service import DISPATCH_LIMIT, Dispatcher
+from scheduler.service import DISPATCH_LIMIT, DISPATCH_SCRIPT, Dispatcher
 from vigil.embedded import RedisServer
 
 KEYS = Keys("0")
@@ -117,14 +117,13 @@ async def seed(r: aioredis.Redis, monitors: int, due_ms: int) -> float:
     return time.perf_counter() - t0
 
 
-async def dispatch_all(r: aioredis.Redis, monitors: int, limit: int, now_ms: int,
-                       meter: Meter) -> Phase:
+async def dispatch_all(r: aioredis.Redis, monitors: int, limit: int, meter: Meter) -> Phase:
     dispatcher = Dispatcher(r, KEYS, limit=limit)
-    await dispatcher.dispatch(0)  # loads the script (EVALSHA) before the clock starts
+    await r.script_load(DISPATCH_SCRIPT)  # so the first EVALSHA finds it, before the clock
     total = calls = 0
     with meter:
         while total < monitors:
-            n, _, _, _ = await dispatcher.dispatch(now_ms)
+            n, *_ = await dispatcher.dispatch()
             calls += 1
             total += n
             if n == 0:
@@ -170,9 +169,10 @@ async def raw_xadd(r: aioredis.Redis, payloads: list[bytes], batch: int, meter: 
 async def one_round(r: aioredis.Redis, meter: Meter, monitors: int,
                     limit: int) -> tuple[Phase, Phase, float]:
     await r.flushall()
-    now_ms = int(time.time() * 1000)
+    seconds, micros = await r.time()  # the dispatch script's clock
+    now_ms = seconds * 1000 + micros // 1000
     seed_s = await seed(r, monitors, now_ms - 1)
-    vigil = await dispatch_all(r, monitors, limit, now_ms, meter)
+    vigil = await dispatch_all(r, monitors, limit, meter)
     await r.delete(KEYS.checks("default"))
     payloads = due_payloads(monitors, now_ms)
     raw = await raw_xadd(r, payloads, limit, meter)

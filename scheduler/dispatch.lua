@@ -1,15 +1,18 @@
 -- Pop due monitors, XADD one check.due per region, re-add each at its next slot.
 -- One script runs atomically in Redis, so two schedulers can never pop the same slot.
+-- Now is Redis server time (TIME), whatever the caller's clock says: a scheduler on a host
+-- whose clock runs fast can never dispatch a slot early.
 -- KEYS[1] due ZSET, KEYS[2] plan HASH, KEYS[3] stats HASH
--- ARGV[1] now (epoch ms), ARGV[2] max monitors per call, ARGV[3] checks stream key prefix,
--- ARGV[4] the event field name
+-- ARGV[1] max monitors per call, ARGV[2] checks stream key prefix, ARGV[3] the event field
+-- name. Returns {dispatched, skipped, due popped, next due ms or -1, now ms}.
 -- A plan (scheduler/plan.py) is `interval \0 region \0 template ...`; a template is the whole
 -- check.due with \1 where the slot goes and \2 where the deadline goes: this script fills in
 -- those and nothing else.
-local now = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-local prefix = ARGV[3]
-local field = ARGV[4]
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local limit = tonumber(ARGV[1])
+local prefix = ARGV[2]
+local field = ARGV[3]
 
 local function split(plan)
   local parts, start = {}, 1
@@ -55,4 +58,4 @@ end
 if dispatched > 0 then redis.call('HINCRBY', KEYS[3], 'dispatched', dispatched) end
 if skipped > 0 then redis.call('HINCRBY', KEYS[3], 'skipped', skipped) end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {dispatched, skipped, #due / 2, head[2] or '-1'}
+return {dispatched, skipped, #due / 2, head[2] or '-1', string.format('%d', now)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from pathlib import Path
 
 import asyncpg
@@ -36,28 +35,30 @@ class Dispatcher:
         self.limit = limit
         self._script = r.register_script(DISPATCH_SCRIPT)
 
-    async def dispatch(self, now_ms: int) -> tuple[int, int, bool, int]:
-        """One atomic call: (dispatched, skipped, more due, next due ms or -1)."""
-        dispatched, skipped, popped, head = await self._script(
+    async def dispatch(self) -> tuple[int, int, bool, int, int]:
+        """One atomic call at Redis time: (dispatched, skipped, more due, next due ms or -1,
+        Redis time now in ms)."""
+        dispatched, skipped, popped, head, now = await self._script(
             keys=[self.keys.due, self.keys.plan, self.keys.stats],
-            args=[now_ms, self.limit, self.keys.checks_prefix, EVENT_FIELD])
+            args=[self.limit, self.keys.checks_prefix, EVENT_FIELD])
         metrics.DISPATCHED.inc(dispatched)
         metrics.SKIPPED.inc(skipped)
         if skipped:
             log.warning("missed slots skipped", skipped=skipped)
-        return int(dispatched), int(skipped), int(popped) >= self.limit, int(float(head))
+        return (int(dispatched), int(skipped), int(popped) >= self.limit, int(float(head)),
+                int(now))
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                _, _, more, head = await self.dispatch(int(time.time() * 1000))
+                _, _, more, head, now = await self.dispatch()
             except RedisError as exc:
                 log.warning("dispatch failed", error=repr(exc))
-                more, head = False, -1
+                more, head, now = False, -1, 0
             if more:
                 continue
             # Capped so monitors added since the last call are picked up promptly.
-            wait = IDLE_SLEEP_S if head < 0 else head / 1000 - time.time()
+            wait = IDLE_SLEEP_S if head < 0 else (head - now) / 1000
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(),
                                        timeout=min(max(wait, MIN_SLEEP_S), IDLE_SLEEP_S))

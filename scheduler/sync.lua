@@ -4,10 +4,15 @@
 -- schedule unless it is new, its interval changed, or its due entry is gone (Redis lost it).
 -- Atomic, so concurrent schedulers syncing agree.
 -- KEYS[1] due ZSET, KEYS[2] plan HASH, KEYS[3] revisions HASH, KEYS[4] tombstones HASH
--- ARGV: quadruples (monitor id, plan, first due ms, revision)
+-- ARGV: quadruples (monitor id, plan, phase ms, revision). A new place in the schedule is
+-- the first slot on the monitor's grid (phase + k * interval) at or after Redis time now.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local written = 0
 for i = 1, #ARGV, 4 do
-  local id, plan, first, rev = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local id, plan, rev = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
+  local interval = tonumber(string.match(plan, '^(%d+)%z'))
+  local first = string.format('%d', now + (tonumber(ARGV[i + 2]) - now) % interval)
   local have = tonumber(redis.call('HGET', KEYS[3], id) or '0')
   -- A tombstone is `revision:deleted at ms`.
   local dead = tonumber(string.match(redis.call('HGET', KEYS[4], id) or '', '^(%d+)') or '0')
@@ -17,7 +22,7 @@ for i = 1, #ARGV, 4 do
     redis.call('HSET', KEYS[3], id, ARGV[i + 3])
     redis.call('HDEL', KEYS[4], id)
     -- A plan starts with its interval and a NUL (scheduler/plan.py).
-    local same_interval = old and string.match(old, '^(%d+)%z') == string.match(plan, '^(%d+)%z')
+    local same_interval = old and tonumber(string.match(old, '^(%d+)%z')) == interval
     if not same_interval or not redis.call('ZSCORE', KEYS[1], id) then
       redis.call('ZADD', KEYS[1], first, id)
     end

@@ -8,7 +8,6 @@ first one after start-up loads everything.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,13 +18,13 @@ import structlog
 from engine import heartbeats, metrics, store
 from engine.keys import Keys
 from scheduler.plan import compile_plan
-from scheduler.schedule import first_due
+from scheduler.schedule import phase_ms
 
 CHANNEL = "vigil_monitors"
 SYNC_BATCH = 500
 # A tombstone outlives any reconcile that could still carry the revision it removed.
 TOMBSTONE_KEEP_MS = 3_600_000
-_SYNC = Path(__file__).with_name("sync.lua").read_text()
+SYNC_SCRIPT = Path(__file__).with_name("sync.lua").read_text()
 _REMOVE = Path(__file__).with_name("remove.lua").read_text()
 log = structlog.get_logger(component="scheduler.sync")
 
@@ -40,7 +39,7 @@ class MonitorSync:
         self.r = r
         self.pool = pool
         self.keys = keys
-        self._sync = r.register_script(_SYNC)
+        self._sync = r.register_script(SYNC_SCRIPT)
         self._remove_script = r.register_script(_REMOVE)
         self._script_keys = [keys.due, keys.plan, keys.revisions, keys.tombstones]
         # Monitors named by notifications: id -> the revision a deletion removed (0: not one).
@@ -53,11 +52,10 @@ class MonitorSync:
         self.wake.set()
 
     async def _upsert(self, rows: Iterable[asyncpg.Record]) -> int:
-        now = int(time.time() * 1000)
         args: list[str | int | bytes] = []
         count = 0
         for row in rows:
-            args += [row["id"], compile_plan(row), first_due(row["id"], row["interval_ms"], now),
+            args += [row["id"], compile_plan(row), phase_ms(row["id"], row["interval_ms"]),
                      row["revision"]]
             count += 1
             if len(args) >= SYNC_BATCH * 4:

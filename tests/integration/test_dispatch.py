@@ -1,11 +1,11 @@
-"""The real dispatch script (scheduler/dispatch.lua) on a real redis-server, held to the
-schedule's properties: every event it writes is the check.due the Python side would write,
-and across any pattern of scheduler downtimes the slots stay on the grid, each slot either
-dispatched or skipped, exactly once. No Python copy of the script's arithmetic."""
+"""The real scheduling scripts (scheduler/dispatch.lua, sync.lua) on a real redis-server, at
+Redis time, held to the schedule's properties: every event is the check.due the Python side
+would write; after any downtime the latest slot on the grid goes and each earlier one is
+counted as skipped, once; a new monitor starts on its grid. No Python copy of the scripts'
+arithmetic."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,8 +20,9 @@ from engine.keys import Keys
 from engine.monitors import ID_PATTERN, MIN_INTERVAL_MS, REGION_PATTERN
 from engine.streams import EVENT_FIELD, event_of
 from scheduler.plan import compile_plan
-from scheduler.schedule import first_due, phase_ms
+from scheduler.schedule import phase_ms
 from scheduler.service import DISPATCH_SCRIPT
+from scheduler.sync import SYNC_SCRIPT
 
 monitor_ids = st.from_regex(ID_PATTERN, fullmatch=True)
 regions = st.from_regex(REGION_PATTERN, fullmatch=True)
@@ -40,7 +41,8 @@ PROPERTY = settings(max_examples=150, deadline=None,
 
 
 class Lua:
-    """The script as the scheduler calls it, on a sync client (hypothesis drives sync tests)."""
+    """The script as the scheduler calls it, on a sync client (hypothesis drives sync tests).
+    The script reads Redis time itself: examples place slots relative to it."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
@@ -50,14 +52,18 @@ class Lua:
         self.client.delete(KEYS.due, KEYS.plan, KEYS.stats,
                            *self.client.keys(f"{KEYS.checks_prefix}*"))
 
+    def now(self) -> int:
+        seconds, micros = self.client.time()
+        return int(seconds * 1000 + micros // 1000)
+
     def seed(self, row: dict[str, Any], slot: int) -> None:
         self.client.hset(KEYS.plan, row["id"], compile_plan(row))
         self.client.zadd(KEYS.due, {row["id"]: slot})
 
-    def dispatch(self, now: int) -> tuple[int, int]:
-        dispatched, skipped, _, _ = self.script(
+    def dispatch(self) -> tuple[int, int]:
+        dispatched, skipped, _, _, _ = self.script(
             keys=[KEYS.due, KEYS.plan, KEYS.stats],
-            args=[now, 1_000, KEYS.checks_prefix, EVENT_FIELD])
+            args=[1_000, KEYS.checks_prefix, EVENT_FIELD])
         return int(dispatched), int(skipped)
 
     def events(self, region: str) -> list[tuple[bytes, CheckDue]]:
@@ -81,17 +87,18 @@ def row_of(monitor_id: str, region_list: list[str], interval_ms: int, version: i
 
 @given(monitor_ids, st.lists(regions, min_size=1, max_size=4, unique=True),
        st.integers(min_value=MIN_INTERVAL_MS, max_value=86_400_000),
-       st.integers(min_value=0, max_value=2**50), epoch_ms, specs, st.booleans())
+       st.integers(min_value=0, max_value=2**50), specs, st.booleans())
 @PROPERTY
 def test_every_event_is_the_check_due_python_writes(
         lua: Lua, monitor_id: str, region_list: list[str], interval_ms: int, version: int,
-        slot: int, spec: dict[str, Any], as_text: bool) -> None:
+        spec: dict[str, Any], as_text: bool) -> None:
     """The spec reaches the plan as Postgres's JSON text or as a mapping; either way the
     script's bytes are one check.due per region, equal to what CheckDue.to_json writes."""
     lua.reset()
+    slot = lua.now() - 1
     stored = orjson.dumps(spec).decode() if as_text else spec
     lua.seed(row_of(monitor_id, region_list, interval_ms, version, stored), slot)
-    assert lua.dispatch(slot) == (len(region_list), 0)
+    assert lua.dispatch() == (len(region_list), 0)
     for region in region_list:
         [(raw, event)] = lua.events(region)
         assert event == CheckDue(
@@ -101,56 +108,42 @@ def test_every_event_is_the_check_due_python_writes(
         assert orjson.loads(raw) == orjson.loads(event.to_json())
 
 
-@given(
-    monitor_id=monitor_ids,
-    interval_ms=st.integers(min_value=MIN_INTERVAL_MS, max_value=3_600_000),
-    start_ms=epoch_ms,
-    # Each step is the wait until the scheduler's next call, in fractions of an interval:
-    # mostly short polls, sometimes a downtime of many intervals.
-    steps=st.lists(st.one_of(st.floats(min_value=0.0, max_value=1.5),
-                             st.floats(min_value=1.5, max_value=500.0)),
-                   min_size=1, max_size=40),
-)
+@given(interval_ms=st.integers(min_value=MIN_INTERVAL_MS, max_value=30 * 86_400_000),
+       behind=st.integers(min_value=0, max_value=5_000),
+       # Where in an interval "now" falls, kept clear of its edges: the test's Redis time
+       # reading and the script's are a few ms apart.
+       within=st.floats(min_value=0.05, max_value=0.95))
 @PROPERTY
-def test_no_drift_and_each_slot_once_across_downtimes(
-        lua: Lua, monitor_id: str, interval_ms: int, start_ms: int, steps: list[float]) -> None:
+def test_after_any_downtime_the_latest_slot_goes_and_the_rest_are_skipped(
+        lua: Lua, interval_ms: int, behind: int, within: float) -> None:
+    """A slot `behind` whole intervals (and a part of one) in the past: the script sends the
+    latest slot on the grid, counts the ones before as skipped, re-adds the monitor at the
+    next slot, and sends nothing more until then. Lua numbers are doubles: exact for years."""
     lua.reset()
-    first = first_due(monitor_id, interval_ms, start_ms)
-    lua.seed(row_of(monitor_id, ["default"], interval_ms, 1, {}), first)
-    now, skipped_total, sent_at = start_ms, 0, []
-    for step in steps:
-        now += int(step * interval_ms)
-        before = len(lua.events("default"))
-        dispatched, skipped = lua.dispatch(now)
-        skipped_total += skipped
-        events = lua.events("default")[before:]
-        assert len(events) == dispatched <= 1
-        for _, event in events:
-            # The slot sent is the latest one at or before now.
-            assert now - interval_ms < event.scheduled_ms <= now
-            assert event.deadline_ms == event.scheduled_ms + interval_ms
-            sent_at.append(event.scheduled_ms)
-    sent = sent_at
-    phase = phase_ms(monitor_id, interval_ms)
-    assert all(s % interval_ms == phase for s in sent)
-    assert all(a < b for a, b in itertools.pairwise(sent))
-    if sent:
-        # Dispatched and skipped slots together cover the grid up to the last one sent.
-        assert len(range(first, sent[-1] + 1, interval_ms)) == len(sent) + skipped_total
-    stats = lua.client.hgetall(KEYS.stats)
-    assert int(stats.get(b"skipped", 0)) == skipped_total
-
-
-@given(st.integers(min_value=MIN_INTERVAL_MS, max_value=30 * 86_400_000), epoch_ms,
-       st.integers(min_value=0, max_value=10 * 365 * 86_400_000))
-@PROPERTY
-def test_the_slot_sent_after_any_delay_is_on_the_grid(lua: Lua, interval_ms: int, slot: int,
-                                                       behind_ms: int) -> None:
-    """Lua numbers are doubles: the arithmetic must stay exact for ten years behind."""
-    lua.reset()
+    slot = lua.now() - behind * interval_ms - int(within * interval_ms)
     lua.seed(row_of("m", ["default"], interval_ms, 1, {}), slot)
-    dispatched, skipped = lua.dispatch(slot + behind_ms)
+    assert lua.dispatch() == (1, behind)
     [(_, event)] = lua.events("default")
-    assert (dispatched, skipped) == (1, behind_ms // interval_ms)
-    assert event.scheduled_ms == slot + (behind_ms // interval_ms) * interval_ms
-    assert event.check_id == check_id("m", "default", event.scheduled_ms)
+    sent = slot + behind * interval_ms
+    assert (event.scheduled_ms, event.deadline_ms) == (sent, sent + interval_ms)
+    assert event.check_id == check_id("m", "default", sent)
+    assert lua.client.zscore(KEYS.due, "m") == sent + interval_ms
+    assert lua.dispatch() == (0, 0)
+    assert int(lua.client.hget(KEYS.stats, "skipped") or 0) == behind
+
+
+@given(monitor_ids, st.integers(min_value=MIN_INTERVAL_MS, max_value=30 * 86_400_000))
+@PROPERTY
+def test_a_new_monitor_is_placed_on_its_grid_at_or_after_now(lua: Lua, monitor_id: str,
+                                                             interval_ms: int) -> None:
+    """scheduler/sync.lua: the first slot is phase + k * interval, at or after Redis time."""
+    lua.reset()
+    lua.client.delete(KEYS.revisions, KEYS.tombstones)
+    sync = lua.client.register_script(SYNC_SCRIPT)
+    before = lua.now()
+    sync(keys=[KEYS.due, KEYS.plan, KEYS.revisions, KEYS.tombstones],
+         args=[monitor_id, compile_plan(row_of(monitor_id, ["default"], interval_ms, 1, {})),
+               phase_ms(monitor_id, interval_ms), 1])
+    first = int(lua.client.zscore(KEYS.due, monitor_id))
+    assert before <= first < lua.now() + interval_ms
+    assert first % interval_ms == phase_ms(monitor_id, interval_ms)

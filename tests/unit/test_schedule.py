@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.monitors import ID_PATTERN, MIN_INTERVAL_MS
-from scheduler.schedule import first_due, phase_ms
+from scheduler.schedule import phase_ms
 
 DAY_MS = 86_400_000
 
@@ -25,26 +25,6 @@ def test_phase_is_within_the_interval_and_stable(monitor_id: str, interval_ms: i
     phase = phase_ms(monitor_id, interval_ms)
     assert 0 <= phase < interval_ms
     assert phase_ms(monitor_id, interval_ms) == phase
-
-
-@given(monitor_ids, intervals, epoch_ms)
-@settings(max_examples=300)
-def test_first_due_is_the_next_slot_on_the_grid(
-        monitor_id: str, interval_ms: int, now_ms: int) -> None:
-    due = first_due(monitor_id, interval_ms, now_ms)
-    assert now_ms <= due < now_ms + interval_ms
-    assert due % interval_ms == phase_ms(monitor_id, interval_ms)
-
-
-@given(monitor_ids, intervals, epoch_ms)
-@settings(max_examples=100)
-def test_first_due_is_the_same_for_every_scheduler(
-        monitor_id: str, interval_ms: int, now_ms: int) -> None:
-    """Two schedulers starting at different moments of one interval agree on the slot."""
-    due = first_due(monitor_id, interval_ms, now_ms)
-    for later in (now_ms + 1, due - 1, due):
-        if now_ms <= later <= due:
-            assert first_due(monitor_id, interval_ms, later) == due
 
 
 def test_ten_thousand_monitors_spread_their_phases() -> None:
