@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
 import psutil
@@ -18,14 +21,24 @@ from tests.support.helpers import free_port, vigil_env, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """Where a test's `vigil up` keeps its data dir and log: not under pytest's temp folder,
+    which another pytest run as this user resets to 0700, and the embedded Postgres runs as
+    its own OS user (as in conftest's postgres_dsn)."""
+    path = Path(tempfile.mkdtemp(prefix="vigil-test-up-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.asynccontextmanager
-async def vigil_up(tmp_path, port: int, *flags: str) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """`vigil up` on a data dir under tmp_path, yielded once /health answers 200; killed on
+async def vigil_up(home: Path, port: int, *flags: str) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """`vigil up` on a data dir under home, yielded once /health answers 200; killed on
     the way out if the test did not stop it."""
-    with (tmp_path / "up.log").open("wb") as log:
+    with (home / "up.log").open("wb") as log:
         proc = await asyncio.to_thread(
             subprocess.Popen, [sys.executable, "-m", "vigil.cli", "up", "--data-dir",
-                               str(tmp_path / "data"), "--port", str(port), *flags],
+                               str(home / "data"), "--port", str(port), *flags],
             env=vigil_env(), stdout=log, stderr=log)
     try:
         async with aiohttp.ClientSession() as http:
@@ -38,7 +51,7 @@ async def vigil_up(tmp_path, port: int, *flags: str) -> AsyncIterator[subprocess
                     return proc.poll() is not None
 
             await wait_for(healthy, timeout=90, every=0.5)
-        assert proc.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
+        assert proc.poll() is None, (home / "up.log").read_text()[-3000:]
         yield proc
     finally:
         if proc.poll() is None:
@@ -52,11 +65,11 @@ async def interrupt(proc: subprocess.Popen[bytes]) -> None:
     assert await asyncio.to_thread(proc.wait, 60) == 0
 
 
-async def test_vigil_up_runs_and_stops_cleanly(tmp_path):
+async def test_vigil_up_runs_and_stops_cleanly(home):
     port = free_port()
-    data = tmp_path / "data"
+    data = home / "data"
     api = f"http://127.0.0.1:{port}"
-    async with vigil_up(tmp_path, port) as proc:
+    async with vigil_up(home, port) as proc:
         async with aiohttp.ClientSession() as http:
 
             async def recorded() -> bool:
@@ -76,7 +89,7 @@ async def test_vigil_up_runs_and_stops_cleanly(tmp_path):
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"left behind: {alive}"
     assert not psutil.pid_exists(postmaster) or psutil.Process(postmaster).status() == "zombie"
-    log_text = (tmp_path / "up.log").read_text()
+    log_text = (home / "up.log").read_text()
     assert "Vigil is up" in log_text
     assert "checks done" in log_text or "status changed" in log_text
 
@@ -90,3 +103,71 @@ async def test_flags_replace_the_embedded_parts(tmp_path, redis_url, postgres_ds
         assert not (data / "redis").exists()
         assert (data / "chdb").exists()
         await interrupt(proc)
+
+
+def servers_of(data: Path) -> list[psutil.Process]:
+    """The postgres and redis-server processes working in `data`: both run with their working
+    directory in their data directory (postgres -D, redis-server --dir)."""
+    found = []
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] not in ("postgres", "redis-server"):
+            continue
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            if Path(proc.cwd()).is_relative_to(data):
+                found.append(proc)
+    return found
+
+
+@contextlib.contextmanager
+def stopping_leftovers(data: Path) -> Iterator[None]:
+    """Whatever the test shows, servers that its own `vigil up` left in `data` do not outlive
+    it: they are stopped on the way out (SIGTERM: a Postgres shuts down smartly)."""
+    try:
+        yield
+    finally:
+        left = servers_of(data)
+        for proc in left:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.terminate()
+        psutil.wait_procs(left, timeout=30)
+
+
+async def test_a_killed_vigil_up_leaves_nothing_on_the_next_start(home):
+    """SIGKILL gives vigil up no chance to stop its servers: redis-server dies with it
+    (PDEATHSIG), the embedded Postgres (a pg_ctl daemon) does not. The next start on the same
+    data directory stops that Postgres and starts its own; after Ctrl-C nothing is left."""
+    data = (home / "data").resolve()
+    pid_file = data / "postgres" / "postmaster.pid"
+    with stopping_leftovers(data):
+        async with vigil_up(home, free_port(), "--examples", "") as proc:
+            stale = psutil.Process(int(pid_file.read_text().split()[0]))
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+
+        async def redis_gone() -> bool:
+            return all(p.name() != "redis-server" for p in servers_of(data))
+
+        await wait_for(redis_gone, timeout=15)
+        # What a SIGKILL leaves: this Postgres, still serving the data directory.
+        assert stale.is_running()
+        assert stale.status() != psutil.STATUS_ZOMBIE
+        assert stale in servers_of(data)
+
+        async with vigil_up(home, free_port(), "--examples", "") as proc:
+            # Gone (a zombie until whichever process adopted it reaps it).
+            assert not stale.is_running() or stale.status() == psutil.STATUS_ZOMBIE
+            assert int(pid_file.read_text().split()[0]) != stale.pid
+            assert {p.name() for p in servers_of(data)} == {"postgres", "redis-server"}
+            # While it runs, the data directory is its own: another start stops nothing there.
+            other = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "vigil.cli", "up", "--data-dir", str(data),
+                                 "--port", str(free_port())],
+                env=vigil_env(), capture_output=True, text=True, timeout=60, check=False)
+            assert other.returncode == 2, other.stderr
+            assert f"in use by another vigil up (pid {proc.pid})" in other.stderr
+            await interrupt(proc)
+
+        async def all_gone() -> bool:
+            return not servers_of(data)
+
+        await wait_for(all_gone, timeout=30)
