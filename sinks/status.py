@@ -22,7 +22,8 @@ from sinks.base import BatchSink
 
 # The newest result per monitor and region. Its ON CONFLICT locks every row of the batch, in
 # the order of the arrays (sorted), even where the WHERE leaves the row as it is: that lock
-# is what makes the history and since_ms steps below atomic per monitor and region.
+# is what makes the history step below atomic per monitor and region (a concurrent sink
+# waits here until this transaction commits, and then sees all of it).
 UPSERT = """
 INSERT INTO monitor_status AS s (monitor_id, region, status, since_ms, check_id, scheduled_ms,
     finished_ms, latency_ms, status_code, error_kind, error, updated_at)
@@ -45,42 +46,45 @@ WHERE s.scheduled_ms < EXCLUDED.scheduled_ms
 RETURNING s.monitor_id, s.region, s.status, s.since_ms = s.scheduled_ms AS changed
 """
 
-# Every point of the batch; the first result for a slot stays, as in monitor_status.
+# The batch's points into the history, and since_ms from it: the first point after `before`,
+# the newest point whose status is not the current one. Every read of status_history in this
+# statement sees it as it was before the statement (one snapshot), which tells the old points
+# from this batch's without scanning the run, however long: at or above the stored since_ms
+# only this batch's points can hold another status (the upsert set since_ms to the newest
+# point if the status changed), and below it the nearest old point has another status
+# (since_ms was right before this batch). So `before` is the newest such batch point or that
+# old point, and the first point after it the smaller of a batch slot and one old point: one-
+# row index lookups per monitor and region. A slot already in the history keeps its first
+# result's status, as monitor_status does. b and n are MATERIALIZED so that each lookup runs
+# once per monitor and region, not once per reference. Nothing here depends on the planner's
+# guess of the batch size (a prepared statement's generic plan).
 HISTORY = """
-INSERT INTO status_history (monitor_id, region, scheduled_ms, status)
-SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
-ON CONFLICT (monitor_id, region, scheduled_ms) DO NOTHING
-"""
-
-# since = the first point after the newest point of another status (`before`), found with
-# index lookups instead of a scan of the run, which can be months long. The stored since_ms
-# was right for the history without this batch, so below it the nearest point of another
-# status is at most this batch's points away; at or above it only this batch's slots can
-# hold another status (the upsert sets since_ms to the newest point when the status changes,
-# and every point above the old run's end is this batch's). A slot's status is read back from
-# the history: where the slot was already taken, the first result's status is the one kept.
-SINCE = """
-WITH p AS (SELECT h.* FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(m, rg, sch)
-           JOIN status_history h
+WITH p AS (SELECT u.m, u.rg, u.sch, COALESCE(h.status, u.st) AS st, h.status IS NULL AS new
+           FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS u(m, rg, sch, st)
+           LEFT JOIN status_history h
              ON h.monitor_id = u.m AND h.region = u.rg AND h.scheduled_ms = u.sch),
-b AS (
-    SELECT s.monitor_id, s.region, GREATEST(
-        max(p.scheduled_ms) FILTER (WHERE p.status <> s.status AND p.scheduled_ms >= s.since_ms),
-        (SELECT h.scheduled_ms FROM status_history h
-         WHERE h.monitor_id = s.monitor_id AND h.region = s.region
-           AND h.scheduled_ms < s.since_ms AND h.status <> s.status
-         ORDER BY h.scheduled_ms DESC LIMIT 1)) AS before
-    FROM monitor_status s JOIN p ON p.monitor_id = s.monitor_id AND p.region = s.region
-    GROUP BY s.monitor_id, s.region, s.status, s.since_ms
-),
-n AS (
-    SELECT b.monitor_id, b.region,
-        (SELECT h.scheduled_ms FROM status_history h
-         WHERE h.monitor_id = b.monitor_id AND h.region = b.region
-           AND h.scheduled_ms > COALESCE(b.before, -9223372036854775808)
-         ORDER BY h.scheduled_ms LIMIT 1) AS since
-    FROM b
-)
+added AS (INSERT INTO status_history (monitor_id, region, scheduled_ms, status)
+          SELECT m, rg, sch, st FROM p WHERE new
+          ON CONFLICT (monitor_id, region, scheduled_ms) DO NOTHING),
+k AS (SELECT s.monitor_id, s.region, s.status, s.since_ms, array_agg(p.sch) AS slots,
+             max(p.sch) FILTER (WHERE p.st <> s.status) AS other
+      FROM p JOIN monitor_status s ON s.monitor_id = p.m AND s.region = p.rg
+      GROUP BY s.monitor_id, s.region, s.status, s.since_ms),
+b AS MATERIALIZED (SELECT k.monitor_id, k.region, k.slots, GREATEST(k.other, (
+          SELECT CASE WHEN h.status <> k.status THEN h.scheduled_ms END
+          FROM status_history h
+          WHERE h.monitor_id = k.monitor_id AND h.region = k.region
+            AND h.scheduled_ms < k.since_ms
+          ORDER BY h.scheduled_ms DESC LIMIT 1)) AS before
+      FROM k),
+n AS MATERIALIZED (SELECT b.monitor_id, b.region, LEAST(
+          (SELECT min(slot) FROM unnest(b.slots) AS slot
+           WHERE slot > COALESCE(b.before, -9223372036854775808)),
+          (SELECT h.scheduled_ms FROM status_history h
+           WHERE h.monitor_id = b.monitor_id AND h.region = b.region
+             AND h.scheduled_ms > COALESCE(b.before, -9223372036854775808)
+           ORDER BY h.scheduled_ms LIMIT 1)) AS since
+      FROM b)
 UPDATE monitor_status s SET since_ms = n.since
 FROM n
 WHERE s.monitor_id = n.monitor_id AND s.region = n.region AND s.since_ms <> n.since
@@ -138,12 +142,11 @@ class StatusSink(BatchSink):
             "monitor_id", "region", "outcome", "scheduled_ms", "check_id", "finished_ms",
             "latency_ms", "status_code", "error_kind", "error")]
         history = [list(column) for column in zip(*points(results), strict=True)]
-        # Three statements per batch, whatever its size (unnest turns columns back into rows),
+        # Two statements per batch, whatever its size (unnest turns columns back into rows),
         # in one transaction: the status, its history and since_ms never disagree.
         async with self.pool.acquire() as conn, conn.transaction():
             changed = await conn.fetch(UPSERT, *columns)
             await conn.execute(HISTORY, *history)
-            await conn.execute(SINCE, *history[:3])
         for row in changed:
             if row["changed"]:
                 log.info("status changed", monitor_id=row["monitor_id"], region=row["region"],
