@@ -42,10 +42,11 @@ class Target:
 
 
 @contextlib.contextmanager
-def executor(redis_url: str, log: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+def executor(redis_url: str, log: Path, name: str = NAME,
+             **env: str) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "vigil.cli", "executor"],
-                                env=vigil_env(VIGIL_REDIS_URL=redis_url, VIGIL_INSTANCE_ID=NAME,
+                                env=vigil_env(VIGIL_REDIS_URL=redis_url, VIGIL_INSTANCE_ID=name,
                                               **env), stdout=out, stderr=out)
     try:
         yield proc
@@ -125,3 +126,39 @@ async def test_a_check_that_keeps_killing_executors_is_dead_lettered(r, keys, re
     assert target.seen["poison"] == 2  # the third delivery never reached the target
     [(_, letter)] = await r.xrange(keys.deadletter)
     assert b"max_deliveries is 2" in letter[b"reason"]
+
+
+async def test_an_executor_stopped_past_the_claim_time_and_resumed_writes_no_second_result(
+        r, keys, redis_url, tmp_path):
+    """SIGSTOP with checks in flight: a peer claims them after max timeout + grace and runs
+    them; SIGCONT: the first finishes too, and every check still has exactly one result."""
+    target = Target()
+    names = [f"s{i}" for i in range(10)]
+    quick = {"VIGIL_MAX_TIMEOUT_MS": "2000", "VIGIL_CLAIM_GRACE_MS": "500"}
+    async with serve_app(target.app) as base:
+        await enqueue(r, keys, base, names, "slow")
+        with executor(redis_url, tmp_path / "stalled.log", **quick) as stalled:
+
+            async def all_running() -> bool:
+                return len(target.seen) == len(names)
+
+            await wait_for(all_running)
+            stalled.send_signal(signal.SIGSTOP)
+            with executor(redis_url, tmp_path / "peer.log", "exec-peer", **quick) as peer:
+
+                async def claimed_and_done() -> bool:
+                    return len(await results(r, keys)) == len(names)
+
+                await wait_for(claimed_and_done, timeout=30)
+                stalled.send_signal(signal.SIGCONT)
+
+                async def stalled_runs_finished() -> bool:
+                    return sum(target.seen.values()) == 2 * len(names)
+
+                await wait_for(stalled_runs_finished, timeout=30)
+                stalled.send_signal(signal.SIGTERM)
+                peer.send_signal(signal.SIGTERM)
+                assert (stalled.wait(30), peer.wait(30)) == (0, 0)
+    got = Counter(res.check_id for res in await results(r, keys))
+    assert len(got) == len(names)
+    assert set(got.values()) == {1}

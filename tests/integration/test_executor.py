@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -193,3 +194,22 @@ async def test_expiry_is_judged_by_redis_time_not_the_hosts_clock(r, keys, targe
     assert (got["on-time"].outcome, got["late"].outcome) == ("up", "expired")
     seconds, micros = await r.time()
     assert redis_now <= got["on-time"].started_ms <= seconds * 1000 + micros // 1000
+
+
+async def test_an_entry_completed_twice_yields_one_result(r, keys, target):
+    """A slow executor and the peer that claimed its entry both finish the check: only the
+    completion whose XACK removed the entry writes a result (complete.lua)."""
+    stream = keys.checks("default")
+    await ensure_group(r, stream, EXECUTOR_GROUP)
+    await r.xadd(stream, {EVENT_FIELD: due("twice", {"http": {"url": f"{target}/ok"}})})
+    slow, peer = (Executor(r, keys, replace(SETTINGS, instance_id=name))
+                  for name in ("exec-slow", "exec-peer"))
+    [held] = await slow.consumer.read(10, None)
+    [claimed] = await peer.consumer.autoclaim(0)
+    for executor, delivery in ((peer, claimed), (slow, held)):
+        executor._admit(delivery)
+        await asyncio.gather(*executor._inflight)
+        await executor._flush()
+    [(_, fields)] = await r.xrange(keys.results)
+    assert CheckResult.from_json(event_of(fields)).executor == "exec-peer"
+    assert await pending(r, keys) == 0
