@@ -139,3 +139,10 @@ async def test_a_change_reaches_the_next_dispatched_check(api, r, keys, pool, po
             return await r.hget(keys.plan, "web") is None
 
         await wait_for(unscheduled, timeout=2, every=0.01)
+
+
+async def test_a_revoked_token_fails_on_the_next_request(api, pool):
+    assert (await api.get("/api/v1/monitors")).status == 200  # the token is known, and used
+    await tokens.revoke(pool, "test")
+    resp = await api.get("/api/v1/monitors")
+    assert (resp.status, (await resp.json())["error"]) == (401, "unknown or revoked token")
