@@ -265,7 +265,7 @@ results_in_arrival_order = st.lists(
 
 
 @given(results_in_arrival_order, st.lists(st.integers(min_value=1, max_value=6), max_size=40))
-@settings(max_examples=120, deadline=None,
+@settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 async def test_status_and_history_match_a_model_in_any_order_and_batching(
         status_sink, pool, arrivals, cuts):
