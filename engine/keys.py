@@ -63,6 +63,12 @@ class Keys:
         return f"{self.base}:results"
 
     @property
+    def executors(self) -> str:
+        """HASH instance id -> {"region", "seen_ms"}: every executor that served this shard,
+        with its last heartbeat (Redis time); see engine.registry."""
+        return f"{self.base}:executors"
+
+    @property
     def deadletter(self) -> str:
         """STREAM of entries that could not be processed, with the reason."""
         return f"{self.base}:deadletter"

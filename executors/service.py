@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from engine import metrics
+from engine import metrics, registry
 from engine.clock import RESYNC_S, RedisClock
 from engine.events import BadEvent, CheckDue, CheckResult, Observation
 from engine.keys import EXECUTOR_GROUP, RESULT_GROUPS, Keys
@@ -232,6 +232,13 @@ class Executor:
                                             deliveries=deliveries), (reason, event_of(fields)))
         metrics.DEAD_LETTERS.labels(self.stream).inc()
 
+    async def heartbeat(self) -> None:
+        """This executor serves its region (engine.registry); entries gone a day are dropped."""
+        now = self.clock.now_ms()
+        await registry.beat(self.r, self.keys, self.settings.instance_id, self.settings.region,
+                            now)
+        await registry.forget_gone(self.r, self.keys, now)
+
     async def publish_metrics(self) -> None:
         """Once a second rather than per check: prometheus-client takes a lock per update."""
         metrics.INFLIGHT.set(len(self._inflight))
@@ -261,6 +268,7 @@ class Executor:
                 self._reader(stop),
                 self._flusher(stop),
                 every(RESYNC_S, stop, self.clock.sync, "clock"),
+                every(registry.HEARTBEAT_S, stop, self.heartbeat, "heartbeat"),
                 every(sweep_every, stop, self.sweep, "claim"),
                 every(TRIM_EVERY_S, stop,
                       lambda: tidy(self.r, self.stream, EXECUTOR_GROUP, (EXECUTOR_GROUP,)),

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
 import asyncpg
 import yaml
+from redis.exceptions import RedisError
 
 from api import tokens
-from engine import store
+from engine import registry, store
+from engine.connections import redis_client
+from engine.keys import Keys
 from executors.kinds import SCHEMA
 
 
@@ -14,8 +19,13 @@ class CommandError(RuntimeError):
     """The command could not do what was asked (no such monitor ...); exit status 1."""
 
 
-async def apply(pool: asyncpg.Pool, path: str, prune: bool, dry_run: bool) -> None:
+async def apply(pool: asyncpg.Pool, path: str, prune: bool, dry_run: bool,
+                served_by: tuple[str, Keys] | None = None) -> None:
+    """`served_by` (a Redis URL and the shard's keys) checks that executors serve the regions
+    the files name, and warns for each one nothing serves."""
     monitors = SCHEMA.load_path(path)  # validates everything before anything is written
+    if served_by is not None:
+        await warn_unserved(*served_by, {r for m in monitors if m.enabled for r in m.regions})
     plan = await store.apply(pool, monitors, prune=prune, dry_run=dry_run)
     for line in plan.lines():
         print(line)
@@ -24,6 +34,24 @@ async def apply(pool: asyncpg.Pool, path: str, prune: bool, dry_run: bool) -> No
     else:
         print(f"{path}: {len(plan.create)} created, {len(plan.update)} updated, "
               f"{plan.unchanged} unchanged, {len(plan.delete)} deleted")
+
+
+async def warn_unserved(redis_url: str, keys: Keys, regions: set[str]) -> None:
+    r = redis_client(redis_url)
+    try:
+        seen = await registry.executors(r, keys)
+        seconds, micros = await r.time()
+    except (RedisError, OSError) as exc:
+        print(f"warning: cannot tell which regions executors serve: {exc}", file=sys.stderr)
+        return
+    finally:
+        await r.aclose()
+    live, ever = registry.served(seen, seconds * 1000 + micros // 1000)
+    for region in sorted(regions - ever):
+        print(f"warning: region {region!r}: no executor has ever served it; its checks run "
+              f"once one does (VIGIL_REGION={region})", file=sys.stderr)
+    for region in sorted((regions & ever) - live):
+        print(f"warning: region {region!r}: no executor serves it now", file=sys.stderr)
 
 
 async def list_monitors(pool: asyncpg.Pool, tag: str | None) -> None:

@@ -15,6 +15,7 @@ import uvloop
 from engine import logging as vlogging
 from engine.clickhouse import ClickHouse
 from engine.connections import postgres_pool
+from engine.keys import Keys
 from engine.migrate import MigrationError, migrate
 from engine.monitors import SpecError
 from engine.settings import Settings, SettingsError
@@ -105,15 +106,16 @@ async def cmd_migrate(settings: Settings) -> None:
 async def cmd_admin(settings: Settings, args: argparse.Namespace) -> None:
     pool = await postgres_pool(settings.postgres_dsn)
     try:
-        await _admin(pool, args)
+        await _admin(pool, settings, args)
     finally:
         await pool.close()
 
 
-async def _admin(pool: asyncpg.Pool, args: argparse.Namespace) -> None:
+async def _admin(pool: asyncpg.Pool, settings: Settings, args: argparse.Namespace) -> None:
     action = (args.command, args.action)
     if action == ("monitors", "apply"):
-        await admin.apply(pool, args.file, prune=args.prune, dry_run=args.dry_run)
+        await admin.apply(pool, args.file, prune=args.prune, dry_run=args.dry_run,
+                          served_by=(settings.redis_url, Keys(settings.shard)))
     elif action == ("monitors", "list"):
         await admin.list_monitors(pool, args.tag)
     elif action == ("monitors", "show"):

@@ -1,0 +1,52 @@
+"""Which executors serve which regions: each executor writes a heartbeat (its region, Redis
+time) to keys.executors every HEARTBEAT_S, so a monitor for a region that nothing serves is
+noticed when it is applied rather than found as silence later. Regions are free-form: a typo
+in one is enough for checks that never run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+import redis.asyncio as aioredis
+
+from engine.keys import Keys
+
+HEARTBEAT_S = 5.0
+# An executor is alive while its last heartbeat is this recent; an entry is dropped after a
+# day without one (an executor renamed or gone for good).
+ALIVE_MS = 30_000
+FORGET_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    instance: str
+    region: str
+    seen_ms: int
+
+
+async def beat(r: aioredis.Redis, keys: Keys, instance: str, region: str, now_ms: int) -> None:
+    await r.hset(keys.executors, instance,
+                 orjson.dumps({"region": region, "seen_ms": now_ms}))
+
+
+async def executors(r: aioredis.Redis, keys: Keys) -> list[Seen]:
+    entries: dict[bytes, bytes] = await r.hgetall(keys.executors)  # type: ignore[assignment]
+    out = []
+    for instance, raw in entries.items():
+        data = orjson.loads(raw)
+        out.append(Seen(instance.decode(), str(data["region"]), int(data["seen_ms"])))
+    return out
+
+
+def served(seen: list[Seen], now_ms: int) -> tuple[set[str], set[str]]:
+    """(regions an executor serves now, regions one has ever served)."""
+    return ({s.region for s in seen if now_ms - s.seen_ms <= ALIVE_MS},
+            {s.region for s in seen})
+
+
+async def forget_gone(r: aioredis.Redis, keys: Keys, now_ms: int) -> None:
+    gone = [s.instance for s in await executors(r, keys) if now_ms - s.seen_ms > FORGET_MS]
+    if gone:
+        await r.hdel(keys.executors, *gone)
