@@ -71,7 +71,7 @@ async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 @pytest.fixture
 async def clean(pool: asyncpg.Pool, ch: ClickHouse) -> None:
-    await pool.execute("TRUNCATE monitors, monitor_status")
+    await pool.execute("TRUNCATE monitors, monitor_status, status_history")
     await ch.command("TRUNCATE TABLE check_results")
 
 

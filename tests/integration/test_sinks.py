@@ -28,13 +28,6 @@ T0 = int(time.time()) * 1000 - 3_600_000
 SECOND = 1000
 
 
-@pytest.fixture(autouse=True)
-async def no_history(pool) -> None:
-    """`clean` empties monitor_status; its history goes with it, or a test's since_ms would be
-    computed over another test's points."""
-    await pool.execute("TRUNCATE status_history")
-
-
 async def publish(r, keys, results):
     for group in (CLICKHOUSE_GROUP, STATUS_GROUP):
         await ensure_group(r, keys.results, group)
