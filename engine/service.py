@@ -8,7 +8,11 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import asyncpg
 import structlog
+from clickhouse_connect.driver.exceptions import OperationalError as ClickHouseOperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = structlog.get_logger(component="service")
 
@@ -20,12 +24,29 @@ class Service(Protocol):
         """Work until `stop` is set, then finish or hand back in-flight work and return."""
 
 
+# A server that is away (refusing, loading, shutting down, unreachable): an outage to wait
+# out, not a bug to print a traceback for.
+OUTAGES: tuple[type[Exception], ...] = (
+    OSError, RedisConnectionError, RedisTimeoutError, asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError, asyncpg.ConnectionDoesNotExistError,
+    ClickHouseOperationalError)
+
+
 async def every(seconds: float, stop: asyncio.Event, job: Callable[[], Awaitable[object]],
                 name: str) -> None:
-    """Periodic upkeep (claims, reconciles, trims): an exception is logged, never fatal."""
+    """Periodic upkeep (claims, reconciles, trims): an exception is logged, never fatal. An
+    outage is one warning when it starts and one line when it ends, not one per period."""
+    away = False
     while not stop.is_set():
         try:
             await job()
+            if away:
+                log.info("upkeep going again", job=name)
+                away = False
+        except OUTAGES as exc:
+            if not away:
+                log.warning("upkeep waits for a server", job=name, error=str(exc) or repr(exc))
+                away = True
         except Exception:
             log.exception("upkeep failed", job=name)
         with contextlib.suppress(TimeoutError):
@@ -46,8 +67,9 @@ async def run_all(services: list[Service], stop: asyncio.Event) -> None:
         failed = [t for t in done if not t.cancelled() and t.exception() is not None]
         if failed:
             stop.set()
-            log.error("service failed", service=failed[0].get_name(),
-                      error=repr(failed[0].exception()))
+            if not isinstance(failed[0].exception(), OUTAGES):  # said once by the CLI
+                log.error("service failed", service=failed[0].get_name(),
+                          error=repr(failed[0].exception()))
         await asyncio.gather(*tasks, return_exceptions=True)
         if failed:
             raise failed[0].exception()  # type: ignore[misc]

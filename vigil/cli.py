@@ -18,6 +18,7 @@ from engine.connections import postgres_pool
 from engine.keys import Keys
 from engine.migrate import MigrationError, migrate
 from engine.monitors import SpecError
+from engine.service import OUTAGES
 from engine.settings import Settings, SettingsError
 from vigil import admin
 from vigil.admin import CommandError
@@ -178,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         return 1
+    except OUTAGES as exc:
+        # One line, no traceback: the server is away, the supervisor restarts the role.
+        log.error("cannot reach a server; exiting", error=str(exc) or repr(exc))
+        return 3
     except KeyboardInterrupt:
         return 130
     return 0

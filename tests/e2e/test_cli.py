@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.support.helpers import vigil_env
+from tests.support.helpers import free_port, vigil_env
 
 pytestmark = pytest.mark.e2e
 
@@ -99,3 +99,18 @@ async def test_monitor_and_token_commands(tmp_path, pool, postgres_dsn):
     assert token not in str(await pool.fetch("SELECT * FROM api_tokens"))
     assert "ci" in (await asyncio.to_thread(run, "tokens", "list")).stdout
     assert (await asyncio.to_thread(run, "tokens", "revoke", "--name", "ci")).returncode == 0
+
+
+def test_an_unreachable_redis_at_start_is_one_json_line_and_exit_3():
+    port = free_port()  # nothing listens there
+    done = subprocess.run([sys.executable, "-m", "vigil.cli", "executor"],
+                          env=vigil_env(VIGIL_REDIS_URL=f"redis://:secret@127.0.0.1:{port}/0",
+                                        VIGIL_LOG_FORMAT="json"),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 3
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    errors = [line for line in lines if line["level"] == "error"]
+    assert [e["event"] for e in errors] == ["cannot reach a server; exiting"]
+    assert str(port) in errors[0]["error"]
+    assert "Traceback" not in done.stderr
+    assert "secret" not in done.stderr
