@@ -17,6 +17,12 @@ SINK_BATCH = Histogram("vigil_sink_batch_seconds", "time to write one sink batch
 LAG = Histogram("vigil_result_lag_seconds", "scheduled time to result written",
                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60))
 MONITORS = Gauge("vigil_monitors_scheduled", "monitors in the schedule")
+STREAM_LENGTH = Gauge("vigil_stream_length", "entries in a stream", ["stream"])
+GROUP_PENDING = Gauge("vigil_group_pending", "entries a group has read and not acknowledged",
+                      ["stream", "group"])
+GROUP_BEHIND = Gauge("vigil_group_behind_seconds",
+                     "age of the oldest entry a group has not read yet (0: none)",
+                     ["stream", "group"])
 
 
 def serve(port: int) -> None:

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ResponseError
 
+from engine import metrics
 from engine.text import clip
 
 Fields = dict[bytes, bytes]
@@ -174,11 +175,56 @@ async def forget_idle_consumers(r: aioredis.Redis, stream: str, group: str,
     return len(gone)
 
 
-async def tidy(r: aioredis.Redis, stream: str, group: str, groups: tuple[str, ...]) -> None:
+# A group whose oldest unread entry is older than this is falling behind: worth a warning.
+BEHIND_WARN_S = 60.0
+
+
+class Upkeep:
     """A stream's periodic upkeep by one of its consumers (of `group`; `groups` are all the
-    stream has): trim, forget gone consumers."""
-    await safe_trim(r, stream, groups)
-    await forget_idle_consumers(r, stream, group)
+    stream has): trim, forget gone consumers, export the stream's length and each group's
+    pending count and how far behind it is, and warn once when a group falls behind."""
+
+    def __init__(self, r: aioredis.Redis, stream: str, group: str,
+                 groups: tuple[str, ...]) -> None:
+        self.r = r
+        self.stream = stream
+        self.group = group
+        self.groups = groups
+        self._behind: set[str] = set()
+
+    async def __call__(self) -> None:
+        await safe_trim(self.r, self.stream, self.groups)
+        await forget_idle_consumers(self.r, self.stream, self.group)
+        await self.measure()
+
+    async def measure(self) -> dict[str, float]:
+        """Group name -> seconds its oldest unread entry has waited (entry ids are Redis
+        time), and the gauges set from them."""
+        try:
+            groups = await self.r.xinfo_groups(self.stream)
+        except ResponseError:
+            return {}
+        seconds, micros = await self.r.time()
+        now_ms = seconds * 1000 + micros // 1000
+        metrics.STREAM_LENGTH.labels(self.stream).set(await self.r.xlen(self.stream))
+        behind: dict[str, float] = {}
+        for info in groups:
+            name = info["name"].decode()
+            # The first entry after the group's last delivered one: the oldest it has not read.
+            unread: list[Entry] = await self.r.xrange(  # type: ignore[assignment]
+                self.stream, min=f"({info['last-delivered-id'].decode()}", count=1)
+            oldest_ms = parse_id(unread[0][0])[0] if unread else now_ms
+            behind[name] = max(0.0, (now_ms - oldest_ms) / 1000)
+            metrics.GROUP_PENDING.labels(self.stream, name).set(int(info["pending"]))
+            metrics.GROUP_BEHIND.labels(self.stream, name).set(behind[name])
+            if behind[name] > BEHIND_WARN_S and name not in self._behind:
+                log.warning("consumer group falling behind", stream=self.stream, group=name,
+                            oldest_unread_s=round(behind[name]))
+                self._behind.add(name)
+            elif behind[name] <= BEHIND_WARN_S and name in self._behind:
+                log.info("consumer group caught up", stream=self.stream, group=name)
+                self._behind.discard(name)
+        return behind
 
 
 async def safe_trim(r: aioredis.Redis, stream: str, expected: tuple[str, ...] = ()) -> int:

@@ -32,9 +32,9 @@ from engine.streams import (
     DeadLetters,
     Delivery,
     Fields,
+    Upkeep,
     ensure_group,
     event_of,
-    tidy,
 )
 from executors.base import Context, failed
 from executors.checker import Checker, SpecInvalid
@@ -271,8 +271,7 @@ class Executor:
                 every(registry.HEARTBEAT_S, stop, self.heartbeat, "heartbeat"),
                 every(sweep_every, stop, self.sweep, "claim"),
                 every(TRIM_EVERY_S, stop,
-                      lambda: tidy(self.r, self.stream, EXECUTOR_GROUP, (EXECUTOR_GROUP,)),
-                      "tidy"),
+                      Upkeep(self.r, self.stream, EXECUTOR_GROUP, (EXECUTOR_GROUP,)), "upkeep"),
                 every(METRICS_EVERY_S, stop, self.publish_metrics, "metrics"),
                 every(REPORT_EVERY_S, stop, self.report, "report"),
                 self._drain(stop),

@@ -23,7 +23,7 @@ from engine.events import BadEvent, CheckResult
 from engine.keys import RESULT_GROUPS, Keys
 from engine.service import every
 from engine.settings import Settings
-from engine.streams import Consumer, DeadLetters, Delivery, ensure_group, event_of, tidy
+from engine.streams import Consumer, DeadLetters, Delivery, Upkeep, ensure_group, event_of
 
 RETRY_MAX_S = 10.0
 COLLECT_POLL_S = 0.05
@@ -176,8 +176,7 @@ class BatchSink(ABC):
                 self._loop(stop),
                 every(max(0.5, self.settings.claim_idle_ms / 4000), stop, self.sweep, "claim"),
                 every(TRIM_EVERY_S, stop,
-                      lambda: tidy(self.r, self.keys.results, self.group, RESULT_GROUPS),
-                      "tidy"),
+                      Upkeep(self.r, self.keys.results, self.group, RESULT_GROUPS), "upkeep"),
             )
         finally:
             await self.close()

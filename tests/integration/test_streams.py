@@ -3,10 +3,14 @@ same name is read once, and every delivery carries its real delivery count."""
 
 from __future__ import annotations
 
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
+
 from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP, RESULT_GROUPS, STATUS_GROUP
 from engine.streams import (
     EVENT_FIELD,
     Consumer,
+    Upkeep,
     ensure_group,
     forget_idle_consumers,
     safe_trim,
@@ -92,3 +96,24 @@ async def test_no_trim_while_a_group_is_missing(r, keys):
     assert await r.xlen(keys.results) == 2_000
     await ensure_group(r, keys.results, STATUS_GROUP)
     assert await safe_trim(r, keys.results, RESULT_GROUPS) == 0  # it has read nothing yet
+
+
+async def test_upkeep_tells_how_far_behind_each_group_is(r):
+    await fill(r, 0)
+    await ensure_group(r, STREAM, "slow")
+    seconds, _ = await r.time()
+    old = f"{(seconds - 120) * 1000}-0"  # an entry written two minutes ago (ids are Redis time)
+    await r.xadd(STREAM, {EVENT_FIELD: b"old"}, id=old)
+    await r.xadd(STREAM, {EVENT_FIELD: b"new"})
+    await r.xreadgroup(GROUP, "reader", {STREAM: ">"})  # g has read both, "slow" nothing
+    upkeep = Upkeep(r, STREAM, GROUP, (GROUP, "slow"))
+    with capture_logs() as logs:
+        behind = await upkeep.measure()
+        await upkeep.measure()  # still behind: no second warning
+    assert behind[GROUP] == 0
+    assert behind["slow"] >= 120
+    assert [e["event"] for e in logs] == ["consumer group falling behind"]
+    sample = REGISTRY.get_sample_value
+    assert sample("vigil_group_pending", {"stream": STREAM, "group": GROUP}) == 2
+    assert sample("vigil_stream_length", {"stream": STREAM}) == 2
+    assert sample("vigil_group_behind_seconds", {"stream": STREAM, "group": "slow"}) >= 120
