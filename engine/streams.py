@@ -184,18 +184,34 @@ class Upkeep:
     stream has): trim, forget gone consumers, export the stream's length and each group's
     pending count and how far behind it is, and warn once when a group falls behind."""
 
-    def __init__(self, r: aioredis.Redis, stream: str, group: str,
-                 groups: tuple[str, ...]) -> None:
+    def __init__(self, r: aioredis.Redis, stream: str, group: str, groups: tuple[str, ...],
+                 retention: tuple[int, int]) -> None:
         self.r = r
         self.stream = stream
         self.group = group
         self.groups = groups
+        self.max_age_ms, self.max_len = retention
         self._behind: set[str] = set()
 
     async def __call__(self) -> None:
         await safe_trim(self.r, self.stream, self.groups)
+        await self.retain()
         await forget_idle_consumers(self.r, self.stream, self.group)
         await self.measure()
+
+    async def retain(self) -> int:
+        """Past the safe trim, what is older than the retention or beyond its length goes
+        too: a group that had not read it loses it, and the log says so."""
+        seconds, micros = await self.r.time()
+        cutoff = seconds * 1000 + micros // 1000 - self.max_age_ms
+        # Exact, not `~`: the bound is a promise, and it is rarely reached.
+        trimmed = int(await self.r.xtrim(self.stream, minid=f"{cutoff}-0", approximate=False))
+        trimmed += int(await self.r.xtrim(self.stream, maxlen=self.max_len, approximate=False))
+        if trimmed:
+            log.warning("stream trimmed to its retention; a group behind lost entries",
+                        stream=self.stream, trimmed=trimmed, max_age_s=self.max_age_ms // 1000,
+                        max_len=self.max_len)
+        return trimmed
 
     async def measure(self) -> dict[str, float]:
         """Group name -> seconds its oldest unread entry has waited (entry ids are Redis

@@ -176,7 +176,8 @@ class BatchSink(ABC):
                 self._loop(stop),
                 every(max(0.5, self.settings.claim_idle_ms / 4000), stop, self.sweep, "claim"),
                 every(TRIM_EVERY_S, stop,
-                      Upkeep(self.r, self.keys.results, self.group, RESULT_GROUPS), "upkeep"),
+                      Upkeep(self.r, self.keys.results, self.group, RESULT_GROUPS,
+                             self.settings.retention), "upkeep"),
             )
         finally:
             await self.close()

@@ -106,7 +106,7 @@ async def test_upkeep_tells_how_far_behind_each_group_is(r):
     await r.xadd(STREAM, {EVENT_FIELD: b"old"}, id=old)
     await r.xadd(STREAM, {EVENT_FIELD: b"new"})
     await r.xreadgroup(GROUP, "reader", {STREAM: ">"})  # g has read both, "slow" nothing
-    upkeep = Upkeep(r, STREAM, GROUP, (GROUP, "slow"))
+    upkeep = Upkeep(r, STREAM, GROUP, (GROUP, "slow"), (3_600_000, 1_000))
     with capture_logs() as logs:
         behind = await upkeep.measure()
         await upkeep.measure()  # still behind: no second warning
@@ -117,3 +117,18 @@ async def test_upkeep_tells_how_far_behind_each_group_is(r):
     assert sample("vigil_group_pending", {"stream": STREAM, "group": GROUP}) == 2
     assert sample("vigil_stream_length", {"stream": STREAM}) == 2
     assert sample("vigil_group_behind_seconds", {"stream": STREAM, "group": "slow"}) >= 120
+
+
+async def test_the_retention_holds_whatever_a_group_has_read(r):
+    await fill(r, 0)
+    seconds, _ = await r.time()
+    for i in range(5):  # written ten minutes ago, read by nobody
+        await r.xadd(STREAM, {EVENT_FIELD: b"old"}, id=f"{(seconds - 600) * 1000}-{i + 1}")
+    for _ in range(30):
+        await r.xadd(STREAM, {EVENT_FIELD: b"new"})
+    with capture_logs() as logs:
+        assert await Upkeep(r, STREAM, GROUP, (GROUP,), (300_000, 1_000)).retain() == 5
+        assert await Upkeep(r, STREAM, GROUP, (GROUP,), (300_000, 20)).retain() == 10
+    assert await r.xlen(STREAM) == 20
+    assert [e["event"] for e in logs] == [
+        "stream trimmed to its retention; a group behind lost entries"] * 2
