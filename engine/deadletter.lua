@@ -1,5 +1,5 @@
 -- The one dead-letter entry shape, for every script that dead-letters (streams.DeadLetters
--- calls it alone, executors/complete.lua with its XACK). `at` is Redis server time.
+-- calls it alone, engine/complete.lua with its XACK). `at` is Redis server time.
 local function dead_letter(key, maxlen, stream, id, reason, payload)
   local now = redis.call('TIME')
   local at = string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000))

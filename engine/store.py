@@ -172,6 +172,12 @@ async def revisions(pool: asyncpg.Pool) -> dict[str, int]:
         "SELECT id, revision FROM monitors WHERE enabled")}
 
 
+async def regions(pool: asyncpg.Pool) -> set[str]:
+    """Every region an enabled monitor is checked from."""
+    return {r["region"] for r in await pool.fetch(
+        "SELECT DISTINCT unnest(regions) AS region FROM monitors WHERE enabled")}
+
+
 async def plan_rows(pool: asyncpg.Pool, ids: list[str]) -> list[asyncpg.Record]:
     """The enabled monitors among `ids`, with what a plan is compiled from."""
     return await pool.fetch(f"SELECT {PLAN_COLUMNS} FROM monitors WHERE id = ANY($1) AND enabled",

@@ -23,6 +23,7 @@ REASON_MAX = 1_000
 log = structlog.get_logger(component="streams")
 DEAD_LETTER_LUA = resources.files("engine").joinpath("deadletter.lua").read_text()
 KEEP_LUA = resources.files("engine").joinpath("keep.lua").read_text()
+COMPLETE_LUA = resources.files("engine").joinpath("complete.lua").read_text()
 
 
 def event_of(fields: Fields | None) -> bytes:
@@ -77,6 +78,10 @@ class Consumer:
                 self._backlog_after = page[-1][0]
                 return await self._counted(await self._runnable(page))
             self._backlog_after = None
+        return await self.read_new(count, block_ms)
+
+    async def read_new(self, count: int, block_ms: int | None = None) -> list[Delivery]:
+        """Entries no consumer of the group has read yet, at most `count`."""
         new = await self._runnable(await self._xreadgroup(">", count, block_ms))
         return [Delivery(eid, fields, 1) for eid, fields in new]
 
@@ -142,10 +147,34 @@ class Consumer:
         return await self._counted(await self._runnable(list(reply[1])))
 
 
+# One completed check: (entry id, result event, dead-letter reason or "", the entry's own
+# event when it is dead-lettered, else b"").
+Completed = tuple[bytes, bytes, str, bytes]
+
+
+class Completions:
+    """Acknowledges checks and writes their results in one atomic step (engine/complete.lua):
+    a result is written only by the call whose XACK removed the entry, so a check finished
+    twice (a stalled executor and the peer that claimed it) has one result."""
+
+    def __init__(self, r: aioredis.Redis, checks: str, results: str, deadletter: str,
+                 group: str) -> None:
+        self.keys = [checks, results, deadletter]
+        self.group = group
+        self._script = r.register_script(DEAD_LETTER_LUA + COMPLETE_LUA)
+
+    async def write(self, batch: list[Completed]) -> int:
+        """How many of the batch were written (the others were acknowledged before)."""
+        args: list[bytes | str | int] = [self.group, DEADLETTER_MAXLEN, EVENT_FIELD]
+        for completed in batch:
+            args += completed
+        return int(await self._script(keys=self.keys, args=args))
+
+
 class DeadLetters:
     """The dead-letter stream: entries that could not be processed, kept with the stream and
     id they came from, the reason and their event, in the one shape of DEAD_LETTER_LUA (which
-    executors/complete.lua shares, to dead-letter in the same step as its XACK)."""
+    engine/complete.lua shares, to dead-letter in the same step as its XACK)."""
 
     def __init__(self, r: aioredis.Redis, key: str) -> None:
         self.key = key

@@ -1,7 +1,8 @@
 """`vigil executor`: claim check.due events, run them under a concurrency bound, write results.
 
 Reads with XREADGROUP in batches no larger than the free slots, so an entry waits in Redis,
-not in this process. Results are written and acknowledged together by complete.lua, batched.
+not in this process. Results are written and acknowledged together (streams.Completions),
+batched.
 A sweeper claims entries stalled past max timeout + grace (XAUTOCLAIM) from crashed peers.
 """
 
@@ -12,7 +13,6 @@ import contextlib
 import time
 from collections import Counter
 from dataclasses import replace
-from pathlib import Path
 
 import redis.asyncio as aioredis
 import structlog
@@ -25,9 +25,8 @@ from engine.keys import EXECUTOR_GROUP, RESULT_GROUPS, Keys
 from engine.service import every
 from engine.settings import Settings
 from engine.streams import (
-    DEAD_LETTER_LUA,
-    DEADLETTER_MAXLEN,
-    EVENT_FIELD,
+    Completed,
+    Completions,
     Consumer,
     DeadLetters,
     Delivery,
@@ -45,7 +44,6 @@ FLUSH_EVERY_S = 0.01
 TRIM_EVERY_S = 10.0
 REPORT_EVERY_S = 10.0
 METRICS_EVERY_S = 1.0
-_SCRIPT = DEAD_LETTER_LUA + Path(__file__).with_name("complete.lua").read_text()
 log = structlog.get_logger(component="executor")
 
 
@@ -64,14 +62,14 @@ class Executor:
         self.consumer = Consumer(r, self.stream, EXECUTOR_GROUP, settings.instance_id)
         self.checker = Checker(Context(r, keys))
         self.deadletters = DeadLetters(r, keys.deadletter)
-        self._complete = r.register_script(_SCRIPT)
+        self.completions = Completions(r, self.stream, keys.results, keys.deadletter,
+                                       EXECUTOR_GROUP)
         self._inflight: set[asyncio.Task[None]] = set()
         # Entries this process holds: running, or their result not yet written. A claim sweep
         # or a backlog read may hand one out again; it is never started twice.
         self._held: set[bytes] = set()
         self._slot_free = asyncio.Event()
-        # (entry id, result, dead-letter reason or "", the entry's event when dead-lettered)
-        self._done: list[tuple[bytes, bytes, str, bytes]] = []
+        self._done: list[Completed] = []
         self._done_ready = asyncio.Event()
         self._drain_by: float | None = None  # set at SIGTERM: when the drain gives up
         # Outcomes since the last metrics update (every second) and since the last log line.
@@ -150,7 +148,7 @@ class Executor:
 
     def _emit(self, entry_id: bytes, result: CheckResult,
               dead_letter: tuple[str, bytes] = ("", b"")) -> None:
-        """Queue a result for complete.lua; `dead_letter` (reason, the entry's own event) also
+        """Queue a result to complete; `dead_letter` (reason, the entry's own event) also
         dead-letters the entry, in the same step as its XACK."""
         self._done.append((entry_id, result.to_json(), *dead_letter))
         self._tally[result.outcome] += 1
@@ -161,12 +159,8 @@ class Executor:
         """Write results and acks in batches: one round trip for up to FLUSH_MAX checks."""
         while self._done:
             batch, self._done = self._done[:FLUSH_MAX], self._done[FLUSH_MAX:]
-            args: list[bytes | str | int] = [EXECUTOR_GROUP, DEADLETTER_MAXLEN, EVENT_FIELD]
-            for entry in batch:
-                args += entry
             try:
-                await self._complete(keys=[self.stream, self.keys.results, self.keys.deadletter],
-                                     args=args)
+                await self.completions.write(batch)
                 self._held.difference_update(entry_id for entry_id, *_ in batch)
             except RedisError as exc:
                 # Put them back; the entries stay pending, so nothing is lost meanwhile.

@@ -52,7 +52,7 @@ async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1
             if role == "scheduler":
                 assert pool is not None
                 services.append(Scheduler(r, pool, keys, settings.reconcile_s,
-                                          settings.postgres_dsn))
+                                          settings.postgres_dsn, settings.claim_idle_ms))
             elif role == "executor":
                 services.append(Executor(r, keys, settings))
             elif role == "sink-clickhouse":

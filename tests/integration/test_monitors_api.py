@@ -100,7 +100,8 @@ async def test_validation_errors_name_every_field(api, pool):
 @pytest.mark.timeout(60)
 async def test_a_change_reaches_the_next_dispatched_check(api, r, keys, pool, postgres_dsn):
     stream = keys.checks("default")
-    async with running(Scheduler(r, pool, keys, reconcile_s=3600, postgres_dsn=postgres_dsn)):
+    async with running(Scheduler(r, pool, keys, reconcile_s=3600, postgres_dsn=postgres_dsn,
+                  claim_idle_ms=35_000)):
         # The scheduler's LISTEN is in place: every change from here on reaches it as a
         # notification (the reconcile that would catch a missed one runs once an hour).
         async def listening() -> bool:

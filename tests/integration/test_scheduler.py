@@ -124,7 +124,8 @@ async def test_sync_keeps_schedule_unless_interval_changes(r, keys, pool, clean)
 async def test_a_change_reaches_the_running_scheduler_by_notify(r, keys, pool, clean,
                                                                 postgres_dsn):
     # A reconcile period far beyond the test: only LISTEN/NOTIFY can deliver the change.
-    scheduler = Scheduler(r, pool, keys, reconcile_s=3600, postgres_dsn=postgres_dsn)
+    scheduler = Scheduler(r, pool, keys, reconcile_s=3600, postgres_dsn=postgres_dsn,
+                  claim_idle_ms=35_000)
     stop = asyncio.Event()
     task = asyncio.create_task(scheduler.run(stop))
     try:

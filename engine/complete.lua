@@ -1,7 +1,7 @@
 -- Acknowledge checks and write their results in one atomic step: a result is written only
 -- by the call whose XACK removed the entry from the pending list, so a check run twice (a
 -- slow executor and the peer that claimed its entry) still yields exactly one result.
--- Runs after engine/deadletter.lua, which defines dead_letter().
+-- Runs after engine/deadletter.lua, which defines dead_letter() (streams.Completions).
 -- KEYS[1] checks stream, KEYS[2] results stream, KEYS[3] dead-letter stream
 -- ARGV[1] group, ARGV[2] dead-letter MAXLEN, ARGV[3] the event field name, then quadruples
 -- (entry id, result json, dead-letter reason or '', the entry's own event when dead-lettered)
