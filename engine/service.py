@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -30,6 +31,28 @@ OUTAGES: tuple[type[Exception], ...] = (
     OSError, RedisConnectionError, RedisTimeoutError, asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError, asyncpg.ConnectionDoesNotExistError,
     ClickHouseOperationalError)
+
+
+class Outage:
+    """One warning when a server goes away and one line when it is back, however many
+    retries come between: `failed` at each failure, `ok` at each success."""
+
+    def __init__(self, what: str, **context: object) -> None:
+        self.what = what
+        self.context = context
+        self.since: float | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning(f"{self.what} failed; retrying until it works", **self.context,
+                        error=str(exc) or repr(exc))
+
+    def ok(self) -> None:
+        if self.since is not None:
+            log.info(f"{self.what} works again", **self.context,
+                     after_s=round(time.monotonic() - self.since, 1))
+            self.since = None
 
 
 async def every(seconds: float, stop: asyncio.Event, job: Callable[[], Awaitable[object]],

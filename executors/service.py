@@ -22,7 +22,7 @@ from engine import metrics, registry
 from engine.clock import RESYNC_S, RedisClock
 from engine.events import BadEvent, CheckDue, CheckResult, Observation
 from engine.keys import EXECUTOR_GROUP, RESULT_GROUPS, Keys
-from engine.service import every
+from engine.service import Outage, every
 from engine.settings import Settings
 from engine.streams import (
     Completed,
@@ -72,6 +72,8 @@ class Executor:
         self._done: list[Completed] = []
         self._done_ready = asyncio.Event()
         self._drain_by: float | None = None  # set at SIGTERM: when the drain gives up
+        self._reading = Outage("reading checks", stream=self.stream)
+        self._writing = Outage("writing results", stream=self.stream)
         # Outcomes since the last metrics update (every second) and since the last log line.
         self._tally: Counter[str] = Counter()
         self._outcomes: Counter[str] = Counter()
@@ -162,10 +164,11 @@ class Executor:
             try:
                 await self.completions.write(batch)
                 self._held.difference_update(entry_id for entry_id, *_ in batch)
+                self._writing.ok()
             except RedisError as exc:
                 # Put them back; the entries stay pending, so nothing is lost meanwhile.
                 self._done[:0] = batch
-                log.warning("result write failed, retrying", error=repr(exc), batch=len(batch))
+                self._writing.failed(exc)
                 await asyncio.sleep(0.5)
                 return  # the flusher calls again (and, draining, knows when to give up)
 
@@ -190,8 +193,9 @@ class Executor:
                 continue
             try:
                 entries = await self.consumer.read(min(self.free, FLUSH_MAX), READ_BLOCK_MS)
+                self._reading.ok()
             except RedisError as exc:
-                log.warning("read failed", error=repr(exc))
+                self._reading.failed(exc)
                 await asyncio.sleep(1.0)
                 continue
             for delivery in entries:

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from engine import metrics
 from engine.keys import Keys
-from engine.service import every
+from engine.service import Outage, every
 from engine.streams import EVENT_FIELD
 from scheduler.expire import Expirer
 from scheduler.sync import CHANNEL, MonitorSync
@@ -37,6 +37,7 @@ class Dispatcher:
         self.keys = keys
         self.limit = limit
         self._script = r.register_script(DISPATCH_SCRIPT)
+        self._outage = Outage("dispatch")
 
     async def dispatch(self) -> tuple[int, int, bool, int, int]:
         """One atomic call at Redis time: (dispatched, skipped, more due, next due ms or -1,
@@ -55,8 +56,9 @@ class Dispatcher:
         while not stop.is_set():
             try:
                 _, _, more, head, now = await self.dispatch()
+                self._outage.ok()
             except RedisError as exc:
-                log.warning("dispatch failed", error=repr(exc))
+                self._outage.failed(exc)
                 more, head, now = False, -1, 0
             if more:
                 continue

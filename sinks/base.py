@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from engine import metrics
 from engine.events import BadEvent, CheckResult
 from engine.keys import RESULT_GROUPS, Keys
-from engine.service import every
+from engine.service import Outage, every
 from engine.settings import Settings
 from engine.streams import Consumer, DeadLetters, Delivery, Upkeep, ensure_group, event_of
 
@@ -43,6 +43,8 @@ class BatchSink(ABC):
         self.deadletters = DeadLetters(r, keys.deadletter)
         # Entries this sink is writing (or retrying); its own sweep leaves them alone.
         self._held: set[bytes] = set()
+        self._reading = Outage("reading results", sink=self.name)
+        self._writing = Outage("writing results", sink=self.name)
         self._stop = asyncio.Event()
 
     @abstractmethod
@@ -106,13 +108,13 @@ class BatchSink(ABC):
             try:
                 with metrics.SINK_BATCH.labels(self.name).time():
                     await self.write([r for _, r in items])
+                self._writing.ok()
                 break
             except Exception as exc:
                 if not self.transient(exc):
                     await self._split(items, exc, stop)
                     return
-                log.warning("sink write failed, retrying", sink=self.name, error=repr(exc),
-                            batch=len(items))
+                self._writing.failed(exc)
                 if stop.is_set():
                     log.warning("stopping with a batch unwritten; it stays pending",
                                 sink=self.name, batch=len(items))
@@ -158,10 +160,11 @@ class BatchSink(ABC):
         while not stop.is_set():
             try:
                 entries = await self._collect(stop)
+                self._reading.ok()
                 if entries:
                     await self._write_all(await self._decode(entries), stop)
             except RedisError as exc:
-                log.warning("stream read failed", sink=self.name, error=repr(exc))
+                self._reading.failed(exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=1.0)
 
