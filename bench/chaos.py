@@ -25,8 +25,8 @@ How it counts what was dispatched: the run reads the checks and results streams 
 through a group of its own on each, `chaos-audit`, with NOACK (it holds nothing pending, and
 safe_trim trims only what every group has read, so no entry goes before the run has read
 it), so it knows every check.due by check id and slot and every check.result by check id;
-the scheduler's counter (vigil:{0}:stats `dispatched`) restarts at a
-FLUSHALL, so the run reads it in the MULTI that flushes and adds it up; both counts must agree.
+the scheduler's counter (vigil:{0}:stats `dispatched`) restarts at a FLUSHALL, so the run
+reads it in the MULTI that flushes and adds it up; both counts must agree.
 A FLUSHALL deletes queued work that nothing can bring back: the checks pending or undelivered
 in the executors group and the results not yet written by the ClickHouse sink at that moment
 are read in the same MULTI and reported as wiped, not as missing.
@@ -36,10 +36,11 @@ has been dispatched again, SIGTERMs the schedulers, waits until the executors an
 have nothing pending, SIGTERMs them, then reads ClickHouse (chDB, in this process once its
 front has stopped), Postgres and Redis. Invariants, each PASS or FAIL with offending ids:
   rows = dispatched       one row per dispatched check id (bar those a FLUSHALL wiped), no other
-  each check id once      no check id with two rows (with FINAL); no slot dispatched twice
-  at most twice at target no check's URL requested more than twice (each request counted for
-                          the latest slot at or before it, or the slot before when that
-                          check's recorded run spans it)
+  each check id once      no check id with two rows (FINAL) or two results on the stream; no
+                          slot dispatched twice
+  at most twice at target no check's URL requested more than twice (a request counts for the
+                          latest slot at or before it, or for the slot before when that
+                          check's recorded run started just before it)
   no run recorded expired no check that reached its target recorded `expired`
   status = last result    monitor_status per monitor and region is its last non-expired row
   sinks dead-letter none  no result dead-lettered by a sink (every result here is well formed)
@@ -52,7 +53,9 @@ two slots of one monitor across it (the interval when no slot was missed).
 
 Run (from the repository root, venv active):
     python bench/chaos.py                                  # every fault, 60 s, 100 monitors
-    python bench/chaos.py --faults kill-role,stop-executor --seed 7 --duration 600 --monitors 300
+    python bench/chaos.py --faults kill-redis --duration 60 --seed 11   # one fault alone
+    python bench/chaos.py --seed 7 --duration 600 --monitors 500 \
+        --faults kill-role,stop-executor,flushall,stop-postgres,clickhouse-errors  # 10 minutes
 Prints the report (faults with times, figures, invariants) and writes the figures to
 bench/out/chaos-<timestamp>.json; exits 1 when an invariant fails, 2 when the run could not go on.
 """
@@ -103,7 +106,7 @@ from stack import (
 from engine.clickhouse import ClickHouse
 from engine.events import CheckDue, CheckResult, check_id
 from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP
-from engine.streams import event_of
+from engine.streams import event_of, parse_id
 from vigil.accounting import totals
 
 REGION = "default"
@@ -119,8 +122,8 @@ MS = "toUnixTimestamp64Milli"
 # before its deadline instead of expiring.
 ROLE_ENV = {"VIGIL_MAX_TIMEOUT_MS": "1000", "VIGIL_CLAIM_GRACE_MS": "2500",
             "VIGIL_RECONCILE_S": "5", "VIGIL_SINK_FLUSH_MS": "200"}
-CLAIM_S = 3.5
-RECONCILE_S = 5
+CLAIM_S = (int(ROLE_ENV["VIGIL_MAX_TIMEOUT_MS"]) + int(ROLE_ENV["VIGIL_CLAIM_GRACE_MS"])) / 1000
+RECONCILE_S = int(ROLE_ENV["VIGIL_RECONCILE_S"])
 ROLES: dict[str, list[str]] = {
     "scheduler-1": ["scheduler"], "scheduler-2": ["scheduler"],
     "executor-1": ["executor"], "executor-2": ["executor"], "executor-3": ["executor"],
@@ -151,7 +154,7 @@ class Exit:
 
 class Roles(ProcessGroup):
     """The seven roles; a role killed by a fault is restarted under its name by the fault, one
-    that exits on its own is recorded and restarted at once."""
+    that exits on its own is recorded and started again a second later."""
 
     def __init__(self, workdir: Path, env: dict[str, str], clock: Callable[[], float]) -> None:
         super().__init__(workdir, "chaos")
@@ -340,13 +343,8 @@ def unfinished(groups: list[dict[str, Any]], pending: list[dict[str, Any]], grou
     if group not in info:
         return set(entry_ids)
     last = info[group]["last-delivered-id"]
-    return {p["message_id"] for p in pending} | {e for e in entry_ids if newer(e, last)}
-
-
-def newer(a: bytes, b: bytes) -> bool:
-    ms_a, _, seq_a = a.partition(b"-")
-    ms_b, _, seq_b = b.partition(b"-")
-    return (int(ms_a), int(seq_a)) > (int(ms_b), int(seq_b))
+    return ({p["message_id"] for p in pending}
+            | {e for e in entry_ids if parse_id(e) > parse_id(last)})
 
 
 # --- the faults ---------------------------------------------------------------------------------
@@ -379,7 +377,7 @@ class Chaos:
         return time.time() - self.t0
 
     def tick(self, seconds: float) -> None:
-        """Wait, reading the checks stream and reaping roles meanwhile."""
+        """Wait, reading both streams and reaping roles meanwhile."""
         assert self.audit is not None
         assert self.roles is not None
         end = time.monotonic() + seconds
