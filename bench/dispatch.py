@@ -38,6 +38,7 @@ import redis.asyncio as aioredis
 import uvloop
 from procs import start_redis
 
+from engine.clock import redis_ms
 from engine.events import CheckDue, check_id
 from engine.keys import Keys
 from engine.streams import event_of
@@ -169,8 +170,7 @@ async def raw_xadd(r: aioredis.Redis, payloads: list[bytes], batch: int, meter: 
 async def one_round(r: aioredis.Redis, meter: Meter, monitors: int,
                     limit: int) -> tuple[Phase, Phase, float]:
     await r.flushall()
-    seconds, micros = await r.time()  # the dispatch script's clock
-    now_ms = seconds * 1000 + micros // 1000
+    now_ms = await redis_ms(r)  # the dispatch script's clock
     seed_s = await seed(r, monitors, now_ms - 1)
     vigil = await dispatch_all(r, monitors, limit, meter)
     await r.delete(KEYS.checks("default"))

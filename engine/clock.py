@@ -17,6 +17,12 @@ WARN_OFFSET_MS = 1_000
 log = structlog.get_logger(component="clock")
 
 
+async def redis_ms(r: aioredis.Redis) -> int:
+    """Redis time now, epoch ms (one TIME round trip)."""
+    seconds, micros = await r.time()
+    return int(seconds * 1000 + micros // 1000)
+
+
 def local_ms() -> float:
     return time.time() * 1000
 

@@ -11,6 +11,7 @@ import structlog
 from redis.exceptions import ResponseError
 
 from engine import metrics
+from engine.clock import redis_ms
 from engine.text import clip
 
 Fields = dict[bytes, bytes]
@@ -231,8 +232,7 @@ class Upkeep:
     async def retain(self) -> int:
         """Past the safe trim, what is older than the retention or beyond its length goes
         too: a group that had not read it loses it, and the log says so."""
-        seconds, micros = await self.r.time()
-        cutoff = seconds * 1000 + micros // 1000 - self.max_age_ms
+        cutoff = await redis_ms(self.r) - self.max_age_ms
         # Exact, not `~`: the bound is a promise, and it is rarely reached.
         trimmed = int(await self.r.xtrim(self.stream, minid=f"{cutoff}-0", approximate=False))
         trimmed += int(await self.r.xtrim(self.stream, maxlen=self.max_len, approximate=False))
@@ -249,8 +249,7 @@ class Upkeep:
             groups = await self.r.xinfo_groups(self.stream)
         except ResponseError:
             return {}
-        seconds, micros = await self.r.time()
-        now_ms = seconds * 1000 + micros // 1000
+        now_ms = await redis_ms(self.r)
         metrics.STREAM_LENGTH.labels(self.stream).set(await self.r.xlen(self.stream))
         behind: dict[str, float] = {}
         for info in groups:

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from engine import heartbeats, metrics, store
+from engine.clock import redis_ms
 from engine.keys import Keys
 from scheduler.plan import compile_plan
 from scheduler.schedule import phase_ms
@@ -118,8 +119,7 @@ class MonitorSync:
         return missing
 
     async def _prune_tombstones(self) -> None:
-        seconds, micros = await self.r.time()
-        cutoff = seconds * 1000 + micros // 1000 - TOMBSTONE_KEEP_MS
+        cutoff = await redis_ms(self.r) - TOMBSTONE_KEEP_MS
         tombs: dict[bytes, bytes] = await self.r.hgetall(  # type: ignore[assignment]
             self.keys.tombstones)
         old = [mid for mid, stone in tombs.items() if int(stone.split(b":")[1]) < cutoff]

@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from api import tokens
 from engine import registry, store
+from engine.clock import redis_ms
 from engine.connections import redis_client
 from engine.keys import Keys
 from executors.kinds import SCHEMA
@@ -40,13 +41,13 @@ async def warn_unserved(redis_url: str, keys: Keys, regions: set[str]) -> None:
     r = redis_client(redis_url)
     try:
         seen = await registry.executors(r, keys)
-        seconds, micros = await r.time()
+        now = await redis_ms(r)
     except (RedisError, OSError) as exc:
         print(f"warning: cannot tell which regions executors serve: {exc}", file=sys.stderr)
         return
     finally:
         await r.aclose()
-    live, ever = registry.served(seen, seconds * 1000 + micros // 1000)
+    live, ever = registry.served(seen, now)
     for region in sorted(regions - ever):
         print(f"warning: region {region!r}: no executor has ever served it; its checks run "
               f"once one does (VIGIL_REGION={region})", file=sys.stderr)

@@ -9,7 +9,7 @@ from dataclasses import replace
 import orjson
 import pytest
 
-from engine.clock import RedisClock
+from engine.clock import RedisClock, redis_ms
 from engine.events import DUE_VERSION, CheckResult
 from engine.keys import EXECUTOR_GROUP
 from engine.settings import Settings
@@ -183,8 +183,7 @@ async def test_expiry_is_judged_by_redis_time_not_the_hosts_clock(r, keys, targe
     passed 10 s ago (by Redis time) is `expired`, and the result's times are Redis time."""
     stream = keys.checks("default")
     await ensure_group(r, stream, EXECUTOR_GROUP)
-    seconds, micros = await r.time()
-    redis_now = seconds * 1000 + micros // 1000
+    redis_now = await redis_ms(r)
     for name, scheduled in (("on-time", redis_now), ("late", redis_now - 20_000)):
         event = check_due(name, "http", {"url": f"{target}/ok"}, timeout_ms=800,
                           interval_ms=10_000, scheduled_ms=scheduled)
@@ -192,8 +191,7 @@ async def test_expiry_is_judged_by_redis_time_not_the_hosts_clock(r, keys, targe
     skewed = RedisClock(r, local=lambda: time.time() * 1000 + skew_ms)
     got = await run_until(Executor(r, keys, SETTINGS, clock=skewed), r, keys, 2)
     assert (got["on-time"].outcome, got["late"].outcome) == ("up", "expired")
-    seconds, micros = await r.time()
-    assert redis_now <= got["on-time"].started_ms <= seconds * 1000 + micros // 1000
+    assert redis_now <= got["on-time"].started_ms <= await redis_ms(r)
 
 
 async def test_an_entry_completed_twice_yields_one_result(r, keys, target):

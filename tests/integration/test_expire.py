@@ -5,6 +5,7 @@ with its acknowledgement; what is still due, and regions an executor serves, are
 from __future__ import annotations
 
 from engine import registry
+from engine.clock import redis_ms
 from engine.events import CheckResult
 from engine.keys import EXECUTOR_GROUP, RESULT_GROUPS
 from engine.streams import EVENT_FIELD, ensure_group, event_of
@@ -12,11 +13,6 @@ from executors.kinds import SCHEMA
 from scheduler.expire import EXPIRER, Expirer
 from tests.support.helpers import store_monitors
 from tests.support.kind_executor import check_due
-
-
-async def redis_now(r) -> int:
-    seconds, micros = await r.time()
-    return int(seconds * 1000 + micros // 1000)
 
 
 def monitor(monitor_id: str, region: str) -> dict[str, object]:
@@ -39,7 +35,7 @@ async def test_checks_of_a_region_nobody_serves_expire_once_past_their_deadline(
         await ensure_group(r, stream, EXECUTOR_GROUP)
     for group in RESULT_GROUPS:
         await ensure_group(r, keys.results, group)
-    now = await redis_now(r)
+    now = await redis_ms(r)
     await registry.beat(r, keys, "exec-default", "default", now)
     # An executor that served "nowhere" once took one check and vanished.
     held = await put(r, keys, "nowhere", "lost", now - 40_000)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from api import push as endpoint
 from engine import heartbeats
+from engine.clock import redis_ms
 from engine.events import CheckDue, Observation
 from engine.keys import Keys
 from engine.monitors import SpecError
@@ -49,12 +50,6 @@ async def judge(r, keys, event: CheckDue | None = None) -> Observation:
     """The push check of `event`; by default one scheduled just after the heartbeats sent."""
     event = event or due(await redis_ms(r) + 1)
     return await push.check(push.PushSpec(grace_ms=GRACE_MS), Context(r, keys), event)
-
-
-async def redis_ms(r) -> int:
-    """Redis server time, the clock every heartbeat decision uses."""
-    seconds, micros = await r.time()
-    return int(seconds) * 1000 + int(micros) // 1000
 
 
 async def stored(r, keys) -> heartbeats.Heartbeat:

@@ -6,14 +6,10 @@ from __future__ import annotations
 import json
 
 from engine import registry
+from engine.clock import redis_ms
 from engine.settings import Settings
 from executors.service import Executor
 from vigil import admin
-
-
-async def redis_now(r) -> int:
-    seconds, micros = await r.time()
-    return int(seconds * 1000 + micros // 1000)
 
 
 async def test_an_executor_announces_its_region(r, keys):
@@ -22,12 +18,12 @@ async def test_an_executor_announces_its_region(r, keys):
     await executor.heartbeat()
     [seen] = await registry.executors(r, keys)
     assert (seen.instance, seen.region) == ("exec-eu", "eu")
-    assert registry.served([seen], await redis_now(r)) == ({"eu"}, {"eu"})
+    assert registry.served([seen], await redis_ms(r)) == ({"eu"}, {"eu"})
 
 
 async def test_apply_warns_about_regions_nothing_serves(r, keys, pool, clean, redis_url,
                                                         tmp_path, capsys):
-    now = await redis_now(r)
+    now = await redis_ms(r)
     await registry.beat(r, keys, "exec-a", "default", now)
     await registry.beat(r, keys, "exec-old", "us", now - registry.ALIVE_MS - 1)
     path = tmp_path / "monitors.yaml"

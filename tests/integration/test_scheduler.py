@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from engine import heartbeats, store
+from engine.clock import redis_ms
 from engine.connections import redis_client
 from engine.events import DEADLINE_MARK, SLOT_MARK, CheckDue, check_id
 from engine.streams import event_of
@@ -27,11 +28,6 @@ def plan_row(mid: str, interval_ms: int, regions: tuple[str, ...] = ("default",)
             "spec": {"host": "127.0.0.1", "port": 9}}
 
 
-async def redis_now(r) -> int:
-    seconds, micros = await r.time()
-    return int(seconds * 1000 + micros // 1000)
-
-
 async def seed(r, keys, rows, slot_of):
     """Plans, and each monitor due at slot_of(row)."""
     async with r.pipeline(transaction=False) as pipe:
@@ -47,13 +43,13 @@ async def events(r, stream):
 
 async def test_two_schedulers_never_double_dispatch(r, keys, redis_url):
     rows = [plan_row(f"m{i}", 1_000 + (i % 7) * 250) for i in range(300)]
-    start = await redis_now(r)
+    start = await redis_ms(r)
     # Each monitor's first slot within its first interval from now, on its own grid.
     await seed(r, keys, rows, lambda row: start + phase_ms(row["id"], row["interval_ms"]))
     other = redis_client(redis_url)
     a, b = Dispatcher(r, keys, limit=50), Dispatcher(other, keys, limit=50)
     # Both race over three seconds of Redis time.
-    while await redis_now(r) < start + 3_000:
+    while await redis_ms(r) < start + 3_000:
         await asyncio.gather(a.dispatch(), b.dispatch(), a.dispatch())
     await other.aclose()
     dispatched = await events(r, keys.checks("default"))
@@ -74,7 +70,7 @@ async def test_two_schedulers_never_double_dispatch(r, keys, redis_url):
 
 async def test_missed_slots_are_skipped_and_counted(r, keys):
     # The scheduler was away for five and a half intervals.
-    due = await redis_now(r) - 5_500
+    due = await redis_ms(r) - 5_500
     await seed(r, keys, [plan_row("late", 1_000)], lambda _: due)
     dispatched, skipped, more, head, now = await Dispatcher(r, keys).dispatch()
     assert (dispatched, skipped, more) == (1, 5, False)
@@ -84,7 +80,7 @@ async def test_missed_slots_are_skipped_and_counted(r, keys):
 
 
 async def test_one_event_per_region_and_deleted_monitors_leave(r, keys):
-    now = await redis_now(r)
+    now = await redis_ms(r)
     await seed(r, keys, [plan_row("multi", 2_000, ("eu", "us"))], lambda _: now - 1)
     await r.zadd(keys.due, {"ghost": now - 1})  # in the schedule, but its plan is gone
     dispatched, *_ = await Dispatcher(r, keys).dispatch()
