@@ -1,7 +1,8 @@
 """Which executors serve which regions: each executor writes a heartbeat (its region, Redis
 time) to keys.executors every HEARTBEAT_S, so a monitor for a region that nothing serves is
-noticed when it is applied rather than found as silence later. Regions are free-form: a typo
-in one is enough for checks that never run."""
+noticed when it is applied rather than found as silence later (regions are free-form: a typo
+in one is enough for checks that never run), and a claim sweep leaves a live executor's work
+alone however long its results wait for Redis."""
 
 from __future__ import annotations
 
@@ -38,6 +39,17 @@ async def executors(r: aioredis.Redis, keys: Keys) -> list[Seen]:
         data = orjson.loads(raw)
         out.append(Seen(instance.decode(), str(data["region"]), int(data["seen_ms"])))
     return out
+
+
+def beat_every_s(window_ms: int) -> float:
+    """How often to beat so that a peer judging by a `window_ms` window never takes this
+    executor for dead while it runs: four beats per window, at most one per HEARTBEAT_S."""
+    return min(HEARTBEAT_S, window_ms / 4000)
+
+
+def alive(seen: list[Seen], now_ms: int, window_ms: int) -> frozenset[str]:
+    """The executors that beat within the last `window_ms`."""
+    return frozenset(s.instance for s in seen if now_ms - s.seen_ms <= window_ms)
 
 
 def served(seen: list[Seen], now_ms: int) -> tuple[set[str], set[str]]:

@@ -55,6 +55,32 @@ class Outage:
             self.since = None
 
 
+class Steady:
+    """How long this process has reached a server without a break (successes more than `gap_s`
+    apart are a break). Whoever judges peers by their heartbeats in that server, or takes work
+    they have left idle there, first watches it as long as the window it judges by: an outage
+    stops every heartbeat alike, and the first process back must not take the others for dead
+    before they could beat again."""
+
+    def __init__(self, gap_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.gap_s = gap_s
+        self.clock = clock
+        self._since: float | None = None
+        self._last: float | None = None
+
+    def ok(self) -> None:
+        now = self.clock()
+        if self._last is None or now - self._last > self.gap_s:
+            self._since = now
+        self._last = now
+
+    def for_ms(self) -> float:
+        now = self.clock()
+        if self._since is None or self._last is None or now - self._last > self.gap_s:
+            return 0.0
+        return (now - self._since) * 1000
+
+
 async def every(seconds: float, stop: asyncio.Event, job: Callable[[], Awaitable[object]],
                 name: str) -> None:
     """Periodic upkeep (claims, reconciles, trims): an exception is logged, never fatal. An

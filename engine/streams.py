@@ -25,6 +25,10 @@ log = structlog.get_logger(component="streams")
 DEAD_LETTER_LUA = resources.files("engine").joinpath("deadletter.lua").read_text()
 KEEP_LUA = resources.files("engine").joinpath("keep.lua").read_text()
 COMPLETE_LUA = resources.files("engine").joinpath("complete.lua").read_text()
+CLAIM_LUA = resources.files("engine").joinpath("claim.lua").read_text()
+# How many pending rows one claim looks at, per entry it may claim: the rows of live peers
+# (spared) come first in id order after an outage, so it looks past them, within a bound.
+CLAIM_LOOK_FACTOR = 10
 
 
 def event_of(fields: Fields | None) -> bytes:
@@ -70,6 +74,7 @@ class Consumer:
         # Where the next backlog page starts; None once the whole backlog was handed out.
         self._backlog_after: bytes | None = b"0"
         self._keep = r.register_script(KEEP_LUA)
+        self._claim = r.register_script(CLAIM_LUA)
 
     async def read(self, count: int, block_ms: int | None) -> list[Delivery]:
         """At most `count` entries; waits up to `block_ms` for a new one (None: no wait)."""
@@ -135,17 +140,23 @@ class Consumer:
                                              args=[self.group, self.name, *entry_ids])
         return set(kept)
 
-    async def autoclaim(self, min_idle_ms: int, count: int = 100) -> list[Delivery]:
-        """Claim entries idle past `min_idle_ms` from any consumer (XAUTOCLAIM), with the delivery
-        count each now has, so the caller can dead-letter the ones that keep failing."""
+    async def claim(self, min_idle_ms: int, count: int = 100,
+                    spare: frozenset[str] = frozenset()) -> list[Delivery]:
+        """Claim up to `count` entries idle past `min_idle_ms`, from any consumer but the ones
+        in `spare` (engine/claim.lua), each with the delivery count it now has, so the caller
+        can dead-letter the ones that keep failing."""
         try:
-            reply: Any = await self.r.xautoclaim(self.stream, self.group, self.name,
-                                                 min_idle_ms, start_id="0-0", count=count)
+            reply: Any = await self._claim(
+                keys=[self.stream],
+                args=[self.group, self.name, min_idle_ms, count, count * CLAIM_LOOK_FACTOR,
+                      *sorted(spare)])
         except ResponseError as exc:
             await self._regroup(exc)
             return []
-        # reply[2] (Redis 7) lists deleted entries; Redis drops those from the PEL itself.
-        return await self._counted(await self._runnable(list(reply[1])))
+        entries = [(eid, dict(zip(flat[::2], flat[1::2], strict=True)) if flat else None)
+                   for eid, flat, _ in reply]
+        counts = {eid: int(n) for eid, _, n in reply}
+        return [Delivery(eid, fields, counts[eid]) for eid, fields in await self._runnable(entries)]
 
 
 # One completed check: (entry id, result event, dead-letter reason or "", the entry's own

@@ -3,7 +3,7 @@
 Reads with XREADGROUP in batches no larger than the free slots, so an entry waits in Redis,
 not in this process. Results are written and acknowledged together (streams.Completions),
 batched.
-A sweeper claims entries stalled past max timeout + grace (XAUTOCLAIM) from crashed peers.
+A sweeper claims entries stalled past max timeout + grace from peers whose heartbeats stopped.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from engine import metrics, registry
 from engine.clock import RESYNC_S, RedisClock
 from engine.events import BadEvent, CheckDue, CheckResult, Observation
 from engine.keys import EXECUTOR_GROUP, RESULT_GROUPS, Keys
-from engine.service import Outage, every
+from engine.service import Outage, Steady, every
 from engine.settings import Settings
 from engine.streams import (
     Completed,
@@ -74,6 +74,10 @@ class Executor:
         self._drain_by: float | None = None  # set at SIGTERM: when the drain gives up
         self._reading = Outage("reading checks", stream=self.stream)
         self._writing = Outage("writing results", stream=self.stream)
+        # Peers are judged alive by heartbeats within the claim time; this one beats four times
+        # in it and only judges once it has itself reached Redis steadily that long.
+        self._beat_s = registry.beat_every_s(settings.claim_idle_ms)
+        self._steady = Steady(2 * self._beat_s)
         # Outcomes since the last metrics update (every second) and since the last log line.
         self._tally: Counter[str] = Counter()
         self._outcomes: Counter[str] = Counter()
@@ -202,15 +206,23 @@ class Executor:
                 self._admit(delivery)
 
     async def sweep(self) -> int:
-        """Claim entries whose executor vanished; past max_deliveries they end as `error`."""
-        if self.free <= 0:
+        """Claim entries of executors that stopped beating, and its own whose delivery never
+        reached it (the reply lost to an outage); past max_deliveries they end as `error`.
+        A live peer's entries are never taken, even idle past the claim time (its results
+        wait for Redis after an outage: a claim would record its real result as `expired`);
+        nor does this executor judge before it has watched Redis steadily for a claim time
+        (after an outage, every peer's heartbeat is as old as the outage)."""
+        idle_ms = self.settings.claim_idle_ms
+        if self.free <= 0 or self._steady.for_ms() < idle_ms:
             return 0
-        claimed = await self.consumer.autoclaim(self.settings.claim_idle_ms, count=self.free)
+        live = registry.alive(await registry.executors(self.r, self.keys), self.clock.now_ms(),
+                              idle_ms)
+        claimed = [d for d in await self.consumer.claim(idle_ms, count=self.free, spare=live)
+                   if d.entry_id not in self._held]  # its own, still running or being written
         for delivery in claimed:
             metrics.CLAIMED.labels(self.stream).inc()
-            if delivery.entry_id not in self._held:
-                log.info("claimed stalled check", entry_id=delivery.entry_id.decode(),
-                         deliveries=delivery.deliveries)
+            log.info("claimed stalled check", entry_id=delivery.entry_id.decode(),
+                     deliveries=delivery.deliveries)
             self._admit(delivery)
         return len(claimed)
 
@@ -235,6 +247,7 @@ class Executor:
         now = self.clock.now_ms()
         await registry.beat(self.r, self.keys, self.settings.instance_id, self.settings.region,
                             now)
+        self._steady.ok()
         await registry.forget_gone(self.r, self.keys, now)
 
     async def publish_metrics(self) -> None:
@@ -266,7 +279,7 @@ class Executor:
                 self._reader(stop),
                 self._flusher(stop),
                 every(RESYNC_S, stop, self.clock.sync, "clock"),
-                every(registry.HEARTBEAT_S, stop, self.heartbeat, "heartbeat"),
+                every(self._beat_s, stop, self.heartbeat, "heartbeat"),
                 every(sweep_every, stop, self.sweep, "claim"),
                 every(TRIM_EVERY_S, stop,
                       Upkeep(self.r, self.stream, EXECUTOR_GROUP, (EXECUTOR_GROUP,),

@@ -2,7 +2,9 @@
 all: a region that no executor serves (none ever started there, a typo in a region, all of
 its executors gone) gets, for every check past its deadline, an `expired` result written with
 its acknowledgement, exactly as an executor writes one. A region an executor serves is left
-alone: its executors expire late checks themselves."""
+alone: its executors expire late checks themselves. An executor's work is never taken while
+it beats, and the expirer judges only once it has itself reached Redis steadily for the
+window it judges by: after an outage every heartbeat is as old as the outage."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from engine import registry, store
 from engine.clock import RedisClock
 from engine.events import BadEvent, CheckDue, CheckResult, Observation
 from engine.keys import EXECUTOR_GROUP, Keys
+from engine.service import Steady
 from engine.streams import (
     Completed,
     Completions,
@@ -30,35 +33,43 @@ from engine.streams import (
 
 EXPIRER = "vigil-expirer"
 BATCH = 500
+EVERY_S = 5.0  # how often the scheduler runs it
 log = structlog.get_logger(component="scheduler.expire")
 
 
 class Expirer:
     def __init__(self, r: aioredis.Redis, pool: asyncpg.Pool, keys: Keys,
-                 claim_idle_ms: int) -> None:
+                 claim_idle_ms: int, watch_ms: int = registry.ALIVE_MS) -> None:
         self.r = r
         self.pool = pool
         self.keys = keys
         self.claim_idle_ms = claim_idle_ms
         self.clock = RedisClock(r)
         self.deadletters = DeadLetters(r, keys.deadletter)
+        self.watch_ms = watch_ms
+        self.steady = Steady(2 * EVERY_S)
 
     async def run_once(self) -> int:
         """Expire what is due in every region nothing serves; how many were expired."""
         await self.clock.sync()
+        self.steady.ok()
+        if self.steady.for_ms() < self.watch_ms:
+            return 0
         now = self.clock.now_ms()
-        live, _ = registry.served(await registry.executors(self.r, self.keys), now)
+        seen = await registry.executors(self.r, self.keys)
+        live, _ = registry.served(seen, now)
+        spare = registry.alive(seen, now, registry.ALIVE_MS)
         expired = 0
         for region in sorted(await store.regions(self.pool) - live):
-            expired += await self._expire(region, now)
+            expired += await self._expire(region, now, spare)
         return expired
 
-    async def _expire(self, region: str, now: int) -> int:
+    async def _expire(self, region: str, now: int, spare: frozenset[str]) -> int:
         stream = self.keys.checks(region)
         await ensure_group(self.r, stream, EXECUTOR_GROUP)
         consumer = Consumer(self.r, stream, EXECUTOR_GROUP, EXPIRER)
         # What a vanished executor held, then what nobody has read, as far as it is past due.
-        taken = await consumer.autoclaim(self.claim_idle_ms, count=BATCH)
+        taken = await consumer.claim(self.claim_idle_ms, count=BATCH, spare=spare)
         unread = await self._unread_past_deadline(stream, now)
         taken += await consumer.read_new(unread) if unread else []
         done: list[Completed] = []

@@ -15,12 +15,12 @@ from engine import metrics
 from engine.keys import Keys
 from engine.service import Outage, every
 from engine.streams import EVENT_FIELD
+from scheduler.expire import EVERY_S as EXPIRE_EVERY
 from scheduler.expire import Expirer
 from scheduler.sync import CHANNEL, MonitorSync
 
 DISPATCH_LIMIT = 1_000
 # How often checks of regions no executor serves are looked at (scheduler.expire).
-EXPIRE_EVERY_S = 5.0
 IDLE_SLEEP_S = 0.25
 # Monitors' phases spread over the interval, so without a floor the loop would wake once per
 # check; 20 ms between calls batches them at a lag cost of at most 20 ms.
@@ -107,7 +107,7 @@ class Scheduler:
         await asyncio.gather(
             self._listen(stop),
             every(self.reconcile_s, stop, self.sync.reconcile, "reconcile"),
-            every(EXPIRE_EVERY_S, stop, self.expirer.run_once, "expire"),
+            every(EXPIRE_EVERY, stop, self.expirer.run_once, "expire"),
             self.dispatcher.run(stop),
         )
         log.info("scheduler stopped")

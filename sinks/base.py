@@ -147,8 +147,8 @@ class BatchSink(ABC):
 
     async def sweep(self) -> None:
         """Take over results a crashed sink of the same group read but never acknowledged."""
-        claimed = [d for d in await self.consumer.autoclaim(self.settings.claim_idle_ms,
-                                                            count=self.settings.sink_batch_size)
+        claimed = [d for d in await self.consumer.claim(self.settings.claim_idle_ms,
+                                                         count=self.settings.sink_batch_size)
                    if d.entry_id not in self._held]  # what this sink is still writing
         if not claimed:
             return

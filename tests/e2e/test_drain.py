@@ -1,5 +1,6 @@
 """SIGTERM with Redis unreachable: a real `vigil executor` drains within its bound, leaves
-what it could not acknowledge pending (nothing is lost), and exits 0."""
+what it could not acknowledge pending (nothing is lost), and exits 0; the scheduler and both
+sinks, retrying the vanished Redis, exit 0 too."""
 
 from __future__ import annotations
 
@@ -71,3 +72,38 @@ async def test_sigterm_with_redis_gone_exits_0_and_leaves_the_check_pending(tmp_
     finally:
         await r.aclose()
         await asyncio.to_thread(server.stop)
+
+
+@pytest.mark.parametrize("role", [["scheduler"], ["sink", "status"], ["sink", "clickhouse"]],
+                         ids=["scheduler", "sink-status", "sink-clickhouse"])
+async def test_every_role_stops_with_redis_gone(tmp_path, postgres_dsn, pool, role):
+    """The scheduler and both sinks, retrying a vanished Redis when SIGTERM comes, exit 0
+    (a retry loop that ignored the stop would have compose SIGKILL them)."""
+    server = RedisServer(tmp_path / "redis", port=free_port())
+    url = await asyncio.to_thread(server.start)
+    log_path = tmp_path / "role.log"
+    with log_path.open("wb") as log:
+        proc = await asyncio.to_thread(
+            subprocess.Popen, [sys.executable, "-m", "vigil.cli", *role],
+            env=vigil_env(VIGIL_REDIS_URL=url, VIGIL_POSTGRES_DSN=postgres_dsn,
+                          VIGIL_CLICKHOUSE_URL=f"chdb://{tmp_path / 'chdb'}",
+                          VIGIL_LOG_FORMAT="json", VIGIL_INSTANCE_ID="drain-role"),
+            stdout=log, stderr=log)
+
+    def logged(*texts: str):
+        async def seen() -> bool:
+            return any(text in log_path.read_text() for text in texts)
+        return seen
+
+    try:
+        await wait_for(logged(" started"), timeout=60)
+        await asyncio.to_thread(server.stop)
+        await wait_for(logged("retrying until it works", "waits for a server"), timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        await asyncio.to_thread(server.stop)
+    assert code == 0, log_path.read_text()[-2000:]

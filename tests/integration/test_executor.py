@@ -8,15 +8,20 @@ from dataclasses import replace
 
 import orjson
 import pytest
+from aiohttp import web
 
+from engine import registry
 from engine.clock import RedisClock, redis_ms
+from engine.connections import redis_client
 from engine.events import DUE_VERSION, CheckResult
 from engine.keys import EXECUTOR_GROUP
 from engine.settings import Settings
 from engine.streams import EVENT_FIELD, ensure_group, event_of
 from executors.service import Executor
-from tests.support.helpers import wait_for
+from tests.support.helpers import free_port, running, wait_for
 from tests.support.kind_executor import check_due
+from tests.support.servers import serve_app
+from vigil.embedded import RedisServer
 
 DEAD_LETTER_FIELDS = {b"stream", b"id", b"reason", b"payload", b"at"}
 SETTINGS = Settings(max_timeout_ms=1_000, claim_grace_ms=200, instance_id="exec-a",
@@ -203,7 +208,7 @@ async def test_an_entry_completed_twice_yields_one_result(r, keys, target):
     slow, peer = (Executor(r, keys, replace(SETTINGS, instance_id=name))
                   for name in ("exec-slow", "exec-peer"))
     [held] = await slow.consumer.read(10, None)
-    [claimed] = await peer.consumer.autoclaim(0)
+    [claimed] = await peer.consumer.claim(0)
     for executor, delivery in ((peer, claimed), (slow, held)):
         executor._admit(delivery)
         await asyncio.gather(*executor._inflight)
@@ -211,3 +216,135 @@ async def test_an_entry_completed_twice_yields_one_result(r, keys, target):
     [(_, fields)] = await r.xrange(keys.results)
     assert CheckResult.from_json(event_of(fields)).executor == "exec-peer"
     assert await pending(r, keys) == 0
+
+
+async def steady(executor: Executor) -> None:
+    """Beat until the executor has watched Redis steadily for a claim time (and may judge)."""
+
+    async def watched() -> bool:
+        await executor.heartbeat()
+        return executor._steady.for_ms() >= executor.settings.claim_idle_ms
+
+    await executor.clock.sync()
+    await wait_for(watched)
+
+
+async def test_a_live_peers_entry_is_never_claimed_however_long_it_is_idle(r, keys, target):
+    """After a Redis outage a live executor's result waits to be written past the claim time;
+    a peer that took the entry would find it past its deadline and record `expired` for a
+    check that ran in time. The peer takes it only once its owner stops beating."""
+    stream = keys.checks("default")
+    await ensure_group(r, stream, EXECUTOR_GROUP)
+    await r.xadd(stream, {EVENT_FIELD: due("waiting", {"http": {"url": f"{target}/ok"}})})
+    owner, peer = (Executor(r, keys, replace(SETTINGS, instance_id=name))
+                   for name in ("exec-owner", "exec-peer"))
+    [held] = await owner.consumer.read(10, None)
+    await r.xclaim(stream, EXECUTOR_GROUP, "exec-owner", 0, [held.entry_id], idle=60_000,
+                   justid=True)
+    await steady(peer)
+    await owner.clock.sync()
+    await owner.heartbeat()
+    assert await peer.sweep() == 0
+    now = await redis_ms(r)
+    await registry.beat(r, keys, "exec-owner", "default", now - SETTINGS.claim_idle_ms - 1)
+    assert await peer.sweep() == 1
+    await asyncio.gather(*peer._inflight)
+    await peer._flush()
+    assert (await results(r, keys))["waiting"].executor == "exec-peer"
+
+
+async def test_a_delivery_whose_reply_was_lost_is_run_by_its_own_executor(r, keys, target):
+    """Redis delivered an entry to a running executor, then went away before the reply: the
+    entry is in the executor's pending list and nobody runs it. The executor is alive, so no
+    peer takes it; its own sweep does, once idle past the claim time, as its first run."""
+    stream = keys.checks("default")
+    await ensure_group(r, stream, EXECUTOR_GROUP)
+    executor = Executor(r, keys, SETTINGS)
+    async with running(executor):
+        await steady(executor)
+        async with r.pipeline(transaction=True) as pipe:  # before its blocked read sees it
+            pipe.xadd(stream, {EVENT_FIELD: due("lost-reply", {"http": {"url": f"{target}/ok"}})})
+            pipe.xreadgroup(EXECUTOR_GROUP, SETTINGS.instance_id, {stream: ">"})
+            _, delivered = await pipe.execute()
+        assert delivered
+
+        async def recorded() -> bool:
+            return await r.xlen(keys.results) >= 1
+
+        await wait_for(recorded)
+    got = await results(r, keys)
+    assert (got["lost-reply"].outcome, got["lost-reply"].deliveries) == ("up", 1)
+    assert await pending(r, keys) == 0
+
+
+async def test_an_executor_judges_peers_only_after_watching_redis_for_a_claim_time(r, keys,
+                                                                                 target):
+    """Right after an outage every peer's last heartbeat is as old as the outage: an executor
+    that is back first must not take them for dead before they could beat again."""
+    stream = keys.checks("default")
+    await ensure_group(r, stream, EXECUTOR_GROUP)
+    await r.xadd(stream, {EVENT_FIELD: due("orphan", {"http": {"url": f"{target}/ok"}})})
+    await r.xreadgroup(EXECUTOR_GROUP, "vanished", {stream: ">"}, count=10)
+    await r.xclaim(stream, EXECUTOR_GROUP, "vanished", 0,
+                   [(await r.xpending_range(stream, EXECUTOR_GROUP, "-", "+", 1))[0]["message_id"]],
+                   idle=60_000, justid=True)
+    peer = Executor(r, keys, replace(SETTINGS, instance_id="exec-peer"))
+    await peer.clock.sync()
+    await peer.heartbeat()
+    assert await peer.sweep() == 0  # reached Redis just now
+    await steady(peer)
+    assert await peer.sweep() == 1
+
+
+async def test_results_held_through_a_redis_restart_are_the_owners(tmp_path, keys):
+    """redis-server killed while an executor runs a check and restarted from its AOF after
+    more than the claim time: the other executor leaves the entry to its owner, whose result
+    (not an `expired` from a claim) is the one recorded."""
+    server = RedisServer(tmp_path / "redis", port=free_port(), aof=True)
+    server.start()
+    r = redis_client(server.url)
+    arrived = asyncio.Event()
+
+    async def answer_later(_: web.Request) -> web.Response:
+        arrived.set()
+        await asyncio.sleep(0.3)  # the target's answer comes while Redis is away
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", answer_later)
+    stream = keys.checks("default")
+    try:
+        async with serve_app(app) as base:
+            await ensure_group(r, stream, EXECUTOR_GROUP)
+            executors = [Executor(r, keys, replace(SETTINGS, instance_id=name))
+                         for name in ("exec-a", "exec-b")]
+            async with running(executors[0]), running(executors[1]):
+                for executor in executors:
+                    await steady(executor)
+                await r.xadd(stream, {EVENT_FIELD: due("ran", {"http": {"url": f"{base}/"}})})
+                await arrived.wait()
+                [taken] = await r.xpending_range(stream, EXECUTOR_GROUP, "-", "+", 1)
+                server.proc.kill()
+                server.proc.wait()
+                # The outage: longer than the claim time, so the entry is idle past it.
+                await asyncio.sleep(2 * SETTINGS.claim_idle_ms / 1000)
+                server.start()
+                after = redis_client(server.url)  # the test's own client: no closed connections
+
+                async def recorded() -> bool:
+                    return await after.xlen(keys.results) >= 1
+
+                async def both_watched() -> bool:
+                    return all(e._steady.for_ms() >= SETTINGS.claim_idle_ms for e in executors)
+
+                await wait_for(recorded)
+                await wait_for(both_watched)  # both could claim now, and neither does
+                for executor in executors:
+                    assert await executor.sweep() == 0
+        got = await results(after, keys)
+        await after.aclose()
+        assert (got["ran"].outcome, got["ran"].executor) == ("up", taken["consumer"].decode())
+        assert got["ran"].deliveries == 1
+    finally:
+        await r.aclose()
+        server.stop()

@@ -56,8 +56,42 @@ async def test_a_claim_carries_the_real_delivery_count(r):
     stalled = [ids[0], ids[99]]
     await r.xclaim(STREAM, GROUP, "dead", 0, stalled, idle=60_000, retrycount=6)
     await r.xclaim(STREAM, GROUP, "claimer", 0, ids[1:99])  # fresh, held by the claimer
-    claimed = await claimer.autoclaim(30_000, count=10)
+    claimed = await claimer.claim(30_000, count=10)
     assert {d.entry_id: d.deliveries for d in claimed} == {ids[0]: 7, ids[99]: 7}
+
+
+async def test_a_claim_spares_live_consumers_however_long_their_entries_are_idle(r):
+    """A live peer's entries idle past the claim time (its results waiting for Redis after an
+    outage) stay its own; the dead consumer's behind them in id order are claimed."""
+    ids = await fill(r, 30)
+    await r.xreadgroup(GROUP, "live", {STREAM: ">"}, count=25)
+    await r.xreadgroup(GROUP, "dead", {STREAM: ">"}, count=5)
+    await r.xclaim(STREAM, GROUP, "live", 0, ids[:25], idle=60_000, justid=True)
+    await r.xclaim(STREAM, GROUP, "dead", 0, ids[25:], idle=60_000, justid=True)
+    claimer = Consumer(r, STREAM, GROUP, "claimer")
+    claimed = await claimer.claim(30_000, count=3, spare=frozenset({"live"}))
+    assert [d.entry_id for d in claimed] == ids[25:28]
+    owners = {p["message_id"]: p["consumer"] for p in
+              await r.xpending_range(STREAM, GROUP, min="-", max="+", count=100)}
+    assert {owners[i] for i in ids[:25]} == {b"live"}
+    assert {owners[i] for i in ids[25:28]} == {b"claimer"}
+    assert {owners[i] for i in ids[28:]} == {b"dead"}
+
+
+async def test_a_claimed_entry_that_was_trimmed_is_acknowledged(r):
+    ids = await fill(r, 2)
+    await r.xreadgroup(GROUP, "dead", {STREAM: ">"}, count=2)
+    await r.xdel(STREAM, ids[0])
+    claimed = await Consumer(r, STREAM, GROUP, "claimer").claim(0)
+    assert [d.entry_id for d in claimed] == [ids[1]]
+    assert (await r.xpending(STREAM, GROUP))["pending"] == 1
+
+
+async def test_a_claim_recreates_a_lost_group(r):
+    await fill(r, 0)
+    await r.flushall()
+    assert await Consumer(r, STREAM, GROUP, "claimer").claim(0) == []
+    assert [g["name"] for g in await r.xinfo_groups(STREAM)] == [GROUP.encode()]
 
 
 async def test_consumers_that_are_gone_are_forgotten(r):
