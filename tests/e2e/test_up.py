@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -17,52 +14,9 @@ import psutil
 import pytest
 
 from tests.support.helpers import free_port, vigil_env, wait_for
+from tests.support.up import interrupt, vigil_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-def home() -> Iterator[Path]:
-    """Where a test's `vigil up` keeps its data dir and log: not under pytest's temp folder,
-    which another pytest run as this user resets to 0700, and the embedded Postgres runs as
-    its own OS user (as in conftest's postgres_dsn)."""
-    path = Path(tempfile.mkdtemp(prefix="vigil-test-up-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@contextlib.asynccontextmanager
-async def vigil_up(home: Path, port: int, *flags: str) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """`vigil up` on a data dir under home, yielded once /health answers 200; killed on
-    the way out if the test did not stop it."""
-    with (home / "up.log").open("wb") as log:
-        proc = await asyncio.to_thread(
-            subprocess.Popen, [sys.executable, "-m", "vigil.cli", "up", "--data-dir",
-                               str(home / "data"), "--port", str(port), *flags],
-            env=vigil_env(), stdout=log, stderr=log)
-    try:
-        async with aiohttp.ClientSession() as http:
-
-            async def healthy() -> bool:
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/health") as resp:
-                        return resp.status == 200
-                except aiohttp.ClientError:
-                    return proc.poll() is not None
-
-            await wait_for(healthy, timeout=90, every=0.5)
-        assert proc.poll() is None, (home / "up.log").read_text()[-3000:]
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-async def interrupt(proc: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C: vigil up drains, stops its children and exits 0."""
-    proc.send_signal(signal.SIGINT)
-    assert await asyncio.to_thread(proc.wait, 60) == 0
 
 
 async def test_vigil_up_runs_and_stops_cleanly(home):
