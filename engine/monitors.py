@@ -1,4 +1,8 @@
-"""Monitor definitions: validated with pydantic, so an error names the monitor and the field."""
+"""Monitor definitions: validated with pydantic, so an error names the monitor and the field.
+
+Every duration, count and string of MonitorBase has a maximum (README, "Monitors as code"),
+which the Postgres columns check too (migrations/postgres/0006_bigint_limits.sql).
+"""
 
 from __future__ import annotations
 
@@ -20,14 +24,27 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from engine import yamlfile
 from engine.durations import parse_duration_ms
 from engine.settings import NAME_PATTERN
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+MAX_ID_LENGTH = 128
+ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_ID_LENGTH - 1}}}$"
 REGION_PATTERN = f"^{NAME_PATTERN}$"
 MIN_INTERVAL_MS = 1_000
+# A year: a push monitor for a yearly job; past int32 milliseconds, so the column is a BIGINT.
+MAX_INTERVAL_MS = 365 * 86_400_000
 DEFAULT_INTERVAL_MS = 60_000
+MIN_TIMEOUT_MS = 100
+# An hour: well inside the streams' retention (VIGIL_STREAM_MAX_AGE_S, 6 h), so a check's entry
+# outlives its run; executors cap it lower again (VIGIL_MAX_TIMEOUT_MS).
+MAX_TIMEOUT_MS = 3_600_000
 DEFAULT_TIMEOUT_MS = 10_000
+MAX_NAME_LENGTH = 200
+# Every region is one more check per interval.
+MAX_REGIONS = 16
+MAX_TAGS = 32
+MAX_TAG_LENGTH = 64
 
 
 class MonitorBase(BaseModel):
@@ -37,13 +54,17 @@ class MonitorBase(BaseModel):
 
     id: Annotated[str, Field(pattern=ID_PATTERN)]
     kind: str
-    name: str = ""
-    interval_ms: int = Field(default=DEFAULT_INTERVAL_MS, ge=MIN_INTERVAL_MS)
-    timeout_ms: int = Field(ge=100)
+    name: str = Field(default="", max_length=MAX_NAME_LENGTH)
+    interval_ms: int = Field(default=DEFAULT_INTERVAL_MS, ge=MIN_INTERVAL_MS, le=MAX_INTERVAL_MS)
+    timeout_ms: int = Field(ge=MIN_TIMEOUT_MS, le=MAX_TIMEOUT_MS)
     regions: list[Annotated[str, Field(pattern=REGION_PATTERN)]] = Field(
-        default_factory=lambda: ["default"], min_length=1)
-    tags: list[str] = Field(default_factory=list)
+        default_factory=lambda: ["default"], min_length=1, max_length=MAX_REGIONS)
+    tags: list[Annotated[str, Field(max_length=MAX_TAG_LENGTH)]] = Field(
+        default_factory=list, max_length=MAX_TAGS)
     enabled: bool = True
+    # Whether the public status page may show this monitor's probe details (error text,
+    # snippets); without it, only status, latency and the error class.
+    public_details: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -58,12 +79,15 @@ class MonitorBase(BaseModel):
                 try:
                     data[f"{short}_ms"] = parse_duration_ms(data.pop(short))
                 except ValueError as exc:
-                    raise PydanticCustomError("duration", f"{short}: {exc}") from None
+                    # Raised before there are fields, so the error has no location: the
+                    # context names the field (field_errors).
+                    raise PydanticCustomError("duration", "{reason}",
+                                              {"field": short, "reason": str(exc)}) from None
         if "timeout_ms" not in data:
             try:
                 interval = int(float(data.get("interval_ms", DEFAULT_INTERVAL_MS)))
-            except (TypeError, ValueError):
-                return data  # interval_ms reports its own error
+            except (TypeError, ValueError, OverflowError):
+                interval = DEFAULT_INTERVAL_MS  # interval_ms reports its own error, alone
             data["timeout_ms"] = min(DEFAULT_TIMEOUT_MS, interval * 4 // 5)
         return data
 
@@ -96,7 +120,7 @@ def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
     out = []
     for err in exc.errors():
         # The first location item is the union tag (the kind); a tag error is about `kind`.
-        where = ".".join(str(p) for p in err["loc"][1:])
+        where = ".".join(str(p) for p in err["loc"][1:]) or err.get("ctx", {}).get("field", "")
         if err["type"].startswith("union_tag"):
             where = "kind"
         out.append((where or "(monitor)", err["msg"]))
@@ -109,11 +133,13 @@ def _describe(exc: ValidationError, label: str) -> list[str]:
 
 def _entries(path: Path) -> list[Any]:
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yamlfile.load(path)
     except OSError as exc:
         raise SpecError([f"{path}: {exc.strerror}"]) from None
     except UnicodeDecodeError as exc:
         raise SpecError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    except yamlfile.Refused as exc:
+        raise SpecError([f"{path}: {exc}"]) from None
     except yaml.YAMLError as exc:
         raise SpecError([f"{path}: not valid YAML: {exc}"]) from None
     entries = doc.get("monitors") if isinstance(doc, dict) else None

@@ -21,25 +21,28 @@ Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 UPSERT = """
 INSERT INTO monitors AS m (id, name, kind, interval_ms, timeout_ms, regions, tags, spec, enabled,
-    source, push_token)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11)
+    public_details, source, push_token)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12)
 ON CONFLICT (id) DO UPDATE SET
     name = EXCLUDED.name, kind = EXCLUDED.kind, interval_ms = EXCLUDED.interval_ms,
     timeout_ms = EXCLUDED.timeout_ms, regions = EXCLUDED.regions, tags = EXCLUDED.tags,
-    spec = EXCLUDED.spec, enabled = EXCLUDED.enabled, source = EXCLUDED.source,
+    spec = EXCLUDED.spec, enabled = EXCLUDED.enabled, public_details = EXCLUDED.public_details,
+    source = EXCLUDED.source,
     push_token = CASE WHEN EXCLUDED.kind = 'push'
                       THEN COALESCE(m.push_token, EXCLUDED.push_token) END,
     version = m.version + 1, updated_at = now()
 WHERE (m.name, m.kind, m.interval_ms, m.timeout_ms, m.regions, m.tags, m.spec, m.enabled,
-       m.source)
+       m.public_details, m.source)
    IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.kind, EXCLUDED.interval_ms, EXCLUDED.timeout_ms,
-       EXCLUDED.regions, EXCLUDED.tags, EXCLUDED.spec, EXCLUDED.enabled, EXCLUDED.source)
+       EXCLUDED.regions, EXCLUDED.tags, EXCLUDED.spec, EXCLUDED.enabled,
+       EXCLUDED.public_details, EXCLUDED.source)
 RETURNING (xmax = 0) AS created
 """
 SELECT = """SELECT id, name, kind, interval_ms, timeout_ms, regions, tags, spec::text AS spec,
-    enabled, source, version, push_token, created_at, updated_at FROM monitors"""
+    enabled, public_details, source, version, push_token, created_at, updated_at FROM monitors"""
 # What a definition is made of; `source` and `version` are bookkeeping.
-DEFINITION = ("id", "name", "kind", "interval_ms", "timeout_ms", "regions", "tags", "enabled")
+DEFINITION = ("id", "name", "kind", "interval_ms", "timeout_ms", "regions", "tags", "enabled",
+              "public_details")
 
 
 @dataclass(slots=True)
@@ -66,7 +69,7 @@ def monitor_row(monitor: MonitorBase, source: str) -> tuple[Any, ...]:
     token = secrets.token_urlsafe(24) if monitor.kind == "push" else None
     return (monitor.id, monitor.name, monitor.kind, monitor.interval_ms, monitor.timeout_ms,
             monitor.regions, monitor.tags, orjson.dumps(body.model_dump(mode="json")).decode(),
-            monitor.enabled, source, token)
+            monitor.enabled, monitor.public_details, source, token)
 
 
 def definition(row: asyncpg.Record) -> dict[str, Any]:
@@ -186,10 +189,11 @@ async def plan_rows(pool: asyncpg.Pool, ids: list[str]) -> list[asyncpg.Record]:
 
 # --- current status, joined with the definitions ------------------------------------------------
 
+# public_details: whether a public page may show the error text (the API decides what to show).
 STATUS = """
-SELECT m.id, m.name, m.kind, m.enabled, m.interval_ms, s.region, s.status, s.since_ms,
-       s.check_id, s.scheduled_ms, s.finished_ms, s.latency_ms, s.status_code, s.error_kind,
-       s.error
+SELECT m.id, m.name, m.kind, m.enabled, m.public_details, m.interval_ms, s.region, s.status,
+       s.since_ms, s.check_id, s.scheduled_ms, s.finished_ms, s.latency_ms, s.status_code,
+       s.error_kind, s.error
 FROM monitors m LEFT JOIN monitor_status s ON s.monitor_id = m.id
 ORDER BY m.id, s.region
 """

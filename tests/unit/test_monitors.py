@@ -1,4 +1,5 @@
-"""Monitor definitions: durations, validation errors that name the monitor and the field."""
+"""Monitor definitions: defaults, limits, validation errors that name the monitor and the field
+(the duration parser has its own tests: test_durations.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from engine.durations import parse_duration_ms
+from engine import monitors as limits
 from engine.monitors import SpecError
 from executors.kinds import SCHEMA
 
@@ -39,35 +38,6 @@ def problems_of(entries: list[Any]) -> list[str]:
     return info.value.problems
 
 
-# --- durations ---------------------------------------------------------------------------------
-
-@pytest.mark.parametrize(("value", "ms"), [
-    ("30s", 30_000), ("1m", 60_000), ("500ms", 500), ("1.5h", 5_400_000), ("2d", 172_800_000),
-    ("45", 45_000), (" 10 s ", 10_000), ("1.5s", 1_500), (30, 30_000), (0.5, 500), (2.5, 2_500),
-])
-def test_parse_duration(value: Any, ms: int) -> None:
-    assert parse_duration_ms(value) == ms
-
-
-@pytest.mark.parametrize("value", ["", "abc", "10x", "s", "-5s", "1,5s", "1e3s", "30 S", True,
-                                   None, [30]])
-def test_parse_duration_rejects(value: Any) -> None:
-    with pytest.raises(ValueError, match="duration like"):
-        parse_duration_ms(value)
-
-
-@given(st.integers(min_value=0, max_value=10**9), st.sampled_from(["ms", "s", "m", "h", "d"]))
-@settings(max_examples=100)
-def test_parse_duration_integer_with_unit(amount: int, unit: str) -> None:
-    factor = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}[unit]
-    assert parse_duration_ms(f"{amount}{unit}") == amount * factor
-
-
-@pytest.mark.parametrize("value", ["1.001s", 1.001])
-def test_parse_duration_does_not_truncate_float_error(value: Any) -> None:
-    assert parse_duration_ms(value) == 1_001
-
-
 # --- valid definitions -------------------------------------------------------------------------
 
 def test_the_repository_examples_parse() -> None:
@@ -89,6 +59,7 @@ def test_defaults() -> None:
     assert monitor.regions == ["default"]
     assert monitor.enabled is True
     assert monitor.tags == []
+    assert monitor.public_details is False
 
 
 @pytest.mark.parametrize(("interval", "timeout", "expected"), [
@@ -127,6 +98,56 @@ def test_several_kinds_and_regions() -> None:
     monitors = SCHEMA.parse([http("a", regions=["eu-west", "us_east"]), tcp("b")])
     assert [type(m) for m in monitors] == [HttpMonitor, TcpMonitor]
     assert monitors[0].regions == ["eu-west", "us_east"]
+
+
+# --- limits ------------------------------------------------------------------------------------
+
+def test_everything_at_its_maximum_is_accepted() -> None:
+    [monitor] = SCHEMA.parse([http(
+        "x" * 128, name="n" * limits.MAX_NAME_LENGTH, interval="365d", timeout="1h",
+        regions=[f"r{i}" for i in range(limits.MAX_REGIONS)],
+        tags=["t" * limits.MAX_TAG_LENGTH] * limits.MAX_TAGS)])
+    assert (monitor.interval_ms, monitor.timeout_ms) == (limits.MAX_INTERVAL_MS,
+                                                         limits.MAX_TIMEOUT_MS)
+    assert limits.MAX_INTERVAL_MS == 365 * 86_400_000
+    assert limits.MAX_TIMEOUT_MS == 3_600_000
+
+
+@pytest.mark.parametrize(("changes", "field", "message"), [
+    ({"interval": "366d"}, "interval_ms", "less than or equal to 31536000000"),
+    ({"interval_ms": limits.MAX_INTERVAL_MS + 1}, "interval_ms", "less than or equal to"),
+    ({"interval": 1e308}, "interval", "longer than 3650d"),
+    ({"interval": float("nan")}, "interval", "not a finite"),
+    ({"interval": float("inf")}, "interval", "not a finite"),
+    ({"interval": "-30s"}, "interval", "not a duration"),
+    ({"interval": -30}, "interval", "negative"),
+    ({"interval": "1000.5ms"}, "interval", "whole number of milliseconds"),
+    ({"interval_ms": 1000.5}, "interval_ms", "fractional part"),
+    ({"interval_ms": float("inf")}, "interval_ms", "finite number"),
+    ({"interval_ms": 1e308}, "interval_ms", "integer"),
+    ({"interval": "1d", "timeout": "61m"}, "timeout_ms", "less than or equal to 3600000"),
+    ({"interval": "1d", "timeout": 1e308}, "timeout", "longer than 3650d"),
+    ({"interval": "1d", "timeout_ms": limits.MAX_TIMEOUT_MS + 1}, "timeout_ms", "less than"),
+    ({"name": "n" * (limits.MAX_NAME_LENGTH + 1)}, "name", "at most 200 characters"),
+    ({"tags": ["t"] * (limits.MAX_TAGS + 1)}, "tags", "at most 32 items"),
+    ({"tags": ["t" * (limits.MAX_TAG_LENGTH + 1)]}, "tags.0", "at most 64 characters"),
+    ({"regions": [f"r{i}" for i in range(limits.MAX_REGIONS + 1)]}, "regions",
+     "at most 16 items"),
+])
+def test_a_value_past_its_limit_is_an_error_naming_the_field(
+        changes: dict[str, Any], field: str, message: str) -> None:
+    """Before: 366d, 61m, 33 tags or a 201-character name passed validation (and the intervals
+    then overflowed the int32 column); 1e308 and infinity raised OverflowError, a traceback."""
+    [problem] = problems_of([http("limits", **changes)])
+    assert problem.startswith(f"monitor 'limits' (monitors[0]): {field}: ")
+    assert message in problem
+
+
+def test_public_details_is_a_boolean() -> None:
+    [shown] = SCHEMA.parse([http(public_details=True)])
+    assert shown.public_details is True
+    [problem] = problems_of([http(public_details="maybe")])
+    assert ": public_details: " in problem
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -216,72 +237,3 @@ def test_bad_duration_names_the_field(field: str) -> None:
     assert "'bad-duration'" in problem
     assert field in problem
     assert "'often'" in problem
-
-
-# --- files -------------------------------------------------------------------------------------
-
-def write(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "monitors.yaml"
-    path.write_text(text, encoding="utf-8")
-    return str(path)
-
-
-def test_load_file(tmp_path: Path) -> None:
-    path = write(tmp_path, """
-monitors:
-  - id: shop
-    kind: http
-    interval: 30s
-    timeout: 5s
-    regions: [eu-west, us-east]
-    http: {url: "https://shop.example.com/health", expected_status: [200, 204]}
-  - id: db
-    kind: tcp
-    interval: 1m
-    tcp: {host: db.internal, port: 5432}
-""")
-    shop, db = SCHEMA.load_file(path)
-    assert isinstance(shop, HttpMonitor)
-    assert isinstance(db, TcpMonitor)
-    assert (shop.interval_ms, shop.timeout_ms, db.interval_ms) == (30_000, 5_000, 60_000)
-
-
-def test_load_file_errors_name_the_file_and_the_monitor(tmp_path: Path) -> None:
-    path = write(tmp_path, "monitors:\n  - {id: db, kind: tcp, tcp: {host: h, port: 0}}\n")
-    with pytest.raises(SpecError) as info:
-        SCHEMA.load_file(path)
-    [problem] = info.value.problems
-    assert path in problem
-    assert "'db'" in problem
-    assert "tcp.port" in problem
-
-
-def test_load_file_missing(tmp_path: Path) -> None:
-    path = str(tmp_path / "absent.yaml")
-    with pytest.raises(SpecError, match="No such file") as info:
-        SCHEMA.load_file(path)
-    assert path in str(info.value)
-
-
-def test_load_file_invalid_yaml(tmp_path: Path) -> None:
-    path = write(tmp_path, "monitors:\n  - id: [unclosed\n")
-    with pytest.raises(SpecError, match="not valid YAML"):
-        SCHEMA.load_file(path)
-
-
-@pytest.mark.parametrize("text", ["", "just text\n", "- id: a\n", "monitors:\n",
-                                  "monitors: {id: a}\n", "other: []\n"])
-def test_load_file_needs_a_monitors_list(tmp_path: Path, text: str) -> None:
-    with pytest.raises(SpecError, match="top-level `monitors:` list"):
-        SCHEMA.load_file(write(tmp_path, text))
-
-
-def test_load_file_empty_list(tmp_path: Path) -> None:
-    assert SCHEMA.load_file(write(tmp_path, "monitors: []\n")) == []
-
-
-def test_load_file_not_utf8(tmp_path: Path) -> None:
-    path = tmp_path / "latin1.yaml"
-    path.write_bytes("monitors:\n  - id: café\n".encode("latin-1"))
-    with pytest.raises(SpecError):
-        SCHEMA.load_file(str(path))
