@@ -1,5 +1,5 @@
-"""`vigil api`: the application (open status routes, the monitors API, the push endpoint) and
-the service that serves it."""
+"""`vigil api`: the application (open status routes and page, the monitors API, the push
+endpoint, its OpenAPI document) and the service that serves it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,15 @@ import structlog
 from aiohttp import web
 
 from api import state
+from api.auth import failure_buckets
 from api.errors import json_errors
+from api.headers import secure
 from api.monitors import add_monitor_routes
+from api.openapi import add_openapi_route
+from api.page import add_page_routes
 from api.push import add_push_routes
 from api.status import add_status_routes
+from api.text import nul_free
 from api.tokens import TokenCheck
 from engine.clickhouse import ClickHouse
 from engine.keys import Keys
@@ -27,16 +32,20 @@ log = structlog.get_logger(component="api")
 
 def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse, keys: Keys,
              schema: MonitorSchema) -> web.Application:
-    app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[json_errors])
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[json_errors, nul_free])
     app[state.REDIS] = r
     app[state.PG] = pool
     app[state.CH] = ch
     app[state.KEYS] = keys
     app[state.SCHEMA] = schema
     app[state.TOKENS] = TokenCheck(pool)
+    app[state.FAILURES] = failure_buckets()
+    app.on_response_prepare.append(secure)
+    add_page_routes(app)
     add_status_routes(app)
     add_monitor_routes(app)
     add_push_routes(app)
+    add_openapi_route(app)
     return app
 
 

@@ -1,5 +1,6 @@
 """JSON bodies for every answer of the API, errors included: built by orjson, never by
-f-strings around user input, so a path or a query value with a quote still gives valid JSON."""
+f-strings around user input, so a path or a query value with a quote still gives valid JSON.
+An unexpected exception is a JSON 500 that says nothing of it; the traceback goes to the log."""
 
 from __future__ import annotations
 
@@ -7,9 +8,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+import structlog
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = structlog.get_logger(component="api")
+
+
+def route_of(request: web.Request) -> str:
+    """The route's pattern (`/api/v1/push/{token}`), for logs: a path may hold a secret."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource else "-"
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -32,7 +41,8 @@ def invalid(what: str, field: str, message: str) -> web.HTTPException:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own errors (no such route, method not allowed, body too large) as JSON too."""
+    """aiohttp's own errors (no such route, method not allowed, body too large) as JSON too,
+    and a bug as a JSON 500."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -43,3 +53,6 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
                    if k.lower() not in ("content-type", "content-length")}
         return web.Response(status=exc.status, headers=headers, content_type="application/json",
                             body=orjson.dumps({"error": exc.reason}))
+    except Exception:
+        log.exception("request failed", method=request.method, route=route_of(request))
+        return json_response({"error": "internal error"}, status=500)

@@ -1,13 +1,13 @@
 """The monitors API: create, read, replace, patch, delete, pause and resume.
 
-Every route here needs `Authorization: Bearer <token>` (`vigil tokens create`): writes change
-what is checked, and definitions may hold credentials. Validation errors are 422 with one
-entry per field: `{"error": "invalid monitor", "errors": [{"field": "http.url", ...}]}`.
+Every route here needs `Authorization: Bearer <token>` (`vigil tokens create`): reading
+definitions needs scope `read` (they may hold credentials), every change `write`. Validation
+errors are 422 with one entry per field:
+`{"error": "invalid monitor", "errors": [{"field": "http.url", ...}]}`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -15,25 +15,12 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from api.errors import invalid, json_error, json_response
-from api.state import PG, SCHEMA, TOKENS
+from api.auth import requires
+from api.errors import Handler, invalid, json_error, json_response
+from api.state import PG, SCHEMA
+from api.text import nul_at
 from engine import store
 from engine.monitors import MonitorBase, field_errors
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def requires_token(handler: Handler) -> Handler:
-    async def checked(request: web.Request) -> web.StreamResponse:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise json_error(web.HTTPUnauthorized,
-                             "send Authorization: Bearer <token> (vigil tokens create)")
-        if await request.app[TOKENS].name_of(token.strip()) is None:
-            raise json_error(web.HTTPUnauthorized, "unknown or revoked token")
-        return await handler(request)
-
-    return checked
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -44,6 +31,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise json_error(web.HTTPBadRequest, f"body: not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise json_error(web.HTTPBadRequest, "body: expected a JSON object (a monitor definition)")
+    if (where := nul_at(data)) is not None:
+        raise invalid("monitor", where, "a NUL character cannot be stored")
     return data
 
 
@@ -85,7 +74,7 @@ async def _existing(request: web.Request) -> asyncpg.Record:
     return row
 
 
-@requires_token
+@requires("write")
 async def create(request: web.Request) -> web.Response:
     monitor = _validate(request, await _body(request))
     if await store.get(request.app[PG], monitor.id) is not None:
@@ -94,18 +83,18 @@ async def create(request: web.Request) -> web.Response:
     return json_response(body, status=201)
 
 
-@requires_token
+@requires("read")
 async def list_monitors(request: web.Request) -> web.Response:
     rows = await store.list_all(request.app[PG], request.query.get("tag"))
     return json_response({"monitors": [store.described(r) for r in rows]})
 
 
-@requires_token
+@requires("read")
 async def show(request: web.Request) -> web.Response:
     return json_response(store.described(await _existing(request)))
 
 
-@requires_token
+@requires("write")
 async def replace(request: web.Request) -> web.Response:
     data = await _body(request)
     monitor_id = request.match_info["monitor_id"]
@@ -115,7 +104,7 @@ async def replace(request: web.Request) -> web.Response:
     return json_response(body, status=201 if created else 200)
 
 
-@requires_token
+@requires("write")
 async def patch(request: web.Request) -> web.Response:
     current = store.definition(await _existing(request))
     changes = await _body(request)
@@ -127,7 +116,7 @@ async def patch(request: web.Request) -> web.Response:
     return json_response(body)
 
 
-@requires_token
+@requires("write")
 async def remove(request: web.Request) -> web.Response:
     if not await store.delete(request.app[PG], request.match_info["monitor_id"]):
         raise json_error(web.HTTPNotFound, f"no monitor {request.match_info['monitor_id']!r}")
@@ -135,7 +124,7 @@ async def remove(request: web.Request) -> web.Response:
 
 
 def _toggle(enabled: bool) -> Handler:
-    @requires_token
+    @requires("write")
     async def toggle(request: web.Request) -> web.Response:
         if not await store.set_enabled(request.app[PG], request.match_info["monitor_id"],
                                        enabled):

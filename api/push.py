@@ -9,13 +9,18 @@ never this host's clock.
 
 Answers: 200 {"ok": true, "monitor_id": ...}; 404 {"error": "not found"} for any token that
 is not a push monitor's, the same body whatever the reason; 422 naming the field for a bad
-status; 413 for a body over BODY_MAX; 503 when Redis or Postgres cannot be reached, so a
-client retries. executors.kinds.push judges the heartbeats at each check.
+status; 413 for a body over BODY_MAX; 429 with Retry-After past PUSH_BURST heartbeats at once
+for one token (PUSH_PER_S a second after that: a job pinging every second stays well under),
+or for an address that sent too many unknown tokens (api.auth: each one is a failed
+authentication); 503 when Redis or Postgres cannot be reached, so a client retries.
+executors.kinds.push judges the heartbeats at each check.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
@@ -26,7 +31,9 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from api.auth import failed, throttle, too_many
 from api.errors import invalid, json_error, json_response
+from api.limits import Buckets
 from api.state import KEYS, PG, REDIS
 from engine import store
 from engine.cache import BoundedCache
@@ -39,6 +46,8 @@ CACHE_MAX = 10_000
 BODY_MAX = 16 * 1024
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,128}")
 FIELDS = ("status", "message", "msg")
+PUSH_BURST = 10
+PUSH_PER_S = 1.0
 log = structlog.get_logger(component="push")
 
 
@@ -92,29 +101,42 @@ async def _heartbeat(request: web.Request) -> tuple[HeartbeatStatus, str | None]
             message[:MESSAGE_MAX] if message else None)
 
 
+@contextlib.contextmanager
+def _reachable() -> Iterator[None]:
+    """503 when Redis or Postgres cannot be reached, so the client retries."""
+    try:
+        yield
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError) as exc:
+        log.warning("push not recorded", error=repr(exc))
+        raise json_error(web.HTTPServiceUnavailable, "not recorded, try again") from None
+
+
 class PushEndpoint:
     def __init__(self, app: web.Application) -> None:
         self.app = app
         # Push token -> monitor id (None: no such push monitor).
         self.tokens: BoundedCache[str, str | None] = BoundedCache(CACHE_MAX, CACHE_S)
+        # Per push monitor's token: only tokens found get a bucket.
+        self.limits = Buckets(PUSH_BURST, PUSH_PER_S, CACHE_MAX)
         self.heartbeats = Recorder(app[REDIS], app[KEYS])
 
     async def handle(self, request: web.Request) -> web.Response:
         token = request.match_info["token"]
         # Validate the input first: a bad field is the caller's mistake whatever the token.
         status, message = await _heartbeat(request)
+        throttle(request)
         monitor_id = None
-        try:
+        with _reachable():
             if TOKEN_SHAPE.fullmatch(token):
                 monitor_id = await self.tokens.get_or_load(
                     token, lambda: store.push_monitor(self.app[PG], token))
-            if monitor_id is not None:
-                await self.heartbeats.record(monitor_id, status, message)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError) as exc:
-            log.warning("push not recorded", error=repr(exc))
-            raise json_error(web.HTTPServiceUnavailable, "not recorded, try again") from None
         if monitor_id is None:
+            failed(request, "unknown push token")
             raise json_error(web.HTTPNotFound, "not found")
+        if wait := self.limits.take(token):
+            raise too_many(wait, "too many heartbeats for this monitor; retry later")
+        with _reachable():
+            await self.heartbeats.record(monitor_id, status, message)
         return json_response({"ok": True, "monitor_id": monitor_id})
 
 

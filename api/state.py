@@ -1,4 +1,5 @@
-"""What every API handler reads from its application: the shared clients and the schema."""
+"""What every API handler reads from its application: the shared clients, the schema, the
+token check and the failed-authentication buckets."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from api.limits import Buckets
 from api.tokens import TokenCheck
 from engine.clickhouse import ClickHouse
 from engine.keys import Keys
@@ -18,3 +20,5 @@ KEYS: web.AppKey[Keys] = web.AppKey("keys", Keys)
 # The monitor definition for the kinds this deployment runs (executors.kinds.SCHEMA).
 SCHEMA: web.AppKey[MonitorSchema] = web.AppKey("schema", MonitorSchema)
 TOKENS: web.AppKey[TokenCheck] = web.AppKey("tokens", TokenCheck)
+# Failed authentications per client address (api.auth), shared by every route of the app.
+FAILURES: web.AppKey[Buckets] = web.AppKey("failures", Buckets)

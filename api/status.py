@@ -1,20 +1,26 @@
-"""Open routes: health, current status, uptime and latency from ClickHouse, metrics, the
-status page."""
+"""Open routes: health, current status, uptime and latency from ClickHouse, metrics; and a
+monitor's status in detail, for a token.
+
+Nothing public leaks (architecture invariant 10): what anyone may see of a monitor is where it
+stands (status, latency, since when) and the class of a failure (`error_kind`). What a probe
+read from its target (error text, a status code, a reply) may be the very secret a hostile
+monitor was aimed at, so it needs a token with scope `read`, unless the monitor shows it
+publicly (`public_details`, off by default).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import html
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api.auth import grant_of, requires
 from api.errors import json_error, json_response
 from api.state import CH, PG, REDIS
 from engine import store
 from engine.durations import parse_duration_ms
-from engine.text import clip
 
 MAX_WINDOW_MS = 400 * 86_400_000
 # Uptime counts the target's answers only: `error` and `expired` are Vigil's own failures.
@@ -29,6 +35,17 @@ FROM check_results FINAL
 WHERE monitor_id = {monitor_id:String}
   AND scheduled >= now64(3) - toIntervalMillisecond({window_ms:UInt64})
 """
+PUBLIC = ("id", "name", "kind", "enabled", "region", "status", "since_ms", "finished_ms",
+          "latency_ms", "error_kind")
+DETAILS = ("status_code", "error")
+
+
+def public(row: dict[str, Any]) -> dict[str, Any]:
+    """What anyone may see of a status row (store.status_rows)."""
+    # .get: a row from a store without the column (before migration 0006) shows no details.
+    shown = PUBLIC + DETAILS if row.get("public_details", False) else PUBLIC
+    return {k: row[k] for k in shown}
+
 
 async def _probe(name: str, coro: Any) -> tuple[str, str]:
     try:
@@ -36,7 +53,8 @@ async def _probe(name: str, coro: Any) -> tuple[str, str]:
             await coro
         return name, "ok"
     except Exception as exc:
-        return name, clip(f"error: {exc!r}")
+        # The class only: the message names Vigil's own servers (addresses, users).
+        return name, f"error: {type(exc).__name__}"
 
 
 async def health(request: web.Request) -> web.Response:
@@ -53,7 +71,19 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return json_response({"monitors": await store.status_rows(request.app[PG])})
+    """Every monitor's status per region; in detail for a valid token (every scope reads)."""
+    detailed = await grant_of(request) is not None
+    rows = await store.status_rows(request.app[PG])
+    return json_response({"monitors": rows if detailed else [public(r) for r in rows]})
+
+
+@requires("read")
+async def monitor_status(request: web.Request) -> web.Response:
+    monitor_id = request.match_info["monitor_id"]
+    rows = [r for r in await store.status_rows(request.app[PG]) if r["id"] == monitor_id]
+    if not rows:
+        raise json_error(web.HTTPNotFound, f"no monitor {monitor_id}")
+    return json_response({"monitor_id": monitor_id, "regions": rows})
 
 
 async def uptime(request: web.Request) -> web.Response:
@@ -85,33 +115,9 @@ async def metrics(_request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _row_html(r: dict[str, Any]) -> str:
-    state = str(r["status"] or "pending")
-    latency = "" if r["latency_ms"] is None else f"{r['latency_ms']:.1f} ms"
-    cells = (r["id"], r["name"] or "", r["kind"], r["region"] or "-", state, latency,
-             r["error"] or "")
-    return f"<tr class='{html.escape(state)}'>" + "".join(
-        f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
-
-
-async def status_page(request: web.Request) -> web.Response:
-    rows = "".join(_row_html(r) for r in await store.status_rows(request.app[PG]))
-    page = ("<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=10>"
-            f"<title>Vigil status</title><style>{_CSS}</style><h1>Vigil status</h1>"
-            "<table><tr><th>id</th><th>name</th><th>kind</th><th>region</th><th>status</th>"
-            f"<th>latency</th><th>error</th></tr>{rows}</table>")
-    return web.Response(text=page, content_type="text/html")
-
-
-_CSS = ("body{font-family:system-ui,sans-serif;margin:2rem}table{border-collapse:collapse}"
-        "td,th{padding:.3rem .8rem;border-bottom:1px solid #ddd;text-align:left}"
-        ".up td:nth-child(5){color:#080}.down td:nth-child(5){color:#c00}"
-        ".degraded td:nth-child(5){color:#b60}")
-
-
 def add_status_routes(app: web.Application) -> None:
-    app.router.add_get("/", status_page)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/api/v1/monitors/{monitor_id}/uptime", uptime)
+    app.router.add_get("/api/v1/monitors/{monitor_id}/status", monitor_status)

@@ -84,18 +84,21 @@ async def delete(pool: asyncpg.Pool, monitor_id: str) -> None:
     print(f"{monitor_id}: deleted")
 
 
-async def token_create(pool: asyncpg.Pool, name: str) -> None:
-    token = await tokens.create(pool, name)
+async def token_create(pool: asyncpg.Pool, name: str, scope: tokens.Scope,
+                       expires_ms: int | None) -> None:
+    token = await tokens.create(pool, name, scope, expires_ms)
     print(token)
-    print(f"token {name!r} created; it is shown this once (only its hash is stored)",
-          flush=True)
+    print(f"token {name!r} (scope {scope}) created; it is shown this once (only its hash is "
+          "stored)", flush=True)
 
 
 async def token_list(pool: asyncpg.Pool) -> None:
     for r in await tokens.list_all(pool):
-        state = "revoked" if r["revoked_at"] else "active"
+        state = "revoked" if r["revoked_at"] else "expired" if r["expired"] else "active"
         used = r["last_used_at"].isoformat() if r["last_used_at"] else "never"
-        print(f"{r['name']:24} {state:8} created {r['created_at'].isoformat()}  last used {used}")
+        expires = r["expires_at"].isoformat() if r["expires_at"] else "never"
+        print(f"{r['name']:24} {r['scope']:5} {state:8} created {r['created_at'].isoformat()}  "
+              f"expires {expires}  last used {used}")
 
 
 async def token_revoke(pool: asyncpg.Pool, name: str) -> None:

@@ -12,6 +12,7 @@ import asyncpg
 import structlog
 import uvloop
 
+from api.tokens import SCOPES, expiry_ms
 from engine import logging as vlogging
 from engine.clickhouse import ClickHouse
 from engine.connections import postgres_pool
@@ -41,6 +42,20 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument("--log-format", choices=("console", "json"), help="VIGIL_LOG_FORMAT")
     g.add_argument("--metrics-port", type=int, help="VIGIL_METRICS_PORT: serve /metrics (0: off)")
     return p
+
+
+def _token_name(p: argparse.ArgumentParser) -> None:
+    # `--name` is how earlier versions took it; scripts written then keep working.
+    name = p.add_mutually_exclusive_group(required=True)
+    name.add_argument("name", nargs="?", help="the token's name")
+    name.add_argument("--name", dest="name_option", metavar="NAME", help=argparse.SUPPRESS)
+
+
+def _expiry(text: str) -> int:
+    try:
+        return expiry_ms(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -74,11 +89,15 @@ def parser() -> argparse.ArgumentParser:
         msub.add_parser(action, parents=[common], help=f"{action} one monitor").add_argument("id")
     tokens = sub.add_parser("tokens", help="API tokens")
     tsub = tokens.add_subparsers(dest="action", required=True)
-    tsub.add_parser("create", parents=[common], help="print a new token").add_argument(
-        "--name", required=True)
-    tsub.add_parser("list", parents=[common], help="tokens and when they were used")
-    tsub.add_parser("revoke", parents=[common], help="revoke a token").add_argument(
-        "--name", required=True)
+    create = tsub.add_parser("create", parents=[common], help="print a new token")
+    _token_name(create)
+    create.add_argument("--scope", choices=SCOPES, default="read",
+                        help="read: definitions and status details; write: also change "
+                             "monitors; admin: everything (default: read)")
+    create.add_argument("--expires", type=_expiry, metavar="DURATION",
+                        help="refuse the token after this long, like 30d (default: never)")
+    tsub.add_parser("list", parents=[common], help="tokens, their scope and when they were used")
+    _token_name(tsub.add_parser("revoke", parents=[common], help="revoke a token"))
     up = sub.add_parser("up", parents=[common], help="everything in one process, embedded")
     up.add_argument("--data-dir", default=".vigil")
     up.add_argument("--port", type=int, default=8080)
@@ -126,11 +145,11 @@ async def _admin(pool: asyncpg.Pool, settings: Settings, args: argparse.Namespac
     elif action == ("monitors", "delete"):
         await admin.delete(pool, args.id)
     elif action == ("tokens", "create"):
-        await admin.token_create(pool, args.name)
+        await admin.token_create(pool, args.name or args.name_option, args.scope, args.expires)
     elif action == ("tokens", "list"):
         await admin.token_list(pool)
     else:
-        await admin.token_revoke(pool, args.name)
+        await admin.token_revoke(pool, args.name or args.name_option)
 
 
 async def cmd_up(args: argparse.Namespace, examples: str | None) -> None:

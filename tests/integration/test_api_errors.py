@@ -41,7 +41,7 @@ async def test_aiohttp_errors_are_json_and_keep_their_headers(api: TestClient, p
     assert (resp.status, resp.content_type) == (405, "application/json")
     assert "GET" in resp.headers["Allow"]
     assert (await resp.json()) == {"error": "Method Not Allowed"}
-    token = await tokens.create(pool, "errors-test")
+    token = await tokens.create(pool, "errors-test", "write")
     resp = await api.post("/api/v1/monitors", data=b"x" * (CLIENT_MAX_SIZE + 1),
                           headers={"Authorization": f"Bearer {token}"})
     assert (resp.status, resp.content_type) == (413, "application/json")

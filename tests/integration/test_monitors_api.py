@@ -22,7 +22,7 @@ WEB = {"id": "web", "kind": "http", "interval": "1s", "timeout": "500ms", "tags"
 @pytest.fixture
 async def api(r, pool, ch, clean) -> AsyncIterator[TestClient]:
     await pool.execute("TRUNCATE api_tokens")
-    token = await tokens.create(pool, "test")
+    token = await tokens.create(pool, "test", "admin")
     async with api_client(r, pool, ch, token=token) as client:
         yield client
 
@@ -37,7 +37,7 @@ async def test_writes_and_definitions_need_a_token(api, pool):
     assert "token" in (await resp.json())["error"]
     assert await pool.fetchval("SELECT count(*) FROM monitors") == 0
     await tokens.revoke(pool, "test")
-    other = await tokens.create(pool, "other")
+    other = await tokens.create(pool, "other", "read")
     assert (await api.get("/api/v1/monitors",
                           headers={"Authorization": f"Bearer {other}"})).status == 200
     stored = await pool.fetch("SELECT token_sha256 FROM api_tokens")

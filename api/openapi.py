@@ -1,0 +1,132 @@
+"""`GET /openapi.json`: the API's OpenAPI 3.1 document. A monitor's schema is the JSON Schema
+of the very pydantic models the API validates bodies with (engine.monitors.MonitorSchema for
+this deployment's kinds), so the document cannot drift from what is accepted; the routes and
+their answers are written here, next to nothing else.
+
+Files and bodies may also say `interval: 30s` / `timeout: 5s` (engine.monitors); the document
+gives the canonical `interval_ms` / `timeout_ms` only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from api.errors import json_response
+from api.state import SCHEMA
+from api.tokens import Scope
+from engine.monitors import ID_PATTERN, MonitorSchema
+
+OPENAPI_KEY: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
+ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+ERRORS = {"400": "the body is not JSON, or not an object",
+          "401": "no token, or an unknown, revoked or expired one (WWW-Authenticate: Bearer)",
+          "403": "the token's scope is not enough (error: insufficient_scope)",
+          "404": "no such monitor (or route)", "405": "method not allowed",
+          "409": "the monitor exists", "413": "body too large", "422": "a field is invalid",
+          "429": "too many requests (Retry-After)"}
+# What any route may answer, and what a body, a token brings.
+EVERY = ("404", "405")
+BODY = ("400", "413", "422")
+AUTH = ("401", "403", "429")
+MONITOR_ID = {"name": "monitor_id", "in": "path", "required": True,
+              "schema": {"type": "string", "pattern": ID_PATTERN}}
+ANY_OBJECT = {"type": "object"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _operation(summary: str, ok: dict[str, str], scope: Scope | None = None,
+               body: dict[str, Any] | None = None,
+               parameters: tuple[dict[str, Any], ...] = (),
+               errors: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One operation; `scope` None is an open route, `ok` its success codes."""
+    codes = sorted({*EVERY, *errors, *(BODY if body else ()), *(AUTH if scope else ())})
+    responses: dict[str, Any] = {code: {"description": text, **_json(ANY_OBJECT)}
+                                 for code, text in ok.items()}
+    responses.update({code: {"description": ERRORS[code],
+                             **_json({"$ref": "#/components/schemas/Error"})}
+                      for code in codes})
+    op: dict[str, Any] = {"summary": summary, "responses": responses,
+                          "parameters": list(parameters),
+                          "security": [{"bearer": []}] if scope else []}
+    if scope:
+        op["description"] = f"Needs a token with scope {scope} or above."
+    if body is not None:
+        op["requestBody"] = {"required": True, **_json(body)}
+    return op
+
+
+def document(schema: MonitorSchema) -> dict[str, Any]:
+    monitor = schema.adapter.json_schema(ref_template="#/components/schemas/{model}")
+    components = {**monitor.pop("$defs", {}), "Monitor": monitor, "Error": ERROR}
+    ref = {"$ref": "#/components/schemas/Monitor"}
+    one = f"/api/v1/monitors/{{{MONITOR_ID['name']}}}"
+    tag = {"name": "tag", "in": "query", "required": False, "schema": {"type": "string"}}
+    window = {"name": "window", "in": "query", "required": False,
+              "schema": {"type": "string", "default": "24h"}}
+    push_token = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
+    push_status = {"name": "status", "in": "query", "required": False,
+                   "schema": {"enum": ["up", "down"], "default": "up"}}
+    push_message = {"name": "message", "in": "query", "required": False,
+                    "schema": {"type": "string"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Vigil", "version": "1"},
+        "components": {"schemas": components, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "vigil tokens create NAME --scope read|write|admin"}}},
+        "paths": {
+            "/api/v1/monitors": {
+                "get": _operation("every monitor's definition", {"200": "the monitors"},
+                                  "read", parameters=(tag,)),
+                "post": _operation("create a monitor", {"201": "created"}, "write", ref,
+                                   errors=("409",)),
+            },
+            one: {
+                "get": _operation("a monitor's definition", {"200": "the monitor"}, "read",
+                                  parameters=(MONITOR_ID,)),
+                "put": _operation("create or replace a monitor",
+                                  {"200": "replaced", "201": "created"}, "write", ref,
+                                  (MONITOR_ID,)),
+                "patch": _operation("change a monitor (RFC 7386 merge patch)",
+                                    {"200": "changed"}, "write", ANY_OBJECT, (MONITOR_ID,)),
+                "delete": _operation("delete a monitor", {"204": "deleted"}, "write",
+                                     parameters=(MONITOR_ID,)),
+            },
+            f"{one}/pause": {"post": _operation("pause a monitor", {"200": "paused"}, "write",
+                                                parameters=(MONITOR_ID,))},
+            f"{one}/resume": {"post": _operation("resume a monitor", {"200": "resumed"},
+                                                 "write", parameters=(MONITOR_ID,))},
+            f"{one}/status": {"get": _operation(
+                "a monitor's status per region, with the probe's error text",
+                {"200": "the status"}, "read", parameters=(MONITOR_ID,))},
+            f"{one}/uptime": {"get": _operation("uptime and latency over a window",
+                                                {"200": "the figures"},
+                                                parameters=(MONITOR_ID, window),
+                                                errors=("422",))},
+            "/api/v1/status": {"get": {
+                **_operation("every monitor's status: public fields, or all with a token",
+                             {"200": "the status"}, errors=("401", "429")),
+                "security": [{}, {"bearer": []}]}},
+            # POST may carry the fields in a JSON, form or text body instead (api.push).
+            "/api/v1/push/{token}": {method: _operation(
+                "a push monitor's heartbeat", {"200": "recorded", "503": "try again"},
+                parameters=(push_token, push_status, push_message), errors=("413", "422", "429"))
+                for method in ("get", "post")},
+            "/health": {"get": _operation("Redis, Postgres and ClickHouse reachable",
+                                          {"200": "all reachable", "503": "one is not"})},
+        },
+    }
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(request.app[OPENAPI_KEY])
+
+
+def add_openapi_route(app: web.Application) -> None:
+    app[OPENAPI_KEY] = document(app[SCHEMA])
+    app.router.add_get("/openapi.json", openapi)

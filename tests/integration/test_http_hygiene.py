@@ -1,0 +1,111 @@
+"""HTTP hygiene (issue 9 item 8), against the real app: security headers on the status page,
+`nosniff` on every answer, `WWW-Authenticate` on every 401, and JSON error bodies for aiohttp's
+own errors (404, 405, 413) and for a bug (500)."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from structlog.testing import capture_logs
+
+from api import tokens
+from api.app import CLIENT_MAX_SIZE
+from api.errors import json_errors
+from api.headers import secure
+from tests.support.servers import api_client
+
+# What each path parameter is filled with when every route is tried.
+PARAMETERS = {"monitor_id": "web", "token": "A" * 32}
+
+
+async def test_the_status_page_sends_its_security_headers(client):
+    resp = await client.get("/")
+    page = await resp.text()
+    policy = dict(part.strip().split(" ", 1)
+                  for part in resp.headers["Content-Security-Policy"].split(";"))
+    assert policy["default-src"] == "'none'"  # no script-src: no script runs, inline or not
+    assert policy["style-src"] == "'self'"
+    assert policy["frame-ancestors"] == "'none'"
+    assert "unsafe-inline" not in resp.headers["Content-Security-Policy"]
+    assert (resp.headers["X-Frame-Options"], resp.headers["X-Content-Type-Options"],
+            resp.headers["Referrer-Policy"]) == ("DENY", "nosniff", "no-referrer")
+    # The page needs nothing the policy refuses: its only resource is its stylesheet.
+    assert "<style" not in page
+    assert "<script" not in page
+    css = await client.get("/status.css")
+    assert (css.status, css.content_type, css.headers["X-Content-Type-Options"]) == (
+        200, "text/css", "nosniff")
+
+
+def _paths(app: web.Application) -> list[tuple[str, str]]:
+    out = []
+    for route in app.router.routes():
+        resource = route.resource
+        if resource is None or route.method == "HEAD":
+            continue
+        out.append((route.method, resource.canonical.format_map(PARAMETERS)))
+    return out
+
+
+async def test_every_answer_is_nosniff_and_every_401_a_bearer_challenge(client, r, pool, ch):
+    asked = []
+    for method, path in _paths(client.app):
+        for headers in ({}, {"Authorization": "Bearer vigil_wrong"},
+                        {"Authorization": "Basic dTpw"}):
+            # A fresh app each time: failed attempts add up to a 429 within one app.
+            async with api_client(r, pool, ch) as fresh:
+                resp = await fresh.request(method, path, headers=headers)
+                await resp.read()
+            assert resp.headers["X-Content-Type-Options"] == "nosniff", (method, path)
+            if resp.status == 401:
+                assert resp.headers["WWW-Authenticate"].startswith('Bearer realm="vigil"'), (
+                    method, path, headers)
+                assert "error" in await resp.json()
+                asked.append((method, path, headers.get("Authorization", "")[:6]))
+    # Every route of the monitors API asks for a token, and nothing else does; a wrong
+    # token is refused on /api/v1/status as well.
+    monitors = [(m, p) for m, p in _paths(client.app)
+                if p.startswith("/api/v1/monitors") and not p.endswith("/uptime")]
+    assert sorted(asked) == sorted([(m, p, kind) for m, p in monitors
+                                    for kind in ("", "Bearer", "Basic ")]
+                                   + [("GET", "/api/v1/status", kind)
+                                      for kind in ("Bearer", "Basic ")])
+
+
+async def test_aiohttps_own_errors_are_json(client, pool):
+    missing = await client.get("/no/such/route")
+    assert (missing.status, missing.content_type) == (404, "application/json")
+    assert await missing.json() == {"error": "Not Found"}
+    wrong = await client.delete("/api/v1/status")
+    assert (wrong.status, wrong.content_type) == (405, "application/json")
+    assert "GET" in wrong.headers["Allow"]
+    token = await tokens.create(pool, "hygiene", "write")
+    big = await client.post("/api/v1/monitors", data=b"x" * (CLIENT_MAX_SIZE + 1),
+                            headers={"Authorization": f"Bearer {token}"})
+    assert (big.status, big.content_type) == (413, "application/json")
+    assert await big.json() == {"error": "Request Entity Too Large"}
+    for resp in (missing, wrong, big):
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.fixture
+async def buggy() -> TestClient:
+    async def bug(_: web.Request) -> web.Response:
+        raise RuntimeError("password=hunter2")  # a bug whose message holds a secret
+
+    app = web.Application(middlewares=[json_errors])
+    app.on_response_prepare.append(secure)
+    app.router.add_get("/bug", bug)
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+async def test_a_bug_is_a_json_500_that_says_nothing_of_it(buggy):
+    with capture_logs() as logs:
+        resp = await buggy.get("/bug")
+    assert (resp.status, resp.content_type) == (500, "application/json")
+    assert await resp.json() == {"error": "internal error"}
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    [logged] = [e for e in logs if e["event"] == "request failed"]
+    assert (logged["log_level"], logged["route"]) == ("error", "/bug")

@@ -1,0 +1,118 @@
+"""The monitors API fuzzed by schemathesis against the `/openapi.json` it serves (issue 9,
+Tests), on a real port with an admin token: for any input drawn, valid by the document or
+not, no answer is a 5xx, and every error is a JSON body that says what went wrong."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
+
+from api import tokens
+from api.app import make_app
+from engine.keys import Keys
+from executors.kinds import SCHEMA
+from tests.support.helpers import store_monitors
+from tests.support.servers import api_client, serve_app
+
+# Per operation and mode (valid and invalid input): about 10 s for the whole API on two cores.
+EXAMPLES = {GenerationMode.POSITIVE: 20, GenerationMode.NEGATIVE: 10}
+INT32_MAX = 2**31 - 1
+SEEDED = {"id": "web", "kind": "http", "interval": "10s", "http": {"url": "http://127.0.0.1:9/"}}
+
+
+def int32_overflow(case: schemathesis.Case) -> bool:
+    """A 500 known and owned elsewhere: monitors.interval_ms is an integer column, so a valid
+    interval past 24.8 days fails the insert (issue 9 item 7: a bigint column and a stated
+    maximum in engine/monitors.py)."""
+    body = case.body if isinstance(case.body, dict) else {}
+    values = [body.get(f) for f in ("interval_ms", "timeout_ms")]  # 3e10 is an int to pydantic
+    return any(isinstance(v, int | float) and not isinstance(v, bool) and v > INT32_MAX
+               for v in values)
+
+
+def fuzz(document: dict[str, Any], url: str, token: str) -> list[str]:
+    """Run every monitors operation; fail on an unexplained 5xx or a non-JSON error; return
+    the known int32 cases seen."""
+    schema = schemathesis.openapi.from_dict(document, config=schemathesis.Config())
+    known: list[str] = []
+    operations = [r.ok() for r in schema.get_all_operations()
+                  if r.ok().path.startswith("/api/v1/monitors")]
+    # DELETE last: until then the seeded monitor is there for the others to find.
+    for operation in sorted(operations, key=lambda o: o.method.upper() == "DELETE"):
+        for mode, examples in EXAMPLES.items():
+            cases = operation.as_strategy(generation_mode=mode)
+            if "{monitor_id}" in operation.path:  # a drawn id hardly ever names a monitor
+                cases |= operation.as_strategy(generation_mode=mode,
+                                               path_parameters={"monitor_id": SEEDED["id"]})
+
+            @given(case=cases)
+            @settings(max_examples=examples, deadline=None, database=None,
+                      phases=(Phase.explicit, Phase.generate, Phase.shrink),
+                      suppress_health_check=list(HealthCheck))
+            def run(case: schemathesis.Case) -> None:
+                response = case.call(base_url=url, headers={"Authorization": f"Bearer {token}"})
+                where = (f"{case.method} {case.formatted_path} query={case.query!r} "
+                         f"headers={case.headers!r} body={case.body!r:.300}")
+                if response.status_code >= 500 and int32_overflow(case):
+                    known.append(where)
+                    return
+                assert response.status_code < 500, f"{response.status_code}: {where}"
+                if response.status_code >= 400:
+                    what = f"{response.status_code} {response.content[:200]!r}: {where}"
+                    assert response.headers.get("content-type", [""])[0].startswith(
+                        "application/json"), what
+                    assert "error" in response.json(), what
+
+            run()
+    return known
+
+
+@pytest.mark.timeout(180)
+async def test_no_input_to_the_monitors_api_is_a_server_error(r, pool, ch, clean):
+    await pool.execute("TRUNCATE api_tokens")
+    token = await tokens.create(pool, "fuzz", "admin")
+    await store_monitors(pool, SCHEMA.parse([SEEDED]), source="api")
+    async with serve_app(make_app(r, pool, ch, Keys(), SCHEMA)) as url:
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/openapi.json") as resp:
+            document = await resp.json()
+        # schemathesis calls the API synchronously: from a thread, while this loop serves it.
+        known = await asyncio.to_thread(fuzz, document, url, token)
+    if known:
+        pytest.xfail(f"{len(known)} 500s from the int32 interval_ms column (issue 9 item 7, "
+                     f"engine/monitors.py and migration 0006), e.g. {known[0]}")
+
+
+async def test_the_document_gives_the_models_the_api_validates_with(client):
+    document = await (await client.get("/openapi.json")).json()
+    monitor = SCHEMA.adapter.json_schema(ref_template="#/components/schemas/{model}")
+    components = document["components"]["schemas"]
+    assert components["Monitor"] == {k: v for k, v in monitor.items() if k != "$defs"}
+    assert all(components[name] == model for name, model in monitor["$defs"].items())
+    body = document["paths"]["/api/v1/monitors"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Monitor"}
+    assert document["paths"]["/api/v1/monitors"]["post"]["security"] == [{"bearer": []}]
+
+
+async def test_what_the_fuzzer_found_a_nul_character_is_the_clients_error(r, pool, ch, clean):
+    """Postgres cannot store NUL in text: a body, a query or a path holding one was a 500."""
+    await pool.execute("TRUNCATE api_tokens")
+    token = await tokens.create(pool, "nul", "admin")
+    async with api_client(r, pool, ch, token=token) as api:
+        resp = await api.post("/api/v1/monitors", json={**SEEDED, "tags": ["ok", "a\x00b"]})
+        assert resp.status == 422
+        assert (await resp.json())["errors"] == [
+            {"field": "tags.1", "message": "a NUL character cannot be stored"}]
+        resp = await api.put("/api/v1/monitors/web", json={**SEEDED, "http": {"url": "\x00"}})
+        assert (await resp.json())["errors"][0]["field"] == "http.url"
+        for path in ("/api/v1/monitors?tag=%00", "/api/v1/monitors/a%00b",
+                     "/api/v1/monitors/a%00b/uptime"):
+            resp = await api.get(path)
+            assert (resp.status, resp.content_type) == (400, "application/json"), path
+    assert await pool.fetchval("SELECT count(*) FROM monitors") == 0
