@@ -5,6 +5,7 @@ A bad value fails at start-up with one line naming the variable and what it acce
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -63,6 +64,62 @@ def check_url(name: str, value: str, schemes: tuple[str, ...]) -> str:
     return value
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+TARGET_SYNTAX = "a CIDR (10.0.0.0/8, fd00::/8), ip:port, [v6]:port or unix:/path"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One entry of VIGIL_DENY_TARGETS or VIGIL_ALLOW_TARGETS: a network (any port when `port`
+    is None; a bare IP is its own /32 or /128) or a unix socket path (executors.guard)."""
+
+    network: IPNetwork | None = None
+    port: int | None = None
+    path: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        """`10.0.0.0/8`, `192.0.2.7`, `192.0.2.7:6379`, `[::1]:5432` or `unix:/run/x.sock`."""
+        if text.startswith("unix:"):
+            path = text.removeprefix("unix:")
+            if not path.startswith("/"):
+                raise ValueError("a unix socket path must be absolute")
+            return cls(path=path)
+        host, port = text, None
+        if text.startswith("["):
+            host, sep, port = text[1:].partition("]:")
+            if not sep:
+                raise ValueError("a bracketed IPv6 address is followed by :port")
+        elif text.count(":") == 1:  # IPv4 and a port; an IPv6 address has more colons
+            host, port = text.split(":")
+        network = ipaddress.ip_network(host)  # its ValueError says what is wrong
+        if port is None:
+            return cls(network=network)
+        if not port.isdigit() or not 1 <= int(port) <= 65535 or network.num_addresses != 1:
+            raise ValueError("expected one address and a port 1-65535")
+        return cls(network=network, port=int(port))
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return f"unix:{self.path}"
+        assert self.network is not None
+        if self.port is None:
+            return str(self.network)
+        ip = self.network.network_address
+        return f"[{ip}]:{self.port}" if ip.version == 6 else f"{ip}:{self.port}"
+
+
+def env_targets(env: Mapping[str, str], name: str) -> tuple[Target, ...]:
+    """A comma-separated list of targets; an empty or unset variable is none."""
+    out = []
+    for item in filter(None, (part.strip() for part in env.get(name, "").split(","))):
+        try:
+            out.append(Target.parse(item))
+        except ValueError as exc:
+            raise SettingsError(f"{name}: {item!r} is not {TARGET_SYNTAX} ({exc})") from None
+    return tuple(out)
+
+
 def default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -94,6 +151,11 @@ class Settings:
     # cap comes first there.
     stream_max_age_s: int = 21_600
     stream_max_len: int = 2_000_000
+    # Where no check may connect, beyond Vigil's own servers and the link-local ranges that
+    # executors.guard always denies, and the holes in that list (an operator probing their
+    # own Redis or Postgres on purpose).
+    deny_targets: tuple[Target, ...] = ()
+    allow_targets: tuple[Target, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -126,6 +188,8 @@ class Settings:
             stream_max_age_s=env_int(env, "VIGIL_STREAM_MAX_AGE_S", defaults.stream_max_age_s,
                                      60),
             stream_max_len=env_int(env, "VIGIL_STREAM_MAX_LEN", defaults.stream_max_len, 1_000),
+            deny_targets=env_targets(env, "VIGIL_DENY_TARGETS"),
+            allow_targets=env_targets(env, "VIGIL_ALLOW_TARGETS"),
         )
         settings = settings.with_overrides(**overrides)
         for name, value in (("VIGIL_REGION", settings.region), ("VIGIL_SHARD", settings.shard)):

@@ -6,7 +6,9 @@ a pydantic spec model (defaults for everything optional, so an invalid monitor i
 with the kind, the field and the reason) and `async def check(spec, ctx, due) -> Observation`
 (`due` is the check.due event: monitor id, scheduled time, interval and timeout). The
 executor runs `check` under the monitor's timeout; a check returns `down` with a precise
-`error_kind` for every failure of the target, and raises only for Vigil's own bugs.
+`error_kind` for every failure of the target, and raises only executors.guard.Denied (a
+target it may not connect to: an `error`, executors.checker) or for Vigil's own bugs. A kind
+connects only through the guard: to the addresses `ctx.guard.resolve` checked, never by name.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import os
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
 import redis.asyncio as aioredis
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
+    Field,
     SerializerFunctionWrapHandler,
     model_serializer,
     model_validator,
@@ -28,6 +32,7 @@ from pydantic import (
 
 from engine.events import CheckDue, Observation
 from engine.keys import Keys
+from executors.guard import Guard
 from executors.resolver import Resolver
 
 
@@ -41,13 +46,16 @@ def _unverified() -> ssl.SSLContext:
 @dataclass(slots=True)
 class Context:
     """Opened once per executor and shared by every check it runs. HTTP checks need no session:
-    each opens a fresh connection; the resolver caches names for a few seconds."""
+    each opens a fresh connection; the resolver caches names for a few seconds. Every check
+    that connects resolves its target through `guard` (executors.guard), whose deny list is
+    built from the executor's settings; without them, from Vigil's defaults."""
 
     redis: aioredis.Redis
     keys: Keys
     tls_verify: ssl.SSLContext = field(default_factory=ssl.create_default_context)
     tls_noverify: ssl.SSLContext = field(default_factory=_unverified)
     resolver: Resolver = field(default_factory=Resolver)
+    guard: Guard = field(default_factory=Guard)
 
 
 def _as_is(spec: Any) -> Any:
@@ -93,16 +101,22 @@ class Spec(BaseModel):
         return {k: v for k, v in handler(self).items() if v is not None}
 
 
+def single_line(value: str) -> str:
+    """For a value that reaches a request line, a header or a protocol field: CR and LF would
+    end it and start another (a header of the monitor's own), NUL ends a C string early."""
+    if any(c in value for c in "\r\n\0"):
+        raise ValueError("cannot hold CR, LF or NUL")
+    return value
+
+
+SingleLine = Annotated[str, AfterValidator(single_line)]
+# A host name or address to resolve: one line, as DNS names are.
+Host = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(single_line)]
+
 # Names of environment variables a spec may point at (`dsn_env`, `url_env`).
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 # How long a check waits for a polite close before it drops the connection.
 CLOSE_WAIT_S = 1.0
-
-
-def os_reason(exc: OSError) -> str:
-    """Why a socket call failed, in the errno's words: asyncio words a refusal as "Connect call
-    failed (addr)" and uvloop as the errno text; the errno reads the same on both loops."""
-    return os.strerror(exc.errno) if exc.errno else (str(exc) or type(exc).__name__)
 
 
 class ConnectionSpec(Spec):

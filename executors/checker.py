@@ -8,7 +8,8 @@ from pydantic import ValidationError
 
 from engine.cache import MISS, BoundedCache
 from engine.events import CheckDue, Observation
-from executors.base import Context, Kind
+from executors.base import Context, Kind, failed
+from executors.guard import Denied
 from executors.kinds import KINDS
 
 SPEC_CACHE_MAX = 200_000
@@ -26,7 +27,9 @@ class Checker:
             SPEC_CACHE_MAX)
 
     async def start(self) -> None:
-        """Nothing to open: checks connect afresh and the resolver fills on demand."""
+        """Nothing to open (checks connect afresh, the resolver fills on demand) but the names
+        of Vigil's own servers, resolved once for the deny list."""
+        await self.ctx.guard.start()
 
     async def close(self) -> None:
         self.ctx.resolver.close()
@@ -51,4 +54,8 @@ class Checker:
         return entry
 
     async def run(self, kind: Kind, prepared: Any, due: CheckDue) -> Observation:
-        return await kind.check(prepared, self.ctx, due)
+        try:
+            return await kind.check(prepared, self.ctx, due)
+        except Denied as exc:
+            # From whichever step of a kind was about to connect; nothing was opened.
+            return failed("denied", str(exc))

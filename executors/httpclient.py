@@ -3,7 +3,8 @@
 An asyncio Protocol feeds the bytes to httptools (llhttp) and keeps only what a check asserts
 on: the status, the headers and the body up to a cap. No pooling, keep-alive, cookies or
 decompression (the request asks for `identity`). Every failure raises `FetchError` with a
-stable kind (dns, connect, tls, protocol, reset), so the caller turns it into a `down`.
+stable kind (dns, connect, tls, protocol, reset), so the caller turns it into a `down`; a
+target the guard denies raises its `Denied` before any connection (executors.guard).
 The transport is always aborted at the end, also when the caller is cancelled by its
 timeout: `abort()` rather than `close()` so a TLS peer cannot keep the socket open for the
 close_notify exchange.
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 
 import httptools
 
-from executors.base import os_reason
-from executors.resolver import Address, ResolveError, Resolver
+from executors.guard import ConnectError, Guard, connect, os_reason
+from executors.resolver import ResolveError, Resolver
 
 MAX_HEAD = 64 * 1024
 # Bytes read beyond the head and twice the body cap (chunk framing, trailers) before reading
@@ -233,20 +234,6 @@ class _ResponseReader(asyncio.Protocol):
                        if exc is None else f"connection reset mid-response ({exc})")
 
 
-async def _connect(reader: _ResponseReader, addresses: list[Address],
-                   port: int) -> asyncio.Transport:
-    loop = asyncio.get_running_loop()
-    failures = []
-    for family, ip in addresses:
-        try:
-            transport, _ = await loop.create_connection(lambda: reader, ip, port, family=family)
-        except OSError as exc:
-            failures.append(f"{ip} port {port}: {os_reason(exc)}")
-            continue
-        return transport
-    raise FetchError("connect", "; ".join(failures) or "no address to connect to")
-
-
 async def _handshake(transport: asyncio.Transport, reader: _ResponseReader,
                      ctx: ssl.SSLContext, host: str) -> asyncio.Transport:
     loop = asyncio.get_running_loop()
@@ -276,19 +263,24 @@ def _expiry_ms(transport: asyncio.Transport) -> int | None:
         return None
 
 
-async def fetch(request: Request, resolver: Resolver, tls: ssl.SSLContext | None,
+async def fetch(request: Request, guard: Guard, resolver: Resolver, tls: ssl.SSLContext | None,
                 max_body: int, timings: Timings) -> Response:
-    """One request on a fresh connection; phases are added to `timings` as they complete."""
+    """One request on a fresh connection to an address the guard allows (else Denied);
+    phases are added to `timings` as they complete."""
     start = time.perf_counter()
     try:
-        addresses, looked_up = await resolver.resolve(request.host, request.port)
+        addresses, looked_up = await guard.resolve(resolver, request.host, request.port)
     except ResolveError as exc:
         raise FetchError("dns", str(exc)) from None
     timings.add("dns", _ms_since(start) if looked_up else 0.0)
-    reader = _ResponseReader(asyncio.get_running_loop().create_future(), max_body,
-                             request.head_only)
+    loop = asyncio.get_running_loop()
+    reader = _ResponseReader(loop.create_future(), max_body, request.head_only)
     start = time.perf_counter()
-    transport = await _connect(reader, addresses, request.port)
+    try:
+        transport, _ = await connect(addresses, request.port, lambda family, ip: (
+            loop.create_connection(lambda: reader, ip, request.port, family=family)))
+    except ConnectError as exc:
+        raise FetchError("connect", str(exc)) from None
     try:
         timings.add("connect", _ms_since(start))
         expiry = None

@@ -37,6 +37,7 @@ from engine.streams import (
 )
 from executors.base import Context, failed
 from executors.checker import Checker, SpecInvalid
+from executors.guard import Guard
 
 READ_BLOCK_MS = 1_000
 FLUSH_MAX = 500
@@ -60,7 +61,7 @@ class Executor:
         self.clock = clock or RedisClock(r)
         self.stream = keys.checks(settings.region)
         self.consumer = Consumer(r, self.stream, EXECUTOR_GROUP, settings.instance_id)
-        self.checker = Checker(Context(r, keys))
+        self.checker = Checker(Context(r, keys, guard=Guard(settings)))
         self.deadletters = DeadLetters(r, keys.deadletter)
         self.completions = Completions(r, self.stream, keys.results, keys.deadletter,
                                        EXECUTOR_GROUP)

@@ -31,8 +31,6 @@ from engine.events import CheckDue, Observation
 from executors.base import Context, Kind, Spec, budget_s, down
 
 RecordType = Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS"]
-# The resolver gives up within this share of the monitor's timeout, so a silent nameserver
-# ends as a precise `dns_timeout` instead of the executor's generic `timeout`.
 
 
 class DnsSpec(Spec):
@@ -121,6 +119,10 @@ def _resolver(spec: DnsSpec) -> dns.asyncresolver.Resolver:
 async def check(spec: DnsSpec, ctx: Context, due: CheckDue) -> Observation:
     lifetime = budget_s(due)
     ns = spec.nameserver
+    if ns is not None:
+        # A monitor's nameserver is a target like any other. The system's (resolv.conf) are
+        # the operator's choice: on a cloud VM they often are link-local (169.254.169.253).
+        ctx.guard.check(str(ns), spec.port)
     where = "" if ns is None else f" at [{ns}]:{spec.port}" if ns.version == 6 else \
         f" at {ns}:{spec.port}"
     query = f"{spec.name} {spec.record_type}{where}"

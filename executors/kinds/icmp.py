@@ -13,7 +13,8 @@ import icmplib
 from pydantic import Field
 
 from engine.events import CheckDue, Observation
-from executors.base import Context, Kind, Spec, budget_s, down, failed
+from executors.base import Context, Host, Kind, Spec, budget_s, down, failed
+from executors.resolver import ResolveError
 
 # Every reply is awaited for at most its share of this part of the monitor's timeout, so a
 # silent host ends as a precise `unreachable` instead of the executor's generic `timeout`.
@@ -27,7 +28,7 @@ PERMISSION_HINT = (
 
 class IcmpSpec(Spec):
 
-    host: str = Field(min_length=1, max_length=253)
+    host: Host
     count: int = Field(default=3, ge=1, le=100)
     interval_ms: int = Field(default=200, ge=10, le=10_000)
     max_loss_percent: float = Field(default=0, ge=0, le=100)
@@ -68,11 +69,15 @@ async def check(spec: IcmpSpec, ctx: Context, due: CheckDue) -> Observation:
         return failed("spec", f"{spec.count} pings {spec.interval_ms} ms apart do not fit in "
                               "the monitor's timeout; lower count or interval_ms")
     try:
-        host = await ping(spec.host, spec.count, interval_s, reply_wait_s)
+        # No port: only rules for whole networks apply to a ping (executors.guard).
+        addresses, _ = await ctx.guard.resolve(ctx.resolver, spec.host, None)
+    except ResolveError as exc:
+        return down("dns", str(exc))
+    try:
+        # The checked address, never the name: icmplib would resolve it again.
+        host = await ping(addresses[0][1], spec.count, interval_s, reply_wait_s)
     except icmplib.SocketPermissionError:
         return failed("icmp_permission", PERMISSION_HINT)
-    except icmplib.NameLookupError:
-        return down("dns", f"{spec.host}: the name does not resolve")
     except icmplib.ICMPLibError as exc:
         # Only socket set-up raises here (icmplib counts a failed send as a lost packet):
         # a fault of this executor's host, not of the target.

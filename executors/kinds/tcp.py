@@ -1,27 +1,30 @@
 """TCP checks: connect, optionally send a few bytes, optionally expect a banner or reply.
 
 `send` is sent as UTF-8, exactly as the YAML string holds it: write `send: "PING\\r\\n"` in
-double quotes for YAML to turn `\\r\\n` into CR LF. `expect` is a substring and `expect_regex`
-a regular expression (RE2 syntax, searched, not anchored: executors.patterns), compiled once
-per spec version on the executor (`prepare`), both matched on what the target sent first,
-read up to READ_CAP bytes. The read stops at a match, at end of stream, at the cap, or at
-the check's budget (executors.base.budget_s): a target that sent something else and keeps
-the connection open (an SMTP server where SSH was expected) ends as `banner` showing what
-came, not as a bare `timeout`.
+double quotes for YAML to turn `\\r\\n` into CR LF. It is the payload itself, line breaks and
+all (every line protocol needs them), so no filter of its bytes keeps it off a server: the
+guard does, before the connection (executors.guard: never Vigil's own Redis). `expect` is a
+substring and `expect_regex` a regular expression (RE2 syntax, searched, not anchored:
+executors.patterns), compiled once per spec version on the executor (`prepare`), both
+matched on what the target sent first, read up to READ_CAP bytes. The read stops at a match,
+at end of stream, at the cap, or at the check's budget (executors.base.budget_s): a target
+that sent something else and keeps the connection open (an SMTP server where SSH was
+expected) ends as `banner` showing what came, not as a bare `timeout`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from dataclasses import dataclass, field
 
 from pydantic import Field, model_validator
 
 from engine.events import CheckDue, Observation
-from executors.base import CLOSE_WAIT_S, Context, Kind, Spec, budget_s, down, os_reason
+from executors.base import CLOSE_WAIT_S, Context, Host, Kind, Spec, budget_s, down
+from executors.guard import ConnectError, connect
 from executors.patterns import Pattern, Regex
+from executors.resolver import ResolveError
 
 READ_CAP = 4096
 SHOWN = 120
@@ -29,7 +32,7 @@ SHOWN = 120
 
 class TcpSpec(Spec):
 
-    host: str = Field(min_length=1, max_length=253)
+    host: Host
     port: int = Field(ge=1, le=65535)
     send: str | None = Field(default=None, min_length=1, max_length=READ_CAP)
     expect: str | None = Field(default=None, min_length=1, max_length=READ_CAP)
@@ -117,15 +120,16 @@ async def check(probe: Probe, ctx: Context, due: CheckDue) -> Observation:
     spec = probe.spec
     start = time.perf_counter()
     try:
-        reader, writer = await asyncio.open_connection(spec.host, spec.port)
-    except socket.gaierror as exc:
-        return down("dns", f"{spec.host}: {exc.strerror or exc}")
-    except OSError as exc:
-        return down("connect", f"{spec.host}:{spec.port}: {os_reason(exc)}")
+        addresses, _ = await ctx.guard.resolve(ctx.resolver, spec.host, spec.port)
+        reader, writer = await connect(addresses, spec.port, lambda family, ip: (
+            asyncio.open_connection(ip, spec.port, family=family)))
+    except ResolveError as exc:
+        return down("dns", str(exc))
+    except ConnectError as exc:
+        return down("connect", str(exc))
     connect_ms = (time.perf_counter() - start) * 1000
     # The read ends at the check's budget, counted from the start of the check.
-    read_s = budget_s(due) \
-        - connect_ms / 1000
+    read_s = budget_s(due) - connect_ms / 1000
     seen, why, step = b"", "match", "sending"
     try:
         if spec.send is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import ssl
 import time
 from datetime import UTC, datetime
@@ -23,16 +22,16 @@ from engine.events import CheckDue, Observation
 from executors.base import (
     CLOSE_WAIT_S,
     Context,
+    Host,
     Kind,
     Spec,
     budget_s,
     down,
     failed,
-    os_reason,
 )
+from executors.guard import ConnectError, connect
+from executors.resolver import Address, ResolveError
 
-# The handshake gives up within this share of the monitor's timeout, so a server that never
-# completes it ends as a precise `tls` failure instead of the executor's generic `timeout`.
 CA_CACHE_MAX = 64
 DAY_S = 86_400
 
@@ -52,9 +51,9 @@ UNTRUSTED_CODES = frozenset({
 
 class TlsSpec(Spec):
 
-    host: str = Field(min_length=1, max_length=253)
+    host: Host
     port: int = Field(default=443, ge=1, le=65535)
-    server_name: str | None = Field(default=None, min_length=1, max_length=253)
+    server_name: Host | None = None  # sent in the ClientHello
     warn_days: int = Field(default=14, ge=0, le=3650)
     ca_file: str | None = Field(default=None, min_length=1)
 
@@ -85,10 +84,11 @@ class _Probe(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-async def _connect(spec: TlsSpec) -> tuple[asyncio.Transport, _Probe]:
-    transport, probe = await asyncio.get_running_loop().create_connection(
-        _Probe, spec.host, spec.port)
-    return transport, probe
+async def _connect(addresses: list[Address], port: int) -> tuple[asyncio.Transport, _Probe]:
+    """A connection to the first of the checked `addresses` that takes it."""
+    loop = asyncio.get_running_loop()
+    return await connect(addresses, port, lambda family, ip: loop.create_connection(
+        _Probe, ip, port, family=family))
 
 
 async def _handshake(raw: asyncio.Transport, probe: _Probe, context: ssl.SSLContext,
@@ -119,14 +119,15 @@ async def _handshake(raw: asyncio.Transport, probe: _Probe, context: ssl.SSLCont
             tls.abort()
 
 
-async def _fetch_unverified(spec: TlsSpec, ctx: Context, server_name: str,
-                            within_s: float) -> x509.Certificate | None:
-    """The certificate a failed handshake rejected, or None when it cannot be had in time."""
+async def _fetch_unverified(addresses: list[Address], spec: TlsSpec, ctx: Context,
+                            server_name: str, within_s: float) -> x509.Certificate | None:
+    """The certificate a failed handshake rejected, or None when it cannot be had in time;
+    from the addresses the first connection was checked for, not from the name again."""
     if within_s <= 0:
         return None
     try:
         async with asyncio.timeout(within_s):
-            raw, probe = await _connect(spec)
+            raw, probe = await _connect(addresses, spec.port)
             try:
                 der, _ = await _handshake(raw, probe, ctx.tls_noverify, server_name, within_s)
             finally:
@@ -216,17 +217,19 @@ async def check(spec: TlsSpec, ctx: Context, due: CheckDue) -> Observation:
     deadline = loop.time() + budget_s(due)
     start = time.perf_counter()
     try:
-        raw, probe = await _connect(spec)
-    except socket.gaierror as exc:
-        return down("dns", f"{spec.host}: {exc.strerror or exc}")
-    except OSError as exc:
-        return down("connect", f"{spec.host}:{spec.port}: {os_reason(exc)}")
+        addresses, _ = await ctx.guard.resolve(ctx.resolver, spec.host, spec.port)
+        raw, probe = await _connect(addresses, spec.port)
+    except ResolveError as exc:
+        return down("dns", str(exc))
+    except ConnectError as exc:
+        return down("connect", str(exc))
     connected = time.perf_counter()
     try:
         der, done = await _handshake(raw, probe, context, server_name, deadline - loop.time())
     except ssl.SSLCertVerificationError as exc:
         raw.close()
-        cert = await _fetch_unverified(spec, ctx, server_name, deadline - loop.time())
+        cert = await _fetch_unverified(addresses, spec, ctx, server_name,
+                                       deadline - loop.time())
         return rejected(server_name, exc, cert)
     except (ssl.SSLError, OSError) as exc:
         return down("tls", f"{spec.host}:{spec.port} ({server_name}): TLS handshake failed: "

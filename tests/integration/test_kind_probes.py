@@ -1,6 +1,7 @@
-"""Postgres and Redis probes against real servers: the session's embedded Postgres (plus a
-scram-sha-256 pg_hba rule for one role, so a password is really checked), the session's
-redis-server, and a redis-server with requirepass started here."""
+"""Postgres and Redis probes against real servers: the session's embedded Postgres, as a
+plain role since the probe refuses its superuser (plus a scram-sha-256 pg_hba rule for one
+role, so a password is really checked), the session's redis-server, and a redis-server with
+requirepass started here."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
@@ -21,6 +21,7 @@ from executors.kinds import SCHEMA
 from tests.support.helpers import free_port, wait_for
 from tests.support.hostile import RawServer, silent
 from tests.support.kind_executor import check_due, observe, run_checks
+from tests.support.pg import login_role, socket_dsn
 from tests.support.servers import redis_server
 
 ROLE = "vigil_probe_pw"
@@ -37,11 +38,11 @@ async def rd(ctx: Context, **spec: Any) -> Observation:
     return await observe(ctx, "redis", spec, timeout_ms=800)
 
 
-def socket_dsn(postgres_dsn: str, user: str, password: str | None = None) -> str:
-    """The session server is reached on a unix socket: `postgresql://u:p@/db?host=/dir`."""
-    [socket_dir] = parse_qs(urlsplit(postgres_dsn).query)["host"]
-    auth = user if password is None else f"{user}:{password}"
-    return f"postgresql://{auth}@/postgres?host={socket_dir}"
+@pytest.fixture
+async def probe_dsn(pool: asyncpg.Pool, postgres_dsn: str) -> AsyncIterator[str]:
+    """The session server as a role a probe runs as: no superuser, no file roles."""
+    async with login_role(pool, "vigil_probe_plain") as role:
+        yield socket_dsn(postgres_dsn, role)
 
 
 @pytest.fixture
@@ -82,19 +83,19 @@ def redis_with_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
 # Postgres
 
 
-async def test_postgres_up(ctx, postgres_dsn):
-    obs = await pg(ctx, dsn=postgres_dsn)
+async def test_postgres_up(ctx, probe_dsn):
+    obs = await pg(ctx, dsn=probe_dsn)
     assert (obs.outcome, obs.error) == ("up", None)
     assert set(obs.phases) == {"connect", "query"}
     assert obs.latency_ms >= obs.phases["connect"] + obs.phases["query"] - 0.01
 
 
-async def test_postgres_user_query(ctx, postgres_dsn):
-    one = await pg(ctx, dsn=postgres_dsn,
+async def test_postgres_user_query(ctx, probe_dsn):
+    one = await pg(ctx, dsn=probe_dsn,
                    query="SELECT 1 FROM pg_database WHERE datname = 'postgres'")
-    none = await pg(ctx, dsn=postgres_dsn, query="SELECT 1 WHERE false")
-    broken = await pg(ctx, dsn=postgres_dsn, query="SELECT * FROM no_such_table")
-    writes = await pg(ctx, dsn=postgres_dsn, query="CREATE TABLE probe_wrote_this (x int)")
+    none = await pg(ctx, dsn=probe_dsn, query="SELECT 1 WHERE false")
+    broken = await pg(ctx, dsn=probe_dsn, query="SELECT * FROM no_such_table")
+    writes = await pg(ctx, dsn=probe_dsn, query="CREATE TABLE probe_wrote_this (x int)")
     assert one.outcome == "up"
     assert (none.outcome, none.error_kind, none.error) == ("down", "query",
                                                            "the query returned no row")
@@ -130,8 +131,8 @@ async def test_postgres_connect_failures(ctx):
         assert WRONG not in obs.error
 
 
-async def test_postgres_dsn_from_the_environment(ctx, postgres_dsn, monkeypatch):
-    monkeypatch.setenv("VIGIL_TEST_BILLING_DSN", postgres_dsn)
+async def test_postgres_dsn_from_the_environment(ctx, probe_dsn, monkeypatch):
+    monkeypatch.setenv("VIGIL_TEST_BILLING_DSN", probe_dsn)
     assert (await pg(ctx, dsn_env="VIGIL_TEST_BILLING_DSN")).outcome == "up"
     missing = await pg(ctx, dsn_env="VIGIL_TEST_NOT_SET")
     assert (missing.outcome, missing.error_kind) == ("error", "config")
@@ -210,13 +211,13 @@ def test_redis_spec_format():
 # Both, through the real executor: a server that accepts and never answers times out.
 
 
-async def test_silent_servers_time_out_in_the_real_executor(r, keys, postgres_dsn, redis_url):
+async def test_silent_servers_time_out_in_the_real_executor(r, keys, probe_dsn, redis_url):
     settings = Settings(max_timeout_ms=1_000, instance_id="exec-probe")
     async with RawServer(silent()) as blackhole:
         dues = [check_due(mid, kind, spec, timeout_ms=800) for mid, kind, spec in (
             ("pg-silent", "postgres", {"dsn": f"postgresql://u@127.0.0.1:{blackhole.port}/db"}),
             ("redis-silent", "redis", {"url": f"redis://127.0.0.1:{blackhole.port}/0"}),
-            ("pg-up", "postgres", {"dsn": postgres_dsn}),
+            ("pg-up", "postgres", {"dsn": probe_dsn}),
             ("redis-up", "redis", {"url": redis_url}),
         )]
         got = await run_checks(r, keys, dues, settings)

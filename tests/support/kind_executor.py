@@ -14,7 +14,9 @@ from engine.keys import EXECUTOR_GROUP, Keys
 from engine.settings import Settings
 from engine.streams import EVENT_FIELD, ensure_group, event_of
 from executors.base import Context
+from executors.checker import Checker
 from executors.kinds import KINDS
+from executors.resolver import Resolver
 from executors.service import Executor
 from tests.support.helpers import wait_for
 
@@ -32,21 +34,28 @@ def check_due(monitor_id: str, kind: str, spec: dict[str, Any], *, timeout_ms: i
 
 
 async def observe(ctx: Context, kind: str, spec: dict[str, Any], timeout_ms: int) -> Observation:
-    """One check of `kind` as the executor runs it: the parsed spec, and a check.due carrying
-    the timeout the kind budgets from."""
+    """One check of `kind` as the executor runs it (a denied target is its `error`): the parsed
+    spec, and a check.due carrying the timeout the kind budgets from."""
     due = check_due(f"{kind}-check", kind, spec, timeout_ms=timeout_ms)
     declared = KINDS[kind]
-    return await declared.check(declared.prepare(declared.spec.model_validate(spec)), ctx, due)
+    prepared = declared.prepare(declared.spec.model_validate(spec))
+    return await Checker(ctx).run(declared, prepared, due)
 
 
 async def run_checks(r: aioredis.Redis, keys: Keys, dues: list[CheckDue],
-                     settings: Settings, wait_s: float = 20) -> dict[str, CheckResult]:
+                     settings: Settings, wait_s: float = 20,
+                     resolver: Resolver | None = None) -> dict[str, CheckResult]:
+    """The dues run by a real Executor with `settings` (its guard's deny list among them), its
+    names resolved by `resolver` when one is given."""
     stream = keys.checks("default")
     await ensure_group(r, stream, EXECUTOR_GROUP)
     for due in dues:
         await r.xadd(stream, {EVENT_FIELD: due.to_json()})
     stop = asyncio.Event()
-    task = asyncio.create_task(Executor(r, keys, settings).run(stop))
+    executor = Executor(r, keys, settings)
+    if resolver is not None:
+        executor.checker.ctx.resolver = resolver
+    task = asyncio.create_task(executor.run(stop))
 
     async def enough() -> bool:
         return int(await r.xlen(keys.results)) >= len(dues)

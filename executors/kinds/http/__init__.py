@@ -14,7 +14,8 @@ the executor (plan.py), the redirect chain (chain.py) and the assertions (assert
 Outcomes: `down` with error_kind dns, connect, tls, protocol, reset (closed or reset before the
 response completed), redirects, status, header, keyword, regex or json (the first failed
 assertion, in that order); `degraded` with error_kind "latency" when everything passed but
-took longer than degraded_ms; `up` otherwise. The executor's own timeout gives "timeout".
+took longer than degraded_ms; `up` otherwise. The executor's own timeout gives "timeout"; a
+URL or a redirect the guard denies, an `error` `denied` (executors.guard).
 Phases are the time spent in each of dns, connect, tls (https) and first_byte (request written
 to first response byte), summed over redirect hops; latency_ms is the whole check. The body is
 read up to max_body_bytes; a longer body is cut there, which is not a failure.

@@ -10,7 +10,7 @@ from pydantic import HttpUrl
 
 from executors.base import Context
 from executors.httpclient import FetchError, Request, Response, Timings, build_request, fetch
-from executors.kinds.http.spec import HttpSpec
+from executors.kinds.http.spec import HttpSpec, request_url
 
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 # Dropped when a redirect leaves the origin, as browsers and curl do.
@@ -51,7 +51,7 @@ def _next_hop(hop: Hop, status: int, location: bytes) -> Hop:
     except UnicodeDecodeError:
         text = location.decode("latin-1")
     try:
-        url = HttpUrl(urljoin(str(hop.url), text.strip()))
+        url = request_url(urljoin(str(hop.url), text.strip()))
     except ValueError:
         raise FetchError("redirects", f"redirect to an invalid URL: {text[:200]!r}",
                          status) from None
@@ -74,7 +74,8 @@ async def exchange(spec: HttpSpec, first: Hop, ctx: Context,
     redirects = 0
     while True:
         tls = ctx.tls_verify if spec.verify_tls else ctx.tls_noverify
-        response = await fetch(hop.request, ctx.resolver, tls, spec.max_body_bytes, timings)
+        response = await fetch(hop.request, ctx.guard, ctx.resolver, tls, spec.max_body_bytes,
+                               timings)
         if response.cert_expiry_ms is not None:
             expiry = (response.cert_expiry_ms if expiry is None
                       else min(expiry, response.cert_expiry_ms))

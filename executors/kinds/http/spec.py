@@ -1,15 +1,17 @@
 """`http:` in a monitor: the spec model and its validators. Validation only checks (a pattern
-compiles on RE2, a JSONPath parses, a header cannot smuggle a line); what a check runs from
-is built from a valid spec once per spec version on the executor (plan.py)."""
+compiles on RE2, a JSONPath parses, no field that reaches the request line or a header can
+smuggle a line into it); what a check runs from is built from a valid spec once per spec
+version on the executor (plan.py)."""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, HttpUrl, JsonValue, field_validator, model_validator
 
-from executors.base import Spec
+from executors.base import SingleLine, Spec
 from executors.patterns import JsonPath, Regex
 
 BODY_CAP = 64 * 1024
@@ -51,6 +53,25 @@ def _header_name(name: str) -> str:
     return name
 
 
+def request_url(text: str) -> HttpUrl:
+    """`text` as a URL a request can go to, or ValueError. Checked as written: pydantic's
+    parser (WHATWG's) drops CR, LF and tabs from a URL, reads `http:///path` and `http:path`
+    as the host `path`, and keeps port 0, which the check would take for the default port."""
+    if any(ord(c) < 0x20 or c == "\x7f" for c in text):
+        raise ValueError("a URL cannot hold control characters (CR, LF, tab, NUL ...)")
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        pass  # pydantic's parser says what is wrong with it
+    else:
+        if parts.scheme.lower() in ("http", "https") and not parts.hostname:
+            raise ValueError("the URL has no host: write http(s)://host/path")
+    url = HttpUrl(text)
+    if url.port == 0:
+        raise ValueError("port 0 is not a port a server listens on")
+    return url
+
+
 def _default_status() -> list[int | str]:
     return ["200-399"]
 
@@ -77,9 +98,9 @@ class HttpSpec(Spec):
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
     headers: dict[HeaderName, str] = Field(default_factory=dict)
     body: str | None = None
-    username: str | None = Field(default=None, min_length=1)
-    password: str | None = None
-    bearer_token: str | None = Field(default=None, min_length=1)
+    username: SingleLine | None = Field(default=None, min_length=1)
+    password: SingleLine | None = None
+    bearer_token: SingleLine | None = Field(default=None, min_length=1)
     # Without redirects followed, a 3xx is the site answering: up by default.
     expected_status: list[Annotated[int | str, AfterValidator(_status_item)]] = Field(
         default_factory=lambda: _default_status(), min_length=1)
@@ -97,6 +118,11 @@ class HttpSpec(Spec):
     max_redirects: int = Field(default=5, ge=0, le=30)
     verify_tls: bool = True
     max_body_bytes: int = Field(default=BODY_CAP, ge=0, le=BODY_CAP_MAX)
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _as_written(cls, url: Any) -> Any:
+        return request_url(url) if isinstance(url, str) else url
 
     @field_validator("url")
     @classmethod
