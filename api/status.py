@@ -42,8 +42,7 @@ DETAILS = ("status_code", "error")
 
 def public(row: dict[str, Any]) -> dict[str, Any]:
     """What anyone may see of a status row (store.status_rows)."""
-    # .get: a row from a store without the column (before migration 0006) shows no details.
-    shown = PUBLIC + DETAILS if row.get("public_details", False) else PUBLIC
+    shown = PUBLIC + DETAILS if row["public_details"] else PUBLIC
     return {k: row[k] for k in shown}
 
 

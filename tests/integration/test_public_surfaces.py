@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 
 from api import tokens
-from api.page import row_html
-from api.status import PUBLIC, public
+from api.status import PUBLIC
 from engine.connections import redis_client
 from engine.settings import Settings
 from executors.kinds import SCHEMA
@@ -78,19 +77,26 @@ async def test_a_read_token_sees_the_details(r, pool, ch, probed):
         assert (await anyone.get("/api/v1/monitors/cache/status")).status == 401
 
 
-def test_public_details_show_the_error_text_escaped():
-    """A monitor that chose `public_details` shows its error text, escaped like every cell.
-    Pure logic: the column arrives in engine.store's rows with another change."""
-    row = {"id": "m", "name": "", "kind": "http", "enabled": True, "region": "default",
-           "status": "down", "since_ms": 1_000, "finished_ms": 1_002, "latency_ms": 1.0,
-           "status_code": 500, "error_kind": "status", "error": "<script>alert(1)</script>",
-           "check_id": "m:default:1000", "interval_ms": 10_000}
-    assert "error" not in public(row)
-    shown = public({**row, "public_details": True})
-    assert (shown["error"], shown["status_code"]) == ("<script>alert(1)</script>", 500)
-    cell = row_html(shown)
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in cell
-    assert "<script>" not in cell
+async def test_a_monitor_with_public_details_shows_its_error_text_escaped(
+        client, r, keys, pool, postgres_dsn, probed):
+    await store_monitors(pool, SCHEMA.parse([
+        {"id": "open", "kind": "http", "interval": "10s", "public_details": True,
+         "http": {"url": "http://127.0.0.1:9/"}}]), source="api")
+    sink = StatusSink(r, keys, Settings(instance_id="sink-public"), postgres_dsn=postgres_dsn)
+    await sink.start()
+    try:
+        await sink.write([check_result("open", 5_000, "down", status_code=500, error_kind="status",
+                                       error="status 500: <script>alert(1)</script>")])
+    finally:
+        await sink.close()
+    rows = {m["id"]: m for m in (await (await client.get("/api/v1/status")).json())["monitors"]}
+    assert (rows["open"]["status_code"], rows["open"]["error"]) == (
+        500, "status 500: <script>alert(1)</script>")
+    assert "error" not in rows["web"]  # the others still show nothing of theirs
+    page = await (await client.get("/")).text()
+    assert "status: status 500: &lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script>" not in page
+    assert SECRET not in page
 
 
 async def test_health_names_a_failure_by_its_class_only(pool, ch, clean):
