@@ -18,7 +18,6 @@ from pydantic import ValidationError
 from api.auth import requires
 from api.errors import Handler, invalid, json_error, json_response
 from api.state import PG, SCHEMA
-from api.text import nul_at
 from engine import store
 from engine.monitors import MonitorBase, field_errors
 
@@ -31,8 +30,6 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise json_error(web.HTTPBadRequest, f"body: not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise json_error(web.HTTPBadRequest, "body: expected a JSON object (a monitor definition)")
-    if (where := nul_at(data)) is not None:
-        raise invalid("monitor", where, "a NUL character cannot be stored")
     return data
 
 

@@ -1,38 +1,16 @@
-"""What the API takes as text: nothing Postgres text cannot store. A NUL character is valid
-JSON (`\\u0000`) and a valid URL byte (`%00`), but Postgres refuses it in text and jsonb, so
-a request carrying one would otherwise end as a 500 from the driver instead of the client's
-400 or 422 (found by the schemathesis run, tests/integration/test_openapi_fuzz.py)."""
+"""What the API takes as text: nothing Postgres text cannot store. A NUL character is a
+valid URL byte (`%00`), but Postgres refuses it in text and jsonb, so a request carrying one
+would otherwise end as a 500 from the driver instead of the client's 400 (found by the
+schemathesis run, tests/integration/test_openapi_fuzz.py); in a definition it is the
+definition's own error (engine.monitors)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from aiohttp import web
 
 from api.errors import Handler, json_error
 
 NUL = "\x00"
-
-
-def nul_at(data: Any) -> str | None:
-    """The dotted path (`tags.3`, `http.headers.X`) of the first key or string in `data`
-    that holds a NUL, "" for `data` itself; None when there is none."""
-    # A stack, not recursion: a body nested a thousand deep is still only a 422.
-    stack: list[tuple[str, Any]] = [("", data)]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, str):
-            if NUL in value:
-                return path
-            continue
-        items = value.items() if isinstance(value, dict) else (
-            enumerate(value) if isinstance(value, list) else ())
-        for key, item in items:
-            where = f"{path}.{key}" if path else str(key)
-            if NUL in str(key):
-                return where
-            stack.append((where, item))
-    return None
 
 
 @web.middleware

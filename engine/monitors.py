@@ -22,13 +22,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from engine import yamlfile
 from engine.durations import parse_duration_ms
 from engine.settings import NAME_PATTERN
 
 MAX_ID_LENGTH = 128
+NUL = "\x00"
 ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_ID_LENGTH - 1}}}$"
 REGION_PATTERN = f"^{NAME_PATTERN}$"
 MIN_INTERVAL_MS = 1_000
@@ -107,6 +108,27 @@ class MonitorBase(BaseModel):
         return spec
 
 
+def _nul_at(data: Any) -> str | None:
+    """The dotted path (`tags.3`, `http.headers.X`) of the first key or string in `data`
+    that holds a NUL, "" for `data` itself; None when there is none."""
+    # A stack, not recursion: a body nested a thousand deep is still only a 422.
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if NUL in value:
+                return path
+            continue
+        items = value.items() if isinstance(value, dict) else (
+            enumerate(value) if isinstance(value, list) else ())
+        for key, item in items:
+            where = f"{path}.{key}" if path else str(key)
+            if NUL in str(key):
+                return where
+            stack.append((where, item))
+    return None
+
+
 class SpecError(ValueError):
     """One or more monitor definitions are invalid; each line names the monitor and field."""
 
@@ -160,7 +182,13 @@ class MonitorSchema:
         self.adapter: TypeAdapter[MonitorBase] = TypeAdapter(union)
 
     def validate(self, data: Any) -> MonitorBase:
-        """One definition; a pydantic ValidationError names the field (see field_errors)."""
+        """One definition; a pydantic ValidationError names the field (see field_errors). A
+        NUL character is valid JSON (`\\u0000`) and YAML (`"\\0"`) but no Postgres text
+        can hold it, so it is refused here, for the API and the files alike."""
+        if (where := _nul_at(data)) is not None:
+            raise ValidationError.from_exception_data("monitor", [InitErrorDetails(
+                type=PydanticCustomError("nul", "a NUL character cannot be stored",
+                                         {"field": where}), loc=(), input=data)])
         return self.adapter.validate_python(data)
 
     def parse(self, entries: list[Any], origin: str = "monitors") -> list[MonitorBase]:

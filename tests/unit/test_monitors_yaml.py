@@ -176,3 +176,15 @@ def test_a_merged_key_may_be_overridden(tmp_path: Path) -> None:
                            "monitors:\n  - {<<: *base, id: a, interval: 2h}\n")
     [monitor] = SCHEMA.load_file(path)
     assert monitor.interval_ms == 7_200_000
+
+
+def test_a_nul_character_in_a_file_names_its_field(tmp_path: Path) -> None:
+    """YAML's "\\0" is a NUL, which no Postgres text holds: refused before anything is
+    written, with the field named, as the API refuses it."""
+    path = tmp_path / "m.yaml"
+    path.write_text('monitors:\n  - id: db\n    kind: tcp\n    tags: [ok, "a\\0b"]\n'
+                    '    tcp: {host: 127.0.0.1, port: 5432}\n')
+    with pytest.raises(SpecError) as exc:
+        SCHEMA.load_file(str(path))
+    assert exc.value.problems == [
+        f"monitor 'db' ({path}: monitors[0]): tags.1: a NUL character cannot be stored"]
