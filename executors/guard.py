@@ -29,12 +29,15 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import structlog
 from redis.asyncio.connection import parse_url
 
+from engine.cache import MISS, BoundedCache
 from engine.settings import Settings, Target
 from executors.resolver import Address, Resolver
 
 T = TypeVar("T")
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 ALLOW_HINT = "allow it with VIGIL_ALLOW_TARGETS"
+VERDICTS_MAX = 10_000
+VERDICT_TTL_S = 60.0
 log = structlog.get_logger(component="guard")
 
 
@@ -157,6 +160,9 @@ class Guard:
         self.allow = settings.allow_targets
         self._allowed_paths = {os.path.realpath(t.path) for t in self.allow if t.path}
         self._names: list[tuple[str, int, str]] = []
+        # An address that becomes this host's (a new interface) is judged again within the TTL.
+        self._verdicts: BoundedCache[tuple[str, int | None], str | None] = BoundedCache(
+            VERDICTS_MAX, VERDICT_TTL_S)
         for host, port, what in _own_endpoints(settings):
             if port is None:
                 self.deny.append(Rule(Target(path=os.path.realpath(host)), f"is {what}"))
@@ -179,22 +185,33 @@ class Guard:
                 continue
             self.deny += [_own(_ip(str(info[4][0])), port, what) for info in infos]
         self._names.clear()
+        self._verdicts.clear()
         log.info("checks may not connect to these targets",
                  denied=[str(r.target) for r in self.deny], allowed=[str(t) for t in self.allow])
 
     def check(self, ip: str, port: int | None, name: str | None = None) -> None:
         """Raise Denied when `ip` (at `port`, or for ICMP None) is denied; `name` is what
         resolved to it, for the message."""
-        reached = _ip(ip)
-        if any(t.network is not None and reached in t.network
-               and t.port in (None, port) for t in self.allow):
-            return
+        # Remembered: checks repeat a few addresses, and judging one costs more than the rest
+        # of a TCP check's own work before its connect.
+        verdict = self._verdicts.get((ip, port))
+        if verdict is MISS:
+            verdict = self._judge(_ip(ip), port)
+            self._verdicts.put((ip, port), verdict)
+        if verdict is not None:
+            via = f"{name} resolves to {ip}; " if name and name != ip else ""
+            raise Denied(f"denied: {via}{verdict}")
+
+    def _judge(self, ip: IP, port: int | None) -> str | None:
+        """Why `ip` at `port` is denied, or None."""
+        if any(t.network is not None and ip in t.network and t.port in (None, port)
+               for t in self.allow):
+            return None
         for rule in self.deny:
-            if rule.matches(reached, port):
-                where = _where(reached, port)
-                via = f"{name} resolves to {ip}; " if name and name != ip else ""
-                raise Denied(f"denied: {via}{where} {rule.reason}; "
-                             f"{ALLOW_HINT}={where}")
+            if rule.matches(ip, port):
+                where = _where(ip, port)
+                return f"{where} {rule.reason}; {ALLOW_HINT}={where}"
+        return None
 
     def check_path(self, path: str) -> None:
         """Raise Denied when the unix socket `path` is denied (compared as real paths, so

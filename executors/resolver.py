@@ -8,7 +8,6 @@ still following DNS changes quickly. Concurrent lookups of one name share a sing
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 
 from engine.cache import MISS, BoundedCache
@@ -24,11 +23,15 @@ class ResolveError(Exception):
 
 
 def _literal(host: str) -> list[Address] | None:
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    return [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, host)]
+    # inet_pton: every check of an IP-literal target passes here, and it costs a tenth of
+    # ipaddress's parser. A scoped IPv6 literal (fe80::1%eth0) goes to getaddrinfo instead.
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):  # not this family's literal; ValueError: a NUL in it
+            continue
+        return [(family, host)]
+    return None
 
 
 class Resolver:
