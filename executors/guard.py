@@ -59,7 +59,7 @@ def os_reason(exc: OSError) -> str:
 @dataclass(frozen=True, slots=True)
 class Rule:
     target: Target
-    reason: str  # ends "denied: <where> ..."
+    reason: str  # completes "denied: <where> ...": "is Vigil's own Redis (VIGIL_REDIS_URL)"
     # The target is on this host: its port is denied on every address that reaches this host.
     this_host: bool = False
 
@@ -166,7 +166,7 @@ class Guard:
         for host, port, what in _own_endpoints(settings):
             if port is None:
                 self.deny.append(Rule(Target(path=os.path.realpath(host)), f"is {what}"))
-            elif _literal(host) is None:
+            elif _address(host) is None:
                 self._names.append((host, port, what))
             else:
                 self.deny.append(_own(_ip(host), port, what))
@@ -234,7 +234,8 @@ class Guard:
         return addresses, looked_up
 
 
-def _literal(host: str) -> IP | None:
+def _address(host: str) -> IP | None:
+    """`host` as an address, or None for a name."""
     try:
         return _ip(host)
     except ValueError:
