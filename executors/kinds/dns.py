@@ -138,6 +138,11 @@ async def check(spec: DnsSpec, ctx: Context, due: CheckDue) -> Observation:
     except dns.resolver.NoAnswer:
         return down("no_answer", f"{query}: the name exists but has no {spec.record_type} "
                                  "records", _since(start))
+    except dns.resolver.NoNameservers as exc:
+        if _all_servfail(exc):
+            return down("servfail", f"{query}: the server failed to answer (SERVFAIL)",
+                        _since(start))
+        return down("dns", f"{query}: {exc}", _since(start))
     except (dns.exception.Timeout, TimeoutError):
         return down("dns_timeout", f"{query}: no answer within {lifetime * 1000:.0f} ms",
                     _since(start))
@@ -154,6 +159,14 @@ async def check(spec: DnsSpec, ctx: Context, due: CheckDue) -> Observation:
         obs.phases = {"dns": latency}
         return obs
     return Observation(outcome="up", latency_ms=latency, phases={"dns": latency})
+
+
+def _all_servfail(exc: dns.resolver.NoNameservers) -> bool:
+    """Every nameserver asked answered SERVFAIL: the zone's servers are broken (a lame
+    delegation, failed DNSSEC validation), which says more than a generic `dns` failure."""
+    errors = exc.kwargs.get("errors") or []
+    # dnspython records (nameserver, tcp, port, rcode text or exception, response) per try.
+    return bool(errors) and all(error[3] == "SERVFAIL" for error in errors)
 
 
 def _since(start: float) -> float:

@@ -220,27 +220,35 @@ async def check(spec: TlsSpec, ctx: Context, due: CheckDue) -> Observation:
         addresses, _ = await ctx.guard.resolve(ctx.resolver, spec.host, spec.port)
         raw, probe = await _connect(addresses, spec.port)
     except ResolveError as exc:
-        return down("dns", str(exc))
+        return down("dns", str(exc), _ms_since(start))
     except ConnectError as exc:
-        return down("connect", str(exc))
+        return down("connect", str(exc), _ms_since(start))
     connected = time.perf_counter()
     try:
         der, done = await _handshake(raw, probe, context, server_name, deadline - loop.time())
     except ssl.SSLCertVerificationError as exc:
+        # Measured before the second, unverified handshake that only explains the failure.
+        latency = _ms_since(start)
         raw.close()
         cert = await _fetch_unverified(addresses, spec, ctx, server_name,
                                        deadline - loop.time())
-        return rejected(server_name, exc, cert)
+        obs = rejected(server_name, exc, cert)
+        obs.latency_ms = latency
+        return obs
     except (ssl.SSLError, OSError) as exc:
         return down("tls", f"{spec.host}:{spec.port} ({server_name}): TLS handshake failed: "
-                           f"{exc}")
+                           f"{exc}", _ms_since(start))
     finally:
         raw.close()
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:
-        return down("tls", f"{server_name}: the server's certificate does not parse: {exc}")
+        return down("tls", f"{server_name}: the server's certificate does not parse: {exc}",
+                    (done - start) * 1000)
     return judge(spec, server_name, cert, (connected - start) * 1000, (done - connected) * 1000)
 
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000
 
 KIND = Kind("tls", TlsSpec, check)

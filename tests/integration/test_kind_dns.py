@@ -122,9 +122,9 @@ async def test_no_answer_for_a_name_without_that_type(ctx, zone):
     assert (obs.outcome, obs.error_kind) == ("down", "no_answer")
 
 
-async def test_servfail_is_a_dns_error(ctx, zone):
+async def test_servfail_is_its_own_kind(ctx, zone):
     obs = await run(ctx, at(zone, "broken.example.test"))
-    assert (obs.outcome, obs.error_kind) == ("down", "dns")
+    assert (obs.outcome, obs.error_kind) == ("down", "servfail")
     assert "SERVFAIL" in (obs.error or "")
 
 

@@ -1,0 +1,83 @@
+"""Check precision (issue 9.10): each hostile target answers with the error kind that says what
+went wrong, and a failed check records the time it took. Real servers on 127.0.0.1: raw
+asyncio servers (tests/support/hostile.py), trustme certificates, a UDP nameserver."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import trustme
+
+from engine.events import Observation
+from engine.settings import Settings
+from executors.base import Context
+from tests.support.helpers import free_port
+from tests.support.hostile import RawServer, blurt, server_context, silent
+from tests.support.kind_executor import check_due, observe, run_checks
+
+pytestmark = pytest.mark.timeout(60)
+
+NAME = "vigil.test"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("precision") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+def leaf(ca: trustme.CA, *, days_left: float) -> Any:
+    now = datetime.now(UTC)
+    return server_context(ca.issue_cert(NAME, "127.0.0.1", "localhost",
+                                        not_before=now - timedelta(days=400),
+                                        not_after=now + timedelta(days=days_left)))
+
+
+async def tls_check(ctx: Context, spec: dict[str, Any]) -> Observation:
+    return await observe(ctx, "tls", spec, 2_000)
+
+
+# --- a timeout records the time spent ------------------------------------------------------
+
+async def test_a_timeout_records_the_time_spent_not_the_setting(r, keys) -> None:
+    async with RawServer(silent()) as server:
+        got = await run_checks(r, keys, [check_due("slow", "http", {"url": server.url()},
+                                                   timeout_ms=300)],
+                               Settings(max_timeout_ms=5_000, instance_id="exec-precision"))
+    result = got["slow"]
+    assert (result.outcome, result.error_kind) == ("down", "timeout")
+    assert result.latency_ms is not None
+    # The timer fires at the deadline or after it, never exactly at the configured figure,
+    # and the time spent fits inside the run's own span.
+    assert result.latency_ms != 300
+    assert 299 < result.latency_ms <= result.finished_ms - result.started_ms + 1
+
+
+# --- failed tls checks record latency ------------------------------------------------------
+
+async def test_failed_tls_checks_record_latency(ctx: Context, ca: trustme.CA,
+                                                ca_file: str) -> None:
+    async with (RawServer(silent(), tls=leaf(ca, days_left=-2)) as expired,
+                RawServer(blurt(b"HTTP/1.1 400 Bad Request\r\n\r\n")) as plain):
+        failures = {
+            "expired": await tls_check(ctx, {"host": "127.0.0.1", "port": expired.port,
+                                             "ca_file": ca_file}),
+            "not-tls": await tls_check(ctx, {"host": "127.0.0.1", "port": plain.port}),
+            "refused": await tls_check(ctx, {"host": "127.0.0.1", "port": free_port()}),
+            "dns": await tls_check(ctx, {"host": "no-such-host.invalid"}),
+        }
+    kinds = {which: obs.error_kind for which, obs in failures.items()}
+    assert kinds == {"expired": "tls_expired", "not-tls": "tls", "refused": "connect",
+                     "dns": "dns"}
+    for which, obs in failures.items():
+        assert obs.latency_ms is not None, which
+        assert obs.latency_ms > 0, which
+
