@@ -3,8 +3,8 @@
 An asyncio Protocol feeds the bytes to httptools (llhttp) and keeps only what a check asserts
 on: the status, the headers and the body up to a cap. No pooling, keep-alive, cookies or
 decompression (the request asks for `identity`). Every failure raises `FetchError` with a
-stable kind (dns, connect, tls, protocol, reset), so the caller turns it into a `down`; a
-target the guard denies raises its `Denied` before any connection (executors.guard).
+stable kind (dns, connect, tls, protocol, reset, empty_reply), so the caller turns it into a
+`down`; a target the guard denies raises its `Denied` before any connection (executors.guard).
 The transport is always aborted at the end, also when the caller is cancelled by its
 timeout: `abort()` rather than `close()` so a TLS peer cannot keep the socket open for the
 close_notify exchange.
@@ -227,8 +227,13 @@ class _ResponseReader(asyncio.Protocol):
         elif exc is not None and not isinstance(exc, ConnectionError):
             self._fail("protocol", f"connection failed mid-response: {exc!r}")
         elif not self.first_byte_at:
-            self._fail("reset", "connection closed without a response" if exc is None
-                       else f"connection reset without a response ({exc})")
+            # A FIN with nothing before it is a server that took the request and gave up on
+            # it (a crashed worker, a proxy with no upstream); an RST is the network or a
+            # firewall cutting in: they call for different fixes.
+            if exc is None:
+                self._fail("empty_reply", "connection closed without a response")
+            else:
+                self._fail("reset", f"connection reset without a response ({exc})")
         else:
             self._fail("reset", "connection closed before the response completed"
                        if exc is None else f"connection reset mid-response ({exc})")
@@ -243,6 +248,8 @@ async def _handshake(transport: asyncio.Transport, reader: _ResponseReader,
         raise FetchError("tls", f"certificate verify failed: {exc.verify_message}") from None
     except ssl.SSLError as exc:
         raise FetchError("tls", f"handshake failed: {exc.reason or exc}") from None
+    except ConnectionResetError:  # an RST as the connection opens, TLS or not
+        raise FetchError("reset", "connection reset during the TLS handshake") from None
     except OSError as exc:
         reason = os_reason(exc) if exc.errno != errno.EPIPE else "connection closed"
         raise FetchError("tls", f"handshake failed: {reason}") from None

@@ -107,6 +107,11 @@ def _mismatch(probe: Probe, seen: bytes, why: str, connect_ms: float, read_s: fl
     if why == "deadline" and not seen:
         obs = down("timeout", f"connected in {connect_ms:.0f} ms, then no data within "
                               f"{max(read_s, 0) * 1000:.0f} ms", latency)
+    elif why == "eof" and not seen:
+        # A server that accepts and hangs up at once (a full backlog, a wrong service behind
+        # a proxy) sent no banner to compare: saying "got ''" would read as a mismatch.
+        obs = down("empty_reply", f"expected {probe.wanted()}; the target closed the "
+                                  "connection without sending anything", latency)
     else:
         stopped = {"eof": "then the target closed the connection",
                    "cap": f"{READ_CAP} bytes without a match",

@@ -101,7 +101,7 @@ async def _handshake(raw: asyncio.Transport, probe: _Probe, context: ssl.SSLCont
                                ssl_handshake_timeout=max(round(within_s, 3), 0.01),
                                ssl_shutdown_timeout=CLOSE_WAIT_S)
     if tls is None:
-        raise ConnectionResetError("the connection closed during the TLS handshake")
+        raise ssl.SSLEOFError("the connection closed during the TLS handshake")
     done = time.perf_counter()
     try:
         der = tls.get_extra_info("ssl_object").getpeercert(binary_form=True)
@@ -235,6 +235,9 @@ async def check(spec: TlsSpec, ctx: Context, due: CheckDue) -> Observation:
         obs = rejected(server_name, exc, cert)
         obs.latency_ms = latency
         return obs
+    except ConnectionResetError:  # an RST as the connection opens: not TLS's doing
+        return down("reset", f"{spec.host}:{spec.port}: connection reset during the TLS "
+                             "handshake", _ms_since(start))
     except (ssl.SSLError, OSError) as exc:
         return down("tls", f"{spec.host}:{spec.port} ({server_name}): TLS handshake failed: "
                            f"{exc}", _ms_since(start))

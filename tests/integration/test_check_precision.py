@@ -4,6 +4,7 @@ asyncio servers (tests/support/hostile.py), trustme certificates, a UDP nameserv
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,16 @@ from engine.events import Observation
 from engine.settings import Settings
 from executors.base import Context
 from tests.support.helpers import free_port
-from tests.support.hostile import RawServer, blurt, server_context, silent
+from tests.support.hostile import (
+    Handler,
+    RawServer,
+    Seen,
+    answer,
+    blurt,
+    close_with_rst,
+    server_context,
+    silent,
+)
 from tests.support.kind_executor import check_due, observe, run_checks
 
 pytestmark = pytest.mark.timeout(60)
@@ -81,3 +91,38 @@ async def test_failed_tls_checks_record_latency(ctx: Context, ca: trustme.CA,
         assert obs.latency_ms is not None, which
         assert obs.latency_ms > 0, which
 
+
+
+# --- a clean close with no reply, an RST at connect --------------------------------------------
+
+async def reset_at_once(_: asyncio.StreamReader, writer: asyncio.StreamWriter, __: Seen) -> None:
+    close_with_rst(writer)
+
+
+def spec_for(kind: str, server: RawServer) -> tuple[str, dict[str, Any]]:
+    if kind in ("http", "https"):
+        return "http", {"url": server.url().replace("http:", f"{kind}:")}
+    if kind == "tcp":
+        return "tcp", {"host": "127.0.0.1", "port": server.port, "expect": "SSH-"}
+    return "tls", {"host": "127.0.0.1", "port": server.port}
+
+
+@pytest.mark.parametrize(("kind", "handler", "error_kind"), [
+    # Read the request, then a FIN: the server took it and gave up.
+    ("http", answer(b"", then_close=True), "empty_reply"),
+    # Accept and hang up before any banner.
+    ("tcp", blurt(b""), "empty_reply"),
+    # An RST as soon as the connection is accepted, whatever the kind was about to say.
+    ("https", reset_at_once, "reset"),
+    ("tls", reset_at_once, "reset"),
+    ("http", reset_at_once, "reset"),
+    ("tcp", reset_at_once, "reset"),
+])
+async def test_close_and_reset_are_told_apart(ctx: Context, kind: str, handler: Handler,
+                                              error_kind: str) -> None:
+    async with RawServer(handler) as server:
+        name, spec = spec_for(kind, server)
+        obs = await observe(ctx, name, spec, 2_000)
+        await server.wait_idle()
+    assert (obs.outcome, obs.error_kind) == ("down", error_kind), obs
+    assert obs.latency_ms is not None

@@ -459,7 +459,7 @@ async def test_dns_phase_is_zero_when_cached(ctx: Context, site: str) -> None:
     (b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n", False, "down", "protocol", None),
     (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n", False, "down",
      "protocol", None),
-    (b"", True, "down", "reset", None),
+    (b"", True, "down", "empty_reply", None),
     (b"HTTP/1.1 200 OK\r\nContent-Le", True, "down", "reset", None),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", True, "down", "reset", None),
 ])

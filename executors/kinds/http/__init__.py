@@ -11,10 +11,11 @@ against ~6,800/s at ~150 us for aiohttp force_close. The client is executors/htt
 this package holds the spec (spec.py), what a check runs from, built once per spec version on
 the executor (plan.py), the redirect chain (chain.py) and the assertions (assertions.py).
 
-Outcomes: `down` with error_kind dns, connect, tls, protocol, reset (closed or reset before the
-response completed), redirects, status, header, keyword, regex or json (the first failed
-assertion, in that order); `degraded` with error_kind "latency" when everything passed but
-took longer than degraded_ms; `up` otherwise. The executor's own timeout gives "timeout"; a
+Outcomes: `down` with error_kind dns, connect, tls, protocol, reset (an RST before the response
+completed, or a FIN after part of it), empty_reply (closed with no byte of a response),
+redirects, status, header, keyword, regex or json (the first failed assertion, in that order);
+`degraded` with error_kind "latency" when everything passed but took longer than degraded_ms;
+`up` otherwise. The executor's own timeout gives "timeout"; a
 URL or a redirect the guard denies, an `error` `denied` (executors.guard).
 Phases are the time spent in each of dns, connect, tls (https) and first_byte (request written
 to first response byte), summed over redirect hops; latency_ms is the whole check. The body is
