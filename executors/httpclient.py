@@ -3,8 +3,9 @@
 An asyncio Protocol feeds the bytes to httptools (llhttp) and keeps only what a check asserts
 on: the status, the headers and the body up to a cap. No pooling, keep-alive, cookies or
 decompression (the request asks for `identity`). Every failure raises `FetchError` with a
-stable kind (dns, connect, tls, protocol, reset, empty_reply), so the caller turns it into a
-`down`; a target the guard denies raises its `Denied` before any connection (executors.guard).
+stable kind (dns, dns_timeout, connect, tls, protocol, reset, empty_reply), so the caller
+turns it into a `down`; a target the guard denies raises its `Denied` before any connection
+(executors.guard).
 The transport is always aborted at the end, also when the caller is cancelled by its
 timeout: `abort()` rather than `close()` so a TLS peer cannot keep the socket open for the
 close_notify exchange.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 import httptools
 
 from executors.guard import ConnectError, Guard, connect, os_reason
-from executors.resolver import ResolveError, Resolver
+from executors.resolver import ResolveError, Resolver, in_time
 
 MAX_HEAD = 64 * 1024
 # Bytes read beyond the head and twice the body cap (chunk framing, trailers) before reading
@@ -271,14 +272,15 @@ def _expiry_ms(transport: asyncio.Transport) -> int | None:
 
 
 async def fetch(request: Request, guard: Guard, resolver: Resolver, tls: ssl.SSLContext | None,
-                max_body: int, timings: Timings) -> Response:
-    """One request on a fresh connection to an address the guard allows (else Denied);
-    phases are added to `timings` as they complete."""
+                max_body: int, timings: Timings, lookup_s: float) -> Response:
+    """One request on a fresh connection to an address the guard allows (else Denied), its
+    name resolved within `lookup_s`; phases are added to `timings` as they complete."""
     start = time.perf_counter()
     try:
-        addresses, looked_up = await guard.resolve(resolver, request.host, request.port)
+        addresses, looked_up = await in_time(guard.resolve(resolver, request.host, request.port),
+                                             request.host, lookup_s)
     except ResolveError as exc:
-        raise FetchError("dns", str(exc)) from None
+        raise FetchError(exc.kind, str(exc)) from None
     timings.add("dns", _ms_since(start) if looked_up else 0.0)
     loop = asyncio.get_running_loop()
     reader = _ResponseReader(loop.create_future(), max_body, request.head_only)

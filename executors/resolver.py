@@ -9,17 +9,41 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from engine.cache import MISS, BoundedCache
 
 TTL_S = 10.0
 MAX_ENTRIES = 10_000
 
+T = TypeVar("T")
 Address = tuple[int, str]  # (address family, IP address as text)
 
 
 class ResolveError(Exception):
-    """The name did not resolve; the message says why (NXDOMAIN, no address, ...)."""
+    """The name did not resolve; the message says why (NXDOMAIN, no address, ...). `kind` is
+    the error kind of a check that fails here."""
+
+    kind = "dns"
+
+
+class ResolveTimeout(ResolveError):
+    """The resolver gave no answer within the time the check had for it."""
+
+    kind = "dns_timeout"
+
+
+async def in_time(lookup: Awaitable[T], host: str, within_s: float) -> T:
+    """`lookup` (a resolution of `host`), or ResolveTimeout after `within_s`: a check whose
+    resolver stalls says so and names the name, instead of ending as the executor's bare
+    `timeout` as if the target had been silent."""
+    try:
+        async with asyncio.timeout(max(within_s, 0.0)):
+            return await lookup
+    except TimeoutError:
+        raise ResolveTimeout(f"{host}: the resolver gave no answer within "
+                             f"{max(within_s, 0.0) * 1000:.0f} ms") from None
 
 
 def _literal(host: str) -> list[Address] | None:

@@ -24,7 +24,7 @@ from engine.events import CheckDue, Observation
 from executors.base import CLOSE_WAIT_S, Context, Host, Kind, Spec, budget_s, down
 from executors.guard import ConnectError, connect
 from executors.patterns import Pattern, Regex
-from executors.resolver import ResolveError
+from executors.resolver import ResolveError, in_time
 
 READ_CAP = 4096
 SHOWN = 120
@@ -125,11 +125,12 @@ async def check(probe: Probe, ctx: Context, due: CheckDue) -> Observation:
     spec = probe.spec
     start = time.perf_counter()
     try:
-        addresses, _ = await ctx.guard.resolve(ctx.resolver, spec.host, spec.port)
+        addresses, _ = await in_time(ctx.guard.resolve(ctx.resolver, spec.host, spec.port),
+                                     spec.host, budget_s(due))
         reader, writer = await connect(addresses, spec.port, lambda family, ip: (
             asyncio.open_connection(ip, spec.port, family=family)))
     except ResolveError as exc:
-        return down("dns", str(exc))
+        return down(exc.kind, str(exc), (time.perf_counter() - start) * 1000)
     except ConnectError as exc:
         return down("connect", str(exc))
     connect_ms = (time.perf_counter() - start) * 1000

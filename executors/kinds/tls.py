@@ -30,7 +30,7 @@ from executors.base import (
     failed,
 )
 from executors.guard import ConnectError, connect
-from executors.resolver import Address, ResolveError
+from executors.resolver import Address, ResolveError, in_time
 
 CA_CACHE_MAX = 64
 DAY_S = 86_400
@@ -217,10 +217,11 @@ async def check(spec: TlsSpec, ctx: Context, due: CheckDue) -> Observation:
     deadline = loop.time() + budget_s(due)
     start = time.perf_counter()
     try:
-        addresses, _ = await ctx.guard.resolve(ctx.resolver, spec.host, spec.port)
+        addresses, _ = await in_time(ctx.guard.resolve(ctx.resolver, spec.host, spec.port),
+                                     spec.host, deadline - loop.time())
         raw, probe = await _connect(addresses, spec.port)
     except ResolveError as exc:
-        return down("dns", str(exc), _ms_since(start))
+        return down(exc.kind, str(exc), _ms_since(start))
     except ConnectError as exc:
         return down("connect", str(exc), _ms_since(start))
     connected = time.perf_counter()

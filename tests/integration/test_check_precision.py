@@ -5,15 +5,20 @@ asyncio servers (tests/support/hostile.py), trustme certificates, a UDP nameserv
 from __future__ import annotations
 
 import asyncio
+import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import dns.asyncresolver
+import dns.nameserver
 import pytest
 import trustme
 
 from engine.events import Observation
 from engine.settings import Settings
 from executors.base import Context
+from executors.resolver import Address, Resolver
+from tests.support.dns_server import SilentServer, UdpServer
 from tests.support.helpers import free_port
 from tests.support.hostile import (
     Handler,
@@ -126,3 +131,43 @@ async def test_close_and_reset_are_told_apart(ctx: Context, kind: str, handler: 
         await server.wait_idle()
     assert (obs.outcome, obs.error_kind) == ("down", error_kind), obs
     assert obs.latency_ms is not None
+
+
+# --- a stalled resolver is dns_timeout, naming the name ------------------------------------------
+
+class AtNameserver(Resolver):
+    """The executor's resolver with its lookups sent to one nameserver instead of the system's
+    (getaddrinfo cannot be pointed at a test server): dnspython asks it, for A records."""
+
+    def __init__(self, server: UdpServer) -> None:
+        super().__init__()
+        self.dns = dns.asyncresolver.Resolver(configure=False)
+        self.dns.nameservers = [dns.nameserver.Do53Nameserver(server.host, server.port)]
+
+    async def _lookup(self, host: str, port: int) -> list[Address]:
+        # A lifetime far beyond any check's timeout: only the check's own limit ends it.
+        answer = await self.dns.resolve(host, "A", lifetime=60, search=False)
+        return [(socket.AF_INET, rdata.address) for rdata in answer]
+
+
+async def test_a_stalled_resolver_is_dns_timeout_naming_the_name(r, keys) -> None:
+    stalled = await SilentServer().start()
+    name = "stalled.example.test"
+    try:
+        async with RawServer(silent()) as server:
+            specs = {"http": {"url": f"http://{name}:{server.port}/"},
+                     "tcp": {"host": name, "port": server.port},
+                     "tls": {"host": name, "port": server.port}}
+            got = await run_checks(
+                r, keys, [check_due(f"dns-{kind}", kind, spec, timeout_ms=600)
+                          for kind, spec in specs.items()],
+                Settings(max_timeout_ms=5_000, instance_id="exec-dns-stall"),
+                resolver=AtNameserver(stalled))
+    finally:
+        stalled.stop()
+    assert stalled.queries > 0  # the lookups did reach the silent nameserver
+    for kind in specs:
+        result = got[f"dns-{kind}"]
+        assert (result.outcome, result.error_kind) == ("down", "dns_timeout"), (kind, result)
+        assert name in (result.error or "")
+        assert result.latency_ms is not None

@@ -11,7 +11,8 @@ against ~6,800/s at ~150 us for aiohttp force_close. The client is executors/htt
 this package holds the spec (spec.py), what a check runs from, built once per spec version on
 the executor (plan.py), the redirect chain (chain.py) and the assertions (assertions.py).
 
-Outcomes: `down` with error_kind dns, connect, tls, protocol, reset (an RST before the response
+Outcomes: `down` with error_kind dns, dns_timeout (no answer from the resolver within the
+check's budget, executors.base.budget_s), connect, tls, protocol, reset (an RST before the response
 completed, or a FIN after part of it), empty_reply (closed with no byte of a response),
 redirects, status, header, keyword, regex or json (the first failed assertion, in that order);
 `degraded` with error_kind "latency" when everything passed but took longer than degraded_ms;
@@ -27,7 +28,7 @@ from __future__ import annotations
 import time
 
 from engine.events import CheckDue, Observation
-from executors.base import Context, Kind, down
+from executors.base import Context, Kind, budget_s, down
 from executors.httpclient import FetchError, Timings
 from executors.kinds.http.assertions import verdict
 from executors.kinds.http.chain import exchange
@@ -39,7 +40,7 @@ async def check(plan: Plan, ctx: Context, due: CheckDue) -> Observation:
     timings = Timings()
     start = time.perf_counter()
     try:
-        response, expiry = await exchange(plan.spec, plan.first, ctx, timings)
+        response, expiry = await exchange(plan.spec, plan.first, ctx, timings, budget_s(due))
     except FetchError as exc:
         obs = down(exc.kind, exc.message, (time.perf_counter() - start) * 1000)
         obs.status_code = exc.status

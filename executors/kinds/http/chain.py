@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
@@ -65,9 +66,12 @@ def _next_hop(hop: Hop, status: int, location: bytes) -> Hop:
     return Hop.of(url, method, headers, body)
 
 
-async def exchange(spec: HttpSpec, first: Hop, ctx: Context,
-                   timings: Timings) -> tuple[Response, int | None]:
-    """The final response and the earliest certificate expiry met along the way."""
+async def exchange(spec: HttpSpec, first: Hop, ctx: Context, timings: Timings,
+                   within_s: float) -> tuple[Response, int | None]:
+    """The final response and the earliest certificate expiry met along the way; every hop's
+    name lookup ends within what is left of `within_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
     hop = first
     seen = {hop.key}
     expiry: int | None = None
@@ -75,7 +79,7 @@ async def exchange(spec: HttpSpec, first: Hop, ctx: Context,
     while True:
         tls = ctx.tls_verify if spec.verify_tls else ctx.tls_noverify
         response = await fetch(hop.request, ctx.guard, ctx.resolver, tls, spec.max_body_bytes,
-                               timings)
+                               timings, deadline - loop.time())
         if response.cert_expiry_ms is not None:
             expiry = (response.cert_expiry_ms if expiry is None
                       else min(expiry, response.cert_expiry_ms))
