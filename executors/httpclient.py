@@ -3,9 +3,9 @@
 An asyncio Protocol feeds the bytes to httptools (llhttp) and keeps only what a check asserts
 on: the status, the headers and the body up to a cap. No pooling, keep-alive, cookies or
 decompression (the request asks for `identity`). Every failure raises `FetchError` with a
-stable kind (dns, dns_timeout, connect, tls, protocol, reset, empty_reply), so the caller
-turns it into a `down`; a target the guard denies raises its `Denied` before any connection
-(executors.guard).
+stable kind (dns, dns_timeout, connect, tls and its precise tls_untrusted, tls_expired,
+tls_hostname, protocol, reset, empty_reply), so the caller turns it into a `down`; a target
+the guard denies raises its `Denied` before any connection (executors.guard).
 The transport is always aborted at the end, also when the caller is cancelled by its
 timeout: `abort()` rather than `close()` so a TLS peer cannot keep the socket open for the
 close_notify exchange.
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import httptools
 
+from executors.certs import verify_kind
 from executors.guard import ConnectError, Guard, connect, os_reason
 from executors.resolver import ResolveError, Resolver, in_time
 
@@ -246,7 +247,8 @@ async def _handshake(transport: asyncio.Transport, reader: _ResponseReader,
     try:
         tls = await loop.start_tls(transport, reader, ctx, server_hostname=host)
     except ssl.SSLCertVerificationError as exc:
-        raise FetchError("tls", f"certificate verify failed: {exc.verify_message}") from None
+        raise FetchError(verify_kind(exc), f"certificate verify failed: {exc.verify_message}"
+                         ) from None
     except ssl.SSLError as exc:
         raise FetchError("tls", f"handshake failed: {exc.reason or exc}") from None
     except ConnectionResetError:  # an RST as the connection opens, TLS or not

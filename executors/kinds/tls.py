@@ -9,15 +9,12 @@ and still carry its expiry. The trust store is the system's, or only `ca_file` w
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 import time
-from datetime import UTC, datetime
 
 from cryptography import x509
 from pydantic import Field
 
-from engine.cache import MISS, BoundedCache
 from engine.events import CheckDue, Observation
 from executors.base import (
     CLOSE_WAIT_S,
@@ -29,24 +26,17 @@ from executors.base import (
     down,
     failed,
 )
+from executors.certs import (
+    CERT_HAS_EXPIRED,
+    HOSTNAME_CODES,
+    UNTRUSTED_CODES,
+    expiring,
+    expiry,
+    trust,
+    verify_kind,
+)
 from executors.guard import ConnectError, connect
 from executors.resolver import Address, ResolveError, in_time
-
-CA_CACHE_MAX = 64
-DAY_S = 86_400
-
-# OpenSSL X509_V_ERR_* codes (x509_vfy.h) that a handshake can fail with.
-CERT_HAS_EXPIRED = 10
-HOSTNAME_CODES = frozenset({62, 64})  # HOSTNAME_MISMATCH, IP_ADDRESS_MISMATCH
-UNTRUSTED_CODES = frozenset({
-    2,   # UNABLE_TO_GET_ISSUER_CERT
-    18,  # DEPTH_ZERO_SELF_SIGNED_CERT
-    19,  # SELF_SIGNED_CERT_IN_CHAIN
-    20,  # UNABLE_TO_GET_ISSUER_CERT_LOCALLY
-    21,  # UNABLE_TO_VERIFY_LEAF_SIGNATURE
-    27,  # CERT_UNTRUSTED
-    28,  # CERT_REJECTED
-})
 
 
 class TlsSpec(Spec):
@@ -56,21 +46,6 @@ class TlsSpec(Spec):
     server_name: Host | None = None  # sent in the ClientHello
     warn_days: int = Field(default=14, ge=0, le=3650)
     ca_file: str | None = Field(default=None, min_length=1)
-
-
-# (path, mtime, size) -> a context trusting that file as it is now.
-_trust: BoundedCache[tuple[str, int, int], ssl.SSLContext] = BoundedCache(CA_CACHE_MAX)
-
-
-def trust(ca_file: str) -> ssl.SSLContext:
-    """A verifying context that trusts only `ca_file`; reloaded when the file changes."""
-    st = os.stat(ca_file)
-    key = (ca_file, st.st_mtime_ns, st.st_size)
-    context = _trust.get(key)
-    if context is MISS:
-        context = ssl.create_default_context(cafile=ca_file)
-        _trust.put(key, context)
-    return context
 
 
 class _Probe(asyncio.Protocol):
@@ -137,25 +112,6 @@ async def _fetch_unverified(addresses: list[Address], spec: TlsSpec, ctx: Contex
         return None
 
 
-def _span(seconds: float) -> str:
-    seconds = abs(seconds)
-    for unit, size in (("day", DAY_S), ("hour", 3_600), ("minute", 60)):
-        if seconds >= size:
-            n = int(seconds // size)
-            return f"{n} {unit}{'s' if n != 1 else ''}"
-    return "less than a minute"
-
-
-def _expiry(cert: x509.Certificate) -> tuple[int, float, str]:
-    """notAfter in epoch ms, seconds left (negative when past), and words for a message."""
-    not_after = cert.not_valid_after_utc
-    left = (not_after - datetime.now(UTC)).total_seconds()
-    when = not_after.strftime("%Y-%m-%d %H:%M UTC")
-    words = f"expires in {_span(left)}, on {when}" if left > 0 else \
-        f"expired {_span(left)} ago, on {when}"
-    return int(not_after.timestamp() * 1000), left, words
-
-
 def _names(cert: x509.Certificate) -> list[str]:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -170,26 +126,23 @@ def rejected(server_name: str, exc: ssl.SSLCertVerificationError,
     """A handshake that failed verification, told with what the certificate itself says."""
     reason = exc.verify_message or str(exc)
     if cert is None:
-        kind = ("tls_expired" if exc.verify_code == CERT_HAS_EXPIRED else
-                "tls_hostname" if exc.verify_code in HOSTNAME_CODES else
-                "tls_untrusted" if exc.verify_code in UNTRUSTED_CODES else "tls")
-        return down(kind, f"certificate for {server_name}: {reason}")
-    expiry_ms, left, expiry = _expiry(cert)
+        return down(verify_kind(exc), f"certificate for {server_name}: {reason}")
+    expiry_ms, left, words = expiry(cert.not_valid_after_utc)
     # OpenSSL reports the chain and the hostname before the dates, so an expired certificate
     # on a misconfigured host would otherwise hide its expiry: the dates come first here.
     if left <= 0:
-        obs = down("tls_expired", f"certificate for {server_name} {expiry}")
+        obs = down("tls_expired", f"certificate for {server_name} {words}")
     elif exc.verify_code in HOSTNAME_CODES:
         obs = down("tls_hostname", f"certificate is not valid for {server_name}: it names "
-                                   f"{', '.join(_names(cert))}; it {expiry}")
+                                   f"{', '.join(_names(cert))}; it {words}")
     elif exc.verify_code in UNTRUSTED_CODES:
         obs = down("tls_untrusted", f"certificate for {server_name} is not trusted: {reason} "
-                                    f"(issuer {cert.issuer.rfc4514_string()}); it {expiry}")
+                                    f"(issuer {cert.issuer.rfc4514_string()}); it {words}")
     elif exc.verify_code == CERT_HAS_EXPIRED:
         obs = down("tls_expired", f"a certificate in the chain for {server_name} has expired; "
-                                  f"the server's own {expiry}")
+                                  f"the server's own {words}")
     else:
-        obs = down("tls", f"certificate for {server_name}: {reason}; it {expiry}")
+        obs = down("tls", f"certificate for {server_name}: {reason}; it {words}")
     obs.tls_expiry_ms = expiry_ms
     return obs
 
@@ -197,13 +150,12 @@ def rejected(server_name: str, exc: ssl.SSLCertVerificationError,
 def judge(spec: TlsSpec, server_name: str, cert: x509.Certificate, connect_ms: float,
           tls_ms: float) -> Observation:
     """A verified certificate: up, or degraded when fewer than warn_days are left."""
-    expiry_ms, left, expiry = _expiry(cert)
-    obs = Observation(outcome="up", latency_ms=connect_ms + tls_ms, tls_expiry_ms=expiry_ms,
+    obs = Observation(outcome="up", latency_ms=connect_ms + tls_ms,
+                      tls_expiry_ms=expiry(cert.not_valid_after_utc)[0],
                       phases={"connect": connect_ms, "tls": tls_ms})
-    if left < spec.warn_days * DAY_S:
-        obs.outcome = "degraded"
-        obs.error_kind = "tls_expiring"
-        obs.error = f"certificate for {server_name} {expiry} (warn_days is {spec.warn_days})"
+    warning = expiring(server_name, cert.not_valid_after_utc, spec.warn_days, "warn_days")
+    if warning is not None:
+        obs.outcome, obs.error_kind, obs.error = "degraded", "tls_expiring", warning
     return obs
 
 

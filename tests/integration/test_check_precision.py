@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,6 +36,7 @@ from tests.support.kind_executor import check_due, observe, run_checks
 pytestmark = pytest.mark.timeout(60)
 
 NAME = "vigil.test"
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +51,11 @@ def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-def leaf(ca: trustme.CA, *, days_left: float) -> Any:
+def leaf(ca: trustme.CA, *, days_left: float,
+         names: tuple[str, ...] = (NAME, "127.0.0.1", "localhost")) -> ssl.SSLContext:
+    """A server context for a certificate of `ca` with `days_left` before it expires."""
     now = datetime.now(UTC)
-    return server_context(ca.issue_cert(NAME, "127.0.0.1", "localhost",
-                                        not_before=now - timedelta(days=400),
+    return server_context(ca.issue_cert(*names, not_before=now - timedelta(days=400),
                                         not_after=now + timedelta(days=days_left)))
 
 
@@ -171,3 +174,25 @@ async def test_a_stalled_resolver_is_dns_timeout_naming_the_name(r, keys) -> Non
         assert (result.outcome, result.error_kind) == ("down", "dns_timeout"), (kind, result)
         assert name in (result.error or "")
         assert result.latency_ms is not None
+
+
+# --- the http kind's TLS failures have the tls kind's error kinds -------------------------------
+
+@pytest.mark.parametrize(("names", "days_left", "signed_by_ours", "error_kind"), [
+    (("127.0.0.1",), -2, True, "tls_expired"),
+    (("other.test",), 90, True, "tls_hostname"),
+    (("127.0.0.1",), 90, False, "tls_untrusted"),
+])
+async def test_http_tls_failures_are_the_tls_kinds(r, keys, ca: trustme.CA, ca_file: str,
+                                                   names: tuple[str, ...], days_left: float,
+                                                   signed_by_ours: bool,
+                                                   error_kind: str) -> None:
+    ctx = Context(r, keys)
+    ca.configure_trust(ctx.tls_verify)
+    served = leaf(ca if signed_by_ours else trustme.CA(), days_left=days_left, names=names)
+    async with RawServer(answer(OK), tls=served) as server:
+        via_http = await observe(ctx, "http", {"url": server.url()}, 2_000)
+        via_tls = await tls_check(ctx, {"host": "127.0.0.1", "port": server.port,
+                                        "ca_file": ca_file})
+    assert (via_http.outcome, via_http.error_kind) == ("down", error_kind), via_http
+    assert via_tls.error_kind == error_kind, via_tls

@@ -574,16 +574,17 @@ async def test_sni_carries_the_host_name(ctx: Context, certs: Certs) -> None:
     assert names == ["localhost", None]  # no SNI for an IP address (RFC 6066)
 
 
-@pytest.mark.parametrize(("which", "reason"), [
-    ("self_signed", "self-signed certificate"),
-    ("expired", "certificate has expired"),
-    ("wrong_host", "IP address mismatch, certificate is not valid for '127.0.0.1'."),
+@pytest.mark.parametrize(("which", "kind", "reason"), [
+    ("self_signed", "tls_untrusted", "self-signed certificate"),
+    ("expired", "tls_expired", "certificate has expired"),
+    ("wrong_host", "tls_hostname",
+     "IP address mismatch, certificate is not valid for '127.0.0.1'."),
 ])
-async def test_bad_certificates(ctx: Context, certs: Certs, site: str, which: str,
+async def test_bad_certificates(ctx: Context, certs: Certs, site: str, which: str, kind: str,
                                 reason: str) -> None:
     async with RawServer(answer(OK), tls=getattr(certs, which)) as server:
         obs, _ = await beside_healthy(ctx, site, observe(ctx, {"url": server.url()}))
-    assert (obs.outcome, obs.error_kind) == ("down", "tls"), obs
+    assert (obs.outcome, obs.error_kind) == ("down", kind), obs
     assert obs.error == f"certificate verify failed: {reason}"
     assert "tls" not in obs.phases
     assert "connect" in obs.phases
@@ -626,7 +627,7 @@ async def test_no_descriptor_leaks(ctx: Context, certs: Certs) -> None:
         for server in (slow_server, expired, fine):
             await server.wait_idle()
         after = await settled_fds(before)
-    assert [r.error_kind for r in results[:4]] == ["timeout", "tls", None, "connect"]
+    assert [r.error_kind for r in results[:4]] == ["timeout", "tls_expired", None, "connect"]
     assert after == before
 
 
@@ -736,7 +737,7 @@ async def test_on_uvloop(certs: Certs, site: str) -> None:
         for server in (secure, self_signed, slow_server, huge, reset):
             await server.wait_idle()
     assert {name: (o.outcome, o.error_kind) for name, o in results.items()} == {
-        "plain": ("up", None), "secure": ("up", None), "self_signed": ("down", "tls"),
+        "plain": ("up", None), "secure": ("up", None), "self_signed": ("down", "tls_untrusted"),
         "slow": ("down", "timeout"), "huge": ("up", None), "reset": ("down", "reset"),
         "refused": ("down", "connect")}
     assert leaked == [0]  # no socket left open by the uvloop client

@@ -12,12 +12,14 @@ this package holds the spec (spec.py), what a check runs from, built once per sp
 the executor (plan.py), the redirect chain (chain.py) and the assertions (assertions.py).
 
 Outcomes: `down` with error_kind dns, dns_timeout (no answer from the resolver within the
-check's budget, executors.base.budget_s), connect, tls, protocol, reset (an RST before the response
-completed, or a FIN after part of it), empty_reply (closed with no byte of a response),
-redirects, status, header, keyword, regex or json (the first failed assertion, in that order);
-`degraded` with error_kind "latency" when everything passed but took longer than degraded_ms;
-`up` otherwise. The executor's own timeout gives "timeout"; a
-URL or a redirect the guard denies, an `error` `denied` (executors.guard).
+check's budget, executors.base.budget_s), connect, tls_untrusted, tls_expired, tls_hostname
+(as the tls kind tells a rejected certificate: executors.certs), tls (any other TLS failure),
+protocol, reset (an RST before the response completed, or a FIN after part of it),
+empty_reply (closed with no byte of a response), redirects, status, header, keyword, regex or
+json (the first failed assertion, in that order); `degraded` with error_kind "latency" when
+everything passed but took longer than degraded_ms; `up` otherwise. The executor's own
+timeout gives "timeout"; a URL or a redirect the guard denies, an `error` `denied`
+(executors.guard).
 Phases are the time spent in each of dns, connect, tls (https) and first_byte (request written
 to first response byte), summed over redirect hops; latency_ms is the whole check. The body is
 read up to max_body_bytes; a longer body is cut there, which is not a failure.
