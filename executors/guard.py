@@ -38,6 +38,7 @@ IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 ALLOW_HINT = "allow it with VIGIL_ALLOW_TARGETS"
 VERDICTS_MAX = 10_000
 VERDICT_TTL_S = 60.0
+REFRESH_S = 60.0
 log = structlog.get_logger(component="guard")
 
 
@@ -149,12 +150,24 @@ def _postgres_hosts(dsn: str) -> list[tuple[str, int | None]]:
     return out
 
 
+Lookup = Callable[[str, int], Awaitable[list[Any]]]
+
+
+async def _getaddrinfo(host: str, port: int) -> list[Any]:
+    return await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
 class Guard:
     """The deny list of one executor, built from its settings (Vigil's defaults when none are
-    given); `start` adds Vigil's own servers that the settings name by a host name."""
+    given); `start` and then `refresh`, every REFRESH_S, add the addresses of Vigil's own
+    servers that the settings name by a host name."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None,
+                 lookup: Lookup = _getaddrinfo) -> None:
         settings = settings or Settings()
+        self._lookup = lookup
+        self._unresolved: set[str] = set()
+        self._started = False
         self.deny: list[Rule] = [*FIXED, *(Rule(t, f"is in VIGIL_DENY_TARGETS ({t})")
                                            for t in settings.deny_targets)]
         self.allow = settings.allow_targets
@@ -172,22 +185,34 @@ class Guard:
                 self.deny.append(_own(_ip(host), port, what))
 
     async def start(self) -> None:
-        """Resolve the host names of Vigil's own servers, once, as the executor starts."""
-        loop = asyncio.get_running_loop()
+        """Resolve the host names of Vigil's own servers as the executor starts."""
+        await self.refresh()
+        log.info("checks may not connect to these targets",
+                 denied=[str(r.target) for r in self.deny], allowed=[str(t) for t in self.allow])
+
+    async def refresh(self) -> None:
+        """Resolve the host names of Vigil's own servers again (at start, then every
+        REFRESH_S): a managed Redis that fails over to a new address is denied there too, and
+        the addresses it had stay denied."""
         for host, port, what in self._names:
             try:
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                infos = await self._lookup(host, port)
             except OSError as exc:
                 # As in the compose stack, where executors are on no network of Postgres':
                 # a name that does not resolve here is no address a check could reach it by.
-                log.info("a server of Vigil's own does not resolve here; no address of it to "
-                         "deny", host=host, error=str(exc))
+                if host not in self._unresolved:
+                    self._unresolved.add(host)
+                    log.info("a server of Vigil's own does not resolve here; no address of it "
+                             "to deny", host=host, error=str(exc))
                 continue
-            self.deny += [_own(_ip(str(info[4][0])), port, what) for info in infos]
-        self._names.clear()
-        self._verdicts.clear()
-        log.info("checks may not connect to these targets",
-                 denied=[str(r.target) for r in self.deny], allowed=[str(t) for t in self.allow])
+            new = {_own(_ip(str(info[4][0])), port, what) for info in infos} - set(self.deny)
+            if new:
+                self.deny += sorted(new, key=str)
+                self._verdicts.clear()
+                if self._started:
+                    log.info("a server of Vigil's own has a new address; denied there too",
+                             host=host, denied=sorted(str(rule.target) for rule in new))
+        self._started = True
 
     def check(self, ip: str, port: int | None, name: str | None = None) -> None:
         """Raise Denied when `ip` (at `port`, or for ICMP None) is denied; `name` is what

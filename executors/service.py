@@ -37,7 +37,7 @@ from engine.streams import (
 )
 from executors.base import Context, failed
 from executors.checker import Checker, SpecInvalid
-from executors.guard import Guard
+from executors.guard import REFRESH_S, Guard
 
 READ_BLOCK_MS = 1_000
 FLUSH_MAX = 500
@@ -61,7 +61,8 @@ class Executor:
         self.clock = clock or RedisClock(r)
         self.stream = keys.checks(settings.region)
         self.consumer = Consumer(r, self.stream, EXECUTOR_GROUP, settings.instance_id)
-        self.checker = Checker(Context(r, keys, guard=Guard(settings)))
+        self.guard = Guard(settings)
+        self.checker = Checker(Context(r, keys, guard=self.guard))
         self.deadletters = DeadLetters(r, keys.deadletter)
         self.completions = Completions(r, self.stream, keys.results, keys.deadletter,
                                        EXECUTOR_GROUP)
@@ -284,6 +285,7 @@ class Executor:
                 self._reader(stop),
                 self._flusher(stop),
                 every(RESYNC_S, stop, self.clock.sync, "clock"),
+                every(REFRESH_S, stop, self.guard.refresh, "guard"),
                 every(self._beat_s, stop, self.heartbeat, "heartbeat"),
                 every(sweep_every, stop, self.sweep, "claim"),
                 every(TRIM_EVERY_S, stop,

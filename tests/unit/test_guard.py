@@ -5,6 +5,9 @@ tests/integration/test_guard.py."""
 
 from __future__ import annotations
 
+import socket
+from typing import Any
+
 import pytest
 
 from engine.settings import Settings, SettingsError, Target
@@ -129,3 +132,23 @@ async def test_own_host_names_are_resolved_at_start() -> None:
     assert not denies(guard, "127.0.0.1", 8124)
     await guard.start()
     assert denies(guard, "127.0.0.1", 8124)
+
+
+async def test_a_new_address_of_an_own_server_is_denied_at_the_next_refresh() -> None:
+    """A managed Redis fails over and its name now resolves elsewhere: the new address is
+    denied from the next refresh on, and the old one stays denied."""
+    answers = {"first": "192.0.2.10", "then": "192.0.2.20"}
+    current = ["first"]
+
+    async def lookup(host: str, port: int) -> list[Any]:
+        assert host == "redis.internal"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[current[0]], port))]
+
+    guard = Guard(Settings(redis_url="redis://redis.internal:6379/0"), lookup=lookup)
+    await guard.start()
+    assert denies(guard, "192.0.2.10", 6379)
+    assert not denies(guard, "192.0.2.20", 6379)
+    current[0] = "then"
+    await guard.refresh()
+    assert denies(guard, "192.0.2.20", 6379)
+    assert denies(guard, "192.0.2.10", 6379)
