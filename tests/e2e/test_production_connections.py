@@ -5,14 +5,13 @@ the test (tests/support/tls.py); `vigil up` runs every role on them."""
 
 from __future__ import annotations
 
-import aiohttp
 import asyncpg
 import pytest
 import redis
 
-from tests.support.helpers import free_port, wait_for
+from tests.support.helpers import free_port
 from tests.support.tls import VIGIL_PASSWORD, certificates, tls_redis, vigil_role_postgres
-from tests.support.up import interrupt, vigil_up
+from tests.support.up import closed_port_recorded, interrupt, vigil_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -58,13 +57,5 @@ async def test_vigil_up_runs_on_tls_redis_and_a_plain_postgres_role(home, tmp_pa
           vigil_role_postgres() as dsn):
         port = free_port()
         async with vigil_up(home, port, "--redis-url", url, "--postgres-dsn", dsn) as proc:
-            async with aiohttp.ClientSession() as http:
-
-                async def recorded() -> bool:
-                    async with http.get(f"http://127.0.0.1:{port}/api/v1/status") as resp:
-                        body = await resp.json()
-                    return any(m["status"] == "down" and m["id"] == "closed-port"
-                               for m in body["monitors"])
-
-                await wait_for(recorded, timeout=60, every=0.5)
+            await closed_port_recorded(port)
             await interrupt(proc)

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from tests.support.helpers import free_port, vigil_env, wait_for
-from tests.support.up import interrupt, vigil_up
+from tests.support.up import closed_port_recorded, interrupt, vigil_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -24,17 +24,10 @@ async def test_vigil_up_runs_and_stops_cleanly(home):
     data = home / "data"
     api = f"http://127.0.0.1:{port}"
     async with vigil_up(home, port) as proc:
-        async with aiohttp.ClientSession() as http:
-
-            async def recorded() -> bool:
-                async with http.get(f"{api}/api/v1/status") as resp:
-                    body = await resp.json()
-                return any(m["status"] == "down" and m["id"] == "closed-port"
-                           for m in body["monitors"])
-
-            await wait_for(recorded, timeout=30, every=0.5)
-            async with http.get(f"{api}/api/v1/monitors/closed-port/uptime") as resp:
-                assert (await resp.json())["down"] >= 1
+        await closed_port_recorded(port)
+        async with (aiohttp.ClientSession() as http,
+                    http.get(f"{api}/api/v1/monitors/closed-port/uptime") as resp):
+            assert (await resp.json())["down"] >= 1
         children = psutil.Process(proc.pid).children(recursive=True)
         assert any("redis-server" in c.name() for c in children)
         postmaster = int((data / "postgres" / "postmaster.pid").read_text().split()[0])

@@ -48,3 +48,17 @@ async def interrupt(proc: subprocess.Popen[bytes]) -> None:
     """Ctrl-C: vigil up drains, stops its children and exits 0."""
     proc.send_signal(signal.SIGINT)
     assert await asyncio.to_thread(proc.wait, 60) == 0
+
+
+async def closed_port_recorded(port: int, timeout: float = 60) -> None:
+    """Wait until `vigil up` on `port` shows its example monitor `closed-port` down: the
+    scheduler, an executor and the status sink have all done their part."""
+    async with aiohttp.ClientSession() as http:
+
+        async def recorded() -> bool:
+            async with http.get(f"http://127.0.0.1:{port}/api/v1/status") as resp:
+                body = await resp.json()
+            return any(m["status"] == "down" and m["id"] == "closed-port"
+                       for m in body["monitors"])
+
+        await wait_for(recorded, timeout=timeout, every=0.5)
