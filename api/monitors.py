@@ -1,9 +1,13 @@
 """The monitors API: create, read, replace, patch, delete, pause and resume.
 
 Every route here needs `Authorization: Bearer <token>` (`vigil tokens create`): reading
-definitions needs scope `read` (they may hold credentials), every change `write`. Validation
-errors are 422 with one entry per field:
-`{"error": "invalid monitor", "errors": [{"field": "http.url", ...}]}`.
+definitions needs scope `read`, every change `write`. Validation errors are 422 with one
+entry per field: `{"error": "invalid monitor", "errors": [{"field": "http.url", ...}]}`.
+
+Secrets are write-only (engine.secrets): a definition comes back with them REDACTED, and a PUT
+or PATCH that sends REDACTED keeps the stored one. A secret this server cannot seal (no
+VIGIL_SECRET_KEY) is a 422 naming the field and the variable, not a 500: nothing failed, the
+server refuses to store a secret in the clear, and definitions without one are still accepted.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from api.errors import Handler, invalid, json_error, json_response
 from api.state import PG, SCHEMA
 from engine import store
 from engine.monitors import MonitorBase, field_errors
+from engine.secrets import Keyring, SecretError
+
+# Read once from the environment when the routes are added, as every setting is at start-up.
+KEYRING = web.AppKey("keyring", Keyring)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -58,7 +66,12 @@ def merge_patch(target: Any, patch: Any) -> Any:
 async def _save(request: web.Request, monitor: MonitorBase) -> tuple[bool | None, dict[str, Any]]:
     pool = request.app[PG]
     async with pool.acquire() as conn:
-        created = await store.upsert(conn, monitor, "api")
+        try:
+            created = await store.upsert(conn, monitor, "api", request.app[KEYRING])
+        except SecretError as exc:
+            raise json_error(web.HTTPUnprocessableEntity, "invalid monitor", errors=[
+                {"field": f"{monitor.kind}.{exc.field}",
+                 "message": exc.reason}]) from None
     row = await store.get(pool, monitor.id)
     assert row is not None
     return created, store.described(row)
@@ -132,6 +145,7 @@ def _toggle(enabled: bool) -> Handler:
 
 
 def add_monitor_routes(app: web.Application) -> None:
+    app[KEYRING] = Keyring.from_env()
     base = "/api/v1/monitors"
     app.router.add_post(base, create)
     app.router.add_get(base, list_monitors)

@@ -33,6 +33,7 @@ from redis.exceptions import ResponseError
 from engine import store
 from engine.connections import postgres_pool
 from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP, STATUS_GROUP, Keys
+from engine.secrets import Keyring
 from executors.kinds import SCHEMA
 from vigil.embedded import EmbeddedPostgres, RedisServer
 
@@ -153,7 +154,8 @@ def seed_monitors(dsn: str, count: int, interval_ms: int, timeout_ms: int,
         monitors = SCHEMA.parse(entries, origin="bench")
         pool = await postgres_pool(dsn)
         try:
-            await store.apply(pool, monitors, prune=True, dry_run=False)
+            await store.apply(pool, monitors, prune=True, dry_run=False,
+                              keyring=Keyring.from_env())
         finally:
             await pool.close()
 

@@ -2,20 +2,23 @@
 place that holds SQL about them (the scheduler's sync, the API's status, push tokens).
 
 Every write bumps `version` only when something changed, and fires the NOTIFY trigger that
-carries the change to the schedulers. `source` tells monitors from files (`vigil monitors
+carries the change to the schedulers. A spec's secrets are sealed before they are written and
+redacted in what is read back (engine.secrets). `source` tells monitors from files (`vigil monitors
 apply`) from monitors made through the API; `--prune` only ever deletes file monitors.
 """
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
+from secrets import token_urlsafe
 from typing import Any
 
 import asyncpg
 import orjson
 
+from engine import secrets
 from engine.monitors import MonitorBase
+from engine.secrets import Keyring
 
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -64,18 +67,27 @@ class Plan:
                 f"{len(self.delete)} to delete, {self.unchanged} unchanged")
 
 
-def monitor_row(monitor: MonitorBase, source: str) -> tuple[Any, ...]:
-    body = monitor.spec
-    token = secrets.token_urlsafe(24) if monitor.kind == "push" else None
+def sealed_spec(keyring: Keyring, monitor: MonitorBase,
+                old_spec: str | None) -> dict[str, Any]:
+    """The monitor's spec as it is stored: its secrets sealed, or kept as stored (`old_spec`,
+    the row's spec text) where they are REDACTED or unchanged."""
+    spec = monitor.spec
+    return secrets.seal_spec(keyring, type(spec), spec.model_dump(mode="json"),
+                             orjson.loads(old_spec) if old_spec else None)
+
+
+def monitor_row(monitor: MonitorBase, source: str, spec: dict[str, Any]) -> tuple[Any, ...]:
+    token = token_urlsafe(24) if monitor.kind == "push" else None
     return (monitor.id, monitor.name, monitor.kind, monitor.interval_ms, monitor.timeout_ms,
-            monitor.regions, monitor.tags, orjson.dumps(body.model_dump(mode="json")).decode(),
+            monitor.regions, monitor.tags, orjson.dumps(spec).decode(),
             monitor.enabled, monitor.public_details, source, token)
 
 
 def definition(row: asyncpg.Record) -> dict[str, Any]:
-    """A stored monitor in the shape it is written in (a YAML entry, an API body)."""
+    """A stored monitor in the shape it is written in (a YAML entry, an API body), its secrets
+    REDACTED: a write that sends them back so keeps them."""
     out = {k: row[k] for k in DEFINITION}
-    out[row["kind"]] = orjson.loads(row["spec"])
+    out[row["kind"]] = secrets.redacted(orjson.loads(row["spec"]))
     return out
 
 
@@ -89,23 +101,33 @@ def described(row: asyncpg.Record) -> dict[str, Any]:
     return out
 
 
-def _changes(row: asyncpg.Record, monitor: MonitorBase, source: str) -> list[str]:
-    new = monitor.model_dump(mode="json")
-    old = definition(row)
+def _changes(row: asyncpg.Record, monitor: MonitorBase, source: str,
+             keyring: Keyring) -> list[str]:
+    # Sealed as upsert would seal it: an unchanged secret keeps its stored text.
+    new = {**monitor.model_dump(mode="json"),
+           monitor.kind: sealed_spec(keyring, monitor, row["spec"])}
+    old = {k: row[k] for k in DEFINITION} | {row["kind"]: orjson.loads(row["spec"])}
     changed = [k for k in (*DEFINITION, monitor.kind) if old.get(k) != new.get(k)]
     if row["source"] != source:
         changed.append("source")
     return changed
 
 
-async def upsert(conn: Conn, monitor: MonitorBase, source: str) -> bool | None:
-    """True if created, False if updated, None if nothing changed."""
-    created: bool | None = await conn.fetchval(UPSERT, *monitor_row(monitor, source))
+async def upsert(conn: Conn, monitor: MonitorBase, source: str,
+                 keyring: Keyring) -> bool | None:
+    """True if created, False if updated, None if nothing changed. Raises
+    engine.secrets.SecretError when a secret cannot be sealed (no key) or kept (none stored)."""
+    old_spec = None
+    if secrets.secret_fields(type(monitor.spec)):
+        old_spec = await conn.fetchval("SELECT spec::text FROM monitors WHERE id = $1",
+                                       monitor.id)
+    spec = sealed_spec(keyring, monitor, old_spec)
+    created: bool | None = await conn.fetchval(UPSERT, *monitor_row(monitor, source, spec))
     return created
 
 
-async def plan_apply(conn: Conn, monitors: list[MonitorBase],
-                     prune: bool) -> Plan:
+async def plan_apply(conn: Conn, monitors: list[MonitorBase], prune: bool,
+                     keyring: Keyring) -> Plan:
     rows = {r["id"]: r for r in await conn.fetch(f"{SELECT} WHERE id = ANY($1) OR source = 'file'",
                                                  [m.id for m in monitors])}
     plan = Plan()
@@ -113,7 +135,7 @@ async def plan_apply(conn: Conn, monitors: list[MonitorBase],
         row = rows.get(monitor.id)
         if row is None:
             plan.create.append(monitor.id)
-        elif changed := _changes(row, monitor, "file"):
+        elif changed := _changes(row, monitor, "file", keyring):
             plan.update[monitor.id] = changed
         else:
             plan.unchanged += 1
@@ -125,14 +147,14 @@ async def plan_apply(conn: Conn, monitors: list[MonitorBase],
 
 
 async def apply(pool: asyncpg.Pool, monitors: list[MonitorBase], prune: bool,
-                dry_run: bool) -> Plan:
+                dry_run: bool, keyring: Keyring) -> Plan:
     """Declarative apply of file monitors: plan, then (unless dry_run) carry the plan out in
     one transaction, so a failure part-way leaves the database as it was."""
     async with pool.acquire() as conn, conn.transaction():
-        plan = await plan_apply(conn, monitors, prune)
+        plan = await plan_apply(conn, monitors, prune, keyring)
         if not dry_run:
             for monitor in monitors:
-                await upsert(conn, monitor, "file")
+                await upsert(conn, monitor, "file", keyring)
             await conn.execute("DELETE FROM monitors WHERE id = ANY($1)", plan.delete)
     return plan
 
@@ -161,6 +183,23 @@ async def set_enabled(pool: asyncpg.Pool, monitor_id: str, enabled: bool) -> boo
 async def delete(pool: asyncpg.Pool, monitor_id: str) -> bool:
     return await pool.fetchval("DELETE FROM monitors WHERE id = $1 RETURNING true",
                                monitor_id) is not None
+
+
+async def reseal_all(pool: asyncpg.Pool, keyring: Keyring) -> int:
+    """Seal every stored secret again with the first key; the number of monitors changed.
+    Each change is a new version, so the schedulers put the new text into the check events."""
+    changed = 0
+    async with pool.acquire() as conn, conn.transaction():
+        # FOR UPDATE: a write in between would be overwritten with the spec read here.
+        for row in await conn.fetch("SELECT id, spec::text AS spec FROM monitors FOR UPDATE"):
+            spec = orjson.loads(row["spec"])
+            new = secrets.resealed(keyring, spec)
+            if new != spec:
+                changed += 1
+                await conn.execute("UPDATE monitors SET spec = $2::jsonb, version = version + 1, "
+                                   "updated_at = now() WHERE id = $1", row["id"],
+                                   orjson.dumps(new).decode())
+    return changed
 
 
 # --- what the scheduler compiles into plans ---------------------------------------------------

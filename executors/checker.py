@@ -1,13 +1,16 @@
-"""Runs one check of any kind: the kind's spec, parsed and prepared once per spec version."""
+"""Runs one check of any kind: the kind's spec, opened (its sealed secrets, engine.secrets),
+parsed and prepared once per spec version."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from engine.cache import MISS, BoundedCache
 from engine.events import CheckDue, Observation
+from engine.secrets import Keyring, SecretError, opened
 from executors.base import Context, Kind, failed
 from executors.guard import Denied
 from executors.kinds import KINDS
@@ -19,9 +22,18 @@ class SpecInvalid(ValueError):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class Unopened:
+    """What a check with a secret this executor cannot open runs from: an `error` (`run`)."""
+
+    reason: str
+
+
 class Checker:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, keyring: Keyring | None = None) -> None:
         self.ctx = ctx
+        # The executor is the one role that opens secrets; the key comes as every setting does.
+        self.keyring = Keyring.from_env() if keyring is None else keyring
         # (monitor id, spec version) -> the kind and its prepared spec.
         self._prepared: BoundedCache[tuple[str, int], tuple[Kind, Any]] = BoundedCache(
             SPEC_CACHE_MAX)
@@ -44,7 +56,12 @@ class Checker:
         if kind is None:
             raise SpecInvalid(f"unknown check kind {due.kind!r}")
         try:
-            spec = kind.spec.model_validate(due.spec)
+            plain = opened(self.keyring, due.spec)
+        except SecretError as exc:
+            # Not cached: it is the same answer for this version, and cheap to find again.
+            return kind, Unopened(f"{due.kind}.{exc}")
+        try:
+            spec = kind.spec.model_validate(plain)
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
@@ -54,6 +71,8 @@ class Checker:
         return entry
 
     async def run(self, kind: Kind, prepared: Any, due: CheckDue) -> Observation:
+        if isinstance(prepared, Unopened):
+            return failed("secret", prepared.reason)
         try:
             return await kind.check(prepared, self.ctx, due)
         except Denied as exc:

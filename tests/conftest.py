@@ -3,6 +3,7 @@ the fixtures built on them."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -17,9 +18,14 @@ from engine.clickhouse import ClickHouse
 from engine.connections import postgres_pool, redis_client
 from engine.keys import Keys
 from engine.migrate import migrate
+from engine.secrets import generate_key
 from executors.base import Context
 from tests.support.servers import api_client, http_target, redis_server
 from vigil.embedded import EmbeddedPostgres
+
+# Every role in a test reads the key as in production (engine.secrets.Keyring.from_env), and
+# the processes the end-to-end tests start inherit it; tests of other keys set their own.
+os.environ.setdefault("VIGIL_SECRET_KEY", generate_key())
 
 
 @pytest.fixture(scope="session")

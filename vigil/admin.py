@@ -1,4 +1,5 @@
-"""Admin commands run against Postgres: `vigil monitors ...` and `vigil tokens ...`."""
+"""Admin commands run against Postgres: `vigil monitors ...`, `vigil tokens ...` and
+`vigil secrets rotate`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from engine import registry, store
 from engine.clock import redis_ms
 from engine.connections import redis_client
 from engine.keys import Keys
+from engine.secrets import Keyring, SecretError
 from executors.kinds import SCHEMA
 
 
@@ -27,7 +29,11 @@ async def apply(pool: asyncpg.Pool, path: str, prune: bool, dry_run: bool,
     monitors = SCHEMA.load_path(path)  # validates everything before anything is written
     if served_by is not None:
         await warn_unserved(*served_by, {r for m in monitors if m.enabled for r in m.regions})
-    plan = await store.apply(pool, monitors, prune=prune, dry_run=dry_run)
+    try:
+        plan = await store.apply(pool, monitors, prune=prune, dry_run=dry_run,
+                                 keyring=Keyring.from_env())
+    except SecretError as exc:
+        raise CommandError(f"{path}: {exc}") from None
     for line in plan.lines():
         print(line)
     if dry_run:
@@ -82,6 +88,15 @@ async def delete(pool: asyncpg.Pool, monitor_id: str) -> None:
     if not await store.delete(pool, monitor_id):
         raise CommandError(f"no monitor {monitor_id!r}")
     print(f"{monitor_id}: deleted")
+
+
+async def secrets_rotate(pool: asyncpg.Pool) -> None:
+    try:
+        changed = await store.reseal_all(pool, Keyring.from_env())
+    except SecretError as exc:
+        raise CommandError(f"cannot re-seal: {exc}") from None
+    print(f"{changed} monitor(s) re-sealed with the first key of VIGIL_SECRET_KEY; drop the old "
+          "key once every scheduler has synced and the checks sealed with it have run")
 
 
 async def token_create(pool: asyncpg.Pool, name: str, scope: tokens.Scope,

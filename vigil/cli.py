@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -19,6 +20,7 @@ from engine.connections import postgres_pool
 from engine.keys import Keys
 from engine.migrate import MigrationError, migrate
 from engine.monitors import SpecError
+from engine.secrets import KEY_VARIABLE, generate_key
 from engine.service import OUTAGES
 from engine.settings import Settings, SettingsError
 from vigil import admin
@@ -98,6 +100,11 @@ def parser() -> argparse.ArgumentParser:
                         help="refuse the token after this long, like 30d (default: never)")
     tsub.add_parser("list", parents=[common], help="tokens, their scope and when they were used")
     _token_name(tsub.add_parser("revoke", parents=[common], help="revoke a token"))
+    secrets = sub.add_parser("secrets", help="the key that seals monitors' secrets")
+    ssub = secrets.add_subparsers(dest="action", required=True)
+    ssub.add_parser("keygen", help="print a new key for VIGIL_SECRET_KEY")
+    ssub.add_parser("rotate", parents=[common],
+                    help="re-seal every stored secret with the first key of VIGIL_SECRET_KEY")
     up = sub.add_parser("up", parents=[common], help="everything in one process, embedded")
     up.add_argument("--data-dir", default=".vigil")
     up.add_argument("--port", type=int, default=8080)
@@ -123,6 +130,11 @@ async def cmd_migrate(settings: Settings) -> None:
     log.info("migrations done", applied=applied)
 
 
+async def cmd_keygen() -> None:
+    # Nothing to connect to: a key is made here and only ever lives in the operator's config.
+    print(generate_key())
+
+
 async def cmd_admin(settings: Settings, args: argparse.Namespace) -> None:
     pool = await postgres_pool(settings.postgres_dsn)
     try:
@@ -146,6 +158,8 @@ async def _admin(pool: asyncpg.Pool, settings: Settings, args: argparse.Namespac
         await admin.delete(pool, args.id)
     elif action == ("tokens", "create"):
         await admin.token_create(pool, args.name or args.name_option, args.scope, args.expires)
+    elif action == ("secrets", "rotate"):
+        await admin.secrets_rotate(pool)
     elif action == ("tokens", "list"):
         await admin.token_list(pool)
     else:
@@ -157,6 +171,10 @@ async def cmd_up(args: argparse.Namespace, examples: str | None) -> None:
     redis_url, dsn, ch_url = await embedded.start(args.redis_url, args.postgres_dsn,
                                                   args.clickhouse_url)
     try:
+        if not (os.environ.get(KEY_VARIABLE) or os.environ.get(f"{KEY_VARIABLE}_FILE")):
+            # Every role of this process reads the key as a distributed one would: from the
+            # environment (engine.secrets.Keyring.from_env).
+            os.environ[f"{KEY_VARIABLE}_FILE"] = str(embedded.secret_key())
         settings = settings_from(args).with_overrides(redis_url=redis_url, postgres_dsn=dsn,
                                                       clickhouse_url=ch_url)
         await cmd_migrate(settings)
@@ -177,10 +195,12 @@ def _command(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
     if args.command == "up":
         # The default examples file ships with a source checkout, not with a wheel.
         return cmd_up(args, args.examples if Path(args.examples or "-").is_file() else None)
+    if (args.command, getattr(args, "action", None)) == ("secrets", "keygen"):
+        return cmd_keygen()
     settings = settings_from(args)
     if args.command == "migrate":
         return cmd_migrate(settings)
-    if args.command in ("monitors", "tokens"):
+    if args.command in ("monitors", "tokens", "secrets"):
         return cmd_admin(settings, args)
     roles = {"sink": [f"sink-{getattr(args, 'target', '')}"], "run": getattr(args, "roles", [])}
     return run_roles(roles.get(args.command, [args.command]), settings,
@@ -190,7 +210,7 @@ def _command(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        vlogging.configure(args.log_format or Settings.from_env().log_format)
+        vlogging.configure(getattr(args, "log_format", None) or Settings.from_env().log_format)
         uvloop.run(_command(args))
     except (SettingsError, SpecError, MigrationError, EmbeddedError) as exc:
         print(f"vigil: {exc}", file=sys.stderr)

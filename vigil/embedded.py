@@ -9,7 +9,8 @@ child: it outlives a killed `vigil up`. So one `vigil up` holds a data directory
 flock the kernel lets go of however the process ends), and a start that gets the directory
 stops what an earlier one left running in it before starting its own: a Postgres named by
 postmaster.pid, a redis-server named by its pid file, each checked to be that server (its
-name and its working directory) before it is signalled.
+name and its working directory) before it is signalled. Without VIGIL_SECRET_KEY, the key
+that seals monitors' secrets is made on first start in `secret.key` (mode 0600) and kept there.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from typing import IO, Any
 
 import redis
 import structlog
+
+from engine.secrets import generate_key
 
 log = structlog.get_logger(component="embedded")
 PR_SET_PDEATHSIG = 1
@@ -279,6 +282,16 @@ class Embedded:
             await self.stop()
             raise
         return redis_url, postgres_dsn, clickhouse_url or f"chdb://{self.data_dir / 'chdb'}"
+
+    def secret_key(self) -> Path:
+        """The data directory's key file, made on first use; readable by this user alone, as
+        whoever reads it can open every secret in the monitors table."""
+        path = self.data_dir / "secret.key"
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(generate_key() + "\n")
+        return path
 
     async def stop(self) -> None:
         try:

@@ -25,16 +25,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import cast
+from typing import Annotated, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import asyncpg
 from pydantic import (
+    AfterValidator,
     Field,
     field_validator,
 )
 
 from engine.events import CheckDue, Observation
+from engine.secrets import Secret
 from engine.text import clip, redact
 from executors.base import (
     CLOSE_WAIT_S,
@@ -91,16 +93,13 @@ def _has_password(dsn: str) -> bool:
 class PostgresSpec(ConnectionSpec):
     SOURCE = "dsn"
 
-    dsn: str | None = Field(default=None, min_length=1, max_length=4096)
+    # Checked inside Secret(): REDACTED (keep the stored one) skips the check (engine.secrets).
+    dsn: Annotated[str | None, Field(min_length=1, max_length=4096),
+                   AfterValidator(lambda v: None if v is None else check_dsn(v)), Secret()] = None
     dsn_env: str | None = Field(default=None, pattern=ENV_NAME)
     query: str = Field(default="SELECT 1", min_length=1, max_length=10_000)
     # Run the query as a superuser or a member of FILE_ROLES; None (not set) refuses them.
     allow_privileged: bool | None = None
-
-    @field_validator("dsn")
-    @classmethod
-    def _usable(cls, dsn: str | None) -> str | None:
-        return None if dsn is None else check_dsn(dsn)
 
     @field_validator("query")
     @classmethod

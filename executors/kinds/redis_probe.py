@@ -19,17 +19,18 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import (
+    AfterValidator,
     Field,
-    field_validator,
 )
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection, parse_url
 from redis.exceptions import AuthenticationError, RedisError
 
 from engine.events import CheckDue, Observation
+from engine.secrets import Secret
 from engine.text import redact
 from executors.base import (
     CLOSE_WAIT_S,
@@ -74,13 +75,10 @@ def check_url(url: str) -> str:
 class RedisSpec(ConnectionSpec):
     SOURCE = "url"
 
-    url: str | None = Field(default=None, min_length=1, max_length=4096)
+    # Checked inside Secret(): REDACTED (keep the stored one) skips the check (engine.secrets).
+    url: Annotated[str | None, Field(min_length=1, max_length=4096),
+                   AfterValidator(lambda v: None if v is None else check_url(v)), Secret()] = None
     url_env: str | None = Field(default=None, pattern=ENV_NAME)
-
-    @field_validator("url")
-    @classmethod
-    def _usable(cls, url: str | None) -> str | None:
-        return None if url is None else check_url(url)
 
     @staticmethod
     def check(value: str) -> str:

@@ -22,6 +22,7 @@ from engine import monitors as limits
 from engine import store
 from engine.migrate import load, migrate
 from engine.monitors import SpecError
+from engine.secrets import Keyring
 from executors.kinds import SCHEMA
 from tests.support.helpers import vigil_env
 from tests.support.servers import api_client
@@ -135,7 +136,7 @@ async def test_every_maximum_fits_the_columns(pool, clean) -> None:
                 tags=["t" * limits.MAX_TAG_LENGTH] * limits.MAX_TAGS)
     [monitor] = SCHEMA.parse([entry])
     async with pool.acquire() as conn:
-        assert await store.upsert(conn, monitor, "api") is True
+        assert await store.upsert(conn, monitor, "api", Keyring.from_env()) is True
     row = await store.get(pool, monitor.id)
     assert store.definition(row) == monitor.model_dump(mode="json")
 
@@ -208,7 +209,8 @@ async def test_public_details_round_trips_to_the_status_rows(tmp_path, pool, cle
     assert store.described(row)["public_details"] is True
 
     flipped = SCHEMA.parse([tcp("hidden", public_details=True), tcp("shown")])
-    plan = await store.apply(pool, flipped, prune=False, dry_run=False)
+    plan = await store.apply(pool, flipped, prune=False, dry_run=False,
+                              keyring=Keyring.from_env())
     assert plan.lines() == ["~ update hidden (public_details)", "~ update shown (public_details)"]
     assert {r["id"]: r["public_details"] for r in await store.status_rows(pool)} == {
         "hidden": True, "shown": False}

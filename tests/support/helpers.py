@@ -17,6 +17,7 @@ import asyncpg
 from engine import store
 from engine.events import CheckResult, Outcome, check_id
 from engine.monitors import MonitorBase
+from engine.secrets import Keyring
 
 
 def free_port() -> int:
@@ -53,7 +54,7 @@ async def store_monitors(pool: asyncpg.Pool, monitors: list[MonitorBase], source
     """Store monitors as `apply` (source "file") or the API (source "api") would."""
     async with pool.acquire() as conn, conn.transaction():
         for monitor in monitors:
-            await store.upsert(conn, monitor, source)
+            await store.upsert(conn, monitor, source, Keyring.from_env())
 
 
 def check_result(monitor_id: str = "m", scheduled_ms: int = 1_000, outcome: Outcome = "up", *,
