@@ -6,7 +6,7 @@ which the Postgres columns check too (migrations/postgres/0006_bigint_limits.sql
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -26,6 +26,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from engine import yamlfile
 from engine.durations import parse_duration_ms
+from engine.secrets import PREFIX as SEALED
 from engine.settings import NAME_PATTERN
 
 MAX_ID_LENGTH = 128
@@ -108,25 +109,39 @@ class MonitorBase(BaseModel):
         return spec
 
 
-def _nul_at(data: Any) -> str | None:
+def _found_at(data: Any, bad: Callable[[str], bool]) -> str | None:
     """The dotted path (`tags.3`, `http.headers.X`) of the first key or string in `data`
-    that holds a NUL, "" for `data` itself; None when there is none."""
+    that is `bad`, "" for `data` itself; None when there is none."""
     # A stack, not recursion: a body nested a thousand deep is still only a 422.
     stack: list[tuple[str, Any]] = [("", data)]
     while stack:
         path, value = stack.pop()
         if isinstance(value, str):
-            if NUL in value:
+            if bad(value):
                 return path
             continue
         items = value.items() if isinstance(value, dict) else (
             enumerate(value) if isinstance(value, list) else ())
         for key, item in items:
             where = f"{path}.{key}" if path else str(key)
-            if NUL in str(key):
+            if bad(str(key)):
                 return where
             stack.append((where, item))
     return None
+
+
+def _has_nul(text: str) -> bool:
+    return NUL in text
+
+
+def _sealed_text(text: str) -> bool:
+    return text.startswith(SEALED)
+
+
+_REFUSED: tuple[tuple[Callable[[str], bool], str, str], ...] = (
+    (_has_nul, "nul", "a NUL character cannot be stored"),
+    (_sealed_text, "sealed", f"a value cannot start with {SEALED!r} (sealed text)"),
+)
 
 
 class SpecError(ValueError):
@@ -184,11 +199,14 @@ class MonitorSchema:
     def validate(self, data: Any) -> MonitorBase:
         """One definition; a pydantic ValidationError names the field (see field_errors). A
         NUL character is valid JSON (`\\u0000`) and YAML (`"\\0"`) but no Postgres text
-        can hold it, so it is refused here, for the API and the files alike."""
-        if (where := _nul_at(data)) is not None:
-            raise ValidationError.from_exception_data("monitor", [InitErrorDetails(
-                type=PydanticCustomError("nul", "a NUL character cannot be stored",
-                                         {"field": where}), loc=(), input=data)])
+        can hold it, so it is refused here, for the API and the files alike; so is a string
+        that looks sealed (engine.secrets): only the store seals, and an executor must never
+        be handed another monitor's sealed text to open."""
+        for bad, kind, message in _REFUSED:
+            if (where := _found_at(data, bad)) is not None:
+                raise ValidationError.from_exception_data("monitor", [InitErrorDetails(
+                    type=PydanticCustomError(kind, message, {"field": where}), loc=(),
+                    input=data)])
         return self.adapter.validate_python(data)
 
     def parse(self, entries: list[Any], origin: str = "monitors") -> list[MonitorBase]:

@@ -16,11 +16,12 @@ seals, every one opens, so a key is rotated by adding the new one first, re-seal
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+import orjson
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import BaseModel, GetCoreSchemaHandler
 from pydantic_core import core_schema
@@ -155,29 +156,37 @@ def seal_spec(keyring: Keyring, model: type[BaseModel], spec: dict[str, Any],
     return spec
 
 
-def _walk(value: Any, path: str, change: Callable[[str, str], str]) -> Any:
-    if is_sealed(value):
-        return change(path, value)
-    if isinstance(value, dict):
-        return {k: _walk(v, f"{path}.{k}" if path else k, change) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_walk(v, f"{path}.{i}", change) for i, v in enumerate(value)]
-    return value
-
-
 def redacted(spec: Any) -> Any:
-    """`spec` with every sealed value shown as REDACTED."""
-    return _walk(spec, "", lambda _, __: REDACTED)
+    """`spec` with every sealed value shown as REDACTED (no string a definition may hold looks
+    sealed: engine.monitors refuses them)."""
+    if is_sealed(spec):
+        return REDACTED
+    if isinstance(spec, dict):
+        return {k: redacted(v) for k, v in spec.items()}
+    if isinstance(spec, list):
+        return [redacted(v) for v in spec]
+    return spec
 
 
-def opened(keyring: Keyring, spec: Any) -> Any:
-    """`spec` with every sealed value opened: only the executor that runs the check does this."""
-    return _walk(spec, "", keyring.open)
+def opened(keyring: Keyring, model: type[BaseModel], spec: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `spec` with its declared secrets opened, and nothing else: only the executor
+    that runs the check does this."""
+    spec = orjson.loads(orjson.dumps(spec))  # the event's own dict stays sealed
+    for holder, key, path in _spots(spec, model):
+        if is_sealed(holder[key]):
+            holder[key] = keyring.open(path, holder[key])
+    return spec
 
 
-def resealed(keyring: Keyring, spec: Any) -> Any:
-    """`spec` with every sealed value sealed again with the first key."""
-    return _walk(spec, "", keyring.reseal)
+def resealed(keyring: Keyring, model: type[BaseModel], spec: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `spec` with its declared secrets sealed with the first key: a sealed one
+    again, a plain one (stored before secrets were sealed) for the first time."""
+    spec = orjson.loads(orjson.dumps(spec))
+    for holder, key, path in _spots(spec, model):
+        value = holder[key]
+        holder[key] = keyring.reseal(path, value) if is_sealed(value) else keyring.seal(path,
+                                                                                        value)
+    return spec
 
 
 def generate_key() -> str:

@@ -9,12 +9,14 @@ apply`) from monitors made through the API; `--prune` only ever deletes file mon
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from secrets import token_urlsafe
 from typing import Any
 
 import asyncpg
 import orjson
+from pydantic import BaseModel
 
 from engine import secrets
 from engine.monitors import MonitorBase
@@ -83,11 +85,15 @@ def monitor_row(monitor: MonitorBase, source: str, spec: dict[str, Any]) -> tupl
             monitor.enabled, monitor.public_details, source, token)
 
 
+def _as_stored(row: asyncpg.Record) -> dict[str, Any]:
+    return {k: row[k] for k in DEFINITION} | {row["kind"]: orjson.loads(row["spec"])}
+
+
 def definition(row: asyncpg.Record) -> dict[str, Any]:
     """A stored monitor in the shape it is written in (a YAML entry, an API body), its secrets
     REDACTED: a write that sends them back so keeps them."""
-    out = {k: row[k] for k in DEFINITION}
-    out[row["kind"]] = secrets.redacted(orjson.loads(row["spec"]))
+    out = _as_stored(row)
+    out[row["kind"]] = secrets.redacted(out[row["kind"]])
     return out
 
 
@@ -106,7 +112,7 @@ def _changes(row: asyncpg.Record, monitor: MonitorBase, source: str,
     # Sealed as upsert would seal it: an unchanged secret keeps its stored text.
     new = {**monitor.model_dump(mode="json"),
            monitor.kind: sealed_spec(keyring, monitor, row["spec"])}
-    old = {k: row[k] for k in DEFINITION} | {row["kind"]: orjson.loads(row["spec"])}
+    old = _as_stored(row)
     changed = [k for k in (*DEFINITION, monitor.kind) if old.get(k) != new.get(k)]
     if row["source"] != source:
         changed.append("source")
@@ -185,15 +191,18 @@ async def delete(pool: asyncpg.Pool, monitor_id: str) -> bool:
                                monitor_id) is not None
 
 
-async def reseal_all(pool: asyncpg.Pool, keyring: Keyring) -> int:
-    """Seal every stored secret again with the first key; the number of monitors changed.
-    Each change is a new version, so the schedulers put the new text into the check events."""
+async def reseal_all(pool: asyncpg.Pool, keyring: Keyring,
+                     specs: Mapping[str, type[BaseModel]]) -> int:
+    """Seal every stored secret again with the first key (`specs`: kind -> its spec model);
+    the number of monitors changed. Each change is a new version, so the schedulers put the
+    new text into the check events."""
     changed = 0
     async with pool.acquire() as conn, conn.transaction():
         # FOR UPDATE: a write in between would be overwritten with the spec read here.
-        for row in await conn.fetch("SELECT id, spec::text AS spec FROM monitors FOR UPDATE"):
+        for row in await conn.fetch(
+                "SELECT id, kind, spec::text AS spec FROM monitors FOR UPDATE"):
             spec = orjson.loads(row["spec"])
-            new = secrets.resealed(keyring, spec)
+            new = secrets.resealed(keyring, specs[row["kind"]], spec)
             if new != spec:
                 changed += 1
                 await conn.execute("UPDATE monitors SET spec = $2::jsonb, version = version + 1, "

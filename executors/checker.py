@@ -56,7 +56,7 @@ class Checker:
         if kind is None:
             raise SpecInvalid(f"unknown check kind {due.kind!r}")
         try:
-            plain = opened(self.keyring, due.spec)
+            plain = opened(self.keyring, kind.spec, due.spec)
         except SecretError as exc:
             # Not cached: it is the same answer for this version, and cheap to find again.
             return kind, Unopened(f"{due.kind}.{exc}")

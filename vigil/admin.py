@@ -15,7 +15,7 @@ from engine.clock import redis_ms
 from engine.connections import redis_client
 from engine.keys import Keys
 from engine.secrets import Keyring, SecretError
-from executors.kinds import SCHEMA
+from executors.kinds import KINDS, SCHEMA
 
 
 class CommandError(RuntimeError):
@@ -92,7 +92,8 @@ async def delete(pool: asyncpg.Pool, monitor_id: str) -> None:
 
 async def secrets_rotate(pool: asyncpg.Pool) -> None:
     try:
-        changed = await store.reseal_all(pool, Keyring.from_env())
+        changed = await store.reseal_all(pool, Keyring.from_env(),
+                                         {name: kind.spec for name, kind in KINDS.items()})
     except SecretError as exc:
         raise CommandError(f"cannot re-seal: {exc}") from None
     print(f"{changed} monitor(s) re-sealed with the first key of VIGIL_SECRET_KEY; drop the old "

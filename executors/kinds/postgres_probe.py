@@ -1,14 +1,15 @@
 """Postgres probes: connect, check the role's privileges, run one query in a READ ONLY
 transaction, close.
 
-The DSN is a `postgresql://` URL, inline (`dsn`) or, to keep a password out of monitor
-definitions (they are stored in Postgres, carried on the streams and shown by the API), in an
-environment variable of the executor named by `dsn_env`. The probe uses only what the DSN
-says: no PGPASSWORD, no ~/.pgpass, no service file, and only the query parameters in
-ALLOWED_PARAMS, so a monitor definition cannot make the executor send one of its own
-credentials to another host or read a local file; the DSN cannot hold CR, LF or NUL (raw or
-percent-encoded), which would end a field of the startup message. asyncpg connects through
-the guard's loop (executors.guard.GuardedLoop): only to addresses and sockets it allows.
+The DSN is a `postgresql://` URL, inline (`dsn`: a secret, sealed in Postgres and on the
+streams and redacted by the API, engine.secrets) or, to keep a password out of monitor
+definitions altogether, in an environment variable of the executor named by `dsn_env`. The
+probe uses only what the DSN says: no PGPASSWORD, no ~/.pgpass, no service file, and only the
+query parameters in ALLOWED_PARAMS, so a monitor definition cannot make the executor send one
+of its own credentials to another host or read a local file; the DSN cannot hold CR, LF or
+NUL (raw or percent-encoded), which would end a field of the startup message. asyncpg
+connects through the guard's loop (executors.guard.GuardedLoop): only to addresses and
+sockets it allows.
 
 Least privilege: READ ONLY stops writes, not reads of the server's files (`pg_read_file`),
 so a role that is a superuser or a member of FILE_ROLES is refused before the query runs,

@@ -1,7 +1,8 @@
 """Redis probes: connect (with AUTH and SELECT when the URL asks), PING, close.
 
-The URL is `redis://`, `rediss://` (TLS) or `unix://`, inline (`url`) or, to keep a password
-out of monitor definitions, in an environment variable of the executor named by `url_env`.
+The URL is `redis://`, `rediss://` (TLS) or `unix://`, inline (`url`: a secret, sealed and
+redacted, engine.secrets) or, to keep a password out of monitor definitions altogether, in an
+environment variable of the executor named by `url_env`.
 Only the query parameters in ALLOWED_PARAMS are accepted, so a monitor definition cannot
 point the executor at local files (redis-py takes key and certificate paths from the URL).
 No command of the monitor's reaches the server: the probe sends AUTH, SELECT and PING, each

@@ -161,15 +161,34 @@ async def test_apply_reseals_only_a_changed_secret(pool, clean, guarded):
 async def test_rotate_then_drop_the_old_key(r, keys, pool, clean, guarded, monkeypatch):
     old, new = generate_key(), generate_key()
     monkeypatch.setenv("VIGIL_SECRET_KEY", old)
-    await store_monitors(pool, SCHEMA.parse(monitors(guarded)[:1]), source="api")
+    cache, db = monitors(guarded)
+    await store_monitors(pool, SCHEMA.parse([cache, db]), source="api")
+    # A DSN written before secrets were sealed: rotating seals it for the first time.
+    await pool.execute("UPDATE monitors SET spec = jsonb_build_object('dsn', $1::text) "
+                       "WHERE id = 'db'", db["postgres"]["dsn"])
     monkeypatch.setenv("VIGIL_SECRET_KEY", f"{new},{old}")
     await admin.secrets_rotate(pool)
     monkeypatch.setenv("VIGIL_SECRET_KEY", new)
-    row = await pool.fetchrow("SELECT spec::text AS spec, version FROM monitors")
+    assert not any(p in text for text in (await stored_specs(pool)).values() for p in PLAIN)
+    row = await pool.fetchrow("SELECT spec::text AS spec, version FROM monitors "
+                              "WHERE id = 'cache'")
     assert row["version"] == 2  # a new version: the schedulers compile the new text
     due = check_due("cache", "redis", orjson.loads(row["spec"]), spec_version=row["version"])
     got = await run_checks(r, keys, [due], SETTINGS)
     assert (got["cache"].outcome, got["cache"].error_kind) == ("up", None)
+
+
+async def test_a_definition_cannot_carry_sealed_text(api, pool, guarded):
+    """Else a writer who got hold of a sealed value (a backup, a Redis dump) could have an
+    executor open it into a field that is sent to their own server."""
+    await store_monitors(pool, SCHEMA.parse(monitors(guarded)[:1]), source="api")
+    sealed = orjson.loads((await stored_specs(pool))["cache"])["url"]
+    resp = await api.post("/api/v1/monitors", json={
+        "id": "leak", "kind": "postgres",
+        "postgres": {"dsn": "postgresql://x@127.0.0.1:9/db", "query": sealed}})
+    assert resp.status == 422
+    [error] = (await resp.json())["errors"]
+    assert error["field"] == "postgres.query"
 
 
 @pytest.mark.parametrize("key", [generate_key(), None], ids=["wrong key", "no key"])

@@ -19,6 +19,7 @@ from engine.secrets import (
     Secret,
     SecretError,
     generate_key,
+    opened,
     redacted,
     seal_spec,
 )
@@ -53,6 +54,13 @@ def test_a_mapping_secret_is_kept_whatever_the_case_of_its_name():
     again = seal_spec(KEYRING, Declared, {"headers": {"x-api-key": REDACTED}}, first)
     assert again["headers"]["x-api-key"] == first["headers"]["X-Api-Key"]
     assert redacted(first) == {"headers": {"X-Api-Key": REDACTED, "Accept": "a"}}
+
+
+def test_the_executor_opens_the_declared_fields_only():
+    spec = {"token": KEYRING.seal("token", "t"), "other": KEYRING.seal("other", "o")}
+    plain = opened(KEYRING, Declared, spec)
+    assert (plain["token"], plain["other"]) == ("t", spec["other"])
+    assert spec["token"].startswith(PREFIX)  # the event's own copy stays sealed
 
 
 def test_the_marker_without_a_stored_secret_names_the_field():
