@@ -143,6 +143,15 @@ async def test_without_a_key_the_api_refuses_a_secret_naming_the_variable(
     assert await pool.fetchval("SELECT count(*) FROM monitors") == 1
 
 
+async def test_vigil_monitors_show_redacts_too(pool, clean, guarded, capsys):
+    await store_monitors(pool, SCHEMA.parse(monitors(guarded)), source="file")
+    for monitor_id in ("cache", "db"):
+        await admin.show(pool, monitor_id)
+    shown = capsys.readouterr().out
+    assert shown.count(REDACTED) == 2
+    assert not any(p in shown for p in PLAIN)
+
+
 async def test_apply_reseals_only_a_changed_secret(pool, clean, guarded):
     cache = monitors(guarded)[0]
     keyring = Keyring.from_env()
