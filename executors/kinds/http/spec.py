@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, HttpUrl, JsonValue, field_validator, model_validator
 
+from engine.secrets import Secret
 from executors.base import SingleLine, Spec
 from executors.patterns import JsonPath, Regex
 
@@ -22,6 +23,8 @@ MANAGED_HEADERS = frozenset({"connection", "content-length", "transfer-encoding"
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _STATUS = re.compile(r"^\s*(?:([1-5])xx|(\d{3})\s*-\s*(\d{3})|(\d{3}))\s*$", re.IGNORECASE)
 _STATUS_HELP = "expected a status code (200), a range (200-299) or a class (2xx)"
+# Headers whose values are credentials: sealed and redacted like password (engine.secrets).
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
 
 
 def status_range(item: int | str) -> tuple[int, int]:
@@ -96,11 +99,12 @@ class HttpSpec(Spec):
 
     url: HttpUrl
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
-    headers: dict[HeaderName, str] = Field(default_factory=dict)
+    headers: Annotated[dict[HeaderName, str], Secret(keys=SECRET_HEADERS)] = Field(
+        default_factory=dict)
     body: str | None = None
     username: SingleLine | None = Field(default=None, min_length=1)
-    password: SingleLine | None = None
-    bearer_token: SingleLine | None = Field(default=None, min_length=1)
+    password: Annotated[SingleLine | None, Secret()] = None
+    bearer_token: Annotated[SingleLine | None, Field(min_length=1), Secret()] = None
     # Without redirects followed, a 3xx is the site answering: up by default.
     expected_status: list[Annotated[int | str, AfterValidator(_status_item)]] = Field(
         default_factory=lambda: _default_status(), min_length=1)
