@@ -56,19 +56,22 @@ class Checker:
         if kind is None:
             raise SpecInvalid(f"unknown check kind {due.kind!r}")
         try:
-            plain = opened(self.keyring, kind.spec, due.spec)
+            # Opened here, once per version, so only the cache holds the plain values.
+            entry = (kind, kind.prepare(self._parsed(kind, opened(self.keyring, kind.spec,
+                                                                  due.spec))))
         except SecretError as exc:
-            # Not cached: it is the same answer for this version, and cheap to find again.
-            return kind, Unopened(f"{due.kind}.{exc}")
+            entry = (kind, Unopened(f"{due.kind}.{exc}"))
+        self._prepared.put(key, entry)
+        return entry
+
+    @staticmethod
+    def _parsed(kind: Kind, spec: dict[str, Any]) -> Any:
         try:
-            spec = kind.spec.model_validate(plain)
+            return kind.spec.model_validate(spec)
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
-            raise SpecInvalid(f"{due.kind}.{where}: {err['msg']}") from None
-        entry = (kind, kind.prepare(spec))
-        self._prepared.put(key, entry)
-        return entry
+            raise SpecInvalid(f"{kind.name}.{where}: {err['msg']}") from None
 
     async def run(self, kind: Kind, prepared: Any, due: CheckDue) -> Observation:
         if isinstance(prepared, Unopened):
