@@ -8,16 +8,19 @@ import asyncio
 import socket
 import ssl
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import dns.asyncresolver
 import dns.nameserver
 import pytest
 import trustme
+from pydantic import ValidationError
 
 from engine.events import Observation
 from engine.settings import Settings
 from executors.base import Context
+from executors.kinds.http.spec import HttpSpec
 from executors.resolver import Address, Resolver
 from tests.support.dns_server import SilentServer, UdpServer
 from tests.support.helpers import free_port
@@ -196,3 +199,58 @@ async def test_http_tls_failures_are_the_tls_kinds(r, keys, ca: trustme.CA, ca_f
                                         "ca_file": ca_file})
     assert (via_http.outcome, via_http.error_kind) == ("down", error_kind), via_http
     assert via_tls.error_kind == error_kind, via_tls
+
+
+# --- the http kind: ca_file, cert_warn_days --------------------------------------------------
+
+async def test_http_ca_file_trusts_a_private_ca(ctx: Context, ca: trustme.CA, ca_file: str,
+                                                tmp_path: Path) -> None:
+    async with RawServer(answer(OK), tls=leaf(ca, days_left=90)) as server:
+        url = server.url()
+        trusted = await observe(ctx, "http", {"url": url, "ca_file": ca_file}, 2_000)
+        system = await observe(ctx, "http", {"url": url}, 2_000)
+        missing = await observe(ctx, "http", {"url": url, "ca_file": str(tmp_path / "no.pem")},
+                                2_000)
+    assert trusted.outcome == "up", trusted
+    assert trusted.tls_expiry_ms is not None
+    assert system.error_kind == "tls_untrusted"  # the executor's store knows no private CA
+    assert (missing.outcome, missing.error_kind) == ("error", "spec")
+    assert "no.pem" in (missing.error or "")
+    with pytest.raises(ValidationError, match="ca_file needs verify_tls"):
+        HttpSpec.model_validate({"url": url, "ca_file": ca_file, "verify_tls": False})
+
+
+@pytest.mark.parametrize(("warn_days", "outcome"), [(14, "degraded"), (3, "up"), (None, "up")])
+async def test_http_certificate_expiring_within_cert_warn_days_is_degraded(
+        ctx: Context, ca: trustme.CA, ca_file: str, warn_days: int | None,
+        outcome: str) -> None:
+    spec: dict[str, Any] = {"ca_file": ca_file}
+    if warn_days is not None:
+        spec["cert_warn_days"] = warn_days
+    async with RawServer(answer(OK), tls=leaf(ca, days_left=5.5)) as server:
+        obs = await observe(ctx, "http", {"url": server.url(), **spec}, 2_000)
+    assert obs.outcome == outcome, obs
+    assert obs.tls_expiry_ms is not None
+    if outcome == "degraded":
+        assert obs.error_kind == "tls_expiring"
+        assert "expires in 5 days" in (obs.error or "")
+        assert "cert_warn_days is 14" in (obs.error or "")
+
+
+# --- the http kind: a body over the cap can be a failure -------------------------------------
+
+@pytest.mark.parametrize(("extra", "outcome", "error_kind"), [
+    ({}, "up", None),  # cut at the cap, as before
+    ({"body_over_cap": "truncate"}, "up", None),
+    ({"body_over_cap": "fail"}, "down", "body_too_large"),
+    ({"body_over_cap": "fail", "max_body_bytes": 200 * 1024}, "up", None),
+])
+async def test_http_body_over_the_cap(ctx: Context, extra: dict[str, Any], outcome: str,
+                                      error_kind: str | None) -> None:
+    body = b"x" * (100 * 1024)
+    response = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    async with RawServer(answer(response)) as server:
+        obs = await observe(ctx, "http", {"url": server.url(), **extra}, 2_000)
+    assert (obs.outcome, obs.error_kind, obs.status_code) == (outcome, error_kind, 200), obs
+    if error_kind:
+        assert "65536 bytes" in (obs.error or "")

@@ -1,12 +1,16 @@
-"""The response against the plan: status, headers, keywords, regex, JSON path, in that order;
-the first that fails is the verdict (`down` with its error kind), else `degraded` when slower
-than degraded_ms, else `up`. Each assertion returns (error_kind, message) or None."""
+"""The response against the plan: status, headers, body size (body_over_cap), keywords, regex,
+JSON path, in that order; the first that fails is the verdict (`down` with its error kind),
+else `degraded` when a certificate expires within cert_warn_days or the check was slower than
+degraded_ms, else `up`. Each assertion returns (error_kind, message) or None."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import orjson
 
 from engine.events import Observation
+from executors.certs import expiring
 from executors.httpclient import Response
 from executors.kinds.http.plan import Plan
 from executors.patterns import TooCostly
@@ -41,6 +45,13 @@ def _headers_ok(plan: Plan, response: Response) -> Failure:
         if not any(pattern.search(value) for value in values):
             got = f"is {values[0]!r}" if values else "is missing"
             return "header", f"header {name} {got}, expected to match {pattern.pattern!r}"
+    return None
+
+
+def _within_cap(plan: Plan, response: Response) -> Failure:
+    if response.truncated and plan.spec.body_over_cap == "fail":
+        return "body_too_large", (f"the body goes on past max_body_bytes "
+                                  f"({plan.spec.max_body_bytes} bytes)")
     return None
 
 
@@ -107,19 +118,28 @@ def _json_ok(plan: Plan, response: Response) -> Failure:
     return ("json", f"{spec.json_path} is {_show(bad[0])}, expected {wanted}") if bad else None
 
 
-ASSERTIONS = (_status_ok, _headers_ok, _keywords_ok, _regex_ok, _json_ok)
+ASSERTIONS = (_status_ok, _headers_ok, _within_cap, _keywords_ok, _regex_ok, _json_ok)
 
 
-def verdict(plan: Plan, response: Response, latency_ms: float) -> Observation:
-    obs = Observation(outcome="up", latency_ms=latency_ms, status_code=response.status)
+def verdict(plan: Plan, response: Response, latency_ms: float,
+            expiry_ms: int | None) -> Observation:
+    """`expiry_ms`: the earliest verified certificate expiry of the chain, if any."""
+    obs = Observation(outcome="up", latency_ms=latency_ms, status_code=response.status,
+                      tls_expiry_ms=expiry_ms)
     for assertion in ASSERTIONS:
         failure = assertion(plan, response)
         if failure is not None:
             obs.outcome = "down"
             obs.error_kind, obs.error = failure  # cut to its bound by CheckResult.of
             return obs
+    warn_days = plan.spec.cert_warn_days
+    warning = None if warn_days is None or expiry_ms is None else expiring(
+        plan.first.request.host, datetime.fromtimestamp(expiry_ms / 1000, UTC), warn_days,
+        "cert_warn_days")
     degraded_ms = plan.spec.degraded_ms
-    if degraded_ms is not None and latency_ms > degraded_ms:
+    if warning is not None:
+        obs.outcome, obs.error_kind, obs.error = "degraded", "tls_expiring", warning
+    elif degraded_ms is not None and latency_ms > degraded_ms:
         obs.outcome = "degraded"
         obs.error_kind = "latency"
         obs.error = f"{latency_ms:.0f} ms, degraded above {degraded_ms} ms"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
@@ -66,10 +67,10 @@ def _next_hop(hop: Hop, status: int, location: bytes) -> Hop:
     return Hop.of(url, method, headers, body)
 
 
-async def exchange(spec: HttpSpec, first: Hop, ctx: Context, timings: Timings,
-                   within_s: float) -> tuple[Response, int | None]:
-    """The final response and the earliest certificate expiry met along the way; every hop's
-    name lookup ends within what is left of `within_s`."""
+async def exchange(spec: HttpSpec, first: Hop, ctx: Context, tls: ssl.SSLContext,
+                   timings: Timings, within_s: float) -> tuple[Response, int | None]:
+    """The final response and the earliest certificate expiry met along the way, every https
+    hop verified with `tls`; every hop's name lookup ends within what is left of `within_s`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
     hop = first
@@ -77,7 +78,6 @@ async def exchange(spec: HttpSpec, first: Hop, ctx: Context, timings: Timings,
     expiry: int | None = None
     redirects = 0
     while True:
-        tls = ctx.tls_verify if spec.verify_tls else ctx.tls_noverify
         response = await fetch(hop.request, ctx.guard, ctx.resolver, tls, spec.max_body_bytes,
                                timings, deadline - loop.time())
         if response.cert_expiry_ms is not None:

@@ -92,9 +92,12 @@ class HttpSpec(Spec):
     json_path with json_equals (every match equals it) or json_one_of (every match is one of
     them), or alone (it must match something); header_equals / header_regex (name -> exact
     value / pattern searched; any of a repeated header's values may pass). Body assertions see
-    the first max_body_bytes only. degraded_ms: slower than this and otherwise passing is
-    `degraded`. follow_redirects / max_redirects; verify_tls (off: any certificate, and no
-    tls_expiry_ms reported).
+    the first max_body_bytes only; body_over_cap "fail" makes a longer body a failure
+    (`body_too_large`; unset, it is cut there). degraded_ms: slower than this and otherwise
+    passing is `degraded`. follow_redirects / max_redirects; verify_tls (off: any certificate,
+    and no tls_expiry_ms reported); ca_file (a PEM bundle on the executor, trusted instead of
+    the system's store, as the tls kind's); cert_warn_days (a certificate expiring within that
+    many days is `degraded`, `tls_expiring`). Unset options stay out of the stored spec.
     """
 
     url: HttpUrl
@@ -122,6 +125,11 @@ class HttpSpec(Spec):
     max_redirects: int = Field(default=5, ge=0, le=30)
     verify_tls: bool = True
     max_body_bytes: int = Field(default=BODY_CAP, ge=0, le=BODY_CAP_MAX)
+    # None, not "truncate", by default: a default that is stored would change every existing
+    # monitor's stored spec (a version bump and a reschedule on the next apply).
+    body_over_cap: Literal["truncate", "fail"] | None = None
+    ca_file: SingleLine | None = Field(default=None, min_length=1, max_length=4096)
+    cert_warn_days: int | None = Field(default=None, ge=0, le=3650)
 
     @field_validator("url", mode="before")
     @classmethod
@@ -165,6 +173,8 @@ class HttpSpec(Spec):
         if (self.bearer_token or self.username) and "authorization" in map(str.lower,
                                                                            self.headers):
             raise ValueError("an Authorization header and username/bearer_token: give one")
+        if self.ca_file is not None and not self.verify_tls:
+            raise ValueError("ca_file needs verify_tls: without it no certificate is checked")
         if self.json_equals is not None and self.json_one_of is not None:
             raise ValueError("give json_equals or json_one_of, not both")
         if (self.json_equals is not None or self.json_one_of is not None) and not self.json_path:
