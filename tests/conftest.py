@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
+from api import tokens
 from engine.clickhouse import ClickHouse
 from engine.connections import postgres_pool, redis_client
 from engine.keys import Keys
@@ -104,4 +105,15 @@ async def client(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse,
                  clean: None) -> AsyncIterator[TestClient]:
     """The API app on the test servers, on empty tables, behind aiohttp's test client."""
     async with api_client(r, pool, ch) as c:
+        yield c
+
+
+@pytest.fixture
+async def api(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse,
+              clean: None) -> AsyncIterator[TestClient]:
+    """As `client`, every request carrying a token that may write monitors (the scope the
+    monitors routes need; admin adds nothing there)."""
+    await pool.execute("TRUNCATE api_tokens")
+    token = await tokens.create(pool, "test-writer", "write")
+    async with api_client(r, pool, ch, token=token) as c:
         yield c

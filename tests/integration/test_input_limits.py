@@ -8,16 +8,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 import yaml
-from aiohttp.test_utils import TestClient
 
-from api import tokens
 from engine import monitors as limits
 from engine import store
 from engine.migrate import load, migrate
@@ -25,20 +22,11 @@ from engine.monitors import SpecError
 from engine.secrets import Keyring
 from executors.kinds import SCHEMA
 from tests.support.helpers import vigil_env
-from tests.support.servers import api_client
 from vigil import admin
 
 
 def tcp(mid: str = "db", **fields: Any) -> dict[str, Any]:
     return {"id": mid, "kind": "tcp", "tcp": {"host": "127.0.0.1", "port": 9}, **fields}
-
-
-@pytest.fixture
-async def api(r, pool, ch, clean) -> AsyncIterator[TestClient]:
-    await pool.execute("TRUNCATE api_tokens")
-    token = await tokens.create(pool, "limits", "admin")
-    async with api_client(r, pool, ch, token=token) as client:
-        yield client
 
 
 # --- the API -----------------------------------------------------------------------------------

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from aiohttp.test_utils import TestClient
 
 from api import tokens
 from engine.events import CheckDue
@@ -13,18 +10,9 @@ from engine.streams import event_of
 from scheduler.service import Scheduler
 from scheduler.sync import CHANNEL
 from tests.support.helpers import running, wait_for
-from tests.support.servers import api_client
 
 WEB = {"id": "web", "kind": "http", "interval": "1s", "timeout": "500ms", "tags": ["shop"],
        "http": {"url": "http://127.0.0.1:9/a"}}
-
-
-@pytest.fixture
-async def api(r, pool, ch, clean) -> AsyncIterator[TestClient]:
-    await pool.execute("TRUNCATE api_tokens")
-    token = await tokens.create(pool, "test", "admin")
-    async with api_client(r, pool, ch, token=token) as client:
-        yield client
 
 
 async def test_writes_and_definitions_need_a_token(api, pool):
@@ -144,6 +132,6 @@ async def test_a_change_reaches_the_next_dispatched_check(api, r, keys, pool, po
 
 async def test_a_revoked_token_fails_on_the_next_request(api, pool):
     assert (await api.get("/api/v1/monitors")).status == 200  # the token is known, and used
-    await tokens.revoke(pool, "test")
+    await tokens.revoke(pool, "test-writer")
     resp = await api.get("/api/v1/monitors")
     assert (resp.status, (await resp.json())["error"]) == (401, "unknown or revoked token")

@@ -5,17 +5,13 @@ named, by the API (a 422) and by the executor for a definition that got past it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
-from api import tokens
 from engine.settings import Settings
 from tests.support.hostile import RawServer, answer
 from tests.support.kind_executor import check_due, run_checks
-from tests.support.servers import api_client
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 INJECTED = "t0k\r\nX-Injected-Bearer: 1"
@@ -31,14 +27,6 @@ async def test_a_bearer_token_cannot_inject_a_header(r, keys):
     assert (got["inject"].outcome, got["inject"].error_kind) == ("error", "spec")
     assert "http.bearer_token: Value error, cannot hold CR, LF or NUL" in (
         got["inject"].error or "")
-
-
-@pytest.fixture
-async def api(r, pool, ch, clean) -> AsyncIterator[TestClient]:
-    await pool.execute("TRUNCATE api_tokens")
-    token = await tokens.create(pool, "injection-test", "write")
-    async with api_client(r, pool, ch, token=token) as client:
-        yield client
 
 
 def monitor(kind: str, spec: dict[str, Any]) -> dict[str, Any]:

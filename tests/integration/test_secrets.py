@@ -4,11 +4,10 @@ the real scheduler and executor on a real redis-server, and a redis-server whose
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient
 
 from api import tokens
 from engine import store
@@ -47,14 +46,6 @@ def monitors(hostport: str) -> list[dict]:
         {"id": "db", "kind": "postgres", **every,
          "postgres": {"dsn": f"postgresql://probe:{DSN_PASSWORD}@127.0.0.1:9/db"}},
     ]
-
-
-@pytest.fixture
-async def api(r, pool, ch, clean) -> AsyncIterator[TestClient]:
-    await pool.execute("TRUNCATE api_tokens")
-    token = await tokens.create(pool, "secrets", "write")
-    async with api_client(r, pool, ch, token=token) as client:
-        yield client
 
 
 async def stored_specs(pool) -> dict[str, str]:

@@ -10,13 +10,11 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from api import tokens
 from engine.secrets import PREFIX, REDACTED
 from engine.settings import Settings
 from tests.support.kind_executor import check_due, run_checks
-from tests.support.servers import api_client, serve_app
+from tests.support.servers import serve_app
 
 PASSWORD = "pw-5ecret-basic"
 TOKEN = "tok-5ecret-bearer"
@@ -41,14 +39,6 @@ async def guarded() -> AsyncIterator[str]:
     app.router.add_get("/{how}", check)
     async with serve_app(app) as url:
         yield url
-
-
-@pytest.fixture
-async def api(r, pool, ch, clean) -> AsyncIterator[TestClient]:
-    await pool.execute("TRUNCATE api_tokens")
-    token = await tokens.create(pool, "secrets-http", "write")
-    async with api_client(r, pool, ch, token=token) as client:
-        yield client
 
 
 def monitors(url: str) -> list[dict]:
