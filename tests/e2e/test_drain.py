@@ -5,7 +5,6 @@ sinks, retrying the vanished Redis, exit 0 too."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ from aiohttp import web
 
 from engine.keys import EXECUTOR_GROUP, RESULT_GROUPS, Keys
 from engine.streams import EVENT_FIELD, ensure_group
-from tests.support.helpers import free_port, vigil_env, wait_for
+from tests.support.helpers import exit_code_on_sigterm, free_port, reaped, vigil_env, wait_for
 from tests.support.kind_executor import check_due
 from tests.support.servers import serve_app
 from vigil.embedded import RedisServer
@@ -50,15 +49,10 @@ async def test_sigterm_with_redis_gone_exits_0_and_leaves_the_check_pending(tmp_
                 subprocess.Popen, [sys.executable, "-m", "vigil.cli", "executor"],
                 env=vigil_env(VIGIL_REDIS_URL=url, VIGIL_DRAIN_S="3",
                               VIGIL_INSTANCE_ID="exec-drain"), stdout=log, stderr=log)
-        try:
+        with reaped(proc):
             await asyncio.wait_for(started.wait(), timeout=30)
             await asyncio.to_thread(server.stop)  # Redis goes away with the check in flight
-            proc.send_signal(signal.SIGTERM)
-            code = await asyncio.to_thread(proc.wait, 60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            code = await exit_code_on_sigterm(proc)
     assert code == 0, (tmp_path / "executor.log").read_text()[-2000:]
     # Back from its AOF, Redis still holds the check as pending: it runs again later.
     url = await asyncio.to_thread(server.start)
@@ -96,14 +90,11 @@ async def test_every_role_stops_with_redis_gone(tmp_path, postgres_dsn, pool, ro
         return seen
 
     try:
-        await wait_for(logged(" started"), timeout=60)
-        await asyncio.to_thread(server.stop)
-        await wait_for(logged("retrying until it works", "waits for a server"), timeout=30)
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(proc.wait, 60)
+        with reaped(proc):
+            await wait_for(logged(" started"), timeout=60)
+            await asyncio.to_thread(server.stop)
+            await wait_for(logged("retrying until it works", "waits for a server"), timeout=30)
+            code = await exit_code_on_sigterm(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         await asyncio.to_thread(server.stop)
     assert code == 0, log_path.read_text()[-2000:]

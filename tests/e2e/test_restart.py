@@ -19,7 +19,7 @@ from aiohttp import web
 from engine.events import CheckResult
 from engine.keys import EXECUTOR_GROUP, RESULT_GROUPS
 from engine.streams import EVENT_FIELD, ensure_group, event_of
-from tests.support.helpers import vigil_env, wait_for
+from tests.support.helpers import reaped, vigil_env, wait_for
 from tests.support.kind_executor import check_due
 from tests.support.servers import serve_app
 
@@ -48,12 +48,8 @@ def executor(redis_url: str, log: Path, name: str = NAME,
         proc = subprocess.Popen([sys.executable, "-m", "vigil.cli", "executor"],
                                 env=vigil_env(VIGIL_REDIS_URL=redis_url, VIGIL_INSTANCE_ID=name,
                                               **env), stdout=out, stderr=out)
-    try:
+    with reaped(proc):
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
 
 
 async def results(r, keys) -> list[CheckResult]:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
+import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +78,21 @@ def vigil_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     env.update(extra)
     return env
+
+
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+    """`proc` killed and waited for on the way out if it still runs: a failing test leaves no
+    process behind."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def exit_code_on_sigterm(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    """SIGTERM, then the exit code (subprocess.TimeoutExpired if it has not stopped by then)."""
+    proc.send_signal(signal.SIGTERM)
+    return await asyncio.to_thread(proc.wait, timeout)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support.helpers import vigil_env, wait_for
+from tests.support.helpers import reaped, vigil_env, wait_for
 
 
 @contextlib.asynccontextmanager
@@ -25,7 +25,7 @@ async def vigil_up(home: Path, port: int, *flags: str) -> AsyncIterator[subproce
             subprocess.Popen, [sys.executable, "-m", "vigil.cli", "up", "--data-dir",
                                str(home / "data"), "--port", str(port), *flags],
             env=vigil_env(), stdout=log, stderr=log)
-    try:
+    with reaped(proc):
         async with aiohttp.ClientSession() as http:
 
             async def healthy() -> bool:
@@ -38,10 +38,6 @@ async def vigil_up(home: Path, port: int, *flags: str) -> AsyncIterator[subproce
             await wait_for(healthy, timeout=90, every=0.5)
         assert proc.poll() is None, (home / "up.log").read_text()[-3000:]
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 async def interrupt(proc: subprocess.Popen[bytes]) -> None:
