@@ -6,8 +6,9 @@ streams and redacted by the API, engine.secrets) or, to keep a password out of m
 definitions altogether, in an environment variable of the executor named by `dsn_env`. The
 probe uses only what the DSN says: no PGPASSWORD, no ~/.pgpass, no service file, and only the
 query parameters in ALLOWED_PARAMS, so a monitor definition cannot make the executor send one
-of its own credentials to another host or read a local file; the DSN cannot hold CR, LF or
-NUL (raw or percent-encoded), which would end a field of the startup message. asyncpg
+of its own credentials to another host or read a local file but a CA bundle (sslrootcert);
+the DSN cannot hold CR, LF or NUL (raw or percent-encoded), which would end a field of the
+startup message. asyncpg
 connects through the guard's loop (executors.guard.GuardedLoop): only to addresses and
 sockets it allows.
 
@@ -15,8 +16,9 @@ Least privilege: READ ONLY stops writes, not reads of the server's files (`pg_re
 so a role that is a superuser or a member of FILE_ROLES is refused before the query runs,
 unless the monitor sets `allow_privileged: true`; statement_timeout (the check's budget) makes
 the server itself stop a query that outlives the check. `query` (default `SELECT 1`) must
-return a row. Error kinds: `connect`, `dns`, `auth` (a refused password or role), `query`;
-`error` `privileged` for a refused role; a silent server is the executor's `timeout`.
+return a row. Error kinds: `connect`, `dns`, `auth` (a refused password or role), the tls
+kind's `tls_untrusted`, `tls_expired`, `tls_hostname` (else `tls`) for a refused handshake,
+`query`; `error` `privileged` for a refused role; a silent server is the executor's `timeout`.
 Messages never carry the DSN's password, and a query's error is cut to QUERY_ERROR_MAX (it
 may quote what the query read).
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from typing import Annotated, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -51,12 +54,15 @@ from executors.base import (
     failed,
     single_line,
 )
+from executors.certs import verify_kind
 from executors.guard import GuardedLoop, os_reason
 from executors.resolver import ResolveError
 
 SCHEMES = ("postgresql", "postgres")
+# sslrootcert: the CA bundle a private or cloud CA needs (RDS, Cloud SQL); it is read as
+# certificates only and sends nothing, unlike sslcert/sslkey, the executor's own credentials.
 ALLOWED_PARAMS = frozenset({"host", "port", "dbname", "database", "user", "password", "sslmode",
-                            "application_name", "target_session_attrs"})
+                            "sslrootcert", "application_name", "target_session_attrs"})
 # Roles that read or write the server's files or run programs on it.
 FILE_ROLES = ("pg_read_server_files", "pg_write_server_files", "pg_execute_server_program")
 QUERY_ERROR_MAX = 200
@@ -157,6 +163,11 @@ def _target(dsn: str) -> str:
 
 
 def _connect_failure(exc: Exception, dsn: str) -> Observation:
+    # Before OSError: an SSLError is one, whose errno (1) would read "Operation not permitted".
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return down(verify_kind(exc), redact(f"{_target(dsn)}: {exc.verify_message}", dsn))
+    if isinstance(exc, ssl.SSLError):
+        return down("tls", redact(f"{_target(dsn)}: {exc.reason or exc}", dsn))
     if isinstance(exc, OSError) and exc.errno:
         # asyncio's "Connect call failed (addr)" or a bare "[Errno 2]": name the target instead.
         message = redact(f"{_target(dsn)}: {os_reason(exc)}", dsn)

