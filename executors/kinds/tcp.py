@@ -1,12 +1,14 @@
 """TCP checks: connect, optionally send a few bytes, optionally expect a banner or reply.
 
-`send` is sent as UTF-8, exactly as the YAML string holds it: write `send: "PING\\r\\n"` in
-double quotes for YAML to turn `\\r\\n` into CR LF. It is the payload itself, line breaks and
-all (every line protocol needs them), so no filter of its bytes keeps it off a server: the
-guard does, before the connection (executors.guard: never Vigil's own Redis). `expect` is a
-substring and `expect_regex` a regular expression (RE2 syntax, searched, not anchored:
-executors.patterns), compiled once per spec version on the executor (`prepare`), both
-matched on what the target sent first, read up to READ_CAP bytes. The read stops at a match,
+`send` is one line of text, sent as UTF-8: CR, LF and NUL only as one line ending at its very
+end (write `send: "PING\\r\\n"` in double quotes for YAML to turn `\\r\\n` into CR LF), so a
+definition cannot smuggle a second command into a line protocol (`SET x 1\\r\\nCONFIG GET
+dir`). A payload that is binary, or several lines on purpose, is `send_hex`: its bytes as
+hex, sent as they are. Either way the guard keeps a check off Vigil's own servers before it
+connects (executors.guard). `expect` is a substring and `expect_regex` a regular expression
+(RE2 syntax, searched, not anchored: executors.patterns), compiled once per spec version on
+the executor (`prepare`), both matched on what the target sent first, read up to READ_CAP
+bytes. The read stops at a match,
 at end of stream, at the cap, or at the check's budget (executors.base.budget_s): a target
 that sent something else and keeps the connection open (an SMTP server where SSH was
 expected) ends as `banner` showing what came, not as a bare `timeout`.
@@ -18,7 +20,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from engine.events import CheckDue, Observation
 from executors.base import CLOSE_WAIT_S, Context, Host, Kind, Spec, budget_s, down
@@ -35,14 +37,35 @@ class TcpSpec(Spec):
     host: Host
     port: int = Field(ge=1, le=65535)
     send: str | None = Field(default=None, min_length=1, max_length=READ_CAP)
+    send_hex: str | None = Field(default=None, min_length=2, max_length=2 * READ_CAP,
+                                 pattern=r"^(?:[0-9A-Fa-f]{2})+$")
     expect: str | None = Field(default=None, min_length=1, max_length=READ_CAP)
     expect_regex: Regex | None = None
 
+    @field_validator("send")
+    @classmethod
+    def _one_line(cls, send: str | None) -> str | None:
+        if send is None:
+            return send
+        line = send[:-2] if send.endswith("\r\n") else send.removesuffix("\n")
+        if any(c in line for c in "\r\n\x00"):
+            raise ValueError("one line of text: CR, LF and NUL only as its line ending at the "
+                             "end; a binary or multi-line payload is send_hex")
+        return send
+
     @model_validator(mode="after")
-    def _one_expectation(self) -> TcpSpec:
+    def _one_of_each(self) -> TcpSpec:
         if self.expect is not None and self.expect_regex is not None:
             raise ValueError("give `expect` or `expect_regex`, not both")
+        if self.send is not None and self.send_hex is not None:
+            raise ValueError("give `send` or `send_hex`, not both")
         return self
+
+    @property
+    def payload(self) -> bytes | None:
+        if self.send_hex is not None:
+            return bytes.fromhex(self.send_hex)
+        return None if self.send is None else self.send.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +161,8 @@ async def check(probe: Probe, ctx: Context, due: CheckDue) -> Observation:
     read_s = budget_s(due) - connect_ms / 1000
     seen, why, step = b"", "match", "sending"
     try:
-        if spec.send is not None:
-            writer.write(spec.send.encode())
+        if spec.payload is not None:
+            writer.write(spec.payload)
             await writer.drain()
         step = "reading"
         if probe.expects:

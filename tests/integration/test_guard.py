@@ -74,7 +74,8 @@ async def test_a_tcp_monitor_cannot_command_vigils_own_redis(r, keys, redis_url,
     # 0.0.0.0 and the IPv4-mapped form reach a redis-server bound to 127.0.0.1 as well.
     hosts = ["127.0.0.1", "localhost", "0.0.0.0", "::ffff:127.0.0.1", "127.0.0.2"]
     got = await run(r, keys, own(redis_url, postgres_dsn), [
-        (f"tcp-{host}", "tcp", {"host": host, "port": port, "send": SEND, "expect": "+OK"})
+        (f"tcp-{host}", "tcp", {"host": host, "port": port, "send_hex": SEND.encode().hex(),
+                                 "expect": "+OK"})
         for host in hosts])
     assert await r.exists("viatcp") == 0
     assert denied(got) == set(got), {m: g.error for m, g in got.items()}

@@ -72,6 +72,13 @@ async def test_send_then_expect_a_reply(ctx):
     assert "-ERR unexpected PONG" in wrong.error
 
 
+async def test_send_hex_writes_its_bytes_as_they_are(ctx):
+    async with RawServer(pong) as server:
+        obs = await run(ctx, host=HOST, port=server.port, send_hex=b"PING\r\n".hex(),
+                        expect="+PONG")
+    assert obs.outcome == "up"
+
+
 async def test_banner_mismatch_shows_what_came(ctx):
     async with RawServer(greet(BANNER)) as server:
         # The target keeps the connection open: the check stops reading at its own deadline.

@@ -48,6 +48,13 @@ URL = "http://example.test/"
     ("http", {"url": "http:///path"}, "http.url", "no host"),
     ("http", {"url": "http://example.test:0/"}, "http.url", "port 0"),
     ("tcp", {"host": "example.test\r\n", "port": 25}, "tcp.host", "CR, LF or NUL"),
+    # The issue's attack on Redis: a second command after the first line's end.
+    ("tcp", {"host": "cache.test", "port": 6379, "send": "SET viatcp 1\r\nCONFIG GET dir\r\n"},
+     "tcp.send", "one line of text"),
+    ("tcp", {"host": "cache.test", "port": 6379, "send": "PING\n\r\n"}, "tcp.send",
+     "one line of text"),
+    ("tcp", {"host": "cache.test", "port": 6379, "send": "PING\0"}, "tcp.send", "NUL"),
+    ("tcp", {"host": "cache.test", "port": 6379, "send_hex": "0d0"}, "tcp.send_hex", "pattern"),
     ("tls", {"host": "example.test", "server_name": "a\0b"}, "tls.server_name", "NUL"),
     ("icmp", {"host": "example.test\n"}, "icmp.host", "CR, LF or NUL"),
     ("redis", {"url": "redis://:pw%0D%0ASET%20k%201@cache.test:6379/0"}, "redis.url",
@@ -65,9 +72,12 @@ async def test_the_api_refuses_the_field_with_a_422(api, pool, kind, spec, field
     assert await pool.fetchval("SELECT count(*) FROM monitors") == 0
 
 
-async def test_tcp_send_is_the_payload_itself(api):
-    """A tcp check writes `send` as it is: CR LF end the lines of every line protocol it
-    talks (PING, SMTP), so they stay allowed there; the guard keeps it off Vigil's own."""
-    resp = await api.post("/api/v1/monitors", json=monitor(
-        "tcp", {"host": "example.test", "port": 6379, "send": "PING\r\n", "expect": "+PONG"}))
-    assert resp.status == 201, await resp.text()
+async def test_tcp_send_is_one_line_and_send_hex_the_raw_bytes(api, pool):
+    """A line protocol's one line keeps its line ending (PING, EHLO); a payload that is binary
+    or several lines on purpose is send_hex, sent as it is."""
+    for name, spec in (("line", {"send": "PING\r\n"}), ("lf", {"send": "QUIT\n"}),
+                       ("hex", {"send_hex": "2a310d0a24340d0a50494e470d0a"})):
+        resp = await api.post("/api/v1/monitors", json={**monitor(
+            "tcp", {"host": "example.test", "port": 6379, "expect": "+PONG", **spec}),
+            "id": f"tcp-{name}"})
+        assert resp.status == 201, await resp.text()
