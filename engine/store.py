@@ -108,15 +108,19 @@ def described(row: asyncpg.Record) -> dict[str, Any]:
 
 
 def _changes(row: asyncpg.Record, monitor: MonitorBase, source: str,
-             keyring: Keyring) -> list[str]:
-    # Sealed as upsert would seal it: an unchanged secret keeps its stored text.
-    new = {**monitor.model_dump(mode="json"),
-           monitor.kind: sealed_spec(keyring, monitor, row["spec"])}
+             spec: dict[str, Any]) -> list[str]:
+    new = {**monitor.model_dump(mode="json"), monitor.kind: spec}
     old = _as_stored(row)
     changed = [k for k in (*DEFINITION, monitor.kind) if old.get(k) != new.get(k)]
     if row["source"] != source:
         changed.append("source")
     return changed
+
+
+async def _write(conn: Conn, monitor: MonitorBase, source: str,
+                 spec: dict[str, Any]) -> bool | None:
+    created: bool | None = await conn.fetchval(UPSERT, *monitor_row(monitor, source, spec))
+    return created
 
 
 async def upsert(conn: Conn, monitor: MonitorBase, source: str,
@@ -127,21 +131,24 @@ async def upsert(conn: Conn, monitor: MonitorBase, source: str,
     if secrets.secret_fields(type(monitor.spec)):
         old_spec = await conn.fetchval("SELECT spec::text FROM monitors WHERE id = $1",
                                        monitor.id)
-    spec = sealed_spec(keyring, monitor, old_spec)
-    created: bool | None = await conn.fetchval(UPSERT, *monitor_row(monitor, source, spec))
-    return created
+    return await _write(conn, monitor, source, sealed_spec(keyring, monitor, old_spec))
 
 
 async def plan_apply(conn: Conn, monitors: list[MonitorBase], prune: bool,
-                     keyring: Keyring) -> Plan:
+                     keyring: Keyring) -> tuple[Plan, dict[str, dict[str, Any]]]:
+    """What apply would do, and each monitor's spec as it would be stored (sealed once, from
+    the stored rows read here: an unchanged secret keeps its stored text)."""
     rows = {r["id"]: r for r in await conn.fetch(f"{SELECT} WHERE id = ANY($1) OR source = 'file'",
                                                  [m.id for m in monitors])}
     plan = Plan()
+    specs = {}
     for monitor in monitors:
         row = rows.get(monitor.id)
+        specs[monitor.id] = spec = sealed_spec(keyring, monitor,
+                                               None if row is None else row["spec"])
         if row is None:
             plan.create.append(monitor.id)
-        elif changed := _changes(row, monitor, "file", keyring):
+        elif changed := _changes(row, monitor, "file", spec):
             plan.update[monitor.id] = changed
         else:
             plan.unchanged += 1
@@ -149,7 +156,7 @@ async def plan_apply(conn: Conn, monitors: list[MonitorBase], prune: bool,
         wanted = {m.id for m in monitors}
         plan.delete = sorted(mid for mid, r in rows.items()
                              if r["source"] == "file" and mid not in wanted)
-    return plan
+    return plan, specs
 
 
 async def apply(pool: asyncpg.Pool, monitors: list[MonitorBase], prune: bool,
@@ -157,10 +164,10 @@ async def apply(pool: asyncpg.Pool, monitors: list[MonitorBase], prune: bool,
     """Declarative apply of file monitors: plan, then (unless dry_run) carry the plan out in
     one transaction, so a failure part-way leaves the database as it was."""
     async with pool.acquire() as conn, conn.transaction():
-        plan = await plan_apply(conn, monitors, prune, keyring)
+        plan, specs = await plan_apply(conn, monitors, prune, keyring)
         if not dry_run:
             for monitor in monitors:
-                await upsert(conn, monitor, "file", keyring)
+                await _write(conn, monitor, "file", specs[monitor.id])
             await conn.execute("DELETE FROM monitors WHERE id = ANY($1)", plan.delete)
     return plan
 
