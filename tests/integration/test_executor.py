@@ -60,6 +60,11 @@ async def run_until(executor: Executor, r, keys, count: int, timeout: float = 10
     return await results(r, keys)
 
 
+def named(r, keys, *names: str) -> list[Executor]:
+    """Executors with SETTINGS, one per instance id."""
+    return [Executor(r, keys, replace(SETTINGS, instance_id=name)) for name in names]
+
+
 async def pending(r, keys) -> int:
     return int((await r.xpending(keys.checks("default"), EXECUTOR_GROUP))["pending"])
 
@@ -205,8 +210,7 @@ async def test_an_entry_completed_twice_yields_one_result(r, keys, target):
     stream = keys.checks("default")
     await ensure_group(r, stream, EXECUTOR_GROUP)
     await r.xadd(stream, {EVENT_FIELD: due("twice", {"http": {"url": f"{target}/ok"}})})
-    slow, peer = (Executor(r, keys, replace(SETTINGS, instance_id=name))
-                  for name in ("exec-slow", "exec-peer"))
+    slow, peer = named(r, keys, "exec-slow", "exec-peer")
     [held] = await slow.consumer.read(10, None)
     [claimed] = await peer.consumer.claim(0)
     for executor, delivery in ((peer, claimed), (slow, held)):
@@ -236,8 +240,7 @@ async def test_a_live_peers_entry_is_never_claimed_however_long_it_is_idle(r, ke
     stream = keys.checks("default")
     await ensure_group(r, stream, EXECUTOR_GROUP)
     await r.xadd(stream, {EVENT_FIELD: due("waiting", {"http": {"url": f"{target}/ok"}})})
-    owner, peer = (Executor(r, keys, replace(SETTINGS, instance_id=name))
-                   for name in ("exec-owner", "exec-peer"))
+    owner, peer = named(r, keys, "exec-owner", "exec-peer")
     [held] = await owner.consumer.read(10, None)
     await r.xclaim(stream, EXECUTOR_GROUP, "exec-owner", 0, [held.entry_id], idle=60_000,
                    justid=True)
@@ -288,7 +291,7 @@ async def test_an_executor_judges_peers_only_after_watching_redis_for_a_claim_ti
     await r.xclaim(stream, EXECUTOR_GROUP, "vanished", 0,
                    [(await r.xpending_range(stream, EXECUTOR_GROUP, "-", "+", 1))[0]["message_id"]],
                    idle=60_000, justid=True)
-    peer = Executor(r, keys, replace(SETTINGS, instance_id="exec-peer"))
+    [peer] = named(r, keys, "exec-peer")
     await peer.clock.sync()
     await peer.heartbeat()
     assert await peer.sweep() == 0  # reached Redis just now
@@ -316,8 +319,7 @@ async def test_results_held_through_a_redis_restart_are_the_owners(tmp_path, key
     try:
         async with serve_app(app) as base:
             await ensure_group(r, stream, EXECUTOR_GROUP)
-            executors = [Executor(r, keys, replace(SETTINGS, instance_id=name))
-                         for name in ("exec-a", "exec-b")]
+            executors = named(r, keys, "exec-a", "exec-b")
             async with running(executors[0]), running(executors[1]):
                 for executor in executors:
                     await steady(executor)

@@ -14,7 +14,7 @@ from aiohttp import web
 from engine.secrets import PREFIX, REDACTED
 from engine.settings import Settings
 from tests.support.kind_executor import check_due, run_checks
-from tests.support.servers import serve_app
+from tests.support.servers import create_monitors, serve_app
 
 PASSWORD = "pw-5ecret-basic"
 TOKEN = "tok-5ecret-bearer"
@@ -52,11 +52,7 @@ def monitors(url: str) -> list[dict]:
 
 
 async def test_http_credentials_are_redacted_sealed_and_still_sent(api, r, keys, pool, guarded):
-    for body in monitors(guarded):
-        resp = await api.post("/api/v1/monitors", json=body)
-        text = await resp.text()
-        assert resp.status == 201, text
-        assert not any(p in text for p in PLAIN)
+    await create_monitors(api, monitors(guarded), PLAIN)
     basic = await (await api.get("/api/v1/monitors/basic")).json()
     bearer = await (await api.get("/api/v1/monitors/bearer")).json()
     assert basic["http"]["password"] == REDACTED

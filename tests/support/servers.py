@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -79,3 +80,14 @@ async def api_client(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse,
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     async with TestClient(TestServer(app), headers=headers) as client:
         yield client
+
+
+async def create_monitors(api: TestClient, bodies: list[dict[str, Any]],
+                          hidden: tuple[str, ...] = ()) -> None:
+    """POST each definition to the monitors API: each is created, and no text of `hidden`
+    (the secrets it holds) comes back in the answer."""
+    for body in bodies:
+        resp = await api.post("/api/v1/monitors", json=body)
+        text = await resp.text()
+        assert resp.status == 201, text
+        assert not any(p in text for p in hidden)
