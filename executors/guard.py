@@ -21,6 +21,7 @@ import asyncio
 import ipaddress
 import os
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -53,7 +54,13 @@ class ConnectError(OSError):
 
 def os_reason(exc: OSError) -> str:
     """Why a socket call failed, in the errno's words: asyncio words a refusal as "Connect call
-    failed (addr)" and uvloop as the errno text; the errno reads the same on both loops."""
+    failed (addr)" and uvloop as the errno text; the errno reads the same on both loops. An
+    SSLError is an OSError whose errno is OpenSSL's (1 would read "Operation not permitted"):
+    it is told by its own reason."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return exc.verify_message or str(exc)
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
     return os.strerror(exc.errno) if exc.errno else (str(exc) or type(exc).__name__)
 
 

@@ -163,16 +163,15 @@ def _target(dsn: str) -> str:
 
 
 def _connect_failure(exc: Exception, dsn: str) -> Observation:
-    # Before OSError: an SSLError is one, whose errno (1) would read "Operation not permitted".
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return down(verify_kind(exc), redact(f"{_target(dsn)}: {exc.verify_message}", dsn))
-    if isinstance(exc, ssl.SSLError):
-        return down("tls", redact(f"{_target(dsn)}: {exc.reason or exc}", dsn))
     if isinstance(exc, OSError) and exc.errno:
         # asyncio's "Connect call failed (addr)" or a bare "[Errno 2]": name the target instead.
         message = redact(f"{_target(dsn)}: {os_reason(exc)}", dsn)
     else:
         message = redact(str(exc) or type(exc).__name__, dsn)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return down(verify_kind(exc), message)
+    if isinstance(exc, ssl.SSLError):
+        return down("tls", message)
     if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
         return down("auth", message)  # a refused password, an unknown role, no pg_hba entry
     if isinstance(exc, asyncpg.ClientConfigurationError):
