@@ -249,12 +249,15 @@ class Executor:
         metrics.DEAD_LETTERS.labels(self.stream).inc()
 
     async def heartbeat(self) -> None:
-        """This executor serves its region (engine.registry); entries gone a day are dropped."""
-        now = self.clock.now_ms()
+        """This executor serves its region (engine.registry)."""
         await registry.beat(self.r, self.keys, self.settings.instance_id, self.settings.region,
-                            now)
+                            self.clock.now_ms())
         self._steady.ok()
-        await registry.forget_gone(self.r, self.keys, now)
+
+    async def forget_gone(self) -> None:
+        """Registry entries gone a day are dropped: with the upkeep, not at every beat (it
+        reads the whole registry)."""
+        await registry.forget_gone(self.r, self.keys, self.clock.now_ms())
 
     async def publish_metrics(self) -> None:
         """Once a second rather than per check: prometheus-client takes a lock per update."""
@@ -288,6 +291,7 @@ class Executor:
                 every(REFRESH_S, stop, self.guard.refresh, "guard"),
                 every(self._beat_s, stop, self.heartbeat, "heartbeat"),
                 every(sweep_every, stop, self.sweep, "claim"),
+                every(TRIM_EVERY_S, stop, self.forget_gone, "registry"),
                 every(TRIM_EVERY_S, stop,
                       Upkeep(self.r, self.stream, EXECUTOR_GROUP, (EXECUTOR_GROUP,),
                              self.settings.retention), "upkeep"),

@@ -48,3 +48,13 @@ async def test_apply_still_works_when_redis_cannot_be_asked(pool, clean, tmp_pat
     out = capsys.readouterr()
     assert "cannot tell which regions executors serve" in out.err
     assert "1 created" in out.out
+
+
+async def test_executors_gone_a_day_are_dropped_from_the_registry(r, keys):
+    executor = Executor(r, keys, Settings(instance_id="exec-now", region="eu"))
+    await executor.clock.sync()
+    await executor.heartbeat()
+    now = await redis_ms(r)
+    await registry.beat(r, keys, "exec-yesterday", "eu", now - registry.FORGET_MS - 1)
+    await executor.forget_gone()
+    assert [s.instance for s in await registry.executors(r, keys)] == ["exec-now"]
