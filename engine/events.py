@@ -50,7 +50,8 @@ def _load(raw: bytes | str, expected_type: str, version: int) -> dict[str, Any]:
 
 def _field(data: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
     value = data.get(name)
-    if not isinstance(value, kind) or isinstance(value, bool):
+    # A bool is an int to isinstance: only a bool field takes one.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise BadEvent(f"field {name!r} is {value!r}, expected {names}")
     return value
@@ -75,6 +76,9 @@ class CheckDue:
     spec_version: int
     kind: str
     spec: dict[str, Any]
+    # Dispatched inside a muted maintenance window (engine.maintenance): run and recorded,
+    # flagged, and never the cause of an incident or a notification.
+    maintenance: bool = False
     v: int = DUE_VERSION
     type: str = CHECK_DUE
 
@@ -114,12 +118,13 @@ class CheckDue:
             spec_version=_field(data, "spec_version", int),
             kind=_field(data, "kind", str),
             spec=_field(data, "spec", dict),
+            maintenance=_optional(data, "maintenance", bool) or False,
         )
 
 
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "latency_ms": (int, float), "status_code": int, "error_kind": str, "error": str,
-    "tls_expiry_ms": int, "executor": str, "deliveries": int,
+    "tls_expiry_ms": int, "executor": str, "deliveries": int, "maintenance": bool,
 }
 
 
@@ -146,6 +151,7 @@ class CheckResult(Observation):
     finished_ms: int
     executor: str = ""
     deliveries: int = 1
+    maintenance: bool = False
     v: int = RESULT_VERSION
     type: str = CHECK_RESULT
 
@@ -158,7 +164,8 @@ class CheckResult(Observation):
             seen["error"] = clip(obs.error)
         return cls(check_id=due.check_id, monitor_id=due.monitor_id, region=due.region,
                    scheduled_ms=due.scheduled_ms, started_ms=started_ms, finished_ms=finished_ms,
-                   executor=executor, deliveries=deliveries, **seen)
+                   executor=executor, deliveries=deliveries, maintenance=due.maintenance,
+                   **seen)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -185,3 +192,98 @@ class CheckResult(Observation):
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# --- evaluation events (evaluator.service writes them, engine.keys.EVENT_GROUPS read them) ---
+
+EVENT_VERSION = 1
+STATUS_CHANGED = "status.changed"  # one region's confirmed status
+MONITOR_CHANGED = "monitor.changed"  # the monitor's status over its regions (the quorum)
+INCIDENT_OPENED = "incident.opened"
+INCIDENT_RESOLVED = "incident.resolved"
+MONITORING_DEGRADED = "monitoring.degraded"  # too few regions can vote: the status is unknown
+MONITORING_RESTORED = "monitoring.restored"  # enough can again
+EVENT_TYPES = (STATUS_CHANGED, MONITOR_CHANGED, INCIDENT_OPENED, INCIDENT_RESOLVED,
+               MONITORING_DEGRADED, MONITORING_RESTORED)
+Status = Literal["up", "down", "degraded", "unknown", "flapping"]
+STATUSES: tuple[Status, ...] = ("up", "down", "degraded", "unknown", "flapping")
+
+
+def event_id(event_type: str, monitor_id: str, region: str | None, at_ms: int) -> str:
+    """Deterministic: the transition's type, monitor, region (`*` for the monitor's own) and
+    the `scheduled_ms` of the result (or the staleness deadline) that caused it, so a
+    redelivered or re-evaluated result can only ever name the same event. The notifier's
+    idempotency keys derive from it."""
+    return f"{event_type}:{monitor_id}:{region or '*'}:{at_ms}"
+
+
+@dataclass(slots=True, kw_only=True)
+class Event:
+    """One transition. `at_ms` is the `scheduled_ms` of the result that caused it (for a
+    region gone stale: when it went stale); `check_id` that result's, when there is one.
+
+    - status.changed: `region`, its `status` and `previous`.
+    - monitor.changed: `status`, `previous`, `regions` (each region's status after it).
+    - incident.opened / incident.resolved: `incident_id` (`monitor id:opened at ms`),
+      `opened_ms`, `first_check_id` (the first failing result of the run that opened it),
+      `regions`; resolved adds `resolved_ms`. `folded_into` names the incident of a
+      dependency that was down when this one opened: it is not notified apart, and neither is
+      its resolve.
+    - monitoring.degraded / monitoring.restored: `regions`, with the stale ones `unknown`.
+    `maintenance`: the causing result ran inside a muted maintenance window."""
+
+    type: str
+    id: str
+    monitor_id: str
+    at_ms: int
+    region: str | None = None
+    status: Status | None = None
+    previous: Status | None = None
+    regions: dict[str, Status] = field(default_factory=dict)
+    check_id: str | None = None
+    incident_id: str | None = None
+    opened_ms: int | None = None
+    resolved_ms: int | None = None
+    first_check_id: str | None = None
+    folded_into: str | None = None
+    maintenance: bool = False
+    error_kind: str | None = None
+    error: str | None = None
+    v: int = EVENT_VERSION
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Event:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadEvent(f"not JSON: {exc}") from None
+        if not isinstance(data, dict) or data.get("type") not in EVENT_TYPES:
+            raise BadEvent(f"type is {data.get('type') if isinstance(data, dict) else data!r}, "
+                           f"expected one of {', '.join(EVENT_TYPES)}")
+        return cls._checked(data)
+
+    @classmethod
+    def _checked(cls, data: dict[str, Any]) -> Event:
+        if data.get("v") != EVENT_VERSION:
+            raise BadEvent(f"version is {data.get('v')!r}, this code reads version "
+                           f"{EVENT_VERSION}")
+        for name in ("id", "monitor_id"):
+            _field(data, name, str)
+        _field(data, "at_ms", int)
+        for name in ("region", "check_id", "incident_id", "first_check_id", "folded_into",
+                     "error_kind", "error"):
+            _optional(data, name, str)
+        for name in ("opened_ms", "resolved_ms"):
+            _optional(data, name, int)
+        _optional(data, "maintenance", bool)
+        for name in ("status", "previous"):
+            if data.get(name) is not None and data[name] not in STATUSES:
+                raise BadEvent(f"field {name!r} is {data[name]!r}, expected one of "
+                               + ", ".join(STATUSES))
+        regions = data.get("regions", {})
+        if not isinstance(regions, dict) or not all(v in STATUSES for v in regions.values()):
+            raise BadEvent(f"field 'regions' is {regions!r}, expected region -> status")
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})

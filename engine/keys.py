@@ -12,7 +12,14 @@ PREFIX = "vigil"
 EXECUTOR_GROUP = "executors"
 CLICKHOUSE_GROUP = "clickhouse"
 STATUS_GROUP = "status"
-RESULT_GROUPS = (CLICKHOUSE_GROUP, STATUS_GROUP)
+EVALUATOR_GROUP = "evaluator"
+RESULT_GROUPS = (CLICKHOUSE_GROUP, STATUS_GROUP, EVALUATOR_GROUP)
+# The groups of the events stream (evaluator.service writes it): the notifier, the Postgres
+# projections (incidents, confirmed status history) and ClickHouse's status_events.
+NOTIFIER_GROUP = "notifier"
+PROJECTION_GROUP = "projections"
+EVENTS_CLICKHOUSE_GROUP = "clickhouse"
+EVENT_GROUPS = (NOTIFIER_GROUP, PROJECTION_GROUP, EVENTS_CLICKHOUSE_GROUP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +68,39 @@ class Keys:
     def results(self) -> str:
         """STREAM of check.result events, groups "clickhouse" and "status"."""
         return f"{self.base}:results"
+
+    @property
+    def events(self) -> str:
+        """STREAM of evaluation events (engine.events.Event), groups EVENT_GROUPS."""
+        return f"{self.base}:events"
+
+    @property
+    def rules(self) -> str:
+        """HASH monitor id -> its evaluation rules (scheduler.plan.compile_rules), written by
+        the scheduler's sync in the same step as the plan."""
+        return f"{self.base}:rules"
+
+    def evaluation(self, monitor_id: str) -> str:
+        """STRING: one monitor's evaluation state (evaluator.state), its revision first."""
+        return f"{self.base}:eval:{monitor_id}"
+
+    @property
+    def stale(self) -> str:
+        """ZSET `monitor id NUL region` -> when that region's results are stale (ms) if no
+        newer one comes; the evaluator's sweep turns what is past due into `unknown`."""
+        return f"{self.base}:stale"
+
+    @property
+    def retries(self) -> str:
+        """ZSET `monitor id NUL region` -> when an extra check of a failing monitor is due
+        (retry_interval); the dispatch script sends it like a slot."""
+        return f"{self.base}:retries"
+
+    @property
+    def maintenance(self) -> str:
+        """HASH monitor id -> `mode:end ms` of the maintenance window it is in now (mode
+        `pause` or `mute`), kept by the scheduler (engine.maintenance)."""
+        return f"{self.base}:maintenance"
 
     @property
     def executors(self) -> str:

@@ -49,6 +49,69 @@ MAX_TAGS = 32
 MAX_TAG_LENGTH = 64
 
 
+# Hysteresis (README, "Alerting"): Gatus's defaults, 3 failures before down and 2 successes
+# before up; one lost packet or a deploy's restart never pages, a real outage within three
+# intervals (sooner with retry_interval).
+DEFAULT_CONFIRM_DOWN = 3
+DEFAULT_CONFIRM_UP = 2
+MAX_CONFIRM = 100
+# Flapping: more than this many confirmed changes of the monitor within the window.
+DEFAULT_FLAP_CHANGES = 6
+DEFAULT_FLAP_WINDOW_MS = 3_600_000
+MAX_FLAP_WINDOW_MS = 7 * 86_400_000
+# A region without results for this many intervals (plus its timeout) is unknown.
+STALE_INTERVALS = 3
+MAX_RETRIES = 10
+MAX_DEPENDENCIES = 16
+MAX_CHANNELS = 32
+CHANNEL_PATTERN = ID_PATTERN
+
+
+def _durations_of(data: Any, names: tuple[str, ...]) -> Any:
+    """`name: 30s` in a definition becomes `name_ms` in milliseconds; an error names `name`."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for short in names:
+        if short in data:
+            try:
+                data[f"{short}_ms"] = parse_duration_ms(data.pop(short))
+            except ValueError as exc:
+                # Raised before there are fields, so the error has no location: the
+                # context names the field (field_errors).
+                raise PydanticCustomError("duration", "{reason}",
+                                          {"field": short, "reason": str(exc)}) from None
+    return data
+
+
+class Alerting(BaseModel):
+    """How results become a confirmed status, incidents and notifications (`alerting:`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    confirm_down: int = Field(default=DEFAULT_CONFIRM_DOWN, ge=1, le=MAX_CONFIRM)
+    confirm_up: int = Field(default=DEFAULT_CONFIRM_UP, ge=1, le=MAX_CONFIRM)
+    # Regions that must agree; None is a majority of the monitor's regions.
+    quorum: int | None = Field(default=None, ge=1, le=MAX_REGIONS)
+    stale_after_ms: int | None = Field(default=None, ge=MIN_INTERVAL_MS, le=MAX_INTERVAL_MS)
+    flap_changes: int = Field(default=DEFAULT_FLAP_CHANGES, ge=2, le=MAX_CONFIRM)
+    flap_window_ms: int = Field(default=DEFAULT_FLAP_WINDOW_MS, ge=MIN_INTERVAL_MS,
+                                le=MAX_FLAP_WINDOW_MS)
+    # Extra checks of a failing region before its next slot, retry_interval apart.
+    retry_interval_ms: int | None = Field(default=None, ge=MIN_INTERVAL_MS,
+                                          le=MAX_INTERVAL_MS)
+    retries: int = Field(default=2, ge=1, le=MAX_RETRIES)
+    depends_on: list[Annotated[str, Field(pattern=ID_PATTERN)]] = Field(
+        default_factory=list, max_length=MAX_DEPENDENCIES)
+    channels: list[Annotated[str, Field(pattern=CHANNEL_PATTERN)]] = Field(
+        default_factory=list, max_length=MAX_CHANNELS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _durations(cls, data: Any) -> Any:
+        return _durations_of(data, ("stale_after", "flap_window", "retry_interval"))
+
+
 class MonitorBase(BaseModel):
     """What every monitor has; MonitorSchema adds `kind` as a literal and the kind's settings."""
 
@@ -67,24 +130,16 @@ class MonitorBase(BaseModel):
     # Whether the public status page may show this monitor's probe details (error text,
     # snippets); without it, only status, latency and the error class.
     public_details: bool = False
+    alerting: Alerting = Field(default_factory=Alerting)
 
     @model_validator(mode="before")
     @classmethod
     def _durations(cls, data: Any) -> Any:
         """Accept `interval: 30s` and `timeout: 5s` in files; store milliseconds. Without a
         timeout, a check gets 10 s or four fifths of its interval, whichever is shorter."""
+        data = _durations_of(data, ("interval", "timeout"))
         if not isinstance(data, dict):
             return data
-        data = dict(data)
-        for short in ("interval", "timeout"):
-            if short in data:
-                try:
-                    data[f"{short}_ms"] = parse_duration_ms(data.pop(short))
-                except ValueError as exc:
-                    # Raised before there are fields, so the error has no location: the
-                    # context names the field (field_errors).
-                    raise PydanticCustomError("duration", "{reason}",
-                                              {"field": short, "reason": str(exc)}) from None
         if "timeout_ms" not in data:
             try:
                 interval = int(float(data.get("interval_ms", DEFAULT_INTERVAL_MS)))
@@ -101,6 +156,20 @@ class MonitorBase(BaseModel):
             raise ValueError(f"timeout ({timeout_ms} ms) must be shorter than the interval "
                              f"({interval} ms)")
         return timeout_ms
+
+    @model_validator(mode="after")
+    def _alerting_fits(self) -> MonitorBase:
+        rules = self.alerting
+        if rules.quorum is not None and rules.quorum > len(self.regions):
+            raise ValueError(f"alerting.quorum ({rules.quorum}) is more than the monitor's "
+                             f"{len(self.regions)} regions")
+        if rules.retry_interval_ms is not None and (
+                rules.retry_interval_ms * rules.retries >= self.interval_ms):
+            raise ValueError(f"alerting: {rules.retries} retries {rules.retry_interval_ms} ms "
+                             f"apart do not fit before the next slot ({self.interval_ms} ms)")
+        if self.id in rules.depends_on:
+            raise ValueError("alerting.depends_on: a monitor cannot depend on itself")
+        return self
 
     @property
     def spec(self) -> BaseModel:
@@ -157,7 +226,10 @@ def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
     out = []
     for err in exc.errors():
         # The first location item is the union tag (the kind); a tag error is about `kind`.
-        where = ".".join(str(p) for p in err["loc"][1:]) or err.get("ctx", {}).get("field", "")
+        where = ".".join(str(p) for p in err["loc"][1:])
+        # A duration's error is raised before its model has fields: the context names it.
+        if named := err.get("ctx", {}).get("field"):
+            where = f"{where}.{named}" if where else named
         if err["type"].startswith("union_tag"):
             where = "kind"
         out.append((where or "(monitor)", err["msg"]))

@@ -26,25 +26,26 @@ Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 UPSERT = """
 INSERT INTO monitors AS m (id, name, kind, interval_ms, timeout_ms, regions, tags, spec, enabled,
-    public_details, source, push_token)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12)
+    public_details, source, push_token, alerting)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13::jsonb)
 ON CONFLICT (id) DO UPDATE SET
     name = EXCLUDED.name, kind = EXCLUDED.kind, interval_ms = EXCLUDED.interval_ms,
     timeout_ms = EXCLUDED.timeout_ms, regions = EXCLUDED.regions, tags = EXCLUDED.tags,
     spec = EXCLUDED.spec, enabled = EXCLUDED.enabled, public_details = EXCLUDED.public_details,
-    source = EXCLUDED.source,
+    source = EXCLUDED.source, alerting = EXCLUDED.alerting,
     push_token = CASE WHEN EXCLUDED.kind = 'push'
                       THEN COALESCE(m.push_token, EXCLUDED.push_token) END,
     version = m.version + 1, updated_at = now()
 WHERE (m.name, m.kind, m.interval_ms, m.timeout_ms, m.regions, m.tags, m.spec, m.enabled,
-       m.public_details, m.source)
+       m.public_details, m.source, m.alerting)
    IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.kind, EXCLUDED.interval_ms, EXCLUDED.timeout_ms,
        EXCLUDED.regions, EXCLUDED.tags, EXCLUDED.spec, EXCLUDED.enabled,
-       EXCLUDED.public_details, EXCLUDED.source)
+       EXCLUDED.public_details, EXCLUDED.source, EXCLUDED.alerting)
 RETURNING (xmax = 0) AS created
 """
 SELECT = """SELECT id, name, kind, interval_ms, timeout_ms, regions, tags, spec::text AS spec,
-    enabled, public_details, source, version, push_token, created_at, updated_at FROM monitors"""
+    enabled, public_details, alerting::text AS alerting, source, version, push_token, created_at,
+    updated_at FROM monitors"""
 # What a definition is made of; `source` and `version` are bookkeeping.
 DEFINITION = ("id", "name", "kind", "interval_ms", "timeout_ms", "regions", "tags", "enabled",
               "public_details")
@@ -82,11 +83,22 @@ def monitor_row(monitor: MonitorBase, source: str, spec: dict[str, Any]) -> tupl
     token = token_urlsafe(24) if monitor.kind == "push" else None
     return (monitor.id, monitor.name, monitor.kind, monitor.interval_ms, monitor.timeout_ms,
             monitor.regions, monitor.tags, orjson.dumps(spec).decode(),
-            monitor.enabled, monitor.public_details, source, token)
+            monitor.enabled, monitor.public_details, source, token,
+            orjson.dumps(alerting(monitor)).decode())
+
+
+def alerting(monitor: MonitorBase) -> dict[str, Any]:
+    """The monitor's `alerting:` as stored: only what differs from the defaults, so a
+    definition written without one reads back without one, and a new default reaches every
+    monitor that never chose."""
+    return monitor.alerting.model_dump(mode="json", exclude_defaults=True)
 
 
 def _as_stored(row: asyncpg.Record) -> dict[str, Any]:
-    return {k: row[k] for k in DEFINITION} | {row["kind"]: orjson.loads(row["spec"])}
+    out = {k: row[k] for k in DEFINITION} | {row["kind"]: orjson.loads(row["spec"])}
+    if rules := orjson.loads(row["alerting"]):
+        out["alerting"] = rules
+    return out
 
 
 def definition(row: asyncpg.Record) -> dict[str, Any]:
@@ -110,8 +122,12 @@ def described(row: asyncpg.Record) -> dict[str, Any]:
 def _changes(row: asyncpg.Record, monitor: MonitorBase, source: str,
              spec: dict[str, Any]) -> list[str]:
     new = {**monitor.model_dump(mode="json"), monitor.kind: spec}
+    if rules := alerting(monitor):
+        new["alerting"] = rules
+    else:
+        new.pop("alerting")
     old = _as_stored(row)
-    changed = [k for k in (*DEFINITION, monitor.kind) if old.get(k) != new.get(k)]
+    changed = [k for k in (*DEFINITION, "alerting", monitor.kind) if old.get(k) != new.get(k)]
     if row["source"] != source:
         changed.append("source")
     return changed
@@ -221,7 +237,7 @@ async def reseal_all(pool: asyncpg.Pool, keyring: Keyring,
 # --- what the scheduler compiles into plans ---------------------------------------------------
 
 PLAN_COLUMNS = ("id, kind, interval_ms, timeout_ms, regions, spec::text AS spec, version, "
-                "revision")
+                "revision, alerting::text AS alerting")
 
 
 async def revisions(pool: asyncpg.Pool) -> dict[str, int]:

@@ -1,7 +1,8 @@
 -- Take monitors out of the schedule and leave a tombstone: the revision removed (the one
 -- deleted in Postgres, or what Redis held, whichever is newer) and when (Redis time), so an
 -- upsert of that revision or an older one is refused (scheduler/sync.lua).
--- KEYS[1] due ZSET, KEYS[2] plan HASH, KEYS[3] revisions HASH, KEYS[4] tombstones HASH
+-- KEYS[1] due ZSET, KEYS[2] plan HASH, KEYS[3] revisions HASH, KEYS[4] tombstones HASH,
+-- KEYS[5] rules HASH
 -- ARGV: pairs (monitor id, revision deleted or 0 when not known)
 local now = redis.call('TIME')
 local at = string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000))
@@ -11,6 +12,7 @@ for i = 1, #ARGV, 2 do
   redis.call('HDEL', KEYS[2], id)
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[3], id)
+  redis.call('HDEL', KEYS[5], id)
   redis.call('HSET', KEYS[4], id, string.format('%d', rev) .. ':' .. at)
 end
 return #ARGV / 2

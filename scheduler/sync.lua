@@ -3,13 +3,14 @@
 -- roll a plan back nor bring a deleted monitor back. A monitor keeps its place in the
 -- schedule unless it is new, its interval changed, or its due entry is gone (Redis lost it).
 -- Atomic, so concurrent schedulers syncing agree.
--- KEYS[1] due ZSET, KEYS[2] plan HASH, KEYS[3] revisions HASH, KEYS[4] tombstones HASH
--- ARGV: quadruples (monitor id, plan, phase ms, revision). A new place in the schedule is
+-- KEYS[1] due ZSET, KEYS[2] plan HASH, KEYS[3] revisions HASH, KEYS[4] tombstones HASH,
+-- KEYS[5] rules HASH (the evaluator's, engine.rules, written with the plan)
+-- ARGV: quintuples (monitor id, plan, phase ms, revision, rules). A new place in the schedule is
 -- the first slot on the monitor's grid (phase + k * interval) at or after Redis time now.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local written = 0
-for i = 1, #ARGV, 4 do
+for i = 1, #ARGV, 5 do
   local id, plan, rev = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
   local interval = tonumber(string.match(plan, '^(%d+)%z'))
   local first = string.format('%d', now + (tonumber(ARGV[i + 2]) - now) % interval)
@@ -20,6 +21,7 @@ for i = 1, #ARGV, 4 do
   if rev > dead and (rev > have or (rev == have and not old)) then
     redis.call('HSET', KEYS[2], id, plan)
     redis.call('HSET', KEYS[3], id, ARGV[i + 3])
+    redis.call('HSET', KEYS[5], id, ARGV[i + 4])
     redis.call('HDEL', KEYS[4], id)
     -- A plan starts with its interval and a NUL (scheduler/plan.py).
     local same_interval = old and tonumber(string.match(old, '^(%d+)%z')) == interval

@@ -18,6 +18,7 @@ import structlog
 from engine import heartbeats, metrics, store
 from engine.clock import redis_ms
 from engine.keys import Keys
+from engine.rules import Rules
 from scheduler.plan import compile_plan
 from scheduler.schedule import phase_ms
 
@@ -42,7 +43,7 @@ class MonitorSync:
         self.keys = keys
         self._sync = r.register_script(SYNC_SCRIPT)
         self._remove_script = r.register_script(_REMOVE)
-        self._script_keys = [keys.due, keys.plan, keys.revisions, keys.tombstones]
+        self._script_keys = [keys.due, keys.plan, keys.revisions, keys.tombstones, keys.rules]
         # Monitors named by notifications: id -> the revision a deletion removed (0: not one).
         self._changed: dict[str, int] = {}
         self.wake = asyncio.Event()
@@ -57,9 +58,9 @@ class MonitorSync:
         count = 0
         for row in rows:
             args += [row["id"], compile_plan(row), phase_ms(row["id"], row["interval_ms"]),
-                     row["revision"]]
+                     row["revision"], Rules.of_row(row).to_json()]
             count += 1
-            if len(args) >= SYNC_BATCH * 4:
+            if len(args) >= SYNC_BATCH * 5:
                 await self._sync(keys=self._script_keys, args=args)
                 args = []
         if args:

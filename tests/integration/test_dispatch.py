@@ -141,9 +141,9 @@ def test_a_new_monitor_is_placed_on_its_grid_at_or_after_now(lua: Lua, monitor_i
     lua.client.delete(KEYS.revisions, KEYS.tombstones)
     sync = lua.client.register_script(SYNC_SCRIPT)
     before = lua.now()
-    sync(keys=[KEYS.due, KEYS.plan, KEYS.revisions, KEYS.tombstones],
+    sync(keys=[KEYS.due, KEYS.plan, KEYS.revisions, KEYS.tombstones, KEYS.rules],
          args=[monitor_id, compile_plan(row_of(monitor_id, ["default"], interval_ms, 1, {})),
-               phase_ms(monitor_id, interval_ms), 1])
+               phase_ms(monitor_id, interval_ms), 1, b"{}"])
     first = int(lua.client.zscore(KEYS.due, monitor_id))
     assert before <= first < lua.now() + interval_ms
     assert first % interval_ms == phase_ms(monitor_id, interval_ms)

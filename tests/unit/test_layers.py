@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = "engine"
-ROLES = ("scheduler", "executors", "sinks", "api")
+ROLES = ("scheduler", "executors", "sinks", "api", "evaluator", "notifier")
 TOP = "vigil"
 PACKAGES = (CORE, *ROLES, TOP)
 
