@@ -1,9 +1,12 @@
-"""What both sinks share: read results in batches (by size and by time), write, then ack.
+"""What every sink shares: read a stream's events in batches (by size and by time), write,
+then ack. The results sinks (check_results, monitor_status) read the results stream; the
+projections (incidents, status_events) read the events stream: each reads one stream's events
+through one base, so batching, retries, dead letters and claims behave the same everywhere.
 
 Acks follow the write, so a crash in between redelivers the batch; each sink's write is
-idempotent, so a redelivered result never counts twice. A write that fails for a transient
+idempotent, so a redelivered event never counts twice. A write that fails for a transient
 reason is retried until it succeeds or the sink stops (entries stay pending, nothing is
-lost); one that fails for a permanent reason is split to find the bad results, which go to
+lost); one that fails for a permanent reason is split to find the bad events, which go to
 the dead-letter stream.
 """
 
@@ -13,14 +16,15 @@ import asyncio
 import contextlib
 import time
 from abc import ABC, abstractmethod
+from typing import Any, Generic, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
 from engine import metrics
-from engine.events import BadEvent, CheckResult
-from engine.keys import RESULT_GROUPS, Keys
+from engine.events import BadEvent, CheckResult, Event
+from engine.keys import EVENT_GROUPS, RESULT_GROUPS, Keys
 from engine.service import Outage, every
 from engine.settings import Settings
 from engine.streams import Consumer, DeadLetters, Delivery, Upkeep, ensure_group, event_of
@@ -31,41 +35,75 @@ TRIM_EVERY_S = 10.0
 log = structlog.get_logger(component="sink")
 
 
-class BatchSink(ABC):
+class Item(Protocol):
+    """What a sink writes: an event of its stream, rendered back to JSON for a dead letter."""
+
+    monitor_id: str
+
+    def to_json(self) -> bytes: ...
+
+
+T = TypeVar("T", bound=Item)
+
+
+class StreamSink(ABC, Generic[T]):
     name: str
     group: str
+    # What the stream carries, in log lines ("result", "event").
+    noun: str
 
     def __init__(self, r: aioredis.Redis, keys: Keys, settings: Settings) -> None:
         self.r = r
         self.keys = keys
         self.settings = settings
-        self.consumer = Consumer(r, keys.results, self.group, settings.instance_id)
+        self.stream = self.stream_of(keys)
+        self.consumer = Consumer(r, self.stream, self.group, settings.instance_id)
         self.deadletters = DeadLetters(r, keys.deadletter)
         # Entries this sink is writing (or retrying); its own sweep leaves them alone.
         self._held: set[bytes] = set()
-        self._reading = Outage("reading results", sink=self.name)
-        self._writing = Outage("writing results", sink=self.name)
+        self._reading = Outage(f"reading {self.noun}s", sink=self.name)
+        self._writing = Outage(f"writing {self.noun}s", sink=self.name)
         self._stop = asyncio.Event()
 
+    @staticmethod
     @abstractmethod
-    async def write(self, results: list[CheckResult]) -> None:
+    def stream_of(keys: Keys) -> str:
+        """The stream this sink reads."""
+
+    @staticmethod
+    @abstractmethod
+    def groups() -> tuple[str, ...]:
+        """Every group of that stream: the trim keeps what any of them has not acknowledged."""
+
+    @staticmethod
+    @abstractmethod
+    def decode(raw: bytes) -> T:
+        """The entry's event; BadEvent dead-letters it."""
+
+    @staticmethod
+    @abstractmethod
+    def identity(item: T) -> dict[str, Any]:
+        """The ids a log line about one item names."""
+
+    @abstractmethod
+    async def write(self, items: list[T]) -> None:
         """Write idempotently; raise to have the batch retried."""
 
     @abstractmethod
     def transient(self, exc: Exception) -> bool:
         """True when retrying the same write later can succeed (the database is away)."""
 
-    async def start(self) -> None:  # noqa: B027 - optional hook
+    async def start(self) -> None:
         """Open connections before the first batch."""
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:
         """Close connections after the last batch."""
 
     async def _collect(self, stop: asyncio.Event) -> list[Delivery]:
         """Up to sink_batch_size entries, waiting at most sink_flush_ms after the first.
 
         After the first entry it polls every COLLECT_POLL_S without blocking: a blocking read
-        would return at every single new result, one round trip per result.
+        would return at every single new entry, one round trip per entry.
         """
         size = self.settings.sink_batch_size
         batch = await self.consumer.read(size, 1000)
@@ -79,35 +117,34 @@ class BatchSink(ABC):
             batch += await self.consumer.read(size - len(batch), None)
         return batch
 
-    async def _decode(self, entries: list[Delivery]) -> list[tuple[bytes, CheckResult]]:
+    async def _decode(self, entries: list[Delivery]) -> list[tuple[bytes, T]]:
         good = []
         for delivery in entries:
             entry_id, fields = delivery.entry_id, delivery.fields
             try:
-                good.append((entry_id, CheckResult.from_json(event_of(fields))))
+                good.append((entry_id, self.decode(event_of(fields))))
             except BadEvent as exc:
-                log.error("bad result dead-lettered", sink=self.name, entry_id=entry_id.decode(),
-                          error=str(exc))
-                await self.deadletters.add(self.keys.results, entry_id, event_of(fields),
+                log.error(f"bad {self.noun} dead-lettered", sink=self.name,
+                          entry_id=entry_id.decode(), error=str(exc))
+                await self.deadletters.add(self.stream, entry_id, event_of(fields),
                                            f"{self.name}: {exc}")
                 await self.consumer.ack(entry_id)
-                metrics.DEAD_LETTERS.labels(self.keys.results).inc()
+                metrics.DEAD_LETTERS.labels(self.stream).inc()
         return good
 
-    async def _write_all(self, items: list[tuple[bytes, CheckResult]], stop: asyncio.Event) -> None:
+    async def _write_all(self, items: list[tuple[bytes, T]], stop: asyncio.Event) -> None:
         self._held.update(entry_id for entry_id, _ in items)
         try:
             await self._write_until_done(items, stop)
         finally:
             self._held.difference_update(entry_id for entry_id, _ in items)
 
-    async def _write_until_done(self, items: list[tuple[bytes, CheckResult]],
-                                stop: asyncio.Event) -> None:
+    async def _write_until_done(self, items: list[tuple[bytes, T]], stop: asyncio.Event) -> None:
         delay = 0.2
         while True:
             try:
                 with metrics.SINK_BATCH.labels(self.name).time():
-                    await self.write([r for _, r in items])
+                    await self.write([item for _, item in items])
                 self._writing.ok()
                 break
             except Exception as exc:
@@ -130,30 +167,30 @@ class BatchSink(ABC):
         await self.consumer.ack(*[entry_id for entry_id, _ in items])
         metrics.SINK_ROWS.labels(self.name).inc(len(items))
 
-    async def _split(self, items: list[tuple[bytes, CheckResult]], exc: Exception,
+    async def _split(self, items: list[tuple[bytes, T]], exc: Exception,
                      stop: asyncio.Event) -> None:
         if len(items) > 1:
             half = len(items) // 2
             await self._write_all(items[:half], stop)
             await self._write_all(items[half:], stop)
             return
-        entry_id, result = items[0]
-        log.error("result rejected, dead-lettered", sink=self.name, check_id=result.check_id,
-                  monitor_id=result.monitor_id, error=repr(exc))
-        await self.deadletters.add(self.keys.results, entry_id, result.to_json(),
+        entry_id, item = items[0]
+        log.error(f"{self.noun} rejected, dead-lettered", sink=self.name, **self.identity(item),
+                  monitor_id=item.monitor_id, error=repr(exc))
+        await self.deadletters.add(self.stream, entry_id, item.to_json(),
                                    f"{self.name}: {exc!r}")
         await self.consumer.ack(entry_id)
-        metrics.DEAD_LETTERS.labels(self.keys.results).inc()
+        metrics.DEAD_LETTERS.labels(self.stream).inc()
 
     async def sweep(self) -> None:
-        """Take over results a crashed sink of the same group read but never acknowledged."""
+        """Take over entries a crashed sink of the same group read but never acknowledged."""
         claimed = [d for d in await self.consumer.claim(self.settings.claim_idle_ms,
                                                          count=self.settings.sink_batch_size)
                    if d.entry_id not in self._held]  # what this sink is still writing
         if not claimed:
             return
-        metrics.CLAIMED.labels(self.keys.results).inc(len(claimed))
-        log.info("claimed stalled results", sink=self.name, count=len(claimed))
+        metrics.CLAIMED.labels(self.stream).inc(len(claimed))
+        log.info(f"claimed stalled {self.noun}s", sink=self.name, count=len(claimed))
         await self._write_all(await self._decode(claimed), self._stop)
 
     async def _loop(self, stop: asyncio.Event) -> None:
@@ -170,7 +207,7 @@ class BatchSink(ABC):
 
     async def run(self, stop: asyncio.Event) -> None:
         self._stop = stop
-        await ensure_group(self.r, self.keys.results, self.group)
+        await ensure_group(self.r, self.stream, self.group)
         await self.start()
         log.info("sink started", sink=self.name, batch=self.settings.sink_batch_size,
                  flush_ms=self.settings.sink_flush_ms)
@@ -179,9 +216,53 @@ class BatchSink(ABC):
                 self._loop(stop),
                 every(max(0.5, self.settings.claim_idle_ms / 4000), stop, self.sweep, "claim"),
                 every(TRIM_EVERY_S, stop,
-                      Upkeep(self.r, self.keys.results, self.group, RESULT_GROUPS,
+                      Upkeep(self.r, self.stream, self.group, self.groups(),
                              self.settings.retention), "upkeep"),
             )
         finally:
             await self.close()
         log.info("sink stopped", sink=self.name)
+
+
+class BatchSink(StreamSink[CheckResult], ABC):
+    """A sink of the results stream (check.result events)."""
+
+    noun = "result"
+
+    @staticmethod
+    def stream_of(keys: Keys) -> str:
+        return keys.results
+
+    @staticmethod
+    def groups() -> tuple[str, ...]:
+        return RESULT_GROUPS
+
+    @staticmethod
+    def decode(raw: bytes) -> CheckResult:
+        return CheckResult.from_json(raw)
+
+    @staticmethod
+    def identity(item: CheckResult) -> dict[str, Any]:
+        return {"check_id": item.check_id}
+
+
+class EventSink(StreamSink[Event], ABC):
+    """A projection of the events stream (engine.events.Event, written by the evaluator)."""
+
+    noun = "event"
+
+    @staticmethod
+    def stream_of(keys: Keys) -> str:
+        return keys.events
+
+    @staticmethod
+    def groups() -> tuple[str, ...]:
+        return EVENT_GROUPS
+
+    @staticmethod
+    def decode(raw: bytes) -> Event:
+        return Event.from_json(raw)
+
+    @staticmethod
+    def identity(item: Event) -> dict[str, Any]:
+        return {"event_id": item.id}
