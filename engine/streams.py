@@ -36,10 +36,11 @@ def event_of(fields: Fields | None) -> bytes:
     return (fields or {}).get(EVENT_FIELD, b"")
 
 
-async def ensure_group(r: aioredis.Redis, stream: str, group: str) -> None:
-    """Create the group (and the stream) if missing; safe to call from every process."""
+async def ensure_group(r: aioredis.Redis, stream: str, group: str, start: str = "0") -> None:
+    """Create the group (and the stream) if missing; safe to call from every process. A new
+    group reads from `start`: "0" is the whole stream, "$" only what comes after."""
     try:
-        await r.xgroup_create(stream, group, id="0", mkstream=True)
+        await r.xgroup_create(stream, group, id=start, mkstream=True)
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
