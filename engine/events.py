@@ -209,12 +209,14 @@ Status = Literal["up", "down", "degraded", "unknown", "flapping"]
 STATUSES: tuple[Status, ...] = ("up", "down", "degraded", "unknown", "flapping")
 
 
-def event_id(event_type: str, monitor_id: str, region: str | None, at_ms: int) -> str:
-    """Deterministic: the transition's type, monitor, region (`*` for the monitor's own) and
-    the `scheduled_ms` of the result (or the staleness deadline) that caused it, so a
-    redelivered or re-evaluated result can only ever name the same event. The notifier's
-    idempotency keys derive from it."""
-    return f"{event_type}:{monitor_id}:{region or '*'}:{at_ms}"
+def event_id(event_type: str, monitor_id: str, region: str, at_ms: int,
+             stale: bool = False) -> str:
+    """Deterministic: the transition's type and monitor, and its cause: the result that
+    caused it (its region and `scheduled_ms`, which is its check id), or the region that went
+    stale and when (`stale`). A cause gives at most one event of each type, so a redelivered
+    or re-evaluated result can only ever name the same events; the notifier's idempotency
+    keys derive from them."""
+    return f"{event_type}:{monitor_id}:{region}:{at_ms}" + (":stale" if stale else "")
 
 
 @dataclass(slots=True, kw_only=True)

@@ -86,13 +86,14 @@ class Keys:
 
     @property
     def stale(self) -> str:
-        """ZSET `monitor id NUL region` -> when that region's results are stale (ms) if no
-        newer one comes; the evaluator's sweep turns what is past due into `unknown`."""
+        """ZSET `monitor id|region` -> when that region's results are stale (ms) if no newer
+        one comes; the evaluator's sweep turns what is past due into `unknown`. (Ids and
+        regions hold no `|`.)"""
         return f"{self.base}:stale"
 
     @property
     def retries(self) -> str:
-        """ZSET `monitor id NUL region` -> when an extra check of a failing monitor is due
+        """ZSET `monitor id|region` -> when an extra check of a failing monitor is due
         (retry_interval); the dispatch script sends it like a slot."""
         return f"{self.base}:retries"
 

@@ -16,6 +16,10 @@ SINK_ROWS = Counter("vigil_sink_rows_total", "rows written by a sink", ["sink"])
 SINK_BATCH = Histogram("vigil_sink_batch_seconds", "time to write one sink batch", ["sink"])
 LAG = Histogram("vigil_result_lag_seconds", "scheduled time to result written",
                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60))
+EVALUATED = Counter("vigil_results_evaluated_total", "results the evaluator applied")
+EVENTS = Counter("vigil_events_total", "evaluation events written", ["type"])
+EVALUATION_CONFLICTS = Counter("vigil_evaluation_conflicts_total",
+                               "evaluations computed again: another evaluator moved the state")
 MONITORS = Gauge("vigil_monitors_scheduled", "monitors in the schedule")
 STREAM_LENGTH = Gauge("vigil_stream_length", "entries in a stream", ["stream"])
 GROUP_PENDING = Gauge("vigil_group_pending", "entries a group has read and not acknowledged",

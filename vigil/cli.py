@@ -66,6 +66,8 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     sub.add_parser("scheduler", parents=[common], help="dispatch due checks")
     sub.add_parser("executor", parents=[common], help="run checks")
+    sub.add_parser("evaluator", parents=[common],
+                   help="turn results into confirmed status, incidents and events")
     sink = sub.add_parser("sink", parents=[common], help="write results")
     sink.add_argument("target", choices=("clickhouse", "status"))
     for name, helptext in (("api", "serve the HTTP API and status page"),

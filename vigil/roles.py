@@ -20,13 +20,14 @@ from engine.connections import postgres_pool, redis_client
 from engine.keys import Keys
 from engine.service import Service, install_stop_signals, run_all
 from engine.settings import Settings
+from evaluator.service import Evaluator
 from executors.kinds import SCHEMA
 from executors.service import Executor
 from scheduler.service import Scheduler
 from sinks.clickhouse import ClickHouseSink
 from sinks.status import StatusSink
 
-ROLES = ("scheduler", "executor", "sink-clickhouse", "sink-status", "api")
+ROLES = ("scheduler", "executor", "evaluator", "sink-clickhouse", "sink-status", "api")
 
 
 async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1",
@@ -55,6 +56,8 @@ async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1
                                           settings.postgres_dsn, settings.claim_idle_ms))
             elif role == "executor":
                 services.append(Executor(r, keys, settings))
+            elif role == "evaluator":
+                services.append(Evaluator(r, keys, settings))
             elif role == "sink-clickhouse":
                 assert ch is not None
                 services.append(ClickHouseSink(r, keys, settings, ch=ch))
