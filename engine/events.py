@@ -19,6 +19,9 @@ RESULT_VERSION = 1
 # in): control bytes orjson never writes (it escapes them in strings), so no value can hold one.
 SLOT_MARK = b"\x01"
 DEADLINE_MARK = b"\x02"
+# Where it holds the `maintenance` flag: the script writes `true` inside a muted maintenance
+# window (engine.maintenance, Keys.maintenance), `false` otherwise.
+MAINTENANCE_MARK = b"\x03"
 
 Outcome = Literal["up", "down", "degraded", "error", "expired"]
 OUTCOMES: tuple[Outcome, ...] = ("up", "down", "degraded", "error", "expired")
@@ -90,8 +93,9 @@ class CheckDue:
                  spec_version: int, kind: str, spec_json: bytes) -> bytes:
         """The event of every slot of one monitor in one region, rendered once when its plan
         is compiled: SLOT_MARK stands where the slot goes (in check_id and scheduled_ms),
-        DEADLINE_MARK for the deadline (slot + interval); the dispatch script replaces the
-        marks and touches nothing else. `spec_json` goes in as it is (Postgres's JSON text)."""
+        DEADLINE_MARK for the deadline (slot + interval), MAINTENANCE_MARK for the flag; the
+        dispatch script replaces the marks and touches nothing else. `spec_json` goes in as it
+        is (Postgres's JSON text)."""
         # Ids and regions are validated ([A-Za-z0-9_.-]), so the id's JSON holds the mark as
         # its only escape.
         marked_id = orjson.dumps(check_id(monitor_id, region, SLOT_MARK.decode())).replace(
@@ -99,6 +103,7 @@ class CheckDue:
         slots: Any = {"check_id": orjson.Fragment(marked_id),
                       "scheduled_ms": orjson.Fragment(SLOT_MARK),
                       "deadline_ms": orjson.Fragment(DEADLINE_MARK),
+                      "maintenance": orjson.Fragment(MAINTENANCE_MARK),
                       "spec": orjson.Fragment(spec_json)}
         return orjson.dumps(cls(monitor_id=monitor_id, region=region, interval_ms=interval_ms,
                                 timeout_ms=timeout_ms, spec_version=spec_version, kind=kind,

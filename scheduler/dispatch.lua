@@ -2,12 +2,15 @@
 -- One script runs atomically in Redis, so two schedulers can never pop the same slot.
 -- Now is Redis server time (TIME), whatever the caller's clock says: a scheduler on a host
 -- whose clock runs fast can never dispatch a slot early.
--- KEYS[1] due ZSET, KEYS[2] plan HASH, KEYS[3] stats HASH
+-- KEYS[1] due ZSET, KEYS[2] plan HASH, KEYS[3] stats HASH, KEYS[4] maintenance HASH
 -- ARGV[1] max monitors per call, ARGV[2] checks stream key prefix, ARGV[3] the event field
 -- name. Returns {dispatched, skipped, due popped, next due ms or -1, now ms}.
 -- A plan (scheduler/plan.py) is `interval \0 region \0 template ...`; a template is the whole
--- check.due with \1 where the slot goes and \2 where the deadline goes: this script fills in
--- those and nothing else.
+-- check.due with \1 where the slot goes, \2 where the deadline goes and \3 where the
+-- maintenance flag goes: this script fills in those and nothing else.
+-- A monitor in a maintenance window (`mode:end ms`, kept by scheduler/maintenance.py) that
+-- has not ended: `pause` sends nothing and counts each check `paused`; `mute` sends the
+-- checks with "maintenance": true. Either way the slot advances as it would.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local limit = tonumber(ARGV[1])
@@ -28,7 +31,7 @@ local function split(plan)
 end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
-local dispatched, skipped = 0, 0
+local dispatched, skipped, paused = 0, 0, 0
 local marks = {}
 for i = 1, #due, 2 do
   local id = due[i]
@@ -45,17 +48,26 @@ for i = 1, #due, 2 do
       skipped = skipped + missed
       slot = slot + missed * interval
     end
+    -- An entry past its end (the scheduler that kept it stopped) is no window any more.
+    local mode, finish = string.match(redis.call('HGET', KEYS[4], id) or '', '^(%a+):(%d+)$')
+    if not finish or tonumber(finish) <= now then mode = nil end
     marks['\1'] = string.format('%d', slot)
     marks['\2'] = string.format('%d', slot + interval)
-    for j = 2, #parts, 2 do
-      local event = string.gsub(parts[j + 1], '[\1\2]', marks)
-      redis.call('XADD', prefix .. parts[j], '*', field, event)
-      dispatched = dispatched + 1
+    marks['\3'] = mode == 'mute' and 'true' or 'false'
+    if mode == 'pause' then
+      paused = paused + (#parts - 1) / 2
+    else
+      for j = 2, #parts, 2 do
+        local event = string.gsub(parts[j + 1], '[\1\2\3]', marks)
+        redis.call('XADD', prefix .. parts[j], '*', field, event)
+        dispatched = dispatched + 1
+      end
     end
     redis.call('ZADD', KEYS[1], string.format('%d', slot + interval), id)
   end
 end
 if dispatched > 0 then redis.call('HINCRBY', KEYS[3], 'dispatched', dispatched) end
 if skipped > 0 then redis.call('HINCRBY', KEYS[3], 'skipped', skipped) end
+if paused > 0 then redis.call('HINCRBY', KEYS[3], 'paused', paused) end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {dispatched, skipped, #due / 2, head[2] or '-1', string.format('%d', now)}

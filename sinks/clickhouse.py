@@ -19,7 +19,7 @@ from sinks.base import BatchSink
 
 COLUMNS = ("check_id", "monitor_id", "region", "scheduled", "started", "finished", "outcome",
            "latency_ms", "dns_ms", "connect_ms", "tls_ms", "first_byte_ms", "status_code",
-           "error_kind", "error", "tls_expiry", "executor", "deliveries", "phases")
+           "error_kind", "error", "tls_expiry", "executor", "deliveries", "phases", "maintenance")
 
 
 def _ts(ms: int) -> datetime:
@@ -31,7 +31,8 @@ def row(r: CheckResult) -> list[Any]:
     return [r.check_id, r.monitor_id, r.region, _ts(r.scheduled_ms), _ts(r.started_ms),
             _ts(r.finished_ms), r.outcome, r.latency_ms, p.get("dns"), p.get("connect"),
             p.get("tls"), p.get("first_byte"), r.status_code, r.error_kind or "", r.error or "",
-            _ts(r.tls_expiry_ms) if r.tls_expiry_ms else None, r.executor, r.deliveries, p]
+            _ts(r.tls_expiry_ms) if r.tls_expiry_ms else None, r.executor, r.deliveries, p,
+            r.maintenance]
 
 
 class ClickHouseSink(BatchSink):

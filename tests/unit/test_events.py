@@ -15,6 +15,7 @@ from engine.events import (
     CHECK_RESULT,
     DEADLINE_MARK,
     DUE_VERSION,
+    MAINTENANCE_MARK,
     OUTCOMES,
     RESULT_VERSION,
     SLOT_MARK,
@@ -232,13 +233,16 @@ def test_check_id_differs_per_slot_and_region() -> None:
 def test_a_template_is_the_event_with_its_slot_and_deadline_marked(
         monitor_id: str, region: str, interval_ms: int, spec: dict[str, Any]) -> None:
     """Only the marks are left to fill in: two slot marks (check_id, scheduled_ms), one
-    deadline mark, and no other byte of the spec can be taken for one."""
+    deadline mark, one maintenance mark, and no other byte of the spec can be taken for one."""
     template = CheckDue.template(monitor_id=monitor_id, region=region, interval_ms=interval_ms,
                                  timeout_ms=interval_ms - 1, spec_version=3, kind="tcp",
                                  spec_json=orjson.dumps(spec))
-    assert (template.count(SLOT_MARK), template.count(DEADLINE_MARK)) == (2, 1)
-    event = CheckDue.from_json(template.replace(SLOT_MARK, b"0").replace(DEADLINE_MARK, b"1"))
-    assert event == CheckDue(check_id=check_id(monitor_id, region, 0), monitor_id=monitor_id,
-                             region=region, scheduled_ms=0, deadline_ms=1,
-                             interval_ms=interval_ms, timeout_ms=interval_ms - 1,
-                             spec_version=3, kind="tcp", spec=spec)
+    assert (template.count(SLOT_MARK), template.count(DEADLINE_MARK),
+            template.count(MAINTENANCE_MARK)) == (2, 1, 1)
+    for flag in (False, True):
+        event = CheckDue.from_json(template.replace(SLOT_MARK, b"0").replace(
+            DEADLINE_MARK, b"1").replace(MAINTENANCE_MARK, orjson.dumps(flag)))
+        assert event == CheckDue(check_id=check_id(monitor_id, region, 0), monitor_id=monitor_id,
+                                 region=region, scheduled_ms=0, deadline_ms=1,
+                                 interval_ms=interval_ms, timeout_ms=interval_ms - 1,
+                                 spec_version=3, kind="tcp", spec=spec, maintenance=flag)

@@ -83,7 +83,8 @@ def test_row_has_one_value_per_column() -> None:
     full = check_result(latency_ms=12.5, phases={"dns": 1.0, "connect": 2.0, "tls": 3.0,
                                            "first_byte": 4.0},
                   status_code=503, error_kind="status", error="status 503 not in [200]",
-                  tls_expiry_ms=1_800_000_000_000, executor="host-1", deliveries=2)
+                  tls_expiry_ms=1_800_000_000_000, executor="host-1", deliveries=2,
+                  maintenance=True)
     values = dict(zip(COLUMNS, row(full), strict=True))
     assert values == {
         "check_id": "m:default:1000", "monitor_id": "m", "region": "default",
@@ -96,6 +97,7 @@ def test_row_has_one_value_per_column() -> None:
         "tls_expiry": EPOCH + timedelta(milliseconds=1_800_000_000_000),
         "executor": "host-1", "deliveries": 2,
         "phases": {"dns": 1.0, "connect": 2.0, "tls": 3.0, "first_byte": 4.0},
+        "maintenance": True,
     }
 
 

@@ -1,0 +1,296 @@
+"""Maintenance windows: the definition (validated with pydantic, every error naming its field)
+and the arithmetic of when a window is on.
+
+A window is one-off (`start`, `end`, each ISO 8601 with an offset) or recurring: an RFC 5545
+`rrule` (python-dateutil) or a 5-field `cron` (cronsim), with a `duration` and an IANA
+`timezone`. Recurring times are local wall-clock times in that zone, so a window at 02:30
+Europe/Berlin stays at 02:30 local across daylight-saving changes. Where the local time does
+not exist or exists twice, each syntax follows its own standard, and a window neither
+disappears nor runs twice:
+
+- spring forward (Berlin, last Sunday of March: 02:00 jumps to 03:00, so 02:30 does not exist):
+  an rrule occurrence is read with the offset before the gap (RFC 5545 3.3.5, as calendars
+  do): 02:30 is 03:30 CEST. A cron occurrence runs when the gap ends (Debian cron, cronsim):
+  03:00 CEST. Either way the window lasts its whole duration from there.
+- fall back (last Sunday of October: 03:00 goes back to 02:00, so 02:30 happens twice): both
+  take the first 02:30 (CEST, 00:30 UTC), once; the second 02:30 (CET) starts nothing.
+
+`duration` is elapsed time: a 2 h window is 2 h long even when the clock changes inside it.
+Occurrences that overlap or touch merge into one stretch of maintenance.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+from dateutil.rrule import rruleset, rrulestr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from engine.monitors import ID_PATTERN, MAX_NAME_LENGTH, MAX_TAG_LENGTH, MAX_TAGS, _durations_of
+
+Mode = Literal["pause", "mute"]
+MODES: tuple[Mode, ...] = ("pause", "mute")
+MAX_MONITORS = 1_000
+MAX_RRULE_LENGTH = 1_000
+MAX_CRON_LENGTH = 100
+MAX_ZONE_LENGTH = 64
+MIN_DURATION_MS = 1_000
+MAX_DURATION_MS = 31 * 86_400_000
+# A one-off window longer than a year is a monitor to pause, not maintenance.
+MAX_ONE_OFF_MS = 366 * 86_400_000
+# Recurring windows come at most hourly: what a query walks stays small (a year of hourly
+# windows is 8,784 occurrences), whatever the rule. Checked on the first SAMPLE occurrences.
+MIN_SPACING_MS = 3_600_000
+SAMPLE = 200
+# A safety net for rules the sample cannot judge: no query walks more than this.
+MAX_OCCURRENCES = 20_000
+# Local wall-clock times run up to a day away from UTC (and a zone's offset can jump by one):
+# what is generated in local time covers the asked range with this margin, then is cut exactly.
+MARGIN = timedelta(days=2)
+_SUBSECOND_FREQ = re.compile(r"FREQ\s*=\s*(SECONDLY|MINUTELY)", re.IGNORECASE)
+_DTSTART = re.compile(r"^\s*DTSTART[:;]", re.IGNORECASE | re.MULTILINE)
+
+Tag = Annotated[str, Field(max_length=MAX_TAG_LENGTH)]
+
+
+def _problem(field: str, reason: str) -> PydanticCustomError:
+    # Raised where the model has no field location: the context names the field (errors()).
+    return PydanticCustomError("window", "{reason}", {"field": field, "reason": reason})
+
+
+def errors(exc: ValidationError) -> list[tuple[str, str]]:
+    """(field, message) per problem of a window; fields are dotted paths like `monitors.2`."""
+    out = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        if named := err.get("ctx", {}).get("field"):
+            where = f"{where}.{named}" if where else named
+        out.append((where or "(window)", err["msg"]))
+    return out
+
+
+def _ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+def _at(ms: int, zone: ZoneInfo | None = None) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, zone or UTC)
+
+
+class Window(BaseModel):
+    """One maintenance window as written (a `maintenance:` entry, an API body)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(pattern=ID_PATTERN)]
+    name: str = Field(default="", max_length=MAX_NAME_LENGTH)
+    # pause: checks are not dispatched; mute: they run, flagged, and alert no one.
+    mode: Mode = "mute"
+    # A monitor is in the window when its id is listed or it has one of the tags.
+    monitors: list[Annotated[str, Field(pattern=ID_PATTERN)]] = Field(
+        default_factory=list, max_length=MAX_MONITORS)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = None
+    rrule: str | None = Field(default=None, min_length=1, max_length=MAX_RRULE_LENGTH)
+    cron: str | None = Field(default=None, min_length=1, max_length=MAX_CRON_LENGTH)
+    duration_ms: int | None = Field(default=None, ge=MIN_DURATION_MS, le=MAX_DURATION_MS)
+    timezone: str | None = Field(default=None, min_length=1, max_length=MAX_ZONE_LENGTH)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _durations(cls, data: Any) -> Any:
+        return _durations_of(data, ("duration",))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Window:
+        if not self.monitors and not self.tags:
+            raise _problem("monitors", "name the monitors (ids) or tags the window covers")
+        if self.rrule is None and self.cron is None:
+            self._one_off()
+        else:
+            self._recurring()
+        return self
+
+    def _one_off(self) -> None:
+        for name in ("duration_ms", "timezone"):
+            if getattr(self, name) is not None:
+                raise _problem(name, "only a recurring window (rrule or cron) has one")
+        if self.start is None or self.end is None:
+            missing = "start" if self.start is None else "end"
+            raise _problem(missing, "a one-off window needs start and end; a recurring one "
+                                    "rrule or cron, duration and timezone")
+        if self.end <= self.start:
+            raise _problem("end", f"end ({self.end.isoformat()}) is not after start "
+                                  f"({self.start.isoformat()})")
+        if self.end - self.start > timedelta(milliseconds=MAX_ONE_OFF_MS):
+            raise _problem("end", "a one-off window lasts at most 366 days")
+
+    def _recurring(self) -> None:
+        if self.rrule is not None and self.cron is not None:
+            raise _problem("cron", "give rrule or cron, not both")
+        for name in ("start", "end"):
+            if getattr(self, name) is not None:
+                raise _problem(name, "a recurring window starts by its rrule or cron; start "
+                                     "and end are for a one-off window")
+        if self.duration_ms is None:
+            raise _problem("duration", "a recurring window needs a duration, like 2h")
+        if self.timezone is None:
+            raise _problem("timezone", "a recurring window needs an IANA zone, like "
+                                       "Europe/Berlin")
+        try:
+            zone = ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise _problem("timezone", f"{self.timezone!r} is not an IANA time zone") from None
+        if self.rrule is not None:
+            _parse_rrule(self.rrule)
+        else:
+            _check_cron(self.cron or "", zone)
+        self._check_spacing()
+
+    def _check_spacing(self) -> None:
+        field = "rrule" if self.rrule is not None else "cron"
+        first = self._first_start()
+        if first is None:
+            return
+        starts = sorted(set(self._starts(first, first + 400 * 86_400_000, SAMPLE)))
+        for before, after in itertools.pairwise(starts):
+            if after - before < MIN_SPACING_MS:
+                raise _problem(field, f"occurrences {(after - before) // 60_000} min apart; a "
+                                      "window recurs at most hourly")
+
+    def _first_start(self) -> int | None:
+        """Where the spacing sample begins: the rule's DTSTART, or now for a cron line."""
+        if self.rrule is not None:
+            first = self._rule.after(datetime.min, inc=True)
+            return None if first is None else _ms(first.replace(tzinfo=self._zone))
+        return _ms(datetime.now(UTC))
+
+    @cached_property
+    def _zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone or "UTC")
+
+    @cached_property
+    def _rule(self) -> rruleset:
+        return _parse_rrule(self.rrule or "")
+
+    def covers(self, monitor_id: str, tags: Iterable[str]) -> bool:
+        return monitor_id in self.monitors or not set(self.tags).isdisjoint(tags)
+
+    def _starts(self, lo_ms: int, hi_ms: int, limit: int = MAX_OCCURRENCES) -> Iterator[int]:
+        """Start times (epoch ms) of the recurring occurrences in about [lo, hi): local
+        wall-clock times generated with MARGIN each side, read in the zone as the module's
+        docstring says; at most `limit`."""
+        lo, hi = _at(lo_ms, self._zone) - MARGIN, _at(hi_ms, self._zone) + MARGIN
+        if self.rrule is not None:
+            last = hi.replace(tzinfo=None)
+            for local in self._rule.xafter(lo.replace(tzinfo=None), count=limit, inc=True):
+                if local > last:
+                    return
+                # fold=0: the first of two 02:30s; in a gap, the offset before it (RFC 5545).
+                yield _ms(local.replace(tzinfo=self._zone, fold=0))
+            return
+        for moment in itertools.islice(CronSim(self.cron or "", lo), limit):
+            if moment > hi:
+                return
+            yield _ms(moment)
+
+    def occurrences(self, lo_ms: int, hi_ms: int) -> list[tuple[int, int]]:
+        """(start, end) epoch ms of the stretches of this window that overlap [lo, hi), in
+        order, overlapping or touching occurrences merged."""
+        if self.start is not None and self.end is not None:
+            spans = [(_ms(self.start), _ms(self.end))]
+        else:
+            duration = self.duration_ms or 0
+            spans = [(s, s + duration) for s in sorted(set(self._starts(lo_ms - duration,
+                                                                        hi_ms)))]
+        merged: list[tuple[int, int]] = []
+        for start, end in spans:
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        return [(s, e) for s, e in merged if s < hi_ms and e > lo_ms]
+
+    def active(self, now_ms: int) -> int | None:
+        """The end (epoch ms) of the stretch of this window `now_ms` falls in, or None."""
+        reach = MAX_DURATION_MS if self.start is None else MAX_ONE_OFF_MS
+        for start, end in self.occurrences(now_ms, now_ms + reach):
+            if start <= now_ms < end:
+                return end
+        return None
+
+    def next_change(self, now_ms: int, horizon_ms: int) -> int | None:
+        """The first start or end after `now_ms` and before `now_ms + horizon_ms`, or None."""
+        edges = (edge for span in self.occurrences(now_ms, now_ms + horizon_ms)
+                 for edge in span if now_ms < edge < now_ms + horizon_ms)
+        return min(edges, default=None)
+
+    def upcoming(self, now_ms: int, count: int) -> list[tuple[int, int]]:
+        """The current stretch (if any) and the next ones, at most `count`, within a year."""
+        return self.occurrences(now_ms, now_ms + 366 * 86_400_000)[:count]
+
+
+def _parse_rrule(text: str) -> rruleset:
+    if _SUBSECOND_FREQ.search(text):
+        raise _problem("rrule", "FREQ=SECONDLY and FREQ=MINUTELY recur too often for "
+                                "maintenance; a window recurs at most hourly")
+    if not _DTSTART.search(text):
+        raise _problem("rrule", "needs a DTSTART line (local time in `timezone`), like "
+                                "DTSTART:20260301T023000 then RRULE:FREQ=DAILY")
+    try:
+        rule = rrulestr(text, forceset=True)
+    # dateutil's parser raises whatever its input trips over (ValueError, TypeError,
+    # IndexError, KeyError ...); every one of them means the text is not a rule.
+    except Exception as exc:
+        raise _problem("rrule", f"not an RFC 5545 rule: {exc}") from None
+    assert isinstance(rule, rruleset)  # forceset
+    try:
+        rule.after(datetime(2000, 1, 1))
+    except TypeError:
+        raise _problem("rrule", "DTSTART (and any RDATE, EXDATE) is local time in `timezone`: "
+                                "write it without TZID or Z") from None
+    return rule
+
+
+def _check_cron(text: str, zone: ZoneInfo) -> None:
+    if len(text.split()) != 5:
+        raise _problem("cron", "expected 5 fields: minute hour day-of-month month day-of-week")
+    try:
+        CronSim(text, datetime.now(zone))
+    except CronSimError as exc:
+        raise _problem("cron", f"not a cron line: {exc}") from None
+
+
+def in_effect(windows: Sequence[Window], monitors: Mapping[str, Iterable[str]],
+              now_ms: int) -> dict[str, str]:
+    """Monitor id -> `mode:end ms` for every monitor (id -> its tags) inside a window now, as
+    engine.keys.Keys.maintenance holds it. Pause wins over mute (no check beats a muted
+    one); the end is the latest end among the windows of that mode."""
+    active = [(w, end) for w in windows if (end := w.active(now_ms)) is not None]
+    out: dict[str, tuple[int, int]] = {}
+    if not active:
+        return {}
+    for monitor_id, tags in monitors.items():
+        tag_set = set(tags)
+        for window, end in active:
+            if window.covers(monitor_id, tag_set):
+                rank = MODES.index(window.mode)  # pause 0, mute 1: the lower wins
+                best = out.get(monitor_id)
+                if best is None or rank < best[0] or (rank == best[0] and end > best[1]):
+                    out[monitor_id] = (rank, end)
+    return {mid: f"{MODES[rank]}:{end}" for mid, (rank, end) in out.items()}
+
+
+def next_change(windows: Sequence[Window], now_ms: int, horizon_ms: int) -> int | None:
+    """The first time after `now_ms` (within the horizon) at which any window starts or ends."""
+    return min((t for w in windows if (t := w.next_change(now_ms, horizon_ms)) is not None),
+               default=None)
