@@ -256,6 +256,8 @@ class Event:
     maintenance: bool = False
     error_kind: str | None = None
     error: str | None = None
+    # Why an incident resolved other than by results: the monitor was removed or paused.
+    reason: str | None = None
     v: int = EVENT_VERSION
 
     def to_json(self) -> bytes:
@@ -281,7 +283,7 @@ class Event:
             _field(data, name, str)
         _field(data, "at_ms", int)
         for name in ("region", "check_id", "incident_id", "first_check_id", "folded_into",
-                     "error_kind", "error"):
+                     "error_kind", "error", "reason"):
             _optional(data, name, str)
         for name in ("opened_ms", "resolved_ms"):
             _optional(data, name, int)

@@ -46,7 +46,7 @@ from engine.streams import (
     event_of,
     parse_id,
 )
-from evaluator.state import Dependency, Evaluation, MonitorState, Step
+from evaluator.state import Dependency, Evaluation, MonitorState, Step, retire
 
 APPLY_LUA = resources.files("evaluator").joinpath("apply.lua").read_text()
 BATCH = 500
@@ -196,10 +196,13 @@ class Evaluator:
         orphans: list[bytes] = []
         for mid, results in by_monitor.items():
             rules = loaded.rules[mid]
+            rev, state = loaded.states[mid]
             if rules is None:  # removed or paused: nothing to evaluate it by
                 orphans += [entry_id for entry_id, _ in results]
+                if state.regions:
+                    batch.append(self._retired(mid, rev, state,
+                                               max(r.scheduled_ms for _, r in results)))
                 continue
-            rev, state = loaded.states[mid]
             deps = {d: loaded.dependencies[d] for d in rules.depends_on
                     if d in loaded.dependencies}
             for entry_id, result in sorted(results, key=lambda item: item[1].scheduled_ms):
@@ -214,6 +217,11 @@ class Evaluator:
         applied = {item.entry_id for item, code in zip(batch, codes, strict=True) if code != -1}
         return [(entry_id, result) for entry_id, result in work
                 if entry_id not in applied and entry_id not in orphans]
+
+    @staticmethod
+    def _retired(monitor_id: str, rev: int, state: MonitorState, at_ms: int) -> Applying:
+        return Applying("", monitor_id, rev, MonitorState().to_json(),
+                        retire(monitor_id, state, at_ms), dict.fromkeys(state.regions))
 
     # --- time ----------------------------------------------------------------------------
 
@@ -252,12 +260,11 @@ class Evaluator:
                 break
             loaded = await self._load(monitor_ids)
             batch: list[Applying] = []
-            gone: list[str] = []
             for mid in monitor_ids:
                 rules = loaded.rules[mid]
                 rev, state = loaded.states[mid]
                 if rules is None:
-                    gone += [member(mid, region) for region in state.regions]
+                    batch.append(self._retired(mid, rev, state, through))
                     continue
                 evaluation = Evaluation(mid, state, rules)
                 if (loaded.maintenance[mid] or "").startswith("pause:"):
@@ -266,8 +273,6 @@ class Evaluator:
                     evaluation.expire(through)
                 batch.append(Applying("", mid, rev, state.to_json(), evaluation.step,
                                       evaluation.stale_deadlines()))
-            if gone:
-                await self.r.zrem(self.keys.stale, *gone)
             codes = await self._write(batch)
             moved += codes.count(1)
             monitor_ids = [item.monitor_id for item, code in zip(batch, codes, strict=True)

@@ -276,6 +276,21 @@ class Evaluation:
                 for name, r in self.state.regions.items()}
 
 
+def retire(monitor_id: str, state: MonitorState, at_ms: int) -> Step:
+    """A monitor removed or paused (its rules are gone): its open incident resolves, so every
+    alert sent for it gets its resolve; its state starts afresh if it comes back."""
+    step = Step()
+    if state.incident is not None:
+        incident = state.incident
+        step.events.append(Event(
+            type=INCIDENT_RESOLVED, id=event_id(INCIDENT_RESOLVED, monitor_id, "retired", at_ms),
+            monitor_id=monitor_id, at_ms=at_ms, incident_id=incident.id,
+            opened_ms=incident.opened_ms, resolved_ms=at_ms,
+            first_check_id=incident.first_check_id, folded_into=incident.folded_into,
+            reason="the monitor was removed or paused"))
+    return step
+
+
 def evaluate(monitor_id: str, state: MonitorState, rules: Rules, result: CheckResult,
              dependencies: dict[str, Dependency] | None = None) -> Step:
     """Move `state` (in place) by one result; the events and the retry it asks for."""

@@ -193,3 +193,21 @@ async def test_the_service_evaluates_as_results_arrive(r, keys, setup):
     assert len(await events(r, keys)) == 8
     consumer = Consumer(r, keys.results, EVALUATOR_GROUP, "ev-1")
     assert await consumer.read(10, None) == []
+
+
+async def test_a_removed_monitor_resolves_its_open_incident(r, keys, setup):
+    """Every alert sent gets its resolve: also when the monitor goes away while down."""
+    await r.hset(keys.rules, "web", RULES.to_json())
+    base = await redis_ms(r) - 60_000
+    await add(r, keys, *[result("web", base + i * INTERVAL, o)
+                         for i, o in enumerate(["up", "down", "down"])])
+    ev = evaluator(r, keys)
+    await ev.evaluate(await ev.consumer.read(10, None))
+    assert (await state_of(r, keys, "web")).incident is not None
+    await r.hdel(keys.rules, "web")  # the scheduler's sync removed it
+    assert await ev.sweep_stale() == 1
+    resolved = (await events(r, keys))[-1]
+    assert (resolved.type, resolved.reason) == ("incident.resolved",
+                                                "the monitor was removed or paused")
+    assert await r.zcard(keys.stale) == 0
+    assert (await state_of(r, keys, "web")).regions == {}
