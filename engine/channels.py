@@ -1,0 +1,499 @@
+"""Notification channels and their outbox in Postgres: the one place that holds SQL about
+channels, deliveries, attempts and open alerts, for the notifier and the API.
+
+A channel is an apprise URL or a native webhook signed as Standard Webhooks says. Its URL and
+its webhook secret are sealed at rest (engine.secrets) and never read back through the API.
+Every time here is Postgres's `now()`: the outbox lives in that one database, so its clock is
+the one every notifier process shares, whatever the hosts' clocks say.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets as random
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import apprise
+import asyncpg
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from engine.monitors import (
+    CHANNEL_PATTERN,
+    MAX_NAME_LENGTH,
+    MAX_TAG_LENGTH,
+    MAX_TAGS,
+    _durations_of,
+)
+from engine.secrets import PREFIX as SEALED
+from engine.secrets import REDACTED, Keyring, SecretError
+
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+# What a channel may be routed: `up` is an incident's resolve; `monitoring` is Vigil's own
+# regions going stale and back (monitoring.degraded / restored).
+Route = Literal["down", "up", "degraded", "monitoring", "flapping"]
+EVENTS: tuple[Route, ...] = ("down", "up", "degraded", "monitoring", "flapping")
+MAX_URL_LENGTH = 2_048
+MIN_RESEND_MS = 1_000
+MAX_RESEND_MS = 7 * 86_400_000
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 24
+# Messages the storm guard never folds: it sends them itself, or a person waits on them.
+UNFOLDED = ("summary", "test")
+
+
+def delivery_key(source: str, channel_id: str) -> str:
+    """The idempotency key (the webhook-id a receiver dedupes on): a function of what the
+    message is about (an event id and its message, a reminder's number, a summary's parts)
+    and the channel, so the same message to the same channel always has the same key."""
+    digest = hashlib.sha256(f"{source}\x00{channel_id}".encode()).hexdigest()
+    return f"msg_{digest[:32]}"
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(random.token_bytes(SECRET_BYTES)).decode()
+
+
+def secret_bytes(secret: str) -> bytes:
+    """The HMAC key of a `whsec_` + base64 secret (Standard Webhooks)."""
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+
+
+def _plain_text(value: str) -> str:
+    # Postgres text holds no NUL; only the store writes sealed text.
+    if "\x00" in value:
+        raise ValueError("a NUL character cannot be stored")
+    if value.startswith(SEALED):
+        raise ValueError(f"a value cannot start with {SEALED!r} (sealed text)")
+    return value
+
+
+class ChannelSpec(BaseModel):
+    """A channel as written in an API body; `url` and `secret` may be REDACTED to keep the
+    stored ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(pattern=CHANNEL_PATTERN)]
+    kind: Literal["apprise", "webhook"]
+    name: str = Field(default="", max_length=MAX_NAME_LENGTH)
+    url: str = Field(min_length=1, max_length=MAX_URL_LENGTH)
+    secret: str | None = Field(default=None, max_length=200)
+    events: list[Route] = Field(default_factory=lambda: list(EVENTS), min_length=1,
+                                max_length=len(EVENTS))
+    tags: list[Annotated[str, Field(max_length=MAX_TAG_LENGTH)]] = Field(
+        default_factory=list, max_length=MAX_TAGS)
+    resend_every_ms: int | None = Field(default=None, ge=MIN_RESEND_MS, le=MAX_RESEND_MS)
+    enabled: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _durations(cls, data: Any) -> Any:
+        return _durations_of(data, ("resend_every",))
+
+    @field_validator("name", "url", "secret")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        return None if value is None else _plain_text(value)
+
+    @field_validator("tags")
+    @classmethod
+    def _storable_tags(cls, tags: list[str]) -> list[str]:
+        return [_plain_text(t) for t in tags]
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> ChannelSpec:
+        if self.url != REDACTED:
+            if self.kind == "webhook" and not self.url.startswith(("http://", "https://")):
+                raise ValueError("url: a webhook URL starts with http:// or https://")
+            if self.kind == "apprise" and apprise.Apprise.instantiate(self.url) is None:
+                raise ValueError("url: not an apprise URL this server supports (see "
+                                 "https://github.com/caronc/apprise/wiki)")
+        if self.secret is not None and self.kind != "webhook":
+            raise ValueError("secret: only a webhook channel has one")
+        if self.secret not in (None, REDACTED):
+            try:
+                ok = self.secret.startswith(SECRET_PREFIX) and len(secret_bytes(self.secret)) >= 16
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"secret: expected {SECRET_PREFIX} and the base64 of at least "
+                                 "16 bytes (leave it out to have one made)")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A channel as a notifier sends to it: its URL and secret opened."""
+
+    id: str
+    kind: str
+    name: str
+    url: str
+    secret: str | None
+
+
+COLUMNS = ("id, name, kind, url, secret, events, tags, resend_every_ms, enabled, created_at, "
+           "updated_at")
+
+
+def described(row: asyncpg.Record) -> dict[str, Any]:
+    """A stored channel for the API and the CLI: its URL and secret REDACTED, its service
+    (the URL's scheme) shown."""
+    return {"id": row["id"], "name": row["name"], "kind": row["kind"], "url": REDACTED,
+            "service": row["kind"] if row["kind"] == "webhook" else _scheme(row), "secret":
+            REDACTED if row["secret"] else None, "events": list(row["events"]),
+            "tags": list(row["tags"]), "resend_every_ms": row["resend_every_ms"],
+            "enabled": row["enabled"], "created_at": row["created_at"].isoformat(),
+            "updated_at": row["updated_at"].isoformat()}
+
+
+def _scheme(row: asyncpg.Record) -> str:
+    # The scheme is kept in the clear beside the sealed text (`slack|vigil:sealed:...`).
+    return str(row["url"]).partition("|")[0]
+
+
+def opened(row: asyncpg.Record, keyring: Keyring) -> Channel:
+    url = keyring.open("url", str(row["url"]).partition("|")[2])
+    secret = keyring.open("secret", row["secret"]) if row["secret"] else None
+    return Channel(id=row["id"], kind=row["kind"], name=row["name"], url=url, secret=secret)
+
+
+def _sealed_url(keyring: Keyring, spec: ChannelSpec, old: asyncpg.Record | None) -> str:
+    if spec.url == REDACTED:
+        if old is None or old["kind"] != spec.kind:
+            raise SecretError("url", f"{REDACTED} keeps the stored URL, and this channel has "
+                                     "none of its kind: send the URL")
+        return str(old["url"])
+    scheme = "webhook" if spec.kind == "webhook" else spec.url.partition("://")[0].lower()
+    if old is not None and old["kind"] == spec.kind and opened(old, keyring).url == spec.url:
+        return str(old["url"])  # unchanged: the same sealed text, no needless write
+    return f"{scheme}|{keyring.seal('url', spec.url)}"
+
+
+async def get(conn: Conn | asyncpg.Pool, channel_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {COLUMNS} FROM channels WHERE id = $1", channel_id)
+    return row
+
+
+async def list_all(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    return await pool.fetch(f"SELECT {COLUMNS} FROM channels ORDER BY id")
+
+
+async def save(pool: asyncpg.Pool, spec: ChannelSpec, keyring: Keyring,
+               create_only: bool = False) -> tuple[bool, str | None]:
+    """Create or replace; (created, the webhook secret when one was made here: shown once).
+    Raises SecretError (sealing needs VIGIL_SECRET_KEY; REDACTED needs a stored value), and
+    FileExistsError with `create_only` when the channel exists."""
+    async with pool.acquire() as conn, conn.transaction():
+        old = await conn.fetchrow(f"SELECT {COLUMNS} FROM channels WHERE id = $1 FOR UPDATE",
+                                  spec.id)
+        if old is not None and create_only:
+            raise FileExistsError(spec.id)
+        url = _sealed_url(keyring, spec, old)
+        made: str | None = None
+        secret: str | None = None
+        if spec.kind == "webhook":
+            if spec.secret not in (None, REDACTED):
+                secret = keyring.seal("secret", str(spec.secret))
+            elif old is not None and old["secret"]:
+                secret = old["secret"]
+            elif spec.secret == REDACTED:
+                raise SecretError("secret", f"{REDACTED} keeps the stored secret, and there is "
+                                            "none: send one or leave it out")
+            else:
+                made = new_secret()
+                secret = keyring.seal("secret", made)
+        await conn.execute(
+            """INSERT INTO channels (id, name, kind, url, secret, events, tags, resend_every_ms,
+                   enabled) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+               ON CONFLICT (id) DO UPDATE SET name = $2, kind = $3, url = $4, secret = $5,
+                   events = $6, tags = $7, resend_every_ms = $8, enabled = $9,
+                   updated_at = now()""",
+            spec.id, spec.name, spec.kind, url, secret, spec.events, spec.tags,
+            spec.resend_every_ms, spec.enabled)
+    return old is None, made
+
+
+async def delete(pool: asyncpg.Pool, channel_id: str) -> bool:
+    return await pool.fetchval("DELETE FROM channels WHERE id = $1 RETURNING true",
+                               channel_id) is not None
+
+
+# --- what the notifier's intake writes ----------------------------------------------------------
+
+async def monitor_routing(conn: Conn, monitor_id: str) -> tuple[list[str], list[str]]:
+    """A monitor's tags and the channels its `alerting.channels` names (none of either for a
+    monitor that is gone)."""
+    row = await conn.fetchrow(
+        """SELECT tags, ARRAY(SELECT jsonb_array_elements_text(
+                      COALESCE(alerting->'channels', '[]'))) AS channels
+           FROM monitors WHERE id = $1""", monitor_id)
+    return ([], []) if row is None else (list(row["tags"]), list(row["channels"]))
+
+
+async def routed(conn: Conn, route: str, tags: list[str], named: list[str]) -> list[str]:
+    """The enabled channels that take `route` for a monitor with these tags and channels."""
+    return [r["id"] for r in await conn.fetch(
+        """SELECT id FROM channels WHERE enabled AND $1 = ANY(events)
+               AND (tags && $2::text[] OR id = ANY($3::text[])) ORDER BY id""",
+        route, tags, named)]
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    key: str
+    channel_id: str
+    event_id: str
+    message: str
+    monitor_id: str | None
+    payload: dict[str, Any]
+
+
+async def add(conn: Conn, deliveries: list[NewDelivery], max_attempts: int) -> None:
+    """Insert each once: the key is the primary key, so an event read again adds nothing."""
+    await conn.executemany(
+        """INSERT INTO deliveries (key, channel_id, event_id, message, monitor_id, payload,
+               max_attempts) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)
+           ON CONFLICT (key) DO NOTHING""",
+        [(d.key, d.channel_id, d.event_id, d.message, d.monitor_id,
+          orjson.dumps(d.payload).decode(), max_attempts) for d in deliveries])
+
+
+async def open_alert(conn: Conn, monitor_id: str, alert: str, subject: str,
+                     opened_payload: dict[str, Any], channel_ids: list[str]) -> None:
+    """Remember which channels got this alert, for its end and its reminders; an incident's
+    first reminder is due `resend_every` after it opened."""
+    await conn.execute(
+        """INSERT INTO open_alerts (monitor_id, alert, channel_id, subject, opened,
+               next_reminder_at)
+           SELECT $1, $2, c.id, $3, $4::jsonb,
+                  CASE WHEN $2 = 'incident'
+                       THEN now() + c.resend_every_ms * interval '1 millisecond' END
+           FROM channels c WHERE c.id = ANY($5::text[])
+           ON CONFLICT (monitor_id, alert, channel_id) DO UPDATE SET subject = EXCLUDED.subject,
+               opened = EXCLUDED.opened, reminders = 0,
+               next_reminder_at = EXCLUDED.next_reminder_at
+           WHERE open_alerts.subject <> EXCLUDED.subject""",
+        monitor_id, alert, subject, orjson.dumps(opened_payload).decode(), channel_ids)
+
+
+async def close_alert(conn: Conn, monitor_id: str, alert: str,
+                      subject: str) -> list[tuple[str, list[str]]]:
+    """Forget the open alert; (channel id, its routes) of every channel that got it."""
+    rows = await conn.fetch(
+        """DELETE FROM open_alerts a USING channels c
+           WHERE a.monitor_id = $1 AND a.alert = $2 AND a.subject = $3 AND c.id = a.channel_id
+           RETURNING a.channel_id, c.events""", monitor_id, alert, subject)
+    return [(r["channel_id"], list(r["events"])) for r in rows]
+
+
+async def due_reminders(conn: Conn) -> list[asyncpg.Record]:
+    """Count one more reminder of every open incident whose next one is due, and schedule the
+    one after. Row locks make it atomic: of two notifiers at once, one sees each row due."""
+    return await conn.fetch(
+        """UPDATE open_alerts a SET reminders = a.reminders + 1,
+               next_reminder_at = now() + c.resend_every_ms * interval '1 millisecond'
+           FROM channels c
+           WHERE c.id = a.channel_id AND a.next_reminder_at <= now()
+           RETURNING a.monitor_id, a.channel_id, a.subject, a.opened::text AS opened,
+               a.reminders, c.enabled""")
+
+
+# --- what the notifier's sender claims and records -----------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Storm:
+    """More than `count` messages for one channel within `window_ms` are a storm: what is
+    pending for it goes out as one summary, at most one per `gather_ms`."""
+
+    count: int
+    window_ms: int
+    gather_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    key: str
+    channel_id: str
+    message: str
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+
+
+LOST = "lease expired: the notifier sending it stopped before it could tell"
+
+
+async def claim(pool: asyncpg.Pool, owner: str, limit: int, lease_ms: int,
+                storm: Storm) -> list[Claimed]:
+    """Take up to `limit` due deliveries for `owner` until the lease ends. FOR UPDATE SKIP
+    LOCKED makes the claim atomic: notifiers share the outbox, none takes a row another holds,
+    and one whose lease ran out (a notifier killed mid-send) is due again with its key."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _lost_attempts(conn)
+        storming = await _fold_storms(conn, storm)
+        rows = await conn.fetch(
+            """UPDATE deliveries d SET state = 'sending', attempts = d.attempts + 1,
+                   lease_until = now() + $2 * interval '1 millisecond', leased_by = $3
+               FROM (SELECT key FROM deliveries
+                     WHERE (state = 'pending' AND due_at <= now()
+                            OR state = 'sending' AND lease_until <= now())
+                       AND NOT (channel_id = ANY($4::text[]) AND attempts = 0
+                                AND message <> ALL($5::text[]))
+                     ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
+               WHERE d.key = due.key
+               RETURNING d.key, d.channel_id, d.message, d.payload::text AS payload,
+                   d.attempts, d.max_attempts""",
+            limit, lease_ms, owner, storming, list(UNFOLDED))
+    return [Claimed(key=r["key"], channel_id=r["channel_id"], message=r["message"],
+                    payload=orjson.loads(r["payload"]), attempt=r["attempts"],
+                    max_attempts=r["max_attempts"]) for r in rows]
+
+
+async def _lost_attempts(conn: Conn) -> None:
+    """An attempt whose lease ran out is recorded as lost; on the last attempt the delivery
+    is dead, else it is claimed again below."""
+    await conn.execute(
+        """INSERT INTO delivery_attempts (key, n, error)
+           SELECT key, attempts, $1 FROM deliveries
+           WHERE state = 'sending' AND lease_until <= now()
+           ON CONFLICT (key, n) DO NOTHING""", LOST)
+    await conn.execute(
+        """UPDATE deliveries SET state = 'dead', last_error = $1, lease_until = NULL
+           WHERE state = 'sending' AND lease_until <= now() AND attempts >= max_attempts""",
+        LOST)
+
+
+async def _fold_storms(conn: Conn, storm: Storm) -> list[str]:
+    """The channels in a storm now; for each whose last summary is older than the gather
+    time, the pending messages become one summary delivery (its key made from theirs), and
+    they are `folded` into it."""
+    rows = await conn.fetch(
+        """SELECT channel_id,
+                  max(created_at) FILTER (WHERE message = 'summary')
+                      > now() - $3 * interval '1 millisecond' AS gathering
+           FROM deliveries WHERE created_at > now() - $2 * interval '1 millisecond'
+               AND message <> 'test'
+           GROUP BY channel_id
+           HAVING count(*) FILTER (WHERE message <> 'summary') > $1""",
+        storm.count, storm.window_ms, storm.gather_ms)
+    for row in rows:
+        if row["gathering"]:
+            continue
+        folded = await conn.fetch(
+            """SELECT key, message, monitor_id, event_id FROM deliveries
+               WHERE channel_id = $1 AND state = 'pending' AND attempts = 0
+                   AND message <> ALL($2::text[])
+               ORDER BY created_at, key FOR UPDATE SKIP LOCKED""",
+            row["channel_id"], list(UNFOLDED))
+        if not folded:
+            continue
+        parts = [f["key"] for f in folded]
+        key = delivery_key("summary:" + hashlib.sha256(",".join(parts).encode()).hexdigest(),
+                           row["channel_id"])
+        items = [{"message": f["message"], "monitor_id": f["monitor_id"],
+                  "event_id": f["event_id"], "key": f["key"]} for f in folded]
+        max_attempts = await conn.fetchval(
+            "SELECT max(max_attempts) FROM deliveries WHERE key = ANY($1)", parts)
+        await add(conn, [NewDelivery(key=key, channel_id=row["channel_id"],
+                                     event_id=f"summary:{key}", message="summary",
+                                     monitor_id=None,
+                                     payload={"message": "summary", "count": len(items),
+                                              "items": items})], max_attempts)
+        await conn.execute("UPDATE deliveries SET state = 'folded', folded_into = $2 "
+                           "WHERE key = ANY($1)", parts, key)
+    return [r["channel_id"] for r in rows]
+
+
+async def channels_of(pool: asyncpg.Pool, ids: list[str]) -> dict[str, asyncpg.Record]:
+    return {r["id"]: r for r in await pool.fetch(
+        f"SELECT {COLUMNS} FROM channels WHERE id = ANY($1)", ids)}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One attempt's end: `retry_in_ms` None and no error is sent; an error with no retry is
+    the last attempt (or a permanent failure): dead."""
+
+    error: str | None = None
+    http_status: int | None = None
+    retry_in_ms: int | None = None
+
+
+async def record(pool: asyncpg.Pool, claimed: Claimed, owner: str, outcome: Outcome) -> bool:
+    """Record the attempt and move the delivery on; False when the lease was lost meanwhile
+    (another notifier holds it now, and its attempt is the one that counts)."""
+    state = "sent" if outcome.error is None else (
+        "pending" if outcome.retry_in_ms is not None else "dead")
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """INSERT INTO delivery_attempts (key, n, error, http_status) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (key, n) DO NOTHING""",
+            claimed.key, claimed.attempt, outcome.error, outcome.http_status)
+        moved = await conn.fetchval(
+            """UPDATE deliveries SET state = $4, last_error = $5, last_status = $6,
+                   lease_until = NULL, leased_by = NULL,
+                   due_at = CASE WHEN $4 = 'pending'
+                                 THEN now() + $7 * interval '1 millisecond' ELSE due_at END,
+                   sent_at = CASE WHEN $4 = 'sent' THEN now() END
+               WHERE key = $1 AND state = 'sending' AND attempts = $2 AND leased_by = $3
+               RETURNING true""",
+            claimed.key, claimed.attempt, owner, state, outcome.error, outcome.http_status,
+            outcome.retry_in_ms or 0)
+    return moved is not None
+
+
+# --- what the API and the CLI read ---------------------------------------------------------------
+
+STATES = ("pending", "sending", "sent", "dead", "folded")
+
+
+async def add_test(pool: asyncpg.Pool, channel_id: str) -> str:
+    """A test message to the channel, due now, one attempt: its key."""
+    key = delivery_key(f"test:{random.token_hex(8)}", channel_id)
+    async with pool.acquire() as conn:
+        await add(conn, [NewDelivery(key=key, channel_id=channel_id, event_id=f"test:{key}",
+                                     message="test", monitor_id=None,
+                                     payload={"message": "test", "channel_id": channel_id})], 1)
+    return key
+
+
+DELIVERIES = """
+SELECT d.key, d.channel_id, d.event_id, d.message, d.monitor_id, d.state, d.attempts,
+       d.max_attempts, d.due_at, d.created_at, d.sent_at, d.folded_into, d.last_error,
+       d.last_status,
+       COALESCE((SELECT json_agg(json_build_object('n', a.n, 'at', a.at, 'error', a.error,
+                                                   'http_status', a.http_status) ORDER BY a.n)
+                 FROM delivery_attempts a WHERE a.key = d.key), '[]')::text AS tries
+FROM deliveries d
+"""
+
+
+def _delivery(row: asyncpg.Record) -> dict[str, Any]:
+    out = {k: row[k] for k in ("key", "channel_id", "event_id", "message", "monitor_id",
+                               "state", "attempts", "max_attempts", "folded_into",
+                               "last_error", "last_status")}
+    for name in ("due_at", "created_at", "sent_at"):
+        out[name] = row[name].isoformat() if row[name] else None
+    out["attempt_log"] = orjson.loads(row["tries"])
+    return out
+
+
+async def delivery(pool: asyncpg.Pool, key: str) -> dict[str, Any] | None:
+    row = await pool.fetchrow(f"{DELIVERIES} WHERE d.key = $1", key)
+    return None if row is None else _delivery(row)
+
+
+async def deliveries(pool: asyncpg.Pool, state: str | None = None, event: str | None = None,
+                     channel: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest deliveries first, filtered by state, event id and channel id."""
+    rows = await pool.fetch(
+        f"""{DELIVERIES} WHERE ($1::text IS NULL OR d.state = $1)
+               AND ($2::text IS NULL OR d.event_id = $2)
+               AND ($3::text IS NULL OR d.channel_id = $3)
+            ORDER BY d.created_at DESC, d.key LIMIT $4""", state, event, channel, limit)
+    return [_delivery(r) for r in rows]

@@ -1,0 +1,160 @@
+"""The notifier's intake: events from the events stream (group NOTIFIER_GROUP) become
+deliveries in the Postgres outbox, then are acknowledged.
+
+One notifier at a time reads, the one holding a Postgres advisory lock, and it writes through
+the connection that holds it: events are taken in stream order (a resolve is never handled
+before its open by a peer), and an intake that lost its connection cannot write anymore.
+The others wait to take over, and the new one first claims what its predecessor read and
+did not acknowledge. Each batch is written in one transaction and acknowledged after it: a
+crash in between reads the batch again, and its deliveries' keys insert nothing new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+import redis.asyncio as aioredis
+import structlog
+
+from engine import channels, metrics
+from engine.cache import BoundedCache
+from engine.channels import NewDelivery, delivery_key
+from engine.events import BadEvent, Event
+from engine.keys import EVENT_GROUPS, NOTIFIER_GROUP, Keys
+from engine.service import OUTAGES, Outage
+from engine.streams import Consumer, DeadLetters, Delivery, Upkeep, ensure_group, event_of
+from notifier.messages import Step, payload, steps
+
+# "NOTIF" in ASCII: one intake per database (engine.migrate holds "VIGIL").
+INTAKE_LOCK = 0x4E_4F_54_49_46
+# A monitor's tags and channels change rarely; a minute-old routing is not what this guards.
+ROUTING_TTL_S = 5.0
+ROUTING_MAX = 10_000
+log = structlog.get_logger(component="notifier")
+
+
+class Intake:
+    def __init__(self, r: aioredis.Redis, keys: Keys, dsn: str, name: str, max_attempts: int,
+                 retention: tuple[int, int]) -> None:
+        self.r = r
+        self.keys = keys
+        self.dsn = dsn
+        self.name = name
+        self.max_attempts = max_attempts
+        self.consumer = Consumer(r, keys.events, NOTIFIER_GROUP, name)
+        self.deadletters = DeadLetters(r, keys.deadletter)
+        self.upkeep = Upkeep(r, keys.events, NOTIFIER_GROUP, EVENT_GROUPS, retention)
+        self._routing: BoundedCache[str, tuple[list[str], list[str]]] = BoundedCache(
+            ROUTING_MAX, ROUTING_TTL_S)
+        self._outage = Outage("notifier intake")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        # At `$`: a notifier added to a stream with history does not send that history.
+        await ensure_group(self.r, self.keys.events, NOTIFIER_GROUP, start="$")
+        while not stop.is_set():
+            try:
+                await self._lead(stop)
+            except OUTAGES as exc:
+                self._outage.failed(exc)
+                await pause(stop, 1.0)
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        conn: asyncpg.Connection = await asyncpg.connect(self.dsn)
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", INTAKE_LOCK):
+                self._outage.ok()
+                if await pause(stop, 2.0):
+                    return
+            log.info("notifier intake leads", consumer=self.name)
+            # The predecessor is gone (its lock with it): what it held is ours, oldest first.
+            await self._handle(conn, await self.consumer.claim(0, count=10_000,
+                                                               spare=frozenset({self.name})))
+            upkeep_at = 0.0
+            loop = asyncio.get_running_loop()
+            while not stop.is_set():
+                batch = await self.consumer.read(100, 1000)
+                self._outage.ok()
+                await self._handle(conn, batch)
+                if loop.time() >= upkeep_at:
+                    await self.upkeep()
+                    upkeep_at = loop.time() + 10.0
+        finally:
+            with contextlib.suppress(*OUTAGES):
+                await conn.close(timeout=5)
+
+    async def _handle(self, conn: asyncpg.Connection, batch: list[Delivery]) -> None:
+        good: list[tuple[bytes, Event]] = []
+        for item in batch:
+            try:
+                good.append((item.entry_id, Event.from_json(event_of(item.fields))))
+            except BadEvent as exc:
+                await self._dead_letter(item.entry_id, event_of(item.fields), str(exc))
+        if not good:
+            return
+        try:
+            async with conn.transaction():
+                for _, event in good:
+                    await self._write(conn, event)
+        except OUTAGES:
+            raise
+        except Exception:
+            # One event the database refuses must not hold back the others: one by one, and
+            # the one that fails is dead-lettered.
+            for entry_id, event in good:
+                try:
+                    async with conn.transaction():
+                        await self._write(conn, event)
+                except OUTAGES:
+                    raise
+                except Exception as exc:
+                    log.exception("event not turned into deliveries", event_id=event.id)
+                    await self._dead_letter(entry_id, event.to_json(), repr(exc))
+        await self.consumer.ack(*[entry_id for entry_id, _ in good])
+
+    async def _dead_letter(self, entry_id: bytes, raw: bytes, reason: str) -> None:
+        log.error("event dead-lettered", entry_id=entry_id.decode(), error=reason)
+        await self.deadletters.add(self.keys.events, entry_id, raw, f"notifier: {reason}")
+        await self.consumer.ack(entry_id)
+        metrics.DEAD_LETTERS.labels(self.keys.events).inc()
+
+    async def _write(self, conn: asyncpg.Connection, event: Event) -> None:
+        for step in steps(event):
+            if step.opens:
+                await self._open(conn, event, step)
+            else:
+                await self._close(conn, event, step)
+
+    async def _open(self, conn: asyncpg.Connection, event: Event, step: Step) -> None:
+        tags, named = await self._routing.get_or_load(
+            event.monitor_id, lambda: channels.monitor_routing(conn, event.monitor_id))
+        targets = await channels.routed(conn, step.route, tags, named)
+        if not targets:
+            return
+        body = payload(event, step.message)
+        await channels.add(conn, self._deliveries(event, step, body, targets), self.max_attempts)
+        await channels.open_alert(conn, event.monitor_id, step.alert, step.subject, body,
+                                  targets)
+
+    async def _close(self, conn: asyncpg.Connection, event: Event, step: Step) -> None:
+        got = await channels.close_alert(conn, event.monitor_id, step.alert, step.subject)
+        # An incident's resolve goes to the channels that got its open and take `up`.
+        targets = [c for c, routes in got if step.alert != "incident" or "up" in routes]
+        if targets:
+            await channels.add(conn, self._deliveries(event, step, payload(event, step.message),
+                                                      targets), self.max_attempts)
+
+    @staticmethod
+    def _deliveries(event: Event, step: Step, body: dict[str, object],
+                    targets: list[str]) -> list[NewDelivery]:
+        return [NewDelivery(key=delivery_key(f"{event.id}/{step.message}", c), channel_id=c,
+                            event_id=event.id, message=step.message, monitor_id=event.monitor_id,
+                            payload=body) for c in targets]
+
+
+async def pause(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds`; True when stopped meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    return stop.is_set()

@@ -1,0 +1,48 @@
+"""`vigil notifier`: the intake (events to deliveries, one notifier at a time) and the sender
+(deliveries to channels, shared by every notifier) side by side, until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import redis.asyncio as aioredis
+import structlog
+
+from engine.keys import Keys
+from engine.secrets import Keyring
+from engine.service import OUTAGES, Outage
+from engine.settings import Settings
+from notifier.intake import Intake, pause
+from notifier.sender import Sender
+from notifier.settings import NotifySettings
+
+log = structlog.get_logger(component="notifier")
+
+
+class Notifier:
+    name = "notifier"
+
+    def __init__(self, r: aioredis.Redis, pool: asyncpg.Pool, keys: Keys, settings: Settings,
+                 notify: NotifySettings | None = None) -> None:
+        self.notify = notify or NotifySettings.from_env()
+        self.intake = Intake(r, keys, settings.postgres_dsn, settings.instance_id,
+                             self.notify.max_attempts, settings.retention)
+        self.sender = Sender(pool, settings.instance_id, self.notify, Keyring.from_env())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("notifier started", concurrency=self.notify.concurrency,
+                 max_attempts=self.notify.max_attempts)
+        await asyncio.gather(self.intake.run(stop), self._send(stop))
+        log.info("notifier stopped", sent=self.sender.sent)
+
+    async def _send(self, stop: asyncio.Event) -> None:
+        """The sender, through Postgres outages: one warning, retries, no restart."""
+        outage = Outage("notifier sender")
+        while not stop.is_set():
+            try:
+                await self.sender.run(stop)
+                outage.ok()
+            except OUTAGES as exc:
+                outage.failed(exc)
+                await pause(stop, 1.0)
