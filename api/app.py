@@ -14,6 +14,7 @@ from api import state
 from api.auth import failure_buckets
 from api.errors import json_errors
 from api.headers import secure
+from api.incidents import add_incident_routes
 from api.monitors import add_monitor_routes
 from api.openapi import add_openapi_route
 from api.page import add_page_routes
@@ -44,6 +45,7 @@ def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse, keys: Keys,
     add_page_routes(app)
     add_status_routes(app)
     add_monitor_routes(app)
+    add_incident_routes(app)
     add_push_routes(app)
     add_openapi_route(app)
     return app

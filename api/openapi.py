@@ -16,6 +16,7 @@ from aiohttp import web
 from api.errors import json_response
 from api.state import SCHEMA
 from api.tokens import Scope
+from engine.incidents import LIST_MAX, NOTE_MAX
 from engine.monitors import ID_PATTERN, MonitorSchema
 
 OPENAPI_KEY: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
@@ -33,6 +34,17 @@ AUTH = ("401", "403", "429")
 MONITOR_ID = {"name": "monitor_id", "in": "path", "required": True,
               "schema": {"type": "string", "pattern": ID_PATTERN}}
 ANY_OBJECT = {"type": "object"}
+INCIDENT_ID = {"name": "incident_id", "in": "path", "required": True,
+               "schema": {"type": "string"}, "description": "monitor id:opened at (epoch ms)"}
+INCIDENT_FILTERS = (
+    {"name": "state", "in": "query", "required": False, "schema": {"enum": ["open", "resolved"]}},
+    {"name": "monitor", "in": "query", "required": False, "schema": {"type": "string"}},
+    {"name": "since", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "opened this long ago or later (24h), or since an ISO 8601 time"},
+    {"name": "limit", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 1, "maximum": LIST_MAX, "default": 100}})
+NOTE = {"type": "object", "required": ["text"], "additionalProperties": False,
+        "properties": {"text": {"type": "string", "minLength": 1, "maxLength": NOTE_MAX}}}
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -117,6 +129,21 @@ def document(schema: MonitorSchema) -> dict[str, Any]:
                 "a push monitor's heartbeat", {"200": "recorded", "503": "try again"},
                 parameters=(push_token, push_status, push_message), errors=("413", "422", "429"))
                 for method in ("get", "post")},
+            "/api/v1/incidents": {"get": _operation(
+                "incidents, newest first", {"200": "the incidents"}, "read",
+                parameters=INCIDENT_FILTERS, errors=("422",))},
+            "/api/v1/incidents/{incident_id}": {"get": _operation(
+                "an incident with its notes", {"200": "the incident"}, "read",
+                parameters=(INCIDENT_ID,))},
+            "/api/v1/incidents/{incident_id}/acknowledge": {"post": _operation(
+                "acknowledge an incident as the token's name (the first one stays)",
+                {"200": "the incident"}, "write", parameters=(INCIDENT_ID,))},
+            "/api/v1/incidents/{incident_id}/notes": {"post": _operation(
+                "add a note to an incident, by the token's name", {"201": "the incident"},
+                "write", NOTE, (INCIDENT_ID,))},
+            f"{one}/confirmed": {"get": _operation(
+                "a monitor's confirmed status (hysteresis, quorum) and each region's",
+                {"200": "the status"}, "read", parameters=(MONITOR_ID,))},
             "/health": {"get": _operation("Redis, Postgres and ClickHouse reachable",
                                           {"200": "all reachable", "503": "one is not"})},
         },

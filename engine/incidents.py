@@ -52,11 +52,12 @@ WHERE (s.since_ms, s.event_id) < (EXCLUDED.since_ms, EXCLUDED.event_id)
 # opening once it is here; a resolve that came first filled them from its own copy meanwhile.
 INCIDENTS = """
 INSERT INTO incidents AS i (id, monitor_id, opened_ms, resolved_ms, first_check_id, regions,
-    folded_into, maintenance, opened_event, resolved_event)
-SELECT id, m, o, r, fc, rg::jsonb, fi, mt, oe, re
+    folded_into, maintenance, error_kind, error, reason, opened_event, resolved_event)
+SELECT id, m, o, r, fc, rg::jsonb, fi, mt, ek, er, rs, oe, re
 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[],
-            $7::text[], $8::bool[], $9::text[], $10::text[])
-     AS u(id, m, o, r, fc, rg, fi, mt, oe, re)
+            $7::text[], $8::bool[], $9::text[], $10::text[], $11::text[], $12::text[],
+            $13::text[])
+     AS u(id, m, o, r, fc, rg, fi, mt, ek, er, rs, oe, re)
 ON CONFLICT (id) DO UPDATE SET
     first_check_id = CASE WHEN i.opened_event IS NULL THEN EXCLUDED.first_check_id
                           ELSE i.first_check_id END,
@@ -65,6 +66,10 @@ ON CONFLICT (id) DO UPDATE SET
                        ELSE i.folded_into END,
     maintenance = CASE WHEN i.opened_event IS NULL THEN EXCLUDED.maintenance
                        ELSE i.maintenance END,
+    error_kind = CASE WHEN i.opened_event IS NULL THEN EXCLUDED.error_kind
+                      ELSE i.error_kind END,
+    error = CASE WHEN i.opened_event IS NULL THEN EXCLUDED.error ELSE i.error END,
+    reason = COALESCE(i.reason, EXCLUDED.reason),
     opened_event = COALESCE(i.opened_event, EXCLUDED.opened_event),
     resolved_ms = COALESCE(i.resolved_ms, EXCLUDED.resolved_ms),
     resolved_event = COALESCE(i.resolved_event, EXCLUDED.resolved_event)
@@ -95,8 +100,8 @@ def region_of(event: Event) -> str:
     return (event.region or MONITOR) if event.type == STATUS_CHANGED else MONITOR
 
 
-def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def history_rows(events: list[Event]) -> list[tuple[Any, ...]]:
@@ -128,17 +133,20 @@ class _Incident:
     regions: bytes = b"{}"
     folded_into: str | None = None
     maintenance: bool = False
+    error_kind: str | None = None
+    error: str | None = None
+    reason: str | None = None
     opened_event: str | None = None
     resolved_event: str | None = None
 
     def take(self, e: Event) -> None:
         """The opening's columns from the opening (or from a resolve until it comes)."""
-        if e.type == INCIDENT_RESOLVED:
-            self.resolved_ms = e.resolved_ms
-            self.resolved_event = self.resolved_event or e.id
+        if e.type == INCIDENT_RESOLVED and self.resolved_event is None:
+            self.resolved_ms, self.resolved_event, self.reason = e.resolved_ms, e.id, e.reason
         if self.opened_event is None:
             self.first_check_id, self.folded_into = e.first_check_id, e.folded_into
             self.regions, self.maintenance = orjson.dumps(e.regions), e.maintenance
+            self.error_kind, self.error = e.error_kind, e.error
             if e.type == INCIDENT_OPENED:
                 self.opened_event = e.id
 
@@ -155,18 +163,18 @@ def incident_rows(events: list[Event]) -> list[tuple[Any, ...]]:
                                      _Incident(e.incident_id, e.monitor_id, e.opened_ms))
         incident.take(e)
     return [(i.id, i.monitor_id, i.opened_ms, i.resolved_ms, i.first_check_id,
-             i.regions.decode(), i.folded_into, i.maintenance, i.opened_event, i.resolved_event)
-            for _, i in sorted(merged.items())]
+             i.regions.decode(), i.folded_into, i.maintenance, i.error_kind, i.error, i.reason,
+             i.opened_event, i.resolved_event) for _, i in sorted(merged.items())]
 
 
 async def project(conn: Conn, events: list[Event]) -> None:
     """Write a batch of events into the projection, in one transaction."""
-    statements = ((HISTORY, history_rows(events), 8), (STATUS, status_rows(events), 6),
-                  (INCIDENTS, incident_rows(events), 10))
+    statements = ((HISTORY, history_rows(events)), (STATUS, status_rows(events)),
+                  (INCIDENTS, incident_rows(events)))
     async with conn.transaction():
-        for sql, rows, width in statements:
+        for sql, rows in statements:
             if rows:
-                await conn.execute(sql, *_columns(rows, width))
+                await conn.execute(sql, *_columns(rows))
 
 
 async def empty(conn: Conn) -> bool:
@@ -184,8 +192,8 @@ async def truncate(conn: Conn) -> None:
 # --- reads, for the API and the CLI ---
 
 INCIDENT_COLUMNS = """i.id, i.monitor_id, i.opened_ms, i.resolved_ms, i.duration_ms,
-    i.first_check_id, i.regions::text AS regions, i.folded_into, i.maintenance,
-    i.acknowledged_by, i.acknowledged_at"""
+    i.first_check_id, i.regions::text AS regions, i.folded_into, i.maintenance, i.error_kind,
+    i.error, i.reason, i.acknowledged_by, i.acknowledged_at"""
 State = Literal["open", "resolved"]
 
 
@@ -196,10 +204,11 @@ def described(row: asyncpg.Record) -> dict[str, Any]:
     return out
 
 
-async def listed(pool: asyncpg.Pool, *, state: State | None = None,
+async def listed(pool: asyncpg.Pool, *, state: str | None = None,
                  monitor_id: str | None = None, since_ms: int | None = None,
                  limit: int = 100) -> list[dict[str, Any]]:
-    """Incidents, newest opening first; `since_ms`: opened then or later."""
+    """Incidents, newest opening first; `state` one of State (the caller checks), `since_ms`:
+    opened then or later."""
     rows = await pool.fetch(
         f"""SELECT {INCIDENT_COLUMNS} FROM incidents i
             WHERE ($1::text IS NULL OR ($1 = 'open') = (i.resolved_ms IS NULL))

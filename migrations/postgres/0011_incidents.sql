@@ -7,7 +7,8 @@
 -- may arrive in either order (a claimed redelivery of the opening after the resolve): each
 -- fills its own columns. `regions` is each region's status when it opened. An incident that
 -- opened in a muted maintenance window, or folded into a dependency's (`folded_into`), was
--- not notified.
+-- not notified. `error_kind`/`error`: the first failing result's, as the opening tells;
+-- `reason`: why it resolved other than by results (the monitor was removed or paused).
 CREATE TABLE incidents (
     id              text PRIMARY KEY,
     monitor_id      text NOT NULL,
@@ -18,6 +19,9 @@ CREATE TABLE incidents (
     regions         jsonb NOT NULL DEFAULT '{}',
     folded_into     text,
     maintenance     boolean NOT NULL DEFAULT false,
+    error_kind      text,
+    error           text,
+    reason          text,
     opened_event    text,
     resolved_event  text,
     acknowledged_by text,

@@ -16,7 +16,14 @@ from engine.keys import PROJECTION_GROUP
 from engine.settings import Settings
 from sinks.incidents import IncidentsSink
 from sinks.status_events import StatusEventsSink
-from tests.support.events import change, opened, publish, resolved, run_until_done
+from tests.support.events import (
+    change,
+    clear_projections,
+    opened,
+    publish,
+    resolved,
+    run_until_done,
+)
 
 SETTINGS = Settings(sink_batch_size=100, sink_flush_ms=50, max_timeout_ms=200,
                     claim_grace_ms=100, instance_id="projection-a")
@@ -27,8 +34,7 @@ MIN = 60_000
 
 @pytest.fixture
 async def empty(pool, ch) -> None:
-    await pool.execute(f"TRUNCATE {', '.join(TABLES)}")
-    await ch.command("TRUNCATE TABLE status_events")
+    await clear_projections(pool, ch)
 
 
 def incidents_sink(r, keys, postgres_dsn, settings: Settings = SETTINGS) -> IncidentsSink:
@@ -43,7 +49,7 @@ def outage(monitor_id: str = "web", start: int = T0, end: int = T0 + 5 * MIN) ->
         change(monitor_id, start, "down", "up", region="eu", check_id=f"{monitor_id}:eu:{start}"),
         change(monitor_id, start, "down", "up", regions=regions_down),
         opened(monitor_id, start, first_check_id=f"{monitor_id}:eu:{start - MIN}",
-               regions=regions_down),
+               regions=regions_down, error_kind="connect", error="refused"),
         change(monitor_id, end, "up", "down", region="eu"),
         change(monitor_id, end, "up", "down", regions={"eu": "up", "us": "up"}),
         resolved(monitor_id, start, end, first_check_id=f"{monitor_id}:eu:{start - MIN}",
@@ -67,13 +73,14 @@ async def test_an_outage_is_projected(r, keys, pool, postgres_dsn, empty):
         "id": f"web:{T0}", "monitor_id": "web", "opened_ms": T0, "resolved_ms": T0 + 5 * MIN,
         "duration_ms": 5 * MIN, "first_check_id": f"web:eu:{T0 - MIN}",
         "regions": '{"eu": "down", "us": "up"}', "folded_into": None, "maintenance": False,
-        "opened_event": f"incident.opened:web:*:{T0}",
-        "resolved_event": f"incident.resolved:web:*:{T0 + 5 * MIN}",
+        "error_kind": "connect", "error": "refused", "reason": None,
+        "opened_event": f"incident.opened:web:eu:{T0}",
+        "resolved_event": f"incident.resolved:web:eu:{T0 + 5 * MIN}",
         "acknowledged_by": None, "acknowledged_at": None}
     status = await pool.fetch("SELECT region, status, previous, since_ms, event_id "
                               "FROM confirmed_status ORDER BY region")
     assert [tuple(s.values()) for s in status] == [
-        ("*", "up", "down", T0 + 5 * MIN, f"monitor.changed:web:*:{T0 + 5 * MIN}"),
+        ("*", "up", "down", T0 + 5 * MIN, f"monitor.changed:web:eu:{T0 + 5 * MIN}"),
         ("eu", "up", "down", T0 + 5 * MIN, f"status.changed:web:eu:{T0 + 5 * MIN}")]
     history = await pool.fetch("SELECT region, at_ms, status, previous, check_id "
                                "FROM confirmed_history ORDER BY at_ms, region")
