@@ -17,6 +17,7 @@ from engine.service import Outage, every
 from engine.streams import EVENT_FIELD
 from scheduler.expire import EVERY_S as EXPIRE_EVERY
 from scheduler.expire import Expirer
+from scheduler.maintenance import MaintenanceKeeper
 from scheduler.sync import CHANNEL, MonitorSync
 
 DISPATCH_LIMIT = 1_000
@@ -77,6 +78,7 @@ class Scheduler:
         self.sync = MonitorSync(r, pool, keys)
         self.dispatcher = Dispatcher(r, keys)
         self.expirer = Expirer(r, pool, keys, claim_idle_ms)
+        self.maintenance = MaintenanceKeeper(r, pool, keys)
         self.reconcile_s = reconcile_s
         self.postgres_dsn = postgres_dsn
 
@@ -108,6 +110,7 @@ class Scheduler:
             self._listen(stop),
             every(self.reconcile_s, stop, self.sync.reconcile, "reconcile"),
             every(EXPIRE_EVERY, stop, self.expirer.run_once, "expire"),
+            self.maintenance.run(stop),
             self.dispatcher.run(stop),
         )
         log.info("scheduler stopped")

@@ -11,7 +11,7 @@ import pytest
 from engine import heartbeats, store
 from engine.clock import redis_ms
 from engine.connections import redis_client
-from engine.events import DEADLINE_MARK, SLOT_MARK, CheckDue, check_id
+from engine.events import DEADLINE_MARK, MAINTENANCE_MARK, SLOT_MARK, CheckDue, check_id
 from engine.streams import event_of
 from executors.kinds import SCHEMA
 from scheduler.plan import compile_plan
@@ -107,7 +107,8 @@ async def test_sync_keeps_schedule_unless_interval_changes(r, keys, pool, clean)
     # The plan is the interval, then per region the region and its check.due template.
     interval, region, template = (await r.hget(keys.plan, "web")).split(b"\x00")
     assert (interval, region) == (b"20000", b"default")
-    event = orjson.loads(template.replace(SLOT_MARK, b"0").replace(DEADLINE_MARK, b"0"))
+    event = orjson.loads(template.replace(SLOT_MARK, b"0").replace(DEADLINE_MARK, b"0").replace(
+        MAINTENANCE_MARK, b"false"))
     assert (event["spec_version"], event["interval_ms"]) == (3, 20_000)
     assert event["spec"] == {"host": "127.0.0.1", "port": 9}
     await pool.execute("UPDATE monitors SET enabled = false, version = version + 1")
@@ -164,7 +165,8 @@ async def plan_version(r, keys, monitor_id: str) -> int | None:
     if plan is None:
         return None
     template = plan.split(b"\x00")[2]
-    return orjson.loads(template.replace(SLOT_MARK, b"0").replace(DEADLINE_MARK, b"0"))[
+    return orjson.loads(template.replace(SLOT_MARK, b"0").replace(DEADLINE_MARK, b"0").replace(
+        MAINTENANCE_MARK, b"false"))[
         "spec_version"]
 
 
