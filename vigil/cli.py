@@ -14,15 +14,19 @@ import structlog
 import uvloop
 
 from api.tokens import SCOPES, expiry_ms
+from engine import channels
 from engine import logging as vlogging
 from engine.clickhouse import ClickHouse
 from engine.connections import postgres_pool
 from engine.keys import Keys
 from engine.migrate import MigrationError, migrate
 from engine.monitors import SpecError
-from engine.secrets import KEY_VARIABLE, generate_key
+from engine.secrets import KEY_VARIABLE, SecretError, generate_key
 from engine.service import OUTAGES
 from engine.settings import Settings, SettingsError
+from notifier import commands as notify_commands
+from notifier.settings import NotifySettings
+from notifier.transports import TransportError
 from vigil import admin
 from vigil.admin import CommandError
 from vigil.embedded import Embedded, EmbeddedError
@@ -107,6 +111,20 @@ def parser() -> argparse.ArgumentParser:
     ssub.add_parser("keygen", help="print a new key for VIGIL_SECRET_KEY")
     ssub.add_parser("rotate", parents=[common],
                     help="re-seal every stored secret with the first key of VIGIL_SECRET_KEY")
+    sub.add_parser("notifier", parents=[common], help="send notifications (the outbox)")
+    chans = sub.add_parser("channels", help="notification channels (change them with the API)")
+    chans.add_subparsers(dest="action", required=True).add_parser(
+        "list", parents=[common], help="every channel, its secrets redacted")
+    outbox = sub.add_parser("deliveries", parents=[common],
+                            help="the notification outbox, newest first")
+    outbox.add_argument("--state", choices=channels.STATES, help="dead: given up after the "
+                                                                  "last attempt")
+    outbox.add_argument("--channel")
+    outbox.add_argument("--limit", type=int, default=50)
+    notify = sub.add_parser("notify", help="notifications")
+    notify.add_subparsers(dest="action", required=True).add_parser(
+        "test", parents=[common], help="send a test message to a channel now").add_argument(
+        "channel")
     up = sub.add_parser("up", parents=[common], help="everything in one process, embedded")
     up.add_argument("--data-dir", default=".vigil")
     up.add_argument("--port", type=int, default=8080)
@@ -168,6 +186,23 @@ async def _admin(pool: asyncpg.Pool, settings: Settings, args: argparse.Namespac
         await admin.token_revoke(pool, args.name or args.name_option)
 
 
+async def cmd_notify(settings: Settings, args: argparse.Namespace) -> None:
+    pool = await postgres_pool(settings.postgres_dsn)
+    try:
+        if args.command == "channels":
+            await notify_commands.list_channels(pool)
+        elif args.command == "deliveries":
+            await notify_commands.list_deliveries(pool, args.state, args.channel, args.limit)
+        else:
+            try:
+                print(await notify_commands.send_test(pool, args.channel,
+                                                      NotifySettings.from_env().timeout_ms))
+            except (notify_commands.NotFound, TransportError, SecretError) as exc:
+                raise CommandError(f"notify test {args.channel}: {exc}") from None
+    finally:
+        await pool.close()
+
+
 async def cmd_up(args: argparse.Namespace, examples: str | None) -> None:
     embedded = Embedded(Path(args.data_dir))
     redis_url, dsn, ch_url = await embedded.start(args.redis_url, args.postgres_dsn,
@@ -204,6 +239,8 @@ def _command(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
         return cmd_migrate(settings)
     if args.command in ("monitors", "tokens", "secrets"):
         return cmd_admin(settings, args)
+    if args.command in ("channels", "deliveries", "notify"):
+        return cmd_notify(settings, args)
     roles = {"sink": [f"sink-{getattr(args, 'target', '')}"], "run": getattr(args, "roles", [])}
     return run_roles(roles.get(args.command, [args.command]), settings,
                      getattr(args, "host", "127.0.0.1"), getattr(args, "port", 8080))

@@ -23,11 +23,13 @@ from engine.settings import Settings
 from evaluator.service import Evaluator
 from executors.kinds import SCHEMA
 from executors.service import Executor
+from notifier.service import Notifier
 from scheduler.service import Scheduler
 from sinks.clickhouse import ClickHouseSink
 from sinks.status import StatusSink
 
-ROLES = ("scheduler", "executor", "evaluator", "sink-clickhouse", "sink-status", "api")
+ROLES = ("scheduler", "executor", "evaluator", "sink-clickhouse", "sink-status", "api",
+         "notifier")
 
 
 async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1",
@@ -42,7 +44,7 @@ async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1
         stack.push_async_callback(r.aclose)
         pool: asyncpg.Pool | None = None
         ch: ClickHouse | None = None
-        if {"scheduler", "api"} & set(roles):
+        if {"scheduler", "api", "notifier"} & set(roles):
             pool = await postgres_pool(settings.postgres_dsn)
             stack.push_async_callback(pool.close)
         if {"sink-clickhouse", "api"} & set(roles):
@@ -63,6 +65,9 @@ async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1
                 services.append(ClickHouseSink(r, keys, settings, ch=ch))
             elif role == "sink-status":
                 services.append(StatusSink(r, keys, settings, postgres_dsn=settings.postgres_dsn))
+            elif role == "notifier":
+                assert pool is not None
+                services.append(Notifier(r, pool, keys, settings))
             else:
                 assert pool is not None
                 assert ch is not None

@@ -31,10 +31,11 @@ TOLERANCE_S = 300
 
 @dataclass
 class WebhookReceiver:
-    """Per message (webhook-id): the first `fail_first` requests answer `fail_status`, the
-    first `hold_first` are held open until `release` is set (a receiver that hangs while the
-    sender is killed); then 200. Every request with a valid signature is in `requests`;
-    `delivered` has each message once, as a deduping receiver keeps it."""
+    """The first `hold_first` requests of all are held open until `release` is set (a
+    receiver that hangs while the sender is killed); per message (webhook-id), the first
+    `fail_first` requests answer `fail_status`; then 200. Every request with a valid
+    signature is in `requests`; `delivered` has each message once, as a deduping receiver
+    keeps it."""
 
     secret: str = SECRET
     fail_first: int = 0
@@ -67,7 +68,7 @@ class WebhookReceiver:
         data = orjson.loads(body)
         self.requests.append((msg_id, data))
         seen = sum(1 for m, _ in self.requests if m == msg_id)
-        if seen <= self.hold_first:
+        if len(self.requests) <= self.hold_first:
             self.held.set()
             await self.release.wait()
         if seen <= self.fail_first:

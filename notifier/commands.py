@@ -1,0 +1,59 @@
+"""What `vigil channels ...`, `vigil deliveries` and `vigil notify test` print: the channels
+(secrets REDACTED), the outbox's deliveries with their attempts, and a test message sent now
+from this process, through the transports the notifier uses."""
+
+from __future__ import annotations
+
+from secrets import token_hex
+
+import asyncpg
+
+from engine import channels
+from engine.channels import delivery_key
+from engine.secrets import Keyring
+from notifier.transports import Transports
+
+
+class NotFound(LookupError):
+    """No such channel."""
+
+
+async def list_channels(pool: asyncpg.Pool) -> None:
+    rows = await channels.list_all(pool)
+    if not rows:
+        print("no channels (POST /api/v1/channels)")
+    for row in rows:
+        c = channels.described(row)
+        routed = ", ".join(c["tags"]) or "-"
+        print(f"{c['id']:<24} {c['service']:<10} {'on ' if c['enabled'] else 'off'} "
+              f"events={','.join(c['events'])} tags={routed}"
+              + (f" resend_every={c['resend_every_ms'] // 1000}s" if c["resend_every_ms"]
+                 else ""))
+
+
+async def list_deliveries(pool: asyncpg.Pool, state: str | None, channel: str | None,
+                          limit: int) -> None:
+    rows = await channels.deliveries(pool, state=state, channel=channel, limit=limit)
+    for d in rows:
+        error = f"  last error: {d['last_error']}" if d["last_error"] else ""
+        print(f"{d['created_at']}  {d['state']:<8} {d['channel_id']:<20} {d['message']:<20} "
+              f"{d['monitor_id'] or '-'}  attempts {d['attempts']}/{d['max_attempts']}  "
+              f"{d['key']}{error}")
+    if not rows:
+        print("no deliveries")
+
+
+async def send_test(pool: asyncpg.Pool, channel_id: str, timeout_ms: int) -> str:
+    """Send a test message to the channel now; what happened, or raises NotFound or
+    notifier.transports.TransportError."""
+    row = await channels.get(pool, channel_id)
+    if row is None:
+        raise NotFound(f"no channel {channel_id!r}")
+    transports = Transports(timeout_ms)
+    key = delivery_key(f"cli-test:{token_hex(8)}", channel_id)
+    try:
+        status = await transports.send(channels.opened(row, Keyring.from_env()), key,
+                                       {"message": "test", "channel_id": channel_id})
+    finally:
+        await transports.close()
+    return f"sent to {channel_id}" + (f" (HTTP {status})" if status else "")
