@@ -89,6 +89,7 @@ class Config(Offered):
     target: str
     drain_timeout_s: float
     keep: bool
+    evaluator: bool
 
 
 def status_rows(dsn: str) -> int:
@@ -135,7 +136,8 @@ class Run(ProcessGroup):
         return redis.Redis(port=s.redis_port)
 
     def start_vigil(self) -> None:
-        for name, args, extra in vigil_roles(self.cfg.executors, self.cfg.concurrency):
+        for name, args, extra in vigil_roles(self.cfg.executors, self.cfg.concurrency,
+                                             self.cfg.evaluator):
             env = {**self.stack.env, **extra, "VIGIL_INSTANCE_ID": name}
             self.add(name, spawn(vigil(*args), self.workdir / f"{name}.log", env))
 
@@ -174,15 +176,16 @@ def measure(run: Run, r: redis.Redis) -> dict[str, Any]:
     total_dispatched = dispatched(r)
     t_drain = time.monotonic()
     try:
-        wait_until(lambda: all_drained(r), cfg.drain_timeout_s, "drain", 0.25)
+        wait_until(lambda: all_drained(r, cfg.evaluator), cfg.drain_timeout_s, "drain", 0.25)
         drain_ok = True
     except BenchError:
         drain_ok = False
     drain_s = time.monotonic() - t_drain
     for name in [n for n in run.procs if n.startswith("executor-")]:
         run.stop(name)
-    for name in ("sink-status", "sink-clickhouse"):
-        run.stop(name)
+    for name in ("sink-status", "sink-clickhouse", "evaluator"):
+        if name in run.procs:
+            run.stop(name)
     stats = {k.decode(): int(v) for k, v in r.hgetall(KEYS.stats).items()}
     return {
         "window": {"start_ms": int(w0 * 1000), "end_ms": int(w1 * 1000), "seconds": w1 - w0},
@@ -191,6 +194,7 @@ def measure(run: Run, r: redis.Redis) -> dict[str, Any]:
         "drained": drain_ok, "drain_seconds": round(drain_s, 2),
         "machine_cpu_busy_share": (busy1 - busy0) / max(1e-9, total1 - total0),
         "redis_commands": command_delta(cmd0, cmd1),
+        "events": int(r.xlen(KEYS.events)) if r.exists(KEYS.events) else 0,
     }
 
 
@@ -323,6 +327,40 @@ def sweep_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def vigil_cpu_per_1k(res: dict[str, Any]) -> float:
+    """CPU seconds per 1,000 checks of Vigil's own processes (not the servers, not the
+    target)."""
+    return sum(v["cpu_s_per_1k_checks"] for k, v in res["cpu"].items()
+               if k in res["exit_codes"] and not k.startswith("executors-"))
+
+
+def evaluator_cost(args: argparse.Namespace) -> dict[str, Any]:
+    """The same load without the evaluator, then with it."""
+    off = run_pipeline(config(args, args.monitors, evaluator=False))
+    print(report(off), flush=True)
+    on = run_pipeline(config(args, args.monitors, evaluator=True))
+    print(report(on), flush=True)
+    return {"off": off, "on": on,
+            "completed_ratio": on["completed_per_s"] / off["completed_per_s"],
+            "vigil_cpu_s_per_1k": {"off": vigil_cpu_per_1k(off), "on": vigil_cpu_per_1k(on)},
+            "evaluator_cpu_s_per_1k": on["cpu"]["evaluator"]["cpu_s_per_1k_checks"]}
+
+
+def report_cost(res: dict[str, Any]) -> str:
+    off, on, cpu = res["off"], res["on"], res["vigil_cpu_s_per_1k"]
+    lag = [r["results"]["window"]["lag_finished_ms"]["p99"] for r in (off, on)]
+    return "\n".join([
+        "evaluator off vs on, same load:",
+        f"  completed       {off['completed_per_s']:,.1f}/s vs {on['completed_per_s']:,.1f}/s "
+        f"(ratio {res['completed_ratio']:.3f})",
+        f"  Vigil CPU       {cpu['off']:.3f} vs {cpu['on']:.3f} s per 1k checks "
+        f"(+{cpu['on'] - cpu['off']:.3f}; the evaluator itself "
+        f"{res['evaluator_cpu_s_per_1k']:.3f})",
+        f"  p99 lag         {_ms(lag[0])} vs {_ms(lag[1])}",
+        f"  lost/dup        {off['lost']}/{off['duplicates']} vs {on['lost']}/{on['duplicates']}"
+        f"   events written {on['events']:,}"])
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -339,30 +377,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--sweep", help="offered rates in checks/s, e.g. 1000,1500,2000: one run "
                                     "each with monitors = rate * interval")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
+    ap.add_argument("--evaluator", choices=("on", "off", "both"), default="on",
+                    help="run `vigil evaluator` too; both: a run without, then one with, and "
+                         "what evaluation costs")
     return ap.parse_args(argv)
 
 
-def config(args: argparse.Namespace, monitors: int) -> Config:
+def config(args: argparse.Namespace, monitors: int, evaluator: bool = True) -> Config:
     interval_ms = int(args.interval * 1000)
     timeout = args.timeout_ms or min(5000, interval_ms // 2)
     return Config(monitors=monitors, interval_s=args.interval, duration_s=args.duration,
                   executors=args.executors, concurrency=args.concurrency,
                   timeout_ms=min(timeout, interval_ms - 1), target=args.target,
-                  drain_timeout_s=args.drain_timeout, keep=args.keep)
+                  drain_timeout_s=args.drain_timeout, keep=args.keep, evaluator=evaluator)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # A plain `kill` must still run the finally blocks that stop what this script started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    if args.evaluator == "both":
+        return report_run("pipeline-evaluator", lambda: evaluator_cost(args), report_cost)
     if not args.sweep:
-        return report_run("pipeline", lambda: run_pipeline(config(args, args.monitors)), report)
+        return report_run("pipeline", lambda: run_pipeline(
+            config(args, args.monitors, args.evaluator == "on")), report)
     rates = [float(x) for x in args.sweep.split(",") if x.strip()]
     results = []
     for rate in rates:
         print(f"--- offered {rate:g} checks/s ---", flush=True)
         try:
-            res = run_pipeline(config(args, round(rate * args.interval)))
+            res = run_pipeline(config(args, round(rate * args.interval),
+                                      args.evaluator != "off"))
         except BenchError as exc:
             # A process that dies under load is a failed step; higher rates would fail too.
             print(f"run failed at {rate:g} checks/s: {exc}", file=sys.stderr)

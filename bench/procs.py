@@ -121,11 +121,14 @@ def vigil(*args: str) -> list[str]:
     return [sys.executable, "-m", "vigil.cli", *args]
 
 
-def vigil_roles(executors: int, concurrency: int) -> list[tuple[str, list[str], dict[str, str]]]:
+def vigil_roles(executors: int, concurrency: int, evaluator: bool = False
+                ) -> list[tuple[str, list[str], dict[str, str]]]:
     """Vigil's processes for a pipeline run: (name, `vigil` arguments, extra environment)."""
     roles: list[tuple[str, list[str], dict[str, str]]] = [("scheduler", ["scheduler"], {})]
     roles += [(f"executor-{i + 1}", ["executor"], {"VIGIL_CONCURRENCY": str(concurrency)})
               for i in range(executors)]
+    if evaluator:
+        roles.append(("evaluator", ["evaluator"], {}))
     return [*roles, ("sink-status", ["sink", "status"], {}),
             ("sink-clickhouse", ["sink", "clickhouse"], {})]
 

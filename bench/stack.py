@@ -32,7 +32,7 @@ from redis.exceptions import ResponseError
 
 from engine import store
 from engine.connections import postgres_pool
-from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP, STATUS_GROUP, Keys
+from engine.keys import CLICKHOUSE_GROUP, EVALUATOR_GROUP, EXECUTOR_GROUP, STATUS_GROUP, Keys
 from engine.secrets import Keyring
 from executors.kinds import SCHEMA
 from vigil.embedded import EmbeddedPostgres, RedisServer
@@ -186,10 +186,11 @@ def drained(r: redis.Redis, stream: str, group: str) -> bool:
     return groups[group]["pending"] == 0 and groups[group]["last-delivered-id"] == last
 
 
-def all_drained(r: redis.Redis) -> bool:
+def all_drained(r: redis.Redis, evaluator: bool = False) -> bool:
     return (drained(r, KEYS.checks("default"), EXECUTOR_GROUP)
             and drained(r, KEYS.results, CLICKHOUSE_GROUP)
-            and drained(r, KEYS.results, STATUS_GROUP))
+            and drained(r, KEYS.results, STATUS_GROUP)
+            and (not evaluator or drained(r, KEYS.results, EVALUATOR_GROUP)))
 
 
 # --- what ClickHouse holds ---------------------------------------------------------------------
