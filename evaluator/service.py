@@ -51,6 +51,7 @@ from evaluator.state import Dependency, Evaluation, MonitorState, Step, retire
 APPLY_LUA = resources.files("evaluator").joinpath("apply.lua").read_text()
 BATCH = 500
 SWEEP_EVERY_S = 1.0
+COLLECT_S = 0.05
 TRIM_EVERY_S = 10.0
 # Rounds of computing again after a conflict before the entries are left to the claim sweep
 # (two evaluators moving the same monitor rarely collide twice in a row).
@@ -108,16 +109,16 @@ class Evaluator:
 
     async def _load(self, monitor_ids: list[str]) -> Loaded:
         async with self.r.pipeline(transaction=False) as pipe:
-            for mid in monitor_ids:
-                pipe.get(self.keys.evaluation(mid))
+            pipe.mget([self.keys.evaluation(mid) for mid in monitor_ids])
             pipe.hmget(self.keys.rules, monitor_ids)
             pipe.hmget(self.keys.maintenance, monitor_ids)
-            replies = await pipe.execute()
-        states = {mid: _decode_state(raw) for mid, raw in zip(monitor_ids, replies, strict=False)}
+            raw_states, raw_rules, raw_windows = await pipe.execute()
+        states = {mid: _decode_state(raw)
+                  for mid, raw in zip(monitor_ids, raw_states, strict=True)}
         rules = {mid: None if raw is None else Rules.from_json(raw)
-                 for mid, raw in zip(monitor_ids, replies[-2], strict=True)}
+                 for mid, raw in zip(monitor_ids, raw_rules, strict=True)}
         maintenance = {mid: None if raw is None else raw.decode()
-                       for mid, raw in zip(monitor_ids, replies[-1], strict=True)}
+                       for mid, raw in zip(monitor_ids, raw_windows, strict=True)}
         wanted = sorted({dep for r in rules.values() if r for dep in r.depends_on})
         dependencies: dict[str, Dependency] = {}
         if wanted:
@@ -294,6 +295,11 @@ class Evaluator:
         while not stop.is_set():
             try:
                 deliveries = await self.consumer.read(BATCH, 1000)
+                if deliveries and len(deliveries) < BATCH:
+                    # A moment for more to arrive: one round of reads and one script call
+                    # for a burst, not one per result.
+                    await asyncio.sleep(COLLECT_S)
+                    deliveries += await self.consumer.read(BATCH - len(deliveries), None)
                 if deliveries:
                     await self.evaluate(deliveries)
                 self._reading.ok()

@@ -17,7 +17,7 @@ open. A dependency down when the incident opens folds it into the dependency's.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -77,7 +77,7 @@ class MonitorState:
     blind: bool = False  # monitoring.degraded raised and not restored
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self)  # orjson writes dataclasses itself, nested ones too
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> MonitorState:
