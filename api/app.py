@@ -12,6 +12,7 @@ from aiohttp import web
 
 from api import state
 from api.auth import failure_buckets
+from api.channels import add_channel_routes
 from api.errors import json_errors
 from api.headers import secure
 from api.incidents import add_incident_routes
@@ -46,6 +47,7 @@ def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse, keys: Keys,
     add_status_routes(app)
     add_monitor_routes(app)
     add_incident_routes(app)
+    add_channel_routes(app)
     add_push_routes(app)
     add_openapi_route(app)
     return app

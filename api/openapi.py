@@ -16,8 +16,9 @@ from aiohttp import web
 from api.errors import json_response
 from api.state import SCHEMA
 from api.tokens import Scope
+from engine.channels import STATES, ChannelSpec
 from engine.incidents import LIST_MAX, NOTE_MAX
-from engine.monitors import ID_PATTERN, MonitorSchema
+from engine.monitors import CHANNEL_PATTERN, ID_PATTERN, MonitorSchema
 
 OPENAPI_KEY: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
@@ -144,9 +145,53 @@ def document(schema: MonitorSchema) -> dict[str, Any]:
             f"{one}/confirmed": {"get": _operation(
                 "a monitor's confirmed status (hysteresis, quorum) and each region's",
                 {"200": "the status"}, "read", parameters=(MONITOR_ID,))},
+            **_channel_paths(),
             "/health": {"get": _operation("Redis, Postgres and ClickHouse reachable",
                                           {"200": "all reachable", "503": "one is not"})},
         },
+    }
+
+
+CHANNEL_ID = {"name": "channel_id", "in": "path", "required": True,
+              "schema": {"type": "string", "pattern": CHANNEL_PATTERN}}
+DELIVERY_FILTERS = (
+    {"name": "state", "in": "query", "required": False, "schema": {"enum": list(STATES)}},
+    {"name": "event", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "the event id (engine.events.event_id)"},
+    {"name": "channel", "in": "query", "required": False, "schema": {"type": "string"}},
+    {"name": "limit", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}})
+
+
+def _channel_paths() -> dict[str, Any]:
+    """api.channels; a channel may also say `resend_every: 1h` instead of `resend_every_ms`.
+    Its url and secret are write-only (REDACTED in answers; REDACTED in a PUT keeps them)."""
+    body = ChannelSpec.model_json_schema()
+    one = "/api/v1/channels/{channel_id}"
+    return {
+        "/api/v1/channels": {
+            "get": _operation("every notification channel", {"200": "the channels"}, "read"),
+            "post": _operation("create a channel (a webhook's secret, made when none is "
+                               "given, is shown in this answer only)", {"201": "created"},
+                               "write", body, errors=("409",)),
+        },
+        one: {
+            "get": _operation("a channel", {"200": "the channel"}, "read",
+                              parameters=(CHANNEL_ID,)),
+            "put": _operation("create or replace a channel", {"200": "replaced", "201":
+                                                               "created"}, "write", body,
+                              (CHANNEL_ID,)),
+            "delete": _operation("delete a channel and its deliveries", {"204": "deleted"},
+                                 "write", parameters=(CHANNEL_ID,)),
+        },
+        f"{one}/test": {"post": _operation(
+            "send a test message through the notifier and wait for its result",
+            {"200": "sent, or failed (sent: false)", "202": "queued; no notifier sent it yet"},
+            "write", parameters=(CHANNEL_ID,))},
+        "/api/v1/deliveries": {"get": _operation(
+            "the notification outbox, newest first: state, attempts, last error",
+            {"200": "the deliveries"}, "read", parameters=DELIVERY_FILTERS,
+            errors=("422",))},
     }
 
 

@@ -18,7 +18,14 @@ from typing import Annotated, Any, Literal
 import apprise
 import asyncpg
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from engine.monitors import (
     CHANNEL_PATTERN,
@@ -40,6 +47,8 @@ MIN_RESEND_MS = 1_000
 MAX_RESEND_MS = 7 * 86_400_000
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 24
+# What the API shows of a channel beyond what is written.
+SHOWN_ONLY = ("service", "created_at", "updated_at")
 # Messages the storm guard never folds: it sends them itself, or a person waits on them.
 UNFOLDED = ("summary", "test")
 
@@ -91,6 +100,9 @@ class ChannelSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _durations(cls, data: Any) -> Any:
+        # What `described` adds is ignored, so a channel read can be written back as it is.
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k not in SHOWN_ONLY}
         return _durations_of(data, ("resend_every",))
 
     @field_validator("name", "url", "secret")
@@ -103,25 +115,36 @@ class ChannelSpec(BaseModel):
     def _storable_tags(cls, tags: list[str]) -> list[str]:
         return [_plain_text(t) for t in tags]
 
-    @model_validator(mode="after")
-    def _fits_kind(self) -> ChannelSpec:
-        if self.url != REDACTED:
-            if self.kind == "webhook" and not self.url.startswith(("http://", "https://")):
-                raise ValueError("url: a webhook URL starts with http:// or https://")
-            if self.kind == "apprise" and apprise.Apprise.instantiate(self.url) is None:
-                raise ValueError("url: not an apprise URL this server supports (see "
-                                 "https://github.com/caronc/apprise/wiki)")
-        if self.secret is not None and self.kind != "webhook":
-            raise ValueError("secret: only a webhook channel has one")
-        if self.secret not in (None, REDACTED):
-            try:
-                ok = self.secret.startswith(SECRET_PREFIX) and len(secret_bytes(self.secret)) >= 16
-            except ValueError:
-                ok = False
-            if not ok:
-                raise ValueError(f"secret: expected {SECRET_PREFIX} and the base64 of at least "
-                                 "16 bytes (leave it out to have one made)")
-        return self
+    @field_validator("url")
+    @classmethod
+    def _url_of_kind(cls, url: str, info: ValidationInfo) -> str:
+        kind = info.data.get("kind")
+        if url == REDACTED:
+            return url
+        if kind == "webhook" and not url.startswith(("http://", "https://")):
+            raise ValueError("a webhook URL starts with http:// or https://")
+        if kind == "apprise" and apprise.Apprise.instantiate(url) is None:
+            raise ValueError("not an apprise URL this server supports (see "
+                             "https://github.com/caronc/apprise/wiki)")
+        return url
+
+    @field_validator("secret")
+    @classmethod
+    def _webhook_secret(cls, secret: str | None, info: ValidationInfo) -> str | None:
+        if secret is None:
+            return None
+        if info.data.get("kind") != "webhook":
+            raise ValueError("only a webhook channel has a secret")
+        if secret == REDACTED:
+            return secret
+        try:
+            ok = secret.startswith(SECRET_PREFIX) and len(secret_bytes(secret)) >= 16
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"expected {SECRET_PREFIX} and the base64 of at least 16 bytes "
+                             "(leave it out to have one made)")
+        return secret
 
 
 @dataclass(frozen=True, slots=True)
