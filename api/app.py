@@ -16,6 +16,7 @@ from api.channels import add_channel_routes
 from api.errors import json_errors
 from api.headers import secure
 from api.incidents import add_incident_routes
+from api.maintenance import add_maintenance_routes
 from api.monitors import add_monitor_routes
 from api.openapi import add_openapi_route
 from api.page import add_page_routes
@@ -48,6 +49,7 @@ def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse, keys: Keys,
     add_monitor_routes(app)
     add_incident_routes(app)
     add_channel_routes(app)
+    add_maintenance_routes(app)
     add_push_routes(app)
     add_openapi_route(app)
     return app

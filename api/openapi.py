@@ -18,6 +18,7 @@ from api.state import SCHEMA
 from api.tokens import Scope
 from engine.channels import STATES, ChannelSpec
 from engine.incidents import LIST_MAX, NOTE_MAX
+from engine.maintenance import Window
 from engine.monitors import CHANNEL_PATTERN, ID_PATTERN, MonitorSchema
 
 OPENAPI_KEY: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
@@ -46,6 +47,10 @@ INCIDENT_FILTERS = (
      "schema": {"type": "integer", "minimum": 1, "maximum": LIST_MAX, "default": 100}})
 NOTE = {"type": "object", "required": ["text"], "additionalProperties": False,
         "properties": {"text": {"type": "string", "minLength": 1, "maxLength": NOTE_MAX}}}
+WINDOW_ID = {"name": "window_id", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": ID_PATTERN}}
+COVERING = {"name": "monitor", "in": "query", "required": False, "schema": {"type": "string"},
+            "description": "only the windows that cover this monitor (by id or tag)"}
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +80,9 @@ def _operation(summary: str, ok: dict[str, str], scope: Scope | None = None,
 
 def document(schema: MonitorSchema) -> dict[str, Any]:
     monitor = schema.adapter.json_schema(ref_template="#/components/schemas/{model}")
-    components = {**monitor.pop("$defs", {}), "Monitor": monitor, "Error": ERROR}
+    components = {**monitor.pop("$defs", {}), "Monitor": monitor, "Error": ERROR,
+                  "MaintenanceWindow": Window.model_json_schema(
+                      ref_template="#/components/schemas/{model}")}
     ref = {"$ref": "#/components/schemas/Monitor"}
     one = f"/api/v1/monitors/{{{MONITOR_ID['name']}}}"
     tag = {"name": "tag", "in": "query", "required": False, "schema": {"type": "string"}}
@@ -145,11 +152,36 @@ def document(schema: MonitorSchema) -> dict[str, Any]:
             f"{one}/confirmed": {"get": _operation(
                 "a monitor's confirmed status (hysteresis, quorum) and each region's",
                 {"200": "the status"}, "read", parameters=(MONITOR_ID,))},
+            **_maintenance_paths(),
             **_channel_paths(),
             "/health": {"get": _operation("Redis, Postgres and ClickHouse reachable",
                                           {"200": "all reachable", "503": "one is not"})},
         },
     }
+
+
+def _maintenance_paths() -> dict[str, Any]:
+    """api.maintenance; a window may also say `duration: 2h` instead of `duration_ms`."""
+    ref = {"$ref": "#/components/schemas/MaintenanceWindow"}
+    one = "/api/v1/maintenance/{window_id}"
+    return {
+        "/api/v1/maintenance": {
+            "get": _operation("every maintenance window, with when it runs next",
+                              {"200": "the windows"}, "read", parameters=(COVERING,)),
+            "post": _operation("create a maintenance window", {"201": "created"}, "write",
+                               ref, errors=("409",)),
+        },
+        one: {
+            "get": _operation("a maintenance window, with when it runs next",
+                              {"200": "the window"}, "read", parameters=(WINDOW_ID,)),
+            "put": _operation("create or replace a maintenance window",
+                              {"200": "replaced", "201": "created"}, "write", ref,
+                              (WINDOW_ID,)),
+            "delete": _operation("delete a maintenance window", {"204": "deleted"}, "write",
+                                 parameters=(WINDOW_ID,)),
+        },
+    }
+
 
 
 CHANNEL_ID = {"name": "channel_id", "in": "path", "required": True,

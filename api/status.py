@@ -11,6 +11,7 @@ publicly (`public_details`, off by default).
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from aiohttp import web
@@ -19,18 +20,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.auth import grant_of, requires
 from api.errors import json_error, json_response
 from api.state import CH, PG, REDIS
-from engine import store
+from engine import maintenance_store, store
 from engine.durations import parse_duration_ms
+from engine.maintenance import covered_ms
 
 MAX_WINDOW_MS = 400 * 86_400_000
 # Uptime counts the target's answers only: `error` and `expired` are Vigil's own failures.
+# Results checked inside a muted maintenance window are left out, and counted apart.
 UPTIME_SQL = """
-SELECT countIf(outcome IN ('up', 'degraded')) AS up,
-       countIf(outcome = 'down') AS down,
-       countIf(outcome = 'degraded') AS degraded,
-       countIf(outcome = 'error') AS errors,
-       countIf(outcome = 'expired') AS expired,
-       quantilesIf(0.5, 0.95, 0.99)(latency_ms, outcome IN ('up', 'degraded')) AS q
+SELECT countIf(outcome IN ('up', 'degraded') AND NOT maintenance) AS up,
+       countIf(outcome = 'down' AND NOT maintenance) AS down,
+       countIf(outcome = 'degraded' AND NOT maintenance) AS degraded,
+       countIf(outcome = 'error' AND NOT maintenance) AS errors,
+       countIf(outcome = 'expired' AND NOT maintenance) AS expired,
+       quantilesIf(0.5, 0.95, 0.99)(latency_ms,
+                                    outcome IN ('up', 'degraded') AND NOT maintenance) AS q,
+       countIf(maintenance) AS in_maintenance
 FROM check_results FINAL
 WHERE monitor_id = {monitor_id:String}
   AND scheduled >= now64(3) - toIntervalMillisecond({window_ms:UInt64})
@@ -98,7 +103,9 @@ async def uptime(request: web.Request) -> web.Response:
         raise json_error(web.HTTPNotFound, f"no monitor {monitor_id}")
     rows = await request.app[CH].rows(UPTIME_SQL, {"monitor_id": monitor_id,
                                                    "window_ms": window_ms})
-    up, down, degraded, errors, expired, q = rows[0]
+    up, down, degraded, errors, expired, q, in_maintenance = rows[0]
+    now = int(time.time() * 1000)
+    windows = await maintenance_store.covering(request.app[PG], monitor_id)
     answered = up + down
     has_latency = up > 0
     return json_response({
@@ -107,6 +114,11 @@ async def uptime(request: web.Request) -> web.Response:
         "uptime_percent": round(100 * up / answered, 4) if answered else None,
         "latency_ms": {"p50": q[0] if has_latency else None, "p95": q[1] if has_latency else None,
                        "p99": q[2] if has_latency else None},
+        # What the figures leave out: the checks run muted, and the time the monitor's
+        # windows (as they are defined now) covered within the window asked for, paused or
+        # muted alike.
+        "maintenance": {"excluded_checks": in_maintenance,
+                        "excluded_ms": covered_ms(windows, now - window_ms, now)},
     })
 
 

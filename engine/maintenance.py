@@ -34,7 +34,15 @@ from dateutil.rrule import rruleset, rrulestr
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from engine.monitors import ID_PATTERN, MAX_NAME_LENGTH, MAX_TAG_LENGTH, MAX_TAGS, _durations_of
+from engine.monitors import (
+    ID_PATTERN,
+    MAX_NAME_LENGTH,
+    MAX_TAG_LENGTH,
+    MAX_TAGS,
+    _durations_of,
+    _found_at,
+    _has_nul,
+)
 
 Mode = Literal["pause", "mute"]
 MODES: tuple[Mode, ...] = ("pause", "mute")
@@ -107,7 +115,10 @@ class Window(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _durations(cls, data: Any) -> Any:
+    def _prepared(cls, data: Any) -> Any:
+        # Valid JSON and YAML, but no Postgres text can hold it (engine.monitors does the same).
+        if (where := _found_at(data, _has_nul)) is not None:
+            raise _problem(where or "(window)", "a NUL character cannot be stored")
         return _durations_of(data, ("duration",))
 
     @model_validator(mode="after")
@@ -294,3 +305,16 @@ def next_change(windows: Sequence[Window], now_ms: int, horizon_ms: int) -> int 
     """The first time after `now_ms` (within the horizon) at which any window starts or ends."""
     return min((t for w in windows if (t := w.next_change(now_ms, horizon_ms)) is not None),
                default=None)
+
+
+def covered_ms(windows: Sequence[Window], lo_ms: int, hi_ms: int) -> int:
+    """How much of [lo, hi) falls inside any of the windows, overlaps counted once."""
+    spans = sorted((max(s, lo_ms), min(e, hi_ms)) for w in windows
+                   for s, e in w.occurrences(lo_ms, hi_ms))
+    total, reached = 0, lo_ms
+    for start, end in spans:
+        start = max(start, reached)
+        if end > start:
+            total += end - start
+            reached = end
+    return total

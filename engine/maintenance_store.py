@@ -52,6 +52,14 @@ async def upsert(conn: Conn | asyncpg.Pool, window: Window, source: str) -> bool
     return created
 
 
+async def create(pool: asyncpg.Pool, window: Window, source: str) -> bool:
+    """False, and nothing written, when a window with that id exists."""
+    return await pool.fetchval(
+        "INSERT INTO maintenance_windows (id, definition, source) VALUES ($1, $2::jsonb, $3) "
+        "ON CONFLICT (id) DO NOTHING RETURNING true", window.id, stored(window),
+        source) is not None
+
+
 async def get(pool: asyncpg.Pool, window_id: str) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await pool.fetchrow(f"{SELECT} WHERE id = $1", window_id)
     return row

@@ -16,7 +16,7 @@ from api.headers import secure
 from tests.support.servers import api_client
 
 # What each path parameter is filled with when every route is tried.
-PARAMETERS = {"monitor_id": "web", "token": "A" * 32}
+PARAMETERS = {"monitor_id": "web", "token": "A" * 32, "window_id": "nightly"}
 
 
 async def test_the_status_page_sends_its_security_headers(client):
@@ -63,10 +63,11 @@ async def test_every_answer_is_nosniff_and_every_401_a_bearer_challenge(client, 
                     method, path, headers)
                 assert "error" in await resp.json()
                 asked.append((method, path, headers.get("Authorization", "")[:6]))
-    # Every route of the monitors API asks for a token, and nothing else does; a wrong
-    # token is refused on /api/v1/status as well.
+    # Every route of the monitors and maintenance APIs asks for a token, and nothing else
+    # does; a wrong token is refused on /api/v1/status as well.
     monitors = [(m, p) for m, p in _paths(client.app)
-                if p.startswith("/api/v1/monitors") and not p.endswith("/uptime")]
+                if p.startswith(("/api/v1/monitors", "/api/v1/maintenance"))
+                and not p.endswith("/uptime")]
     assert sorted(asked) == sorted([(m, p, kind) for m, p in monitors
                                     for kind in ("", "Bearer", "Basic ")]
                                    + [("GET", "/api/v1/status", kind)
