@@ -2,7 +2,8 @@
 -- One script runs atomically in Redis, so two schedulers can never pop the same slot.
 -- Now is Redis server time (TIME), whatever the caller's clock says: a scheduler on a host
 -- whose clock runs fast can never dispatch a slot early.
--- KEYS[1] due ZSET, KEYS[2] plan HASH, KEYS[3] stats HASH, KEYS[4] maintenance HASH
+-- KEYS[1] due ZSET, KEYS[2] plan HASH, KEYS[3] stats HASH, KEYS[4] maintenance HASH,
+-- KEYS[5] retries ZSET
 -- ARGV[1] max monitors per call, ARGV[2] checks stream key prefix, ARGV[3] the event field
 -- name. Returns {dispatched, skipped, due popped, next due ms or -1, now ms}.
 -- A plan (scheduler/plan.py) is `interval \0 region \0 template ...`; a template is the whole
@@ -11,6 +12,10 @@
 -- A monitor in a maintenance window (`mode:end ms`, kept by scheduler/maintenance.py) that
 -- has not ended: `pause` sends nothing and counts each check `paused`; `mute` sends the
 -- checks with "maintenance": true. Either way the slot advances as it would.
+-- Retries (the evaluator asks for them: retry_interval) are `monitor id|region` due at their
+-- own time: that region's template rendered at that time (so its check id, monitor:region:
+-- time, is no slot's) with the monitor's next slot as its deadline, counted as dispatched
+-- like a slot and `retried` besides. None is sent for a monitor gone or paused.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local limit = tonumber(ARGV[1])
@@ -28,6 +33,14 @@ local function split(plan)
     parts[#parts + 1] = string.sub(plan, start, stop - 1)
     start = stop + 1
   end
+end
+
+-- The window a monitor is in now: 'pause', 'mute' or nil. An entry past its end (the
+-- scheduler that kept it stopped) is no window any more.
+local function window(id)
+  local mode, finish = string.match(redis.call('HGET', KEYS[4], id) or '', '^(%a+):(%d+)$')
+  if not finish or tonumber(finish) <= now then return nil end
+  return mode
 end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
@@ -48,9 +61,7 @@ for i = 1, #due, 2 do
       skipped = skipped + missed
       slot = slot + missed * interval
     end
-    -- An entry past its end (the scheduler that kept it stopped) is no window any more.
-    local mode, finish = string.match(redis.call('HGET', KEYS[4], id) or '', '^(%a+):(%d+)$')
-    if not finish or tonumber(finish) <= now then mode = nil end
+    local mode = window(id)
     marks['\1'] = string.format('%d', slot)
     marks['\2'] = string.format('%d', slot + interval)
     marks['\3'] = mode == 'mute' and 'true' or 'false'
@@ -66,8 +77,37 @@ for i = 1, #due, 2 do
     redis.call('ZADD', KEYS[1], string.format('%d', slot + interval), id)
   end
 end
+local retries = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'WITHSCORES', 'LIMIT', 0,
+                          limit)
+local retried = 0
+for i = 1, #retries, 2 do
+  redis.call('ZREM', KEYS[5], retries[i])
+  local id, region = string.match(retries[i], '^(.*)|(.*)$')
+  local plan = id and redis.call('HGET', KEYS[2], id)
+  local mode = plan and window(id)
+  if plan and mode ~= 'pause' then
+    local parts = split(plan)
+    local at = tonumber(retries[i + 1])
+    local next_slot = tonumber(redis.call('ZSCORE', KEYS[1], id) or at + tonumber(parts[1]))
+    marks['\1'] = string.format('%d', at)
+    marks['\2'] = string.format('%d', math.max(next_slot, at + 1))
+    marks['\3'] = mode == 'mute' and 'true' or 'false'
+    for j = 2, #parts, 2 do
+      if parts[j] == region then
+        local event = string.gsub(parts[j + 1], '[\1\2\3]', marks)
+        redis.call('XADD', prefix .. parts[j], '*', field, event)
+        dispatched = dispatched + 1
+        retried = retried + 1
+      end
+    end
+  end
+end
 if dispatched > 0 then redis.call('HINCRBY', KEYS[3], 'dispatched', dispatched) end
+if retried > 0 then redis.call('HINCRBY', KEYS[3], 'retried', retried) end
 if skipped > 0 then redis.call('HINCRBY', KEYS[3], 'skipped', skipped) end
 if paused > 0 then redis.call('HINCRBY', KEYS[3], 'paused', paused) end
-local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {dispatched, skipped, #due / 2, head[2] or '-1', string.format('%d', now)}
+local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
+local retry_head = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')[2]
+if retry_head and (not head or tonumber(retry_head) < tonumber(head)) then head = retry_head end
+return {dispatched, skipped, math.max(#due, #retries) / 2, head or '-1',
+        string.format('%d', now)}

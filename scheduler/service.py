@@ -44,7 +44,8 @@ class Dispatcher:
         """One atomic call at Redis time: (dispatched, skipped, more due, next due ms or -1,
         Redis time now in ms)."""
         dispatched, skipped, popped, head, now = await self._script(
-            keys=[self.keys.due, self.keys.plan, self.keys.stats, self.keys.maintenance],
+            keys=[self.keys.due, self.keys.plan, self.keys.stats, self.keys.maintenance,
+                  self.keys.retries],
             args=[self.limit, self.keys.checks_prefix, EVENT_FIELD])
         metrics.DISPATCHED.inc(dispatched)
         metrics.SKIPPED.inc(skipped)
