@@ -7,8 +7,6 @@ token's name as who did it.
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from typing import Any, get_args
 
 import orjson
@@ -18,24 +16,16 @@ from api.auth import grant_of, requires
 from api.errors import invalid, json_error, json_response
 from api.state import PG
 from engine import incidents, store
-from engine.durations import parse_duration_ms
 from engine.monitors import NUL
 
 LIST_DEFAULT = 100
 
 
 def _since_ms(text: str) -> int:
-    """`24h` (a duration back from now) or an ISO 8601 time (UTC unless it says otherwise)."""
     try:
-        return int(time.time() * 1000) - parse_duration_ms(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise invalid("query", "since", "expected a duration like 24h or an ISO 8601 time, "
-                      "like 2026-01-31T12:00:00Z") from None
-    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+        return incidents.since_ms(text)
+    except ValueError as exc:
+        raise invalid("query", "since", str(exc)) from None
 
 
 def _limit(text: str) -> int:

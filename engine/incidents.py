@@ -9,12 +9,15 @@ their own columns once, in whichever order they come.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
 import orjson
 
+from engine.durations import parse_duration_ms
 from engine.events import (
     INCIDENT_OPENED,
     INCIDENT_RESOLVED,
@@ -25,7 +28,7 @@ from engine.events import (
 )
 from engine.store import Conn
 
-# The region of a monitor's own status over its regions, as engine.events.event_id names it.
+# The region a monitor's own status (over its regions, the quorum) is kept under.
 MONITOR = "*"
 CHANGES = (STATUS_CHANGED, MONITOR_CHANGED)
 NOTE_MAX = 10_000
@@ -195,6 +198,21 @@ INCIDENT_COLUMNS = """i.id, i.monitor_id, i.opened_ms, i.resolved_ms, i.duration
     i.first_check_id, i.regions::text AS regions, i.folded_into, i.maintenance, i.error_kind,
     i.error, i.reason, i.acknowledged_by, i.acknowledged_at"""
 State = Literal["open", "resolved"]
+
+
+def since_ms(text: str) -> int:
+    """`24h` (a duration back from now) or an ISO 8601 time (UTC unless it says otherwise),
+    as epoch ms; a ValueError says what is accepted."""
+    try:
+        return int(time.time() * 1000) - parse_duration_ms(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("expected a duration like 24h or an ISO 8601 time, like "
+                         "2026-01-31T12:00:00Z") from None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def described(row: asyncpg.Record) -> dict[str, Any]:

@@ -28,8 +28,10 @@ from notifier import commands as notify_commands
 from notifier.settings import NotifySettings
 from notifier.transports import TransportError
 from vigil import admin
+from vigil import incidents as incident_commands
 from vigil.admin import CommandError
 from vigil.embedded import Embedded, EmbeddedError
+from vigil.replay import replay
 from vigil.roles import ROLES, run_roles
 
 log = structlog.get_logger(component="cli")
@@ -73,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("evaluator", parents=[common],
                    help="turn results into confirmed status, incidents and events")
     sink = sub.add_parser("sink", parents=[common], help="write results")
-    sink.add_argument("target", choices=("clickhouse", "status"))
+    sink.add_argument("target", choices=("clickhouse", "status", "incidents", "status-events"))
     for name, helptext in (("api", "serve the HTTP API and status page"),
                            ("run", "run several roles in one process")):
         p = sub.add_parser(name, parents=[common], help=helptext)
@@ -125,6 +127,11 @@ def parser() -> argparse.ArgumentParser:
     notify.add_subparsers(dest="action", required=True).add_parser(
         "test", parents=[common], help="send a test message to a channel now").add_argument(
         "channel")
+    incident_commands.add_parsers(sub, common)
+    rebuild = sub.add_parser("replay", parents=[common], help="rebuild incidents and confirmed "
+                             "status in Postgres from the results in ClickHouse")
+    rebuild.add_argument("--yes", action="store_true", help="empty those tables first "
+                         "(their acknowledgements and notes are lost)")
     up = sub.add_parser("up", parents=[common], help="everything in one process, embedded")
     up.add_argument("--data-dir", default=".vigil")
     up.add_argument("--port", type=int, default=8080)
@@ -203,6 +210,25 @@ async def cmd_notify(settings: Settings, args: argparse.Namespace) -> None:
         await pool.close()
 
 
+async def cmd_incidents(settings: Settings, args: argparse.Namespace) -> None:
+    pool = await postgres_pool(settings.postgres_dsn)
+    try:
+        await incident_commands.run(pool, args)
+    finally:
+        await pool.close()
+
+
+async def cmd_replay(settings: Settings, truncate: bool) -> None:
+    pool = await postgres_pool(settings.postgres_dsn)
+    ch = ClickHouse.from_url(settings.clickhouse_url)
+    try:
+        evaluated, events = await replay(pool, ch, truncate)
+    finally:
+        await ch.close()
+        await pool.close()
+    print(f"replayed {evaluated} results into {events} events")
+
+
 async def cmd_up(args: argparse.Namespace, examples: str | None) -> None:
     embedded = Embedded(Path(args.data_dir))
     redis_url, dsn, ch_url = await embedded.start(args.redis_url, args.postgres_dsn,
@@ -241,6 +267,10 @@ def _command(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
         return cmd_admin(settings, args)
     if args.command in ("channels", "deliveries", "notify"):
         return cmd_notify(settings, args)
+    if args.command == "incidents":
+        return cmd_incidents(settings, args)
+    if args.command == "replay":
+        return cmd_replay(settings, args.yes)
     roles = {"sink": [f"sink-{getattr(args, 'target', '')}"], "run": getattr(args, "roles", [])}
     return run_roles(roles.get(args.command, [args.command]), settings,
                      getattr(args, "host", "127.0.0.1"), getattr(args, "port", 8080))

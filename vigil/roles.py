@@ -26,10 +26,12 @@ from executors.service import Executor
 from notifier.service import Notifier
 from scheduler.service import Scheduler
 from sinks.clickhouse import ClickHouseSink
+from sinks.incidents import IncidentsSink
 from sinks.status import StatusSink
+from sinks.status_events import StatusEventsSink
 
 ROLES = ("scheduler", "executor", "evaluator", "sink-clickhouse", "sink-status", "api",
-         "notifier")
+         "notifier", "sink-incidents", "sink-status-events")
 
 
 async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1",
@@ -47,7 +49,7 @@ async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1
         if {"scheduler", "api", "notifier"} & set(roles):
             pool = await postgres_pool(settings.postgres_dsn)
             stack.push_async_callback(pool.close)
-        if {"sink-clickhouse", "api"} & set(roles):
+        if {"sink-clickhouse", "api", "sink-status-events"} & set(roles):
             ch = ClickHouse.from_url(settings.clickhouse_url)
             stack.push_async_callback(ch.close)
         services: list[Service] = []
@@ -65,6 +67,12 @@ async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1
                 services.append(ClickHouseSink(r, keys, settings, ch=ch))
             elif role == "sink-status":
                 services.append(StatusSink(r, keys, settings, postgres_dsn=settings.postgres_dsn))
+            elif role == "sink-incidents":
+                services.append(IncidentsSink(r, keys, settings,
+                                              postgres_dsn=settings.postgres_dsn))
+            elif role == "sink-status-events":
+                assert ch is not None
+                services.append(StatusEventsSink(r, keys, settings, ch=ch))
             elif role == "notifier":
                 assert pool is not None
                 services.append(Notifier(r, pool, keys, settings))
