@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -39,9 +40,12 @@ from engine.monitors import (
     MAX_NAME_LENGTH,
     MAX_TAG_LENGTH,
     MAX_TAGS,
+    SpecError,
     _durations_of,
     _found_at,
     _has_nul,
+    read_document,
+    yaml_files,
 )
 
 Mode = Literal["pause", "mute"]
@@ -318,3 +322,38 @@ def covered_ms(windows: Sequence[Window], lo_ms: int, hi_ms: int) -> int:
             total += end - start
             reached = end
     return total
+
+
+def load_path(path: str) -> list[Window]:
+    """The `maintenance:` lists of a file, or of every *.yaml / *.yml file under a directory
+    (the files `vigil monitors apply` reads; a file without one has none): every window
+    validated, ids unique across all, before returning. A SpecError lists every problem."""
+    problems: list[str] = []
+    windows: list[Window] = []
+    origin: dict[str, Path] = {}
+    for file in yaml_files(path):
+        try:
+            doc = read_document(file)
+        except SpecError as exc:
+            problems.extend(exc.problems)
+            continue
+        entries = doc.get("maintenance", []) if isinstance(doc, dict) else []
+        if not isinstance(entries, list):
+            problems.append(f"{file}: `maintenance:` must be a list of windows")
+            continue
+        for index, entry in enumerate(entries):
+            ident = entry.get("id") if isinstance(entry, dict) else None
+            label = f"{ident!r} ({file}: maintenance[{index}])" if ident else (
+                f"{file}: maintenance[{index}]")
+            try:
+                window = Window.model_validate(entry)
+            except ValidationError as exc:
+                problems.extend(f"maintenance {label}: {f}: {m}" for f, m in errors(exc))
+                continue
+            if window.id in origin:
+                problems.append(f"maintenance {label}: id: also defined in {origin[window.id]}")
+            origin[window.id] = file
+            windows.append(window)
+    if problems:
+        raise SpecError(problems)
+    return windows

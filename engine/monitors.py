@@ -240,9 +240,10 @@ def _describe(exc: ValidationError, label: str) -> list[str]:
     return [f"monitor {label}: {where}: {msg}" for where, msg in field_errors(exc)]
 
 
-def _entries(path: Path) -> list[Any]:
+def read_document(path: Path) -> Any:
+    """One YAML file of definitions, parsed; a SpecError names the file and what is wrong."""
     try:
-        doc = yamlfile.load(path)
+        return yamlfile.load(path)
     except OSError as exc:
         raise SpecError([f"{path}: {exc.strerror}"]) from None
     except UnicodeDecodeError as exc:
@@ -251,6 +252,20 @@ def _entries(path: Path) -> list[Any]:
         raise SpecError([f"{path}: {exc}"]) from None
     except yaml.YAMLError as exc:
         raise SpecError([f"{path}: not valid YAML: {exc}"]) from None
+
+
+def yaml_files(path: str) -> list[Path]:
+    """A file, or every *.yaml / *.yml file under a directory, sorted."""
+    root = Path(path)
+    return sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml")
+                  and p.is_file()) if root.is_dir() else [root]
+
+
+def _entries(path: Path) -> list[Any]:
+    doc = read_document(path)
+    # A file may hold only maintenance windows (engine.maintenance reads those).
+    if isinstance(doc, dict) and "monitors" not in doc and "maintenance" in doc:
+        return []
     entries = doc.get("monitors") if isinstance(doc, dict) else None
     if not isinstance(entries, list):
         raise SpecError([f"{path}: expected a top-level `monitors:` list"])
@@ -311,9 +326,7 @@ class MonitorSchema:
     def load_path(self, path: str) -> list[MonitorBase]:
         """A file, or every *.yaml / *.yml file under a directory (sorted); ids unique across
         all."""
-        root = Path(path)
-        files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml")
-                       and p.is_file()) if root.is_dir() else [root]
+        files = yaml_files(path)
         problems: list[str] = []
         monitors: list[MonitorBase] = []
         origin: dict[str, Path] = {}

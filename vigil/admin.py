@@ -10,10 +10,12 @@ import yaml
 from redis.exceptions import RedisError
 
 from api import tokens
-from engine import registry, store
+from engine import maintenance, maintenance_store, registry, store
 from engine.clock import redis_ms
 from engine.connections import redis_client
 from engine.keys import Keys
+from engine.maintenance import Window
+from engine.monitors import MonitorBase, SpecError
 from engine.secrets import Keyring, SecretError
 from executors.kinds import KINDS, SCHEMA
 
@@ -26,7 +28,7 @@ async def apply(pool: asyncpg.Pool, path: str, prune: bool, dry_run: bool,
                 served_by: tuple[str, Keys] | None = None) -> None:
     """`served_by` (a Redis URL and the shard's keys) checks that executors serve the regions
     the files name, and warns for each one nothing serves."""
-    monitors = SCHEMA.load_path(path)  # validates everything before anything is written
+    monitors, windows = definitions(path)  # validates everything before anything is written
     if served_by is not None:
         await warn_unserved(*served_by, {r for m in monitors if m.enabled for r in m.regions})
     try:
@@ -41,6 +43,31 @@ async def apply(pool: asyncpg.Pool, path: str, prune: bool, dry_run: bool,
     else:
         print(f"{path}: {len(plan.create)} created, {len(plan.update)} updated, "
               f"{plan.unchanged} unchanged, {len(plan.delete)} deleted")
+    windows_plan = await maintenance_store.apply(pool, windows, prune=prune, dry_run=dry_run)
+    if windows or windows_plan.delete:
+        for line in windows_plan.lines():
+            print(line)
+        print(f"{path}: {'dry run, nothing written: ' if dry_run else ''}"
+              f"{windows_plan.summary()}")
+
+
+def definitions(path: str) -> tuple[list[MonitorBase], list[Window]]:
+    """The files' monitors and maintenance windows, every one validated; one SpecError with
+    the problems of both (a file that cannot be read is named once)."""
+    problems: list[str] = []
+    monitors: list[MonitorBase] = []
+    windows: list[Window] = []
+    try:
+        monitors = SCHEMA.load_path(path)
+    except SpecError as exc:
+        problems += exc.problems
+    try:
+        windows = maintenance.load_path(path)
+    except SpecError as exc:
+        problems += exc.problems
+    if problems:
+        raise SpecError(list(dict.fromkeys(problems)))
+    return monitors, windows
 
 
 async def warn_unserved(redis_url: str, keys: Keys, regions: set[str]) -> None:
