@@ -29,6 +29,7 @@ from notifier.settings import NotifySettings
 from notifier.transports import TransportError
 from vigil import admin
 from vigil import incidents as incident_commands
+from vigil import maintenance as maintenance_commands
 from vigil.admin import CommandError
 from vigil.embedded import Embedded, EmbeddedError
 from vigil.replay import replay
@@ -132,6 +133,7 @@ def parser() -> argparse.ArgumentParser:
                              "status in Postgres from the results in ClickHouse")
     rebuild.add_argument("--yes", action="store_true", help="empty those tables first "
                          "(their acknowledgements and notes are lost)")
+    maintenance_commands.add_parsers(sub, common)
     up = sub.add_parser("up", parents=[common], help="everything in one process, embedded")
     up.add_argument("--data-dir", default=".vigil")
     up.add_argument("--port", type=int, default=8080)
@@ -187,6 +189,8 @@ async def _admin(pool: asyncpg.Pool, settings: Settings, args: argparse.Namespac
         await admin.token_create(pool, args.name or args.name_option, args.scope, args.expires)
     elif action == ("secrets", "rotate"):
         await admin.secrets_rotate(pool)
+    elif args.command == "maintenance":
+        await maintenance_commands.run(pool, args)
     elif action == ("tokens", "list"):
         await admin.token_list(pool)
     else:
@@ -263,7 +267,7 @@ def _command(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
     settings = settings_from(args)
     if args.command == "migrate":
         return cmd_migrate(settings)
-    if args.command in ("monitors", "tokens", "secrets"):
+    if args.command in ("monitors", "tokens", "secrets", "maintenance"):
         return cmd_admin(settings, args)
     if args.command in ("channels", "deliveries", "notify"):
         return cmd_notify(settings, args)
