@@ -248,22 +248,32 @@ async def delete(pool: asyncpg.Pool, channel_id: str) -> bool:
 
 # --- what the notifier's intake writes ----------------------------------------------------------
 
-async def monitor_routing(conn: Conn, monitor_id: str) -> tuple[list[str], list[str]]:
-    """A monitor's tags and the channels its `alerting.channels` names (none of either for a
-    monitor that is gone)."""
-    row = await conn.fetchrow(
-        """SELECT tags, ARRAY(SELECT jsonb_array_elements_text(
+async def routing(conn: Conn, monitor_ids: list[str]) -> dict[str, tuple[list[str], list[str]]]:
+    """Monitor id -> its tags and the channels its `alerting.channels` names (none of either
+    for a monitor that is gone)."""
+    found = {r["id"]: (list(r["tags"]), list(r["channels"])) for r in await conn.fetch(
+        """SELECT id, tags, ARRAY(SELECT jsonb_array_elements_text(
                       COALESCE(alerting->'channels', '[]'))) AS channels
-           FROM monitors WHERE id = $1""", monitor_id)
-    return ([], []) if row is None else (list(row["tags"]), list(row["channels"]))
+           FROM monitors WHERE id = ANY($1::text[])""", monitor_ids)}
+    return {m: found.get(m, ([], [])) for m in monitor_ids}
 
 
-async def routed(conn: Conn, route: str, tags: list[str], named: list[str]) -> list[str]:
-    """The enabled channels that take `route` for a monitor with these tags and channels."""
-    return [r["id"] for r in await conn.fetch(
-        """SELECT id FROM channels WHERE enabled AND $1 = ANY(events)
-               AND (tags && $2::text[] OR id = ANY($3::text[])) ORDER BY id""",
-        route, tags, named)]
+@dataclass(frozen=True, slots=True)
+class Routes:
+    """What routing needs of an enabled channel."""
+
+    id: str
+    events: frozenset[str]
+    tags: frozenset[str]
+
+    def takes(self, route: str, tags: list[str], named: list[str]) -> bool:
+        """A monitor is routed here by a shared tag or by naming the channel."""
+        return route in self.events and (self.id in named or not self.tags.isdisjoint(tags))
+
+
+async def enabled(conn: Conn) -> list[Routes]:
+    return [Routes(r["id"], frozenset(r["events"]), frozenset(r["tags"])) for r in
+            await conn.fetch("SELECT id, events, tags FROM channels WHERE enabled ORDER BY id")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,11 +296,19 @@ async def add(conn: Conn, deliveries: list[NewDelivery], max_attempts: int) -> N
           orjson.dumps(d.payload).decode(), max_attempts) for d in deliveries])
 
 
-async def open_alert(conn: Conn, monitor_id: str, alert: str, subject: str,
-                     opened_payload: dict[str, Any], channel_ids: list[str]) -> None:
-    """Remember which channels got this alert, for its end and its reminders; an incident's
+@dataclass(frozen=True, slots=True)
+class OpenAlert:
+    monitor_id: str
+    alert: str
+    subject: str
+    opened: dict[str, Any]
+    channel_ids: list[str]
+
+
+async def open_alerts(conn: Conn, alerts: list[OpenAlert]) -> None:
+    """Remember which channels got each alert, for its end and its reminders; an incident's
     first reminder is due `resend_every` after it opened."""
-    await conn.execute(
+    await conn.executemany(
         """INSERT INTO open_alerts (monitor_id, alert, channel_id, subject, opened,
                next_reminder_at)
            SELECT $1, $2, c.id, $3, $4::jsonb,
@@ -301,7 +319,8 @@ async def open_alert(conn: Conn, monitor_id: str, alert: str, subject: str,
                opened = EXCLUDED.opened, reminders = 0,
                next_reminder_at = EXCLUDED.next_reminder_at
            WHERE open_alerts.subject <> EXCLUDED.subject""",
-        monitor_id, alert, subject, orjson.dumps(opened_payload).decode(), channel_ids)
+        [(a.monitor_id, a.alert, a.subject, orjson.dumps(a.opened).decode(), a.channel_ids)
+         for a in alerts])
 
 
 async def close_alert(conn: Conn, monitor_id: str, alert: str,
@@ -447,27 +466,41 @@ class Outcome:
     retry_in_ms: int | None = None
 
 
-async def record(pool: asyncpg.Pool, claimed: Claimed, owner: str, outcome: Outcome) -> bool:
-    """Record the attempt and move the delivery on; False when the lease was lost meanwhile
-    (another notifier holds it now, and its attempt is the one that counts)."""
-    state = "sent" if outcome.error is None else (
-        "pending" if outcome.retry_in_ms is not None else "dead")
+def _state(outcome: Outcome) -> str:
+    if outcome.error is None:
+        return "sent"
+    return "pending" if outcome.retry_in_ms is not None else "dead"
+
+
+async def record(pool: asyncpg.Pool, owner: str,
+                 attempts: list[tuple[Claimed, Outcome]]) -> set[str]:
+    """Record the attempts and move their deliveries on, in one transaction; the keys moved.
+    One missing was leased again meanwhile (its lease ran out): the new holder's attempt is
+    the one that counts."""
+    keys = [c.key for c, _ in attempts]
+    numbers = [c.attempt for c, _ in attempts]
+    errors = [o.error for _, o in attempts]
+    statuses = [o.http_status for _, o in attempts]
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
-            """INSERT INTO delivery_attempts (key, n, error, http_status) VALUES ($1, $2, $3, $4)
-               ON CONFLICT (key, n) DO NOTHING""",
-            claimed.key, claimed.attempt, outcome.error, outcome.http_status)
-        moved = await conn.fetchval(
-            """UPDATE deliveries SET state = $4, last_error = $5, last_status = $6,
-                   lease_until = NULL, leased_by = NULL,
-                   due_at = CASE WHEN $4 = 'pending'
-                                 THEN now() + $7 * interval '1 millisecond' ELSE due_at END,
-                   sent_at = CASE WHEN $4 = 'sent' THEN now() END
-               WHERE key = $1 AND state = 'sending' AND attempts = $2 AND leased_by = $3
-               RETURNING true""",
-            claimed.key, claimed.attempt, owner, state, outcome.error, outcome.http_status,
-            outcome.retry_in_ms or 0)
-    return moved is not None
+            """INSERT INTO delivery_attempts (key, n, error, http_status)
+               SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::int[])
+               ON CONFLICT (key, n) DO NOTHING""", keys, numbers, errors, statuses)
+        moved = await conn.fetch(
+            """UPDATE deliveries d SET state = u.state, last_error = u.error,
+                   last_status = u.status, lease_until = NULL, leased_by = NULL,
+                   due_at = CASE WHEN u.state = 'pending'
+                                 THEN now() + u.retry_ms * interval '1 millisecond'
+                                 ELSE d.due_at END,
+                   sent_at = CASE WHEN u.state = 'sent' THEN now() END
+               FROM unnest($1::text[], $2::int[], $3::text[], $4::int[], $5::text[],
+                           $6::bigint[]) AS u(key, n, error, status, state, retry_ms)
+               WHERE d.key = u.key AND d.state = 'sending' AND d.attempts = u.n
+                   AND d.leased_by = $7
+               RETURNING d.key""",
+            keys, numbers, errors, statuses, [_state(o) for _, o in attempts],
+            [o.retry_in_ms or 0 for _, o in attempts], owner)
+    return {r["key"] for r in moved}
 
 
 # --- what the API and the CLI read ---------------------------------------------------------------

@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 import structlog
 
 from engine import channels, metrics
-from engine.cache import BoundedCache
-from engine.channels import NewDelivery, delivery_key
+from engine.cache import MISS, BoundedCache
+from engine.channels import NewDelivery, OpenAlert, delivery_key
 from engine.events import BadEvent, Event
 from engine.keys import EVENT_GROUPS, NOTIFIER_GROUP, Keys
 from engine.service import OUTAGES, Outage
@@ -95,8 +95,7 @@ class Intake:
             return
         try:
             async with conn.transaction():
-                for _, event in good:
-                    await self._write(conn, event)
+                await self._write(conn, [event for _, event in good])
         except OUTAGES:
             raise
         except Exception:
@@ -105,7 +104,7 @@ class Intake:
             for entry_id, event in good:
                 try:
                     async with conn.transaction():
-                        await self._write(conn, event)
+                        await self._write(conn, [event])
                 except OUTAGES:
                     raise
                 except Exception as exc:
@@ -119,31 +118,42 @@ class Intake:
         await self.consumer.ack(entry_id)
         metrics.DEAD_LETTERS.labels(self.keys.events).inc()
 
-    async def _write(self, conn: asyncpg.Connection, event: Event) -> None:
-        for step in steps(event):
-            if step.opens:
-                await self._open(conn, event, step)
-            else:
-                await self._close(conn, event, step)
-
-    async def _open(self, conn: asyncpg.Connection, event: Event, step: Step) -> None:
-        tags, named = await self._routing.get_or_load(
-            event.monitor_id, lambda: channels.monitor_routing(conn, event.monitor_id))
-        targets = await channels.routed(conn, step.route, tags, named)
-        if not targets:
-            return
-        body = payload(event, step.message)
-        await channels.add(conn, self._deliveries(event, step, body, targets), self.max_attempts)
-        await channels.open_alert(conn, event.monitor_id, step.alert, step.subject, body,
-                                  targets)
-
-    async def _close(self, conn: asyncpg.Connection, event: Event, step: Step) -> None:
-        got = await channels.close_alert(conn, event.monitor_id, step.alert, step.subject)
-        # An incident's resolve goes to the channels that got its open and take `up`.
-        targets = [c for c, routes in got if step.alert != "incident" or "up" in routes]
-        if targets:
-            await channels.add(conn, self._deliveries(event, step, payload(event, step.message),
-                                                      targets), self.max_attempts)
+    async def _write(self, conn: asyncpg.Connection, events: list[Event]) -> None:
+        """The batch's deliveries and open alerts, in stream order; routing is read once per
+        batch (a monitor's for a few seconds, ROUTING_TTL_S)."""
+        routing: dict[str, tuple[list[str], list[str]]] = {}
+        for monitor_id in {e.monitor_id for e in events}:
+            if (hit := self._routing.get(monitor_id)) is not MISS:
+                routing[monitor_id] = hit
+        loaded = await channels.routing(conn, sorted({e.monitor_id for e in events} - set(routing)))
+        for monitor_id, found in loaded.items():
+            self._routing.put(monitor_id, found)
+        routing.update(loaded)
+        routes = await channels.enabled(conn)
+        deliveries: list[NewDelivery] = []
+        opened: list[OpenAlert] = []
+        for event in events:
+            tags, named = routing[event.monitor_id]
+            for step in steps(event):
+                if step.opens:
+                    targets = [c.id for c in routes if c.takes(step.route, tags, named)]
+                    if targets:
+                        body = payload(event, step.message)
+                        deliveries += self._deliveries(event, step, body, targets)
+                        opened.append(OpenAlert(event.monitor_id, step.alert, step.subject,
+                                                body, targets))
+                    continue
+                # An end reads the open alerts: the ones this batch opened are written first.
+                await channels.open_alerts(conn, opened)
+                opened = []
+                got = await channels.close_alert(conn, event.monitor_id, step.alert,
+                                                 step.subject)
+                # An incident's resolve goes to the channels that got its open and take `up`.
+                targets = [c for c, taken in got if step.alert != "incident" or "up" in taken]
+                deliveries += self._deliveries(event, step, payload(event, step.message),
+                                               targets)
+        await channels.open_alerts(conn, opened)
+        await channels.add(conn, deliveries, self.max_attempts)
 
     @staticmethod
     def _deliveries(event: Event, step: Step, body: dict[str, object],

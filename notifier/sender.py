@@ -16,10 +16,13 @@ import structlog
 from engine import channels
 from engine.channels import Claimed, NewDelivery, Outcome, delivery_key
 from engine.secrets import Keyring, SecretError
+from engine.service import OUTAGES, Outage
 from notifier.messages import reminder
 from notifier.settings import LEASE_GRACE_MS, NotifySettings
 from notifier.transports import TransportError, Transports
 
+# Attempts recorded in one transaction at most.
+RECORD_BATCH = 500
 log = structlog.get_logger(component="notifier")
 
 
@@ -39,6 +42,7 @@ class Sender:
         self.transports = Transports(settings.timeout_ms)
         self.rng = random.Random()
         self._slots = asyncio.Semaphore(settings.concurrency)
+        self._done: asyncio.Queue[tuple[Claimed, Outcome]] = asyncio.Queue()
         self.sent = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -47,12 +51,17 @@ class Sender:
         s = self.settings
         lease_ms = s.timeout_ms + LEASE_GRACE_MS
         inflight: set[asyncio.Task[None]] = set()
+        recorder = asyncio.create_task(self._recorder())
         try:
             while not stop.is_set():
+                if len(inflight) >= s.concurrency:
+                    # Full: the next claim waits for a free slot, not for the poll.
+                    await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 await self.reminders()
-                room = s.concurrency - len(inflight)
-                claimed = await channels.claim(self.pool, self.name, min(room, s.batch),
-                                               lease_ms, s.storm) if room > 0 else []
+                claimed = await channels.claim(self.pool, self.name,
+                                               min(s.concurrency - len(inflight), s.batch),
+                                               lease_ms, s.storm)
                 if claimed:
                     for task in await self._start(claimed):
                         inflight.add(task)
@@ -63,6 +72,12 @@ class Sender:
         finally:
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
+            # Recorded even while stopping: the sends happened, the outbox must say so; past
+            # a lease, recording is moot (another notifier may send it again, under its key).
+            recorded = asyncio.create_task(self._done.join())
+            await asyncio.wait([recorded], timeout=lease_ms / 1000)
+            recorded.cancel()
+            recorder.cancel()
             await self.transports.close()
 
     async def _start(self, claimed: list[Claimed]) -> list[asyncio.Task[None]]:
@@ -70,11 +85,10 @@ class Sender:
         return [asyncio.create_task(self._deliver(c, rows.get(c.channel_id))) for c in claimed]
 
     async def _deliver(self, claimed: Claimed, row: asyncpg.Record | None) -> None:
+        if row is None:  # deleted since: its deliveries went with it (ON DELETE CASCADE)
+            return
         async with self._slots:
-            status: int | None = None
             try:
-                if row is None:  # deleted since: its deliveries go with it (ON DELETE CASCADE)
-                    return
                 status = await self.transports.send(channels.opened(row, self.keyring),
                                                     claimed.key, claimed.payload)
                 outcome = Outcome(http_status=status)
@@ -85,11 +99,7 @@ class Sender:
             except Exception as exc:  # a bug in a transport must not stop the others
                 log.exception("send failed", key=claimed.key)
                 outcome = self._failed(claimed, TransportError(repr(exc)))
-        if not await self._record(claimed, outcome):
-            log.warning("lease lost before the attempt was recorded; the new holder's counts",
-                        key=claimed.key)
-        elif outcome.error is None:
-            self.sent += 1
+        self._done.put_nowait((claimed, outcome))
 
     def _failed(self, claimed: Claimed, exc: TransportError) -> Outcome:
         last = exc.permanent or claimed.attempt >= claimed.max_attempts
@@ -100,9 +110,30 @@ class Sender:
                     error=str(exc), http_status=exc.status, retry_in_ms=retry)
         return Outcome(error=str(exc), http_status=exc.status, retry_in_ms=retry)
 
-    async def _record(self, claimed: Claimed, outcome: Outcome) -> bool:
-        # Recorded even while stopping: the send happened, the outbox must say so.
-        return await asyncio.shield(channels.record(self.pool, claimed, self.name, outcome))
+    async def _recorder(self) -> None:
+        """Finished attempts, recorded in batches (one transaction for all that finished
+        meanwhile); through an outage, retried until it works. One whose lease passed first
+        is sent again under its key, and the receiver dedupes."""
+        outage = Outage("recording deliveries")
+        while True:
+            batch = [await self._done.get()]
+            while not self._done.empty() and len(batch) < RECORD_BATCH:
+                batch.append(self._done.get_nowait())
+            while True:
+                try:
+                    moved = await channels.record(self.pool, self.name, batch)
+                    outage.ok()
+                    break
+                except OUTAGES as exc:
+                    outage.failed(exc)
+                    await asyncio.sleep(1.0)
+            for claimed, outcome in batch:
+                if claimed.key not in moved:
+                    log.warning("lease lost before the attempt was recorded; the new holder's "
+                                "counts", key=claimed.key)
+                elif outcome.error is None:
+                    self.sent += 1
+                self._done.task_done()
 
     async def reminders(self) -> None:
         """Every due reminder of an open incident becomes a delivery keyed by the incident,
