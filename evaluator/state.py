@@ -64,6 +64,9 @@ class Incident:
     first_check_id: str | None
     folded_into: str | None
     regions: list[str]
+    # Folded: results since no dependency is down any more. After confirm_down of them, still
+    # down, it is an outage of its own: resolved as folded and opened anew, to be notified.
+    clear: int = 0
 
 
 @dataclass(slots=True)
@@ -212,10 +215,11 @@ class Evaluation:
             if previous != "unknown" and not state.blind:
                 state.blind = True
                 self._emit(MONITORING_DEGRADED, at_ms, regions=self._regions(),
-                           status="unknown", previous=previous)
+                           status="unknown", previous=previous, maintenance=maintenance)
         elif state.blind:
             state.blind = False
-            self._emit(MONITORING_RESTORED, at_ms, regions=self._regions(), status=vote)
+            self._emit(MONITORING_RESTORED, at_ms, regions=self._regions(), status=vote,
+                       maintenance=maintenance)
         if previous in TARGET_STATUSES and vote in TARGET_STATUSES:
             window_start = at_ms - self.rules.flap_window_ms
             state.changes = [t for t in state.changes if t > window_start] + [at_ms]
@@ -243,22 +247,38 @@ class Evaluation:
                 not state.changes or state.changes[-1] <= at_ms - self.rules.flap_window_ms):
             state.changes = []
             self._publish(state.quorum, at_ms, result, maintenance)
-        if state.status == "down" and state.incident is None and not maintenance:
+        incident = state.incident
+        if state.status == "down" and incident is None and not maintenance:
             self._open(at_ms)
-        elif state.status == "up" and state.incident is not None:
-            incident, state.incident = state.incident, None
-            self._emit(INCIDENT_RESOLVED, at_ms, incident_id=incident.id,
-                       opened_ms=incident.opened_ms, resolved_ms=at_ms,
-                       first_check_id=incident.first_check_id,
-                       folded_into=incident.folded_into, regions=self._regions(),
-                       check_id=result.check_id)
+        elif state.status == "up" and incident is not None:
+            self._resolve(at_ms, result)
+        elif state.status == "down" and incident is not None and incident.folded_into:
+            if self._dependency_down():
+                incident.clear = 0
+                return
+            incident.clear += 1
+            if incident.clear >= self.rules.confirm_down and not maintenance:
+                self._resolve(at_ms, result, "its dependency recovered; it is still down")
+                self._open(at_ms)
+
+    def _dependency_down(self) -> str | None:
+        """The incident (or id) of the first dependency that is down, if one is."""
+        return next((dep.incident_id or dep_id for dep_id, dep in
+                     sorted(self.dependencies.items()) if dep.status == "down"), None)
+
+    def _resolve(self, at_ms: int, result: CheckResult, reason: str | None = None) -> None:
+        incident, self.state.incident = self.state.incident, None
+        assert incident is not None
+        self._emit(INCIDENT_RESOLVED, at_ms, incident_id=incident.id,
+                   opened_ms=incident.opened_ms, resolved_ms=at_ms,
+                   first_check_id=incident.first_check_id, folded_into=incident.folded_into,
+                   regions=self._regions(), check_id=result.check_id, reason=reason)
 
     def _open(self, at_ms: int) -> None:
         down = {name: r for name, r in self.state.regions.items() if r.status == "down"}
         first = min(down.values(), key=lambda r: (r.bad_ms is None, r.bad_ms or 0),
                     default=None)
-        folded = next((dep.incident_id or dep_id for dep_id, dep in
-                       sorted(self.dependencies.items()) if dep.status == "down"), None)
+        folded = self._dependency_down()
         incident = Incident(id=f"{self.monitor_id}:{at_ms}", opened_ms=at_ms,
                             first_check_id=first.bad_check if first else None,
                             folded_into=folded, regions=sorted(down))
