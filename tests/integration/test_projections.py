@@ -20,6 +20,7 @@ from tests.support.events import (
     change,
     clear_projections,
     opened,
+    projection,
     publish,
     resolved,
     run_until_done,
@@ -55,14 +56,6 @@ def outage(monitor_id: str = "web", start: int = T0, end: int = T0 + 5 * MIN) ->
         resolved(monitor_id, start, end, first_check_id=f"{monitor_id}:eu:{start - MIN}",
                  regions={"eu": "up", "us": "up"}),
     ]
-
-
-async def projection(pool) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of the projection's tables, in key order."""
-    order = {"incidents": "id", "incident_notes": "id", "confirmed_status": "monitor_id, region",
-             "confirmed_history": "monitor_id, region, at_ms"}
-    return {t: [tuple(r.values()) for r in await pool.fetch(
-        f"SELECT * FROM {t} ORDER BY {order[t]}")] for t in TABLES}
 
 
 async def test_an_outage_is_projected(r, keys, pool, postgres_dsn, empty):

@@ -15,8 +15,7 @@ from evaluator.service import Evaluator
 from executors.kinds import SCHEMA
 from sinks.clickhouse import ClickHouseSink
 from sinks.incidents import IncidentsSink
-from tests.integration.test_projections import projection
-from tests.support.events import clear_projections, run_until_done
+from tests.support.events import clear_projections, projection, run_until_done
 from tests.support.helpers import check_result, store_monitors
 from vigil.admin import CommandError
 from vigil.replay import replay

@@ -74,3 +74,11 @@ async def clear_projections(pool: asyncpg.Pool, ch: ClickHouse) -> None:
     """Empty the projections' tables (Postgres and ClickHouse status_events)."""
     await pool.execute(f"TRUNCATE {', '.join(TABLES)}")
     await ch.command("TRUNCATE TABLE status_events")
+
+
+async def projection(pool: asyncpg.Pool) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the projection's tables, in key order."""
+    order = {"incidents": "id", "incident_notes": "id", "confirmed_status": "monitor_id, region",
+             "confirmed_history": "monitor_id, region, at_ms"}
+    return {t: [tuple(r.values()) for r in await pool.fetch(
+        f"SELECT * FROM {t} ORDER BY {order[t]}")] for t in TABLES}
