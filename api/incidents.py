@@ -112,7 +112,8 @@ async def confirmed(request: web.Request) -> web.Response:
     monitor_id = request.match_info["monitor_id"]
     if not await store.exists(request.app[PG], monitor_id):
         raise json_error(web.HTTPNotFound, f"no monitor {monitor_id!r}")
-    rows = await incidents.confirmed(request.app[PG], monitor_id)
+    rows = [{k: v for k, v in r.items() if k != "monitor_id"}
+            for r in await incidents.confirmed(request.app[PG], monitor_id)]
     own = next((r for r in rows if r["region"] == incidents.MONITOR), None)
     return json_response({
         "monitor_id": monitor_id,

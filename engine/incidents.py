@@ -270,11 +270,13 @@ async def add_note(pool: asyncpg.Pool, incident_id: str, author: str, text: str)
     return added is not None
 
 
-async def confirmed(pool: asyncpg.Pool, monitor_id: str) -> list[dict[str, Any]]:
-    """A monitor's confirmed status: its own (region '*') first, then each region's."""
+async def confirmed(pool: asyncpg.Pool, monitor_id: str | None) -> list[dict[str, Any]]:
+    """The confirmed status of a monitor (None: of every monitor), per monitor its own
+    (region '*') first, then each region's."""
     rows = await pool.fetch(
-        """SELECT region, status, previous, since_ms, event_id FROM confirmed_status
-           WHERE monitor_id = $1 ORDER BY region <> '*', region""", monitor_id)
+        """SELECT monitor_id, region, status, previous, since_ms, event_id FROM confirmed_status
+           WHERE $1::text IS NULL OR monitor_id = $1
+           ORDER BY monitor_id, region <> '*', region""", monitor_id)
     return [dict(r) for r in rows]
 
 

@@ -271,7 +271,7 @@ def _command(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
         return cmd_admin(settings, args)
     if args.command in ("channels", "deliveries", "notify"):
         return cmd_notify(settings, args)
-    if args.command == "incidents":
+    if args.command in ("incidents", "confirmed"):
         return cmd_incidents(settings, args)
     if args.command == "replay":
         return cmd_replay(settings, args.yes)

@@ -1,6 +1,7 @@
-"""`vigil incidents list|show|ack|note`: the incidents API's reads and writes from a shell,
-straight on Postgres (engine.incidents). Who acknowledges or writes a note is `--by`, the OS
-user by default: whoever runs this holds Vigil's database credentials already."""
+"""`vigil incidents list|show|ack|note` and `vigil confirmed [MONITOR]`: the incidents API's
+reads and writes and the confirmed status from a shell, straight on Postgres
+(engine.incidents). Who acknowledges or writes a note is `--by`, the OS user by default:
+whoever runs this holds Vigil's database credentials already."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ def add_parsers(sub: argparse._SubParsersAction,  # type: ignore[type-arg]
     note.add_argument("text")
     for p in (ack, note):
         p.add_argument("--by", default=getpass.getuser(), help="who (default: the OS user)")
+    sub.add_parser("confirmed", parents=[common],
+                   help="the confirmed status of every monitor (or one), and of its regions"
+                   ).add_argument("monitor", nargs="?")
 
 
 def _time(ms: int | None) -> str:
@@ -45,7 +49,9 @@ def _time(ms: int | None) -> str:
 
 
 async def run(pool: asyncpg.Pool, args: argparse.Namespace) -> None:
-    if args.action == "list":
+    if args.command == "confirmed":
+        await confirmed(pool, args.monitor)
+    elif args.action == "list":
         await list_incidents(pool, args)
     elif args.action == "show":
         await show(pool, args.id)
@@ -82,3 +88,11 @@ async def show(pool: asyncpg.Pool, incident_id: str) -> None:
     if found is None:
         raise CommandError(f"no incident {incident_id!r}")
     print(yaml.safe_dump(found, sort_keys=False).rstrip())
+
+
+async def confirmed(pool: asyncpg.Pool, monitor_id: str | None) -> None:
+    """Region `*` is the monitor's own status, over its regions."""
+    print(f"{'MONITOR':32} {'REGION':12} {'STATUS':9} {'SINCE (UTC)':19}  PREVIOUS")
+    for row in await incidents.confirmed(pool, monitor_id):
+        print(f"{row['monitor_id']:32} {row['region']:12} {row['status']:9} "
+              f"{_time(row['since_ms']):19}  {row['previous'] or '-'}")
