@@ -47,6 +47,9 @@ T = TypeVar("T", bound=Item)
 
 
 class StreamSink(ABC, Generic[T]):
+    """One consumer group of one stream, written in batches; a subclass names the stream and
+    its event type (BatchSink, EventSink) and the writing."""
+
     name: str
     group: str
     # What the stream carries, in log lines ("result", "event").
