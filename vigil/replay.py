@@ -24,7 +24,6 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import structlog
 
 from engine import incidents, store
 from engine.clickhouse import ClickHouse
@@ -34,7 +33,6 @@ from evaluator.state import Dependency, Evaluation, MonitorState
 from vigil.admin import CommandError
 
 PAGE = 10_000
-log = structlog.get_logger(component="replay")
 
 # The key that orders results is also the page cursor: a check id is one row under FINAL.
 RESULTS_SQL = """
@@ -133,5 +131,4 @@ async def replay(pool: asyncpg.Pool, ch: ClickHouse, truncate: bool) -> tuple[in
         now: datetime = await conn.fetchval("SELECT now()")
         events = state.expire(int(now.timestamp() * 1000))
         await incidents.project(conn, events)
-    log.info("replay done", results=state.evaluated, events=projected + len(events))
     return state.evaluated, projected + len(events)

@@ -17,6 +17,7 @@ from sinks.clickhouse import ClickHouseSink
 from sinks.incidents import IncidentsSink
 from tests.support.events import clear_projections, projection, run_until_done
 from tests.support.helpers import check_result, store_monitors
+from vigil import cli
 from vigil.admin import CommandError
 from vigil.replay import replay
 from vigil.replay import results as results_of
@@ -98,6 +99,15 @@ async def test_replay_rebuilds_the_live_rows(pool, ch, live):
     # Every change and incident event, and monitoring.degraded/restored (not projected).
     assert events > len(live["confirmed_history"]) + 2 * len(live["incidents"])
     assert await projection(pool) == live
+
+
+async def test_the_command_replays(pool, ch, live, postgres_dsn, clickhouse_url, capsys):
+    """`vigil replay --yes` as the CLI runs it (on this process's chDB: one per data path)."""
+    await cli.cmd_replay(Settings(postgres_dsn=postgres_dsn, clickhouse_url=clickhouse_url),
+                         truncate=True)
+    assert capsys.readouterr().out.startswith("replayed 95 results into ")
+    assert await projection(pool) == live
+    assert await ch.command("SELECT 1") == 1  # the shared client is still open
 
 
 async def test_replay_refuses_tables_with_rows_unless_told(pool, ch, live):
