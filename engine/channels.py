@@ -51,6 +51,9 @@ SECRET_BYTES = 24
 SHOWN_ONLY = ("service", "created_at", "updated_at")
 # Messages the storm guard never folds: it sends them itself, or a person waits on them.
 UNFOLDED = ("summary", "test")
+UNFOLDED_SQL = ", ".join(f"'{m}'" for m in UNFOLDED)
+# A message the storm guard may fold: not sent yet, never tried, not of those kinds.
+FOLDABLE = f"state = 'pending' AND attempts = 0 AND message NOT IN ({UNFOLDED_SQL})"
 
 
 def delivery_key(source: str, channel_id: str) -> str:
@@ -350,10 +353,13 @@ async def due_reminders(conn: Conn) -> list[asyncpg.Record]:
 @dataclass(frozen=True, slots=True)
 class Storm:
     """More than `count` messages for one channel within `window_ms` are a storm: what is
-    pending for it goes out as one summary, at most one per `gather_ms`."""
+    pending for it waits, and goes out as one summary once no new message came for `quiet_ms`,
+    or once the oldest has waited `gather_ms` (a storm that goes on gives a summary that
+    often)."""
 
     count: int
     window_ms: int
+    quiet_ms: int
     gather_ms: int
 
 
@@ -379,18 +385,18 @@ async def claim(pool: asyncpg.Pool, owner: str, limit: int, lease_ms: int,
         await _lost_attempts(conn)
         storming = await _fold_storms(conn, storm)
         rows = await conn.fetch(
-            """UPDATE deliveries d SET state = 'sending', attempts = d.attempts + 1,
+            f"""UPDATE deliveries d SET state = 'sending', attempts = d.attempts + 1,
                    lease_until = now() + $2 * interval '1 millisecond', leased_by = $3
                FROM (SELECT key FROM deliveries
                      WHERE (state = 'pending' AND due_at <= now()
                             OR state = 'sending' AND lease_until <= now())
                        AND NOT (channel_id = ANY($4::text[]) AND attempts = 0
-                                AND message <> ALL($5::text[]))
+                                AND message NOT IN ({UNFOLDED_SQL}))
                      ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
                WHERE d.key = due.key
                RETURNING d.key, d.channel_id, d.message, d.payload::text AS payload,
                    d.attempts, d.max_attempts""",
-            limit, lease_ms, owner, storming, list(UNFOLDED))
+            limit, lease_ms, owner, storming)
     return [Claimed(key=r["key"], channel_id=r["channel_id"], message=r["message"],
                     payload=orjson.loads(r["payload"]), attempt=r["attempts"],
                     max_attempts=r["max_attempts"]) for r in rows]
@@ -411,44 +417,47 @@ async def _lost_attempts(conn: Conn) -> None:
 
 
 async def _fold_storms(conn: Conn, storm: Storm) -> list[str]:
-    """The channels in a storm now; for each whose last summary is older than the gather
-    time, the pending messages become one summary delivery (its key made from theirs), and
-    they are `folded` into it."""
-    rows = await conn.fetch(
-        """SELECT channel_id,
-                  max(created_at) FILTER (WHERE message = 'summary')
-                      > now() - $3 * interval '1 millisecond' AS gathering
-           FROM deliveries WHERE created_at > now() - $2 * interval '1 millisecond'
-               AND message <> 'test'
-           GROUP BY channel_id
-           HAVING count(*) FILTER (WHERE message <> 'summary') > $1""",
-        storm.count, storm.window_ms, storm.gather_ms)
-    for row in rows:
-        if row["gathering"]:
-            continue
-        folded = await conn.fetch(
-            """SELECT key, message, monitor_id, event_id FROM deliveries
-               WHERE channel_id = $1 AND state = 'pending' AND attempts = 0
-                   AND message <> ALL($2::text[])
-               ORDER BY created_at, key FOR UPDATE SKIP LOCKED""",
-            row["channel_id"], list(UNFOLDED))
-        if not folded:
-            continue
-        parts = [f["key"] for f in folded]
-        key = delivery_key("summary:" + hashlib.sha256(",".join(parts).encode()).hexdigest(),
-                           row["channel_id"])
-        items = [{"message": f["message"], "monitor_id": f["monitor_id"],
-                  "event_id": f["event_id"], "key": f["key"]} for f in folded]
-        max_attempts = await conn.fetchval(
-            "SELECT max(max_attempts) FROM deliveries WHERE key = ANY($1)", parts)
-        await add(conn, [NewDelivery(key=key, channel_id=row["channel_id"],
-                                     event_id=f"summary:{key}", message="summary",
-                                     monitor_id=None,
-                                     payload={"message": "summary", "count": len(items),
-                                              "items": items})], max_attempts)
-        await conn.execute("UPDATE deliveries SET state = 'folded', folded_into = $2 "
-                           "WHERE key = ANY($1)", parts, key)
-    return [r["channel_id"] for r in rows]
+    """The channels in a storm now; for each whose pending messages are ready (quiet, or the
+    oldest waited long enough), they become one summary delivery (its key made from theirs)
+    and are `folded` into it."""
+    storming = [r["channel_id"] for r in await conn.fetch(
+        f"""SELECT channel_id FROM deliveries
+           WHERE created_at > now() - $2 * interval '1 millisecond'
+               AND message NOT IN ({UNFOLDED_SQL})
+           GROUP BY channel_id HAVING count(*) > $1""",
+        storm.count, storm.window_ms)]
+    for channel_id in storming:
+        ready = await conn.fetchval(
+            f"""SELECT max(created_at) < now() - $2 * interval '1 millisecond'
+                    OR min(created_at) < now() - $3 * interval '1 millisecond'
+                FROM deliveries WHERE channel_id = $1 AND {FOLDABLE}""",
+            channel_id, storm.quiet_ms, storm.gather_ms)
+        if ready:
+            await _fold(conn, channel_id)
+    return storming
+
+
+
+
+async def _fold(conn: Conn, channel_id: str) -> None:
+    folded = await conn.fetch(
+        f"""SELECT key, message, monitor_id, event_id, max_attempts FROM deliveries
+            WHERE channel_id = $1 AND {FOLDABLE}
+            ORDER BY created_at, key FOR UPDATE SKIP LOCKED""", channel_id)
+    if not folded:
+        return
+    parts = [f["key"] for f in folded]
+    key = delivery_key("summary:" + hashlib.sha256(",".join(parts).encode()).hexdigest(),
+                       channel_id)
+    items = [{"message": f["message"], "monitor_id": f["monitor_id"], "event_id": f["event_id"],
+              "key": f["key"]} for f in folded]
+    await add(conn, [NewDelivery(key=key, channel_id=channel_id, event_id=f"summary:{key}",
+                                 message="summary", monitor_id=None,
+                                 payload={"message": "summary", "count": len(items),
+                                          "items": items})],
+              max(f["max_attempts"] for f in folded))
+    await conn.execute("UPDATE deliveries SET state = 'folded', folded_into = $2 "
+                       "WHERE key = ANY($1)", parts, key)
 
 
 async def channels_of(pool: asyncpg.Pool, ids: list[str]) -> dict[str, asyncpg.Record]:

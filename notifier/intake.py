@@ -29,7 +29,8 @@ from notifier.messages import Step, payload, steps
 
 # "NOTIF" in ASCII: one intake per database (engine.migrate holds "VIGIL").
 INTAKE_LOCK = 0x4E_4F_54_49_46
-# A monitor's tags and channels change rarely; a minute-old routing is not what this guards.
+BATCH = 100
+# A monitor's tags and channels change rarely: seconds of staleness save a query per batch.
 ROUTING_TTL_S = 5.0
 ROUTING_MAX = 10_000
 log = structlog.get_logger(component="notifier")
@@ -69,17 +70,13 @@ class Intake:
                     return
             log.info("notifier intake leads", consumer=self.name)
             # The predecessor is gone (its lock with it): what it held is ours, oldest first.
-            await self._handle(conn, await self.consumer.claim(0, count=10_000,
-                                                               spare=frozenset({self.name})))
-            upkeep_at = 0.0
-            loop = asyncio.get_running_loop()
+            while taken := await self.consumer.claim(0, count=BATCH,
+                                                     spare=frozenset({self.name})):
+                await self._handle(conn, taken)
             while not stop.is_set():
-                batch = await self.consumer.read(100, 1000)
+                batch = await self.consumer.read(BATCH, 1000)
                 self._outage.ok()
                 await self._handle(conn, batch)
-                if loop.time() >= upkeep_at:
-                    await self.upkeep()
-                    upkeep_at = loop.time() + 10.0
         finally:
             with contextlib.suppress(*OUTAGES):
                 await conn.close(timeout=5)

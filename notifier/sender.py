@@ -21,6 +21,9 @@ from notifier.messages import reminder
 from notifier.settings import LEASE_GRACE_MS, NotifySettings
 from notifier.transports import TransportError, Transports
 
+# How often due reminders are looked for (each is due at a time of its own; this is the
+# lateness allowed).
+REMINDERS_S = 1.0
 # Attempts recorded in one transaction at most.
 RECORD_BATCH = 500
 log = structlog.get_logger(component="notifier")
@@ -52,13 +55,17 @@ class Sender:
         lease_ms = s.timeout_ms + LEASE_GRACE_MS
         inflight: set[asyncio.Task[None]] = set()
         recorder = asyncio.create_task(self._recorder())
+        loop = asyncio.get_running_loop()
+        reminders_at = 0.0
         try:
             while not stop.is_set():
                 if len(inflight) >= s.concurrency:
                     # Full: the next claim waits for a free slot, not for the poll.
                     await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                await self.reminders()
+                if loop.time() >= reminders_at:
+                    await self.reminders()
+                    reminders_at = loop.time() + REMINDERS_S
                 claimed = await channels.claim(self.pool, self.name,
                                                min(s.concurrency - len(inflight), s.batch),
                                                lease_ms, s.storm)

@@ -11,12 +11,14 @@ import structlog
 
 from engine.keys import Keys
 from engine.secrets import Keyring
-from engine.service import OUTAGES, Outage
+from engine.service import OUTAGES, Outage, every
 from engine.settings import Settings
 from notifier.intake import Intake, pause
 from notifier.sender import Sender
 from notifier.settings import NotifySettings
 
+# The events stream's trim and gauges (engine.streams.Upkeep), as every reader runs them.
+UPKEEP_S = 10.0
 log = structlog.get_logger(component="notifier")
 
 
@@ -33,7 +35,8 @@ class Notifier:
     async def run(self, stop: asyncio.Event) -> None:
         log.info("notifier started", concurrency=self.notify.concurrency,
                  max_attempts=self.notify.max_attempts)
-        await asyncio.gather(self.intake.run(stop), self._send(stop))
+        await asyncio.gather(self.intake.run(stop), self._send(stop),
+                             every(UPKEEP_S, stop, self.intake.upkeep, "events upkeep"))
         log.info("notifier stopped", sent=self.sender.sent)
 
     async def _send(self, stop: asyncio.Event) -> None:

@@ -25,7 +25,8 @@ class NotifySettings:
     batch: int = 100
     storm_count: int = 10
     storm_window_ms: int = 30_000
-    storm_gather_ms: int = 5_000
+    storm_quiet_ms: int = 1_000
+    storm_gather_ms: int = 10_000
     # How often an idle sender looks for due deliveries (and reminders).
     poll_ms: int = 250
 
@@ -42,13 +43,15 @@ class NotifySettings:
             batch=env_int(env, "VIGIL_NOTIFY_BATCH", d.batch, 1),
             storm_count=env_int(env, "VIGIL_NOTIFY_STORM_COUNT", d.storm_count, 1),
             storm_window_ms=env_int(env, "VIGIL_NOTIFY_STORM_WINDOW_MS", d.storm_window_ms, 1),
+            storm_quiet_ms=env_int(env, "VIGIL_NOTIFY_STORM_QUIET_MS", d.storm_quiet_ms, 1),
             storm_gather_ms=env_int(env, "VIGIL_NOTIFY_STORM_GATHER_MS", d.storm_gather_ms, 1),
             poll_ms=env_int(env, "VIGIL_NOTIFY_POLL_MS", d.poll_ms, 10),
         )
 
     @property
     def storm(self) -> Storm:
-        return Storm(self.storm_count, self.storm_window_ms, self.storm_gather_ms)
+        return Storm(self.storm_count, self.storm_window_ms, self.storm_quiet_ms,
+                     self.storm_gather_ms)
 
 
 # A healthy sender holds a delivery at most its timeout and the time to record the attempt.
