@@ -26,9 +26,7 @@ from tests.support.events import change, opened, publish, resolved
 from tests.support.helpers import running, store_monitors, wait_for
 from tests.support.receivers import WebhookReceiver, smtp_server, webhook_receiver
 
-# apprise's email plugin imports imghdr, deprecated in Python 3.11 (apprise's, not ours).
-APPRISE_IMGHDR = pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning")
-pytestmark = [pytest.mark.timeout(60), APPRISE_IMGHDR]
+pytestmark = pytest.mark.timeout(60)
 FAST = NotifySettings(max_attempts=3, backoff_ms=20, backoff_max_ms=200, timeout_ms=2_000,
                       poll_ms=20)
 

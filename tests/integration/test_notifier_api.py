@@ -11,12 +11,12 @@ from engine import channels
 from engine.secrets import KEY_VARIABLE, REDACTED
 from engine.settings import Settings
 from notifier.service import Notifier
-from tests.integration.test_notifier import APPRISE_IMGHDR, FAST
+from tests.integration.test_notifier import FAST
 from tests.support.helpers import running
 from tests.support.receivers import WebhookReceiver, webhook_receiver
 from tests.support.servers import api_client
 
-pytestmark = [pytest.mark.timeout(60), APPRISE_IMGHDR]
+pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
