@@ -7,7 +7,8 @@ Per region: the run of equal raw outcomes (its class and length) turns into a co
 status once it is `confirm_down` (down, degraded) or `confirm_up` (up) long. A region whose
 results stop is `unknown` once `stale_after` has passed since its last one; it does not vote.
 Per monitor: `quorum` regions agreeing give its status; fewer than `quorum` fresh regions
-give `unknown` and a `monitoring.degraded` event (never a false outage). More than
+give `unknown` and a `monitoring.degraded` event (never a false outage); enough regions that
+do not agree keep the status it has. More than
 `flap_changes` changes of that status within `flap_window` give `flapping`, alerted once;
 it ends when a window passes without a change. An incident opens when the monitor's status
 becomes down (not from a result inside a muted maintenance window: the first result after
@@ -108,7 +109,11 @@ class Step:
     retry_at_ms: int | None = None
 
 
-def _vote(rules: Rules, regions: dict[str, Region]) -> Status:
+def _vote(rules: Rules, regions: dict[str, Region], current: Status) -> Status:
+    """The monitor's status the regions' votes give: `quorum` of them agreeing; `unknown`
+    when fewer than `quorum` can vote; and when enough vote but too few agree (eu down, us
+    up, quorum 2: one region's result in before the other's of the same slot, or a real
+    split), the status it has, as hysteresis would: no flap through unknown, no guess."""
     voters = [regions[name].status for name in rules.regions
               if name in regions and regions[name].status != "unknown"]
     if len(voters) < rules.quorum:
@@ -120,7 +125,7 @@ def _vote(rules: Rules, regions: dict[str, Region]) -> Status:
         return "degraded"
     if voters.count("up") >= rules.quorum:
         return "up"
-    return "unknown"
+    return current
 
 
 class Evaluation:
@@ -207,7 +212,7 @@ class Evaluation:
 
     def _revote(self, at_ms: int, result: CheckResult | None, maintenance: bool) -> None:
         state = self.state
-        vote = _vote(self.rules, state.regions)
+        vote = _vote(self.rules, state.regions, state.quorum)
         if vote == state.quorum:
             return
         previous, state.quorum = state.quorum, vote

@@ -2,9 +2,10 @@
 per region (eu, us, ap), ap's inside a network namespace of its own joined to the host by a
 veth pair. The network between ap's executor and the target is cut (a prohibit route in its
 namespace; its way to Redis stays): ap turns down and the monitor stays up, no false outage.
-Then us's executor is killed: us goes silent, eu and ap disagree, too few regions agree for
-the quorum, and the monitor is unknown with a `monitoring.degraded` event instead of an
-incident."""
+us's executor is killed: us goes silent, eu (up) and ap (down) disagree, and the monitor
+keeps its status. Then ap's link goes down altogether, Redis included: ap goes silent too,
+eu alone is fewer than the quorum, and the monitor is unknown with a `monitoring.degraded`
+event instead of an incident."""
 
 from __future__ import annotations
 
@@ -131,6 +132,8 @@ async def test_one_region_cut_off_is_no_outage_and_too_few_voters_is_monitoring_
             ip("-n", netns, "route", "replace", "prohibit", f"{TARGET_IP}/32")
             await wait_for(seen("status.changed", "down", "ap"), timeout=60)
             procs["us"].kill()
+            await wait_for(seen("status.changed", "unknown", "us"), timeout=60)
+            ip("-n", netns, "link", "set", f"{netns}n", "down")
             await wait_for(seen("monitoring.degraded"), timeout=60)
             history = await events()
             for proc in procs.values():
@@ -140,6 +143,14 @@ async def test_one_region_cut_off_is_no_outage_and_too_few_voters_is_monitoring_
     assert not [e for e in history if e.type == "incident.opened"]
     assert "down" not in [e.status for e in history if e.type == "monitor.changed"]
     degraded = next(e for e in history if e.type == "monitoring.degraded")
-    assert degraded.regions == {"eu": "up", "us": "unknown", "ap": "down"}
+    assert degraded.regions == {"eu": "up", "us": "unknown", "ap": "unknown"}
+    # Between us going silent and ap too, eu and ap disagreed: the monitor stayed up.
+    us_gone = next(e for e in history if e.type == "status.changed" and e.region == "us"
+                   and e.status == "unknown")
+    ap_gone = next(e for e in history if e.type == "status.changed" and e.region == "ap"
+                   and e.status == "unknown")
+    assert us_gone.at_ms < ap_gone.at_ms
+    assert [e.status for e in history if e.type == "monitor.changed"
+            and e.at_ms < ap_gone.at_ms] == ["up"]
     final = [e.status for e in history if e.type == "monitor.changed"][-1]
     assert final == "unknown"

@@ -282,3 +282,16 @@ def test_every_incident_opened_is_resolved_before_the_next_opens(items):
         elif event.type == "incident.resolved":
             assert event.incident_id == open_id
             open_id = None
+
+
+def test_regions_that_disagree_keep_the_status_it_has():
+    """Two regions, quorum 2: eu's down comes in before us's of the same slot; the monitor
+    does not pass through unknown (nor raise monitoring.degraded) on the way down."""
+    two = replace(RULES, regions=("eu", "us"), quorum=2)
+    ups = [{"eu": "up", "us": "up"}] * 2
+    state, events = run(ups + [{"eu": "down", "us": "down"}] * 3, two)
+    assert state.status == "down"
+    assert [e.status for e in events if e.type == "monitor.changed"] == ["up", "down"]
+    assert not [e for e in events if e.type.startswith("monitoring.")]
+    state, events = run(ups + [{"eu": "down", "us": "up"}] * 5, two)
+    assert state.status == "up"
