@@ -21,6 +21,7 @@ Occurrences that overlap or touch merge into one stretch of maintenance.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -31,7 +32,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
-from dateutil.rrule import rruleset, rrulestr
+from dateutil.rrule import WEEKLY, YEARLY, rrule, rruleset, rrulestr
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -64,6 +65,9 @@ MIN_SPACING_MS = 3_600_000
 SAMPLE = 200
 # A safety net for rules the sample cannot judge: no query walks more than this.
 MAX_OCCURRENCES = 20_000
+# An rrule's times lie within these years (see _parse_rrule).
+EARLIEST = datetime(2000, 1, 1)
+LATEST = datetime(2100, 1, 1)
 # Local wall-clock times run up to a day away from UTC (and a zone's offset can jump by one):
 # what is generated in local time covers the asked range with this margin, then is cut exactly.
 MARGIN = timedelta(days=2)
@@ -185,7 +189,7 @@ class Window(BaseModel):
     def _first_start(self) -> int | None:
         """Where the spacing sample begins: the rule's DTSTART, or now for a cron line."""
         if self.rrule is not None:
-            first = self._rule.after(datetime.min, inc=True)
+            first = self._rule.after(EARLIEST, inc=True)
             return None if first is None else _ms(first.replace(tzinfo=self._zone))
         return _ms(datetime.now(UTC))
 
@@ -197,6 +201,10 @@ class Window(BaseModel):
     def _rule(self) -> rruleset:
         return _parse_rrule(self.rrule or "")
 
+    @cached_property
+    def _cursor(self) -> _Cursor:
+        return _Cursor(self._rule)
+
     def covers(self, monitor_id: str, tags: Iterable[str]) -> bool:
         return monitor_id in self.monitors or not set(self.tags).isdisjoint(tags)
 
@@ -206,10 +214,8 @@ class Window(BaseModel):
         docstring says; at most `limit`."""
         lo, hi = _at(lo_ms, self._zone) - MARGIN, _at(hi_ms, self._zone) + MARGIN
         if self.rrule is not None:
-            last = hi.replace(tzinfo=None)
-            for local in self._rule.xafter(lo.replace(tzinfo=None), count=limit, inc=True):
-                if local > last:
-                    return
+            for local in self._cursor.between(lo.replace(tzinfo=None), hi.replace(tzinfo=None),
+                                              limit):
                 # fold=0: the first of two 02:30s; in a gap, the offset before it (RFC 5545).
                 yield _ms(local.replace(tzinfo=self._zone, fold=0))
             return
@@ -237,7 +243,9 @@ class Window(BaseModel):
 
     def active(self, now_ms: int) -> int | None:
         """The end (epoch ms) of the stretch of this window `now_ms` falls in, or None."""
-        reach = MAX_DURATION_MS if self.start is None else MAX_ONE_OFF_MS
+        # Far enough for the stretch now is in (a chain of occurrences past a day ends early
+        # here; the keeper asks again at that end).
+        reach = (self.duration_ms or 0) + 86_400_000 if self.start is None else MAX_ONE_OFF_MS
         for start, end in self.occurrences(now_ms, now_ms + reach):
             if start <= now_ms < end:
                 return end
@@ -255,6 +263,11 @@ class Window(BaseModel):
 
 
 def _parse_rrule(text: str) -> rruleset:
+    """The rule, refused when it would cost a query more than about a second. dateutil looks
+    for a next occurrence up to the year 9999, whatever UNTIL says, so a rule that never
+    matches walks 8,000 years: half a second by year, 15 s by day (FREQ=DAILY;BYMONTH=2;
+    BYMONTHDAY=30). Such day filters are caught by the same filter yearly; what is left
+    (an INTERVAL that misses its BYDAY) costs a second or two, once, and is then refused."""
     if _SUBSECOND_FREQ.search(text):
         raise _problem("rrule", "FREQ=SECONDLY and FREQ=MINUTELY recur too often for "
                                 "maintenance; a window recurs at most hourly")
@@ -268,12 +281,69 @@ def _parse_rrule(text: str) -> rruleset:
     except Exception as exc:
         raise _problem("rrule", f"not an RFC 5545 rule: {exc}") from None
     assert isinstance(rule, rruleset)  # forceset
-    try:
-        rule.after(datetime(2000, 1, 1))
-    except TypeError:
+    # A set's parts are these attributes of dateutil's (the same since 2.0, untyped in its
+    # stubs): read to check their times and their day filters.
+    raw: Any = rule
+    parts: list[Any] = [*raw._rrule, *raw._exrule]
+    moments: list[datetime] = [r._dtstart for r in parts] + raw._rdate + raw._exdate
+    if any(m.tzinfo is not None for m in moments):
         raise _problem("rrule", "DTSTART (and any RDATE, EXDATE) is local time in `timezone`: "
-                                "write it without TZID or Z") from None
+                                "write it without TZID or Z")
+    # Every query walks from DTSTART (an hourly rule from 2000 is 230,000 occurrences).
+    if not all(EARLIEST <= m < LATEST for m in moments):
+        raise _problem("rrule", f"DTSTART (and any RDATE, EXDATE) must be between "
+                                f"{EARLIEST.year} and {LATEST.year}")
+    for part in raw._rrule:
+        if part._freq >= WEEKLY and part._bysetpos:
+            raise _problem("rrule", "BYSETPOS is for FREQ=MONTHLY or YEARLY")
+        if part._freq >= WEEKLY and not _some_day(part):
+            raise _problem("rrule", "its BYMONTH, BYMONTHDAY, BYYEARDAY, BYWEEKNO and BYDAY "
+                                    "match no day")
+    if rule.after(EARLIEST, inc=True) is None:
+        raise _problem("rrule", "the rule has no occurrence")
     return rule
+
+
+def _some_day(part: Any) -> bool:
+    """Whether a weekly, daily or hourly rule's day filters match any day: the same filters
+    on a yearly rule, which walks years, not days (8,000 of them when none matches)."""
+    filters = {"bymonth": part._bymonth, "byyearday": part._byyearday,
+               "byweekno": part._byweekno, "byweekday": part._byweekday,
+               "byeaster": part._byeaster,
+               "bymonthday": (*part._bymonthday, *part._bynmonthday) or None}
+    given = {k: v for k, v in filters.items() if v}
+    if not given.keys() - {"bymonth"}:
+        return True  # no day filter but months, or none: every such month has days
+    yearly = rrule(YEARLY, dtstart=part._dtstart.replace(hour=0, minute=0, second=0),
+                   **given)
+    return yearly.after(EARLIEST, inc=True) is not None
+
+
+class _Cursor:
+    """A rule's local start times, walked forward and kept from the last query's start on.
+    The keeper asks about now every few seconds, and now only moves on: each occurrence since
+    DTSTART is generated once, not at every query (an hourly rule from 2000 has 230,000).
+    A query starting before the kept ones walks again from DTSTART."""
+
+    def __init__(self, rule: rruleset) -> None:
+        self.rule = rule
+        self.floor: datetime | None = None
+        self.kept: list[datetime] = []
+        self.rest: Iterator[datetime] = iter(())
+
+    def between(self, lo: datetime, hi: datetime, limit: int) -> list[datetime]:
+        if self.floor is None or lo < self.floor:
+            self.rest = iter(self.rule.xafter(lo, inc=True))
+            self.kept = []
+        self.floor = lo
+        del self.kept[:bisect.bisect_left(self.kept, lo)]
+        while (not self.kept or self.kept[-1] <= hi) and len(self.kept) < limit:
+            following = next(self.rest, None)
+            if following is None:
+                break
+            if following >= lo:  # the walk may still be behind: from DTSTART to here
+                self.kept.append(following)
+        return [moment for moment in self.kept if moment <= hi]
 
 
 def _check_cron(text: str, zone: ZoneInfo) -> None:

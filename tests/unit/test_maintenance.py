@@ -163,6 +163,14 @@ def test_an_rrule_with_exdate_and_byday_is_read_in_the_zone() -> None:
      "without TZID or Z"),
     ({"rrule": "DTSTART:20260101T023000\nRRULE:FREQ=MINUTELY"}, "rrule", "at most hourly"),
     ({"rrule": "x" * 1_001}, "rrule", "at most 1000 characters"),
+    # Rules dateutil would walk to the year 9999 for, at every query.
+    ({"rrule": "DTSTART:20260101T023000\nRRULE:FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30"}, "rrule",
+     "match no day"),
+    ({"rrule": "DTSTART:20260101T023000\nRRULE:FREQ=YEARLY;BYMONTH=4;BYMONTHDAY=31"}, "rrule",
+     "no occurrence"),
+    ({"rrule": "DTSTART:20260101T023000\nRRULE:FREQ=DAILY;BYSETPOS=3"}, "rrule",
+     "BYSETPOS is for"),
+    ({"rrule": "DTSTART:19990101T023000\nRRULE:FREQ=DAILY"}, "rrule", "between 2000 and 2100"),
     ({"tags": [], "monitors": []}, "monitors", "name the monitors"),
     ({"monitors": ["bad id"]}, "monitors.0", "pattern"),
     ({"tags": ["t"] * 33}, "tags", "at most 32"),
@@ -201,3 +209,18 @@ def test_a_bad_one_off_window_names_the_field(change: dict[str, Any], field: str
     [(where, message)] = errors(caught.value)
     assert where == field
     assert says in message
+
+
+def test_queries_walking_forward_and_back_see_what_a_fresh_window_sees() -> None:
+    """The rrule's cursor keeps its walk between queries (the keeper's, every few seconds);
+    a query going back starts the walk again. Each answer equals a fresh window's."""
+    definition = {**RRULE, "rrule": "DTSTART:20200101T000000\nRRULE:FREQ=HOURLY;INTERVAL=5",
+                  "duration": "90m"}
+    walked = Window.model_validate(definition)
+    start = ms("2026-03-28T00:00:00+01:00")
+    for step in (0, 1, 7, 30, 31, 2, 40):  # hours; 2 goes back
+        t = start + step * HOUR_MS + 17 * 60_000
+        fresh = Window.model_validate(definition)
+        assert walked.active(t) == fresh.active(t)
+        assert walked.next_change(t, 86_400_000) == fresh.next_change(t, 86_400_000)
+        assert walked.occurrences(t, t + 86_400_000) == fresh.occurrences(t, t + 86_400_000)
