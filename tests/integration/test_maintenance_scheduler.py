@@ -10,13 +10,18 @@ import pytest
 
 from engine import maintenance_store
 from engine.clock import redis_ms
+from engine.events import CheckDue
 from engine.maintenance import Window
+from engine.streams import event_of
 from executors.kinds import SCHEMA
 from scheduler.maintenance import MaintenanceKeeper
+from scheduler.service import Scheduler
 from tests.support.helpers import running, store_monitors, wait_for
 
-MONITORS = [{"id": "db", "kind": "tcp", "tags": ["pg"], "tcp": {"host": "127.0.0.1", "port": 9}},
-            {"id": "web", "kind": "tcp", "tcp": {"host": "127.0.0.1", "port": 9}}]
+MONITORS = [{"id": "db", "kind": "tcp", "tags": ["pg"], "interval": "1s", "timeout": "500ms",
+             "tcp": {"host": "127.0.0.1", "port": 9}},
+            {"id": "web", "kind": "tcp", "interval": "1s", "timeout": "500ms",
+             "tcp": {"host": "127.0.0.1", "port": 9}}]
 
 
 def iso(ms: int) -> str:
@@ -65,6 +70,38 @@ async def test_the_hash_follows_the_windows_in_postgres(r, keys, pool, stored):
         await wait_for(lambda: _is(r, keys, {"web": f"pause:{now + 600_000}"}))
         await maintenance_store.delete(pool, "upgrade")
         await wait_for(lambda: _is(r, keys, {}))
+
+
+@pytest.mark.timeout(60)
+async def test_the_scheduler_mutes_and_pauses_what_its_windows_cover(r, keys, pool, stored,
+                                                                     postgres_dsn):
+    """The whole role: its sync plans the monitors, its keeper fills the hash, its dispatch
+    sends db's checks flagged and none of web's while their windows last."""
+    now = await redis_ms(r)
+    for window in ({"id": "backup", "tags": ["pg"], "start": iso(now - 1_000),
+                    "end": iso(now + 600_000)},
+                   {"id": "deploy", "monitors": ["web"], "mode": "pause",
+                    "start": iso(now - 1_000), "end": iso(now + 600_000)}):
+        await maintenance_store.upsert(pool, Window.model_validate(window), "api")
+    stream = keys.checks("default")
+
+    async def sent() -> list[CheckDue]:
+        return [CheckDue.from_json(event_of(f)) for _, f in await r.xrange(stream)]
+
+    async def three_of_db() -> bool:
+        return sum(e.monitor_id == "db" for e in await sent()) >= 3
+
+    async with running(Scheduler(r, pool, keys, reconcile_s=0.2, postgres_dsn=postgres_dsn,
+                                 claim_idle_ms=35_000)):
+        await wait_for(three_of_db, timeout=20)
+    events = await sent()
+    # Sent before the keeper's first write, a slot may go unflagged; none after one flagged.
+    flags = [e.maintenance for e in events if e.monitor_id == "db"]
+    assert flags[-1]
+    assert flags == sorted(flags)
+    paused = [e for e in events if e.monitor_id == "web" and e.scheduled_ms > now + 1_000]
+    assert paused == []
+    assert int(await r.hget(keys.stats, "paused") or 0) >= 1
 
 
 async def _is(r, keys, expected: dict[str, str]) -> bool:
