@@ -7,13 +7,13 @@ every second), an embedded Postgres (migrated), chDB behind a ClickHouse server'
 (bench/chaos_target.py clickhouse: the ClickHouse sink writes through it over http://, and it
 can answer inserts as a failing server does), an HTTP target that logs every request
 (bench/chaos_target.py http, answering after 250 ms so checks are in flight when a fault
-strikes), then Vigil: two schedulers, three executors and both sinks, each its own
+strikes), then Vigil: two schedulers, three executors, both sinks and the evaluator, each its own
 `python -m vigil.cli` process with a stable VIGIL_INSTANCE_ID. --monitors http monitors, one
 URL per monitor (its id in the path), every --interval seconds.
 
 Faults (--faults, one at a time, drawn by a random.Random(--seed), for --duration seconds, a
 pause of 1-4 s after each):
-  kill-role          SIGKILL one of the seven roles, restart it under its name 0.5-3 s later
+  kill-role          SIGKILL one of the eight roles, restart it under its name 0.5-3 s later
   stop-executor      SIGSTOP an executor for the claim time (max timeout + grace) + 1-3 s, SIGCONT
   kill-redis         SIGKILL redis-server, restart it from its AOF 1-4 s later
   flushall           FLUSHALL; what Redis held at that moment is read in the same MULTI
@@ -38,6 +38,8 @@ front has stopped), Postgres and Redis. Invariants, each PASS or FAIL with offen
   rows = dispatched       one row per dispatched check id (bar those a FLUSHALL wiped), no other
   each check id once      no check id with two rows (FINAL) or two results on the stream; no
                           slot dispatched twice
+  each event once         no evaluation event id written twice to the events stream (the
+                          evaluator's state, events and XACK are one step)
   at most twice at target no check's URL requested more than twice (a request counts for the
                           latest slot at or before it, or for the slot before when that
                           check's recorded run started just before it)
@@ -104,9 +106,9 @@ from stack import (
 )
 
 from engine.clickhouse import ClickHouse
-from engine.events import CheckDue, CheckResult, check_id
+from engine.events import CheckDue, CheckResult, Event, check_id
 from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP
-from engine.streams import event_of, parse_id
+from engine.streams import EVENT_FIELD, event_of, parse_id
 from vigil.accounting import totals
 
 REGION = "default"
@@ -128,6 +130,7 @@ ROLES: dict[str, list[str]] = {
     "scheduler-1": ["scheduler"], "scheduler-2": ["scheduler"],
     "executor-1": ["executor"], "executor-2": ["executor"], "executor-3": ["executor"],
     "sink-status": ["sink", "status"], "sink-clickhouse": ["sink", "clickhouse"],
+    "evaluator": ["evaluator"],
 }
 EXECUTORS = [name for name in ROLES if name.startswith("executor-")]
 # Server errors as ClickHouse names them (src/Common/ErrorCodes.cpp): the server's state, not
@@ -534,14 +537,14 @@ def drain(c: Chaos) -> dict[str, Any]:
 
     def drained() -> bool:
         try:
-            return all_drained(c.audit.r)  # type: ignore[union-attr]
+            return all_drained(c.audit.r, evaluator=True)  # type: ignore[union-attr]
         except (RedisError, KeyError):
             return False  # a stream or group is missing
 
     deadline = time.monotonic() + DRAIN_S
     while not (ok := drained()) and time.monotonic() < deadline:
         c.tick(0.25)
-    c.roles.terminate([*EXECUTORS, "sink-status", "sink-clickhouse"])
+    c.roles.terminate([*EXECUTORS, "sink-status", "sink-clickhouse", "evaluator"])
     return {"quiet_ms": quiet_ms, "recovery_bound_s": bound, "drained": ok}
 
 
@@ -661,6 +664,9 @@ def judge(c: Chaos, drained: dict[str, Any], stores: dict[str, Any], runs: Count
     sink_letters = {k: v for k, v in letters.items() if k in ("status", "clickhouse")}
     recovered = a.recovery_s(drained["quiet_ms"], c.monitors)
     late = [m for m in c.monitors if not a.slots[m] or a.slots[m][-1] < drained["quiet_ms"]]
+    events: Any = a.r.xrange(KEYS.events) if a.r.exists(KEYS.events) else []
+    event_ids = Counter(Event.from_json(fields[EVENT_FIELD]).id for _, fields in events)
+    twice_events = sorted(eid for eid, n in event_ids.items() if n > 1)
     bad_exits = [f"{n}: {code}" for n, code in c.roles.exit_codes.items() if code != 0]
     bad_exits += [f"{e.name} exited {e.code} on its own at +{e.at_s:.1f} s: "
                   f"{e.log[-300:]!r}" for e in c.roles.unexpected]
@@ -678,6 +684,9 @@ def judge(c: Chaos, drained: dict[str, Any], stores: dict[str, Any], runs: Count
                 [f"{rows[cid]} rows {c.near(cid)}" for cid in twice_rows]
                 + [f"{a.results[cid]} results {c.near(cid)}" for cid in twice_results]
                 + [f"dispatched {n + 1} times {c.near(cid)}" for cid, n in a.twice.items()]),
+        Verdict("each event once", not twice_events,
+                f"{sum(event_ids.values()):,} evaluation events, {len(twice_events)} ids "
+                "written more than once", twice_events),
         Verdict("at most twice at target", not hammered,
                 f"{sum(runs.values()):,} requests for {len(runs):,} checks, "
                 f"{sum(1 for n in runs.values() if n == 2)} run twice, {len(hammered)} more",
