@@ -54,8 +54,13 @@ def _local(ms: int, zone: ZoneInfo) -> str:
 
 
 def shown(row: asyncpg.Record, now_ms: int) -> dict[str, Any]:
-    """A stored window as the API and `vigil maintenance show` give it."""
-    window = maintenance_store.window_of(row)
+    """A stored window as the API and `vigil maintenance show` give it; one that no longer
+    validates (written under other rules; the scheduler skips it) with its problems."""
+    try:
+        window = maintenance_store.window_of(row)
+    except ValidationError as exc:
+        return {**maintenance_store.described(row), "active_until": None, "next": [],
+                "invalid": [{"field": f, "message": m} for f, m in errors(exc)]}
     zone = ZoneInfo(window.timezone or "UTC")
     until = window.active(now_ms)
     return {**maintenance_store.described(row),

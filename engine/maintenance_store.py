@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from pydantic import ValidationError
 
 from engine.maintenance import Window
 from engine.store import Conn
@@ -91,9 +92,18 @@ async def monitor_tags(pool: asyncpg.Pool) -> dict[str, list[str]]:
 
 
 async def covering(pool: asyncpg.Pool, monitor_id: str) -> list[Window]:
-    """The windows that cover one monitor (by its id or its tags)."""
+    """The windows that cover one monitor (by its id or its tags); a stored one that no
+    longer validates (written under other rules) covers nothing, as for the scheduler."""
     tags = await pool.fetchval("SELECT tags FROM monitors WHERE id = $1", monitor_id) or []
-    return [w for w in map(window_of, await list_all(pool)) if w.covers(monitor_id, tags)]
+    found = []
+    for row in await list_all(pool):
+        try:
+            window = window_of(row)
+        except ValidationError:
+            continue
+        if window.covers(monitor_id, tags):
+            found.append(window)
+    return found
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 import yaml
+from pydantic import ValidationError
 
 from api.maintenance import shown
 from engine import maintenance_store
@@ -37,7 +38,12 @@ async def list_windows(pool: asyncpg.Pool) -> None:
     now = int(time.time() * 1000)
     print(f"{'ID':32} {'MODE':5} {'SOURCE':6} {'NOW':27} SCHEDULE")
     for row in await maintenance_store.list_all(pool):
-        window = maintenance_store.window_of(row)
+        try:
+            window = maintenance_store.window_of(row)
+        except ValidationError:
+            print(f"{row['id']:32} {'-':5} {row['source']:6} {'invalid (skipped)':27} "
+                  f"see vigil maintenance show {row['id']}")
+            continue
         until = window.active(now)
         state = "-" if until is None else (
             f"on until {datetime.fromtimestamp(until / 1000, UTC):%Y-%m-%d %H:%M}Z")

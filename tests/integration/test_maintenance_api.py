@@ -138,3 +138,24 @@ async def test_uptime_leaves_out_maintenance_and_says_how_much(api, pool, ch, wi
     # A window asked for that starts inside the maintenance counts only its own part of it.
     data = await (await api.get("/api/v1/monitors/web/uptime?window=20m")).json()
     assert data["maintenance"]["excluded_ms"] == pytest.approx(10 * 60_000, abs=5_000)
+
+
+async def test_a_stored_window_that_no_longer_validates_is_shown_with_its_problem(
+        api, pool, windows):
+    """Written under other rules (an older release, a hand-made row): listed with what is
+    wrong, covering nothing, never a 500."""
+    await store_monitors(pool, SCHEMA.parse([
+        {"id": "pg", "kind": "tcp", "tags": ["db"], "tcp": {"host": "127.0.0.1", "port": 9}},
+    ]), source="api")
+    await pool.execute("INSERT INTO maintenance_windows (id, definition, source) VALUES "
+                       "('old', $1::jsonb, 'api')",
+                       '{"id": "old", "tags": ["db"], "cron": "30 2 * * *", '
+                       '"duration_ms": 3600000, "timezone": "Europe/Gone"}')
+    listed = await api.get("/api/v1/maintenance")
+    [old] = (await listed.json())["windows"]
+    assert old["invalid"] == [{"field": "timezone",
+                               "message": "'Europe/Gone' is not an IANA time zone"}]
+    covering = await (await api.get("/api/v1/maintenance?monitor=pg")).json()
+    assert covering["windows"] == []
+    uptime = await api.get("/api/v1/monitors/pg/uptime?window=1h")
+    assert (await uptime.json())["maintenance"]["excluded_ms"] == 0
