@@ -52,6 +52,7 @@ APPLY_LUA = resources.files("evaluator").joinpath("apply.lua").read_text()
 BATCH = 500
 SWEEP_EVERY_S = 1.0
 COLLECT_S = 0.05
+SWEEP_BATCHES = 20
 TRIM_EVERY_S = 10.0
 # Rounds of computing again after a conflict before the entries are left to the claim sweep
 # (two evaluators moving the same monitor rarely collide twice in a row).
@@ -250,11 +251,21 @@ class Evaluator:
 
     async def sweep_stale(self) -> int:
         """Regions past their staleness deadline become unknown (or, inside a paused
-        maintenance window, have their deadline moved on); the number of monitors moved."""
+        maintenance window, have their deadline moved on); the number of monitors moved.
+        Batch after batch while batches come full (a region's executors all gone at once),
+        up to SWEEP_BATCHES a call."""
         through = await self.evaluated_through()
-        due: list[bytes] = await self.r.zrangebyscore(  # type: ignore[assignment]
-            self.keys.stale, "-inf", through, start=0, num=BATCH)
-        monitor_ids = sorted({m.decode().partition("|")[0] for m in due})
+        moved = 0
+        for _ in range(SWEEP_BATCHES):
+            due: list[bytes] = await self.r.zrangebyscore(  # type: ignore[assignment]
+                self.keys.stale, "-inf", through, start=0, num=BATCH)
+            moved += await self._expire(sorted({m.decode().partition("|")[0] for m in due}),
+                                        through)
+            if len(due) < BATCH:
+                break
+        return moved
+
+    async def _expire(self, monitor_ids: list[str], through: int) -> int:
         moved = 0
         for _ in range(MAX_ROUNDS):
             if not monitor_ids:

@@ -211,3 +211,19 @@ async def test_a_removed_monitor_resolves_its_open_incident(r, keys, setup):
                                                 "the monitor was removed or paused")
     assert await r.zcard(keys.stale) == 0
     assert (await state_of(r, keys, "web")).regions == {}
+
+
+async def test_a_sweep_takes_batch_after_batch(r, keys, setup):
+    """A region's executors all gone at once: every monitor turns unknown in one sweep, not
+    500 a second."""
+    rules = replace(RULES, stale_after_ms=1_000)
+    ids = [f"m{i}" for i in range(1_200)]
+    await r.hset(keys.rules, mapping={mid: rules.to_json() for mid in ids})
+    now = await redis_ms(r)
+    await add(r, keys, *[result(mid, now - 10_000, "up") for mid in ids])
+    ev = evaluator(r, keys)
+    while batch := await ev.consumer.read(500, None):
+        await ev.evaluate(batch)
+    assert await r.zcard(keys.stale) == 1_200
+    assert await ev.sweep_stale() == 1_200
+    assert await r.zcard(keys.stale) == 0
