@@ -36,8 +36,12 @@ from engine.monitors import (
 )
 from engine.secrets import PREFIX as SEALED
 from engine.secrets import REDACTED, Keyring, SecretError
+from engine.service import OUTAGES
 
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+# Postgres away, for the outbox's users: asyncpg raises a bare InterfaceError ("connection is
+# closed") on a connection the server or the network dropped, which is no bad event.
+GONE: tuple[type[Exception], ...] = (*OUTAGES, asyncpg.InterfaceError)
 # What a channel may be routed: `up` is an incident's resolve; `monitoring` is Vigil's own
 # regions going stale and back (monitoring.degraded / restored).
 Route = Literal["down", "up", "degraded", "monitoring", "flapping"]
@@ -54,6 +58,14 @@ UNFOLDED = ("summary", "test")
 UNFOLDED_SQL = ", ".join(f"'{m}'" for m in UNFOLDED)
 # A message the storm guard may fold: not sent yet, never tried, not of those kinds.
 FOLDABLE = f"state = 'pending' AND attempts = 0 AND message NOT IN ({UNFOLDED_SQL})"
+
+
+def storming(count: str, window_ms: str) -> str:
+    """The query of the channels in a storm, with its parameters' placeholders."""
+    return f"""SELECT channel_id FROM deliveries
+        WHERE created_at > now() - {window_ms} * interval '1 millisecond'
+            AND message NOT IN ({UNFOLDED_SQL})
+        GROUP BY channel_id HAVING count(*) > {count}"""
 
 
 def delivery_key(source: str, channel_id: str) -> str:
@@ -383,20 +395,21 @@ async def claim(pool: asyncpg.Pool, owner: str, limit: int, lease_ms: int,
     and one whose lease ran out (a notifier killed mid-send) is due again with its key."""
     async with pool.acquire() as conn, conn.transaction():
         await _lost_attempts(conn)
-        storming = await _fold_storms(conn, storm)
+        await _fold_storms(conn, storm)
+        # The storm is judged again inside this statement: it sees the rows it claims, so a
+        # burst committed since the fold above is held back, not sent one by one.
         rows = await conn.fetch(
             f"""UPDATE deliveries d SET state = 'sending', attempts = d.attempts + 1,
                    lease_until = now() + $2 * interval '1 millisecond', leased_by = $3
                FROM (SELECT key FROM deliveries
                      WHERE (state = 'pending' AND due_at <= now()
                             OR state = 'sending' AND lease_until <= now())
-                       AND NOT (channel_id = ANY($4::text[]) AND attempts = 0
-                                AND message NOT IN ({UNFOLDED_SQL}))
+                       AND NOT ({FOLDABLE} AND channel_id IN ({storming("$4", "$5")}))
                      ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
                WHERE d.key = due.key
                RETURNING d.key, d.channel_id, d.message, d.payload::text AS payload,
                    d.attempts, d.max_attempts""",
-            limit, lease_ms, owner, storming)
+            limit, lease_ms, owner, storm.count, storm.window_ms)
     return [Claimed(key=r["key"], channel_id=r["channel_id"], message=r["message"],
                     payload=orjson.loads(r["payload"]), attempt=r["attempts"],
                     max_attempts=r["max_attempts"]) for r in rows]
@@ -416,17 +429,12 @@ async def _lost_attempts(conn: Conn) -> None:
         LOST)
 
 
-async def _fold_storms(conn: Conn, storm: Storm) -> list[str]:
+async def _fold_storms(conn: Conn, storm: Storm) -> None:
     """The channels in a storm now; for each whose pending messages are ready (quiet, or the
     oldest waited long enough), they become one summary delivery (its key made from theirs)
     and are `folded` into it."""
-    storming = [r["channel_id"] for r in await conn.fetch(
-        f"""SELECT channel_id FROM deliveries
-           WHERE created_at > now() - $2 * interval '1 millisecond'
-               AND message NOT IN ({UNFOLDED_SQL})
-           GROUP BY channel_id HAVING count(*) > $1""",
-        storm.count, storm.window_ms)]
-    for channel_id in storming:
+    for row in await conn.fetch(storming("$1", "$2"), storm.count, storm.window_ms):
+        channel_id = row["channel_id"]
         ready = await conn.fetchval(
             f"""SELECT max(created_at) < now() - $2 * interval '1 millisecond'
                     OR min(created_at) < now() - $3 * interval '1 millisecond'
@@ -434,9 +442,6 @@ async def _fold_storms(conn: Conn, storm: Storm) -> list[str]:
             channel_id, storm.quiet_ms, storm.gather_ms)
         if ready:
             await _fold(conn, channel_id)
-    return storming
-
-
 
 
 async def _fold(conn: Conn, channel_id: str) -> None:

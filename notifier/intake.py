@@ -20,10 +20,10 @@ import structlog
 
 from engine import channels, metrics
 from engine.cache import MISS, BoundedCache
-from engine.channels import NewDelivery, OpenAlert, delivery_key
+from engine.channels import GONE, NewDelivery, OpenAlert, delivery_key
 from engine.events import BadEvent, Event
 from engine.keys import EVENT_GROUPS, NOTIFIER_GROUP, Keys
-from engine.service import OUTAGES, Outage
+from engine.service import Outage
 from engine.streams import Consumer, DeadLetters, Delivery, Upkeep, ensure_group, event_of
 from notifier.messages import Step, payload, steps
 
@@ -49,7 +49,7 @@ class Intake:
         self.upkeep = Upkeep(r, keys.events, NOTIFIER_GROUP, EVENT_GROUPS, retention)
         self._routing: BoundedCache[str, tuple[list[str], list[str]]] = BoundedCache(
             ROUTING_MAX, ROUTING_TTL_S)
-        self._outage = Outage("notifier intake")
+        self.outage = Outage("notifier intake")
 
     async def run(self, stop: asyncio.Event) -> None:
         # At `$`: a notifier added to a stream with history does not send that history.
@@ -57,15 +57,15 @@ class Intake:
         while not stop.is_set():
             try:
                 await self._lead(stop)
-            except OUTAGES as exc:
-                self._outage.failed(exc)
+            except GONE as exc:
+                self.outage.failed(exc)
                 await pause(stop, 1.0)
 
     async def _lead(self, stop: asyncio.Event) -> None:
         conn: asyncpg.Connection = await asyncpg.connect(self.dsn)
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", INTAKE_LOCK):
-                self._outage.ok()
+                self.outage.ok()
                 if await pause(stop, 2.0):
                     return
             log.info("notifier intake leads", consumer=self.name)
@@ -75,10 +75,10 @@ class Intake:
                 await self._handle(conn, taken)
             while not stop.is_set():
                 batch = await self.consumer.read(BATCH, 1000)
-                self._outage.ok()
+                self.outage.ok()
                 await self._handle(conn, batch)
         finally:
-            with contextlib.suppress(*OUTAGES):
+            with contextlib.suppress(*GONE):
                 await conn.close(timeout=5)
 
     async def _handle(self, conn: asyncpg.Connection, batch: list[Delivery]) -> None:
@@ -93,7 +93,7 @@ class Intake:
         try:
             async with conn.transaction():
                 await self._write(conn, [event for _, event in good])
-        except OUTAGES:
+        except GONE:
             raise
         except Exception:
             # One event the database refuses must not hold back the others: one by one, and
@@ -102,7 +102,7 @@ class Intake:
                 try:
                     async with conn.transaction():
                         await self._write(conn, [event])
-                except OUTAGES:
+                except GONE:
                     raise
                 except Exception as exc:
                     log.exception("event not turned into deliveries", event_id=event.id)

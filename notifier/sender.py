@@ -14,9 +14,9 @@ import orjson
 import structlog
 
 from engine import channels
-from engine.channels import Claimed, NewDelivery, Outcome, delivery_key
+from engine.channels import GONE, Claimed, NewDelivery, Outcome, delivery_key
 from engine.secrets import Keyring, SecretError
-from engine.service import OUTAGES, Outage
+from engine.service import Outage
 from notifier.messages import reminder
 from notifier.settings import LEASE_GRACE_MS, NotifySettings
 from notifier.transports import TransportError, Transports
@@ -131,7 +131,7 @@ class Sender:
                     moved = await channels.record(self.pool, self.name, batch)
                     outage.ok()
                     break
-                except OUTAGES as exc:
+                except GONE as exc:
                     outage.failed(exc)
                     await asyncio.sleep(1.0)
             for claimed, outcome in batch:

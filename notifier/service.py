@@ -9,9 +9,10 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
+from engine.channels import GONE
 from engine.keys import Keys
 from engine.secrets import Keyring
-from engine.service import OUTAGES, Outage, every
+from engine.service import Outage, every
 from engine.settings import Settings
 from notifier.intake import Intake, pause
 from notifier.sender import Sender
@@ -46,6 +47,6 @@ class Notifier:
             try:
                 await self.sender.run(stop)
                 outage.ok()
-            except OUTAGES as exc:
+            except GONE as exc:
                 outage.failed(exc)
                 await pause(stop, 1.0)

@@ -60,8 +60,11 @@ class Transports:
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
+        """Close the session; the next webhook opens a new one (a sender that restarts after
+        an outage of Postgres keeps its transports)."""
         if self._session is not None:
             await self._session.close()
+            self._session = None
 
     async def send(self, channel: Channel, key: str, body: dict[str, Any]) -> int | None:
         """Send; the HTTP status of a webhook's answer (None for apprise). Raises
