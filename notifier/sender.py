@@ -44,7 +44,6 @@ class Sender:
         self.keyring = keyring
         self.transports = Transports(settings.timeout_ms)
         self.rng = random.Random()
-        self._slots = asyncio.Semaphore(settings.concurrency)
         self._done: asyncio.Queue[tuple[Claimed, Outcome]] = asyncio.Queue()
         self.sent = 0
 
@@ -94,18 +93,17 @@ class Sender:
     async def _deliver(self, claimed: Claimed, row: asyncpg.Record | None) -> None:
         if row is None:  # deleted since: its deliveries went with it (ON DELETE CASCADE)
             return
-        async with self._slots:
-            try:
-                status = await self.transports.send(channels.opened(row, self.keyring),
-                                                    claimed.key, claimed.payload)
-                outcome = Outcome(http_status=status)
-            except SecretError as exc:
-                outcome = self._failed(claimed, TransportError(str(exc), permanent=True))
-            except TransportError as exc:
-                outcome = self._failed(claimed, exc)
-            except Exception as exc:  # a bug in a transport must not stop the others
-                log.exception("send failed", key=claimed.key)
-                outcome = self._failed(claimed, TransportError(repr(exc)))
+        try:
+            status = await self.transports.send(channels.opened(row, self.keyring),
+                                                claimed.key, claimed.payload)
+            outcome = Outcome(http_status=status)
+        except SecretError as exc:
+            outcome = self._failed(claimed, TransportError(str(exc), permanent=True))
+        except TransportError as exc:
+            outcome = self._failed(claimed, exc)
+        except Exception as exc:  # a bug in a transport must not stop the others
+            log.exception("send failed", key=claimed.key)
+            outcome = self._failed(claimed, TransportError(repr(exc)))
         self._done.put_nowait((claimed, outcome))
 
     def _failed(self, claimed: Claimed, exc: TransportError) -> Outcome:

@@ -42,6 +42,7 @@ CREATE TABLE deliveries (
     sent_at      timestamptz
 );
 CREATE INDEX deliveries_due ON deliveries (due_at) WHERE state IN ('pending', 'sending');
+CREATE INDEX deliveries_leases ON deliveries (lease_until) WHERE state = 'sending';
 CREATE INDEX deliveries_recent ON deliveries (created_at);
 CREATE INDEX deliveries_event ON deliveries (event_id);
 
