@@ -19,7 +19,7 @@ import apprise
 import orjson
 
 from engine.channels import Channel, secret_bytes
-from engine.text import clip
+from engine.text import clip, redact
 from notifier.messages import text
 
 
@@ -105,4 +105,6 @@ class Transports:
         if not result:
             logs = [e.message for r in result for e in r.logs()
                     if e.level in ("WARNING", "ERROR", "CRITICAL")]
-            raise TransportError(logs[-1] if logs else f"apprise: {result.status.name}")
+            # Recorded and shown by the API: the URL's credentials must not ride along.
+            raise TransportError(redact(logs[-1], channel.url).replace(channel.url, "***")
+                                 if logs else f"apprise: {result.status.name}")

@@ -23,7 +23,7 @@ from executors.kinds import SCHEMA
 from notifier.service import Notifier
 from notifier.settings import NotifySettings
 from tests.support.events import change, opened, publish, resolved
-from tests.support.helpers import running, store_monitors, wait_for
+from tests.support.helpers import free_port, running, store_monitors, wait_for
 from tests.support.receivers import WebhookReceiver, smtp_server, webhook_receiver
 
 pytestmark = pytest.mark.timeout(60)
@@ -318,3 +318,23 @@ async def test_two_notifiers_send_each_message_once(r, pool, postgres_dsn, keys,
 
             await wait_for(all_sent)
     assert len(receiver.requests) == len(receiver.delivered) == 8
+
+
+async def test_an_apprise_failure_is_retried_recorded_and_keeps_the_url_secret(
+        r, pool, postgres_dsn, keys, outbox):
+    port = free_port()  # nothing listens there
+    await store_monitors(pool, [monitor("web", named=["json"])], "api")
+    await add_channel(pool, id="json", kind="apprise",
+                      url=f"json://vigil:s3cret-token@127.0.0.1:{port}/hook")
+    async with running(notifier(r, pool, postgres_dsn, keys)):
+        await started(r, keys)
+        await publish(r, keys, [opened("web", 1_000)])
+
+        async def dead() -> bool:
+            return len(await channels.deliveries(pool, state="dead")) == 1
+
+        await wait_for(dead)
+    (row,) = await channels.deliveries(pool)
+    assert len(row["attempt_log"]) == FAST.max_attempts
+    assert "Connection error" in row["last_error"]
+    assert all("s3cret" not in (a["error"] or "") for a in row["attempt_log"])
