@@ -7,6 +7,7 @@ from __future__ import annotations
 from secrets import token_hex
 
 import asyncpg
+import orjson
 
 from engine import channels
 from engine.channels import delivery_key
@@ -29,6 +30,13 @@ async def list_channels(pool: asyncpg.Pool) -> None:
               f"events={','.join(c['events'])} tags={routed}"
               + (f" resend_every={c['resend_every_ms'] // 1000}s" if c["resend_every_ms"]
                  else ""))
+
+
+async def show_channel(pool: asyncpg.Pool, channel_id: str) -> None:
+    row = await channels.get(pool, channel_id)
+    if row is None:
+        raise NotFound(f"no channel {channel_id!r}")
+    print(orjson.dumps(channels.described(row), option=orjson.OPT_INDENT_2).decode())
 
 
 async def list_deliveries(pool: asyncpg.Pool, state: str | None, channel: str | None,

@@ -116,8 +116,10 @@ def parser() -> argparse.ArgumentParser:
                     help="re-seal every stored secret with the first key of VIGIL_SECRET_KEY")
     sub.add_parser("notifier", parents=[common], help="send notifications (the outbox)")
     chans = sub.add_parser("channels", help="notification channels (change them with the API)")
-    chans.add_subparsers(dest="action", required=True).add_parser(
-        "list", parents=[common], help="every channel, its secrets redacted")
+    csub = chans.add_subparsers(dest="action", required=True)
+    csub.add_parser("list", parents=[common], help="every channel, its secrets redacted")
+    csub.add_parser("show", parents=[common], help="one channel, its secrets redacted"
+                    ).add_argument("id")
     outbox = sub.add_parser("deliveries", parents=[common],
                             help="the notification outbox, newest first")
     outbox.add_argument("--state", choices=channels.STATES, help="dead: given up after the "
@@ -200,8 +202,10 @@ async def _admin(pool: asyncpg.Pool, settings: Settings, args: argparse.Namespac
 async def cmd_notify(settings: Settings, args: argparse.Namespace) -> None:
     pool = await postgres_pool(settings.postgres_dsn)
     try:
-        if args.command == "channels":
+        if (args.command, getattr(args, "action", None)) == ("channels", "list"):
             await notify_commands.list_channels(pool)
+        elif args.command == "channels":
+            await notify_commands.show_channel(pool, args.id)
         elif args.command == "deliveries":
             await notify_commands.list_deliveries(pool, args.state, args.channel, args.limit)
         else:
@@ -210,6 +214,8 @@ async def cmd_notify(settings: Settings, args: argparse.Namespace) -> None:
                                                       NotifySettings.from_env().timeout_ms))
             except (notify_commands.NotFound, TransportError, SecretError) as exc:
                 raise CommandError(f"notify test {args.channel}: {exc}") from None
+    except notify_commands.NotFound as exc:
+        raise CommandError(str(exc)) from None
     finally:
         await pool.close()
 

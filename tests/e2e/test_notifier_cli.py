@@ -1,6 +1,7 @@
-"""`vigil notify test`, `vigil channels list` and `vigil deliveries` as an operator runs them:
-a test message sent at once from the shell (no notifier running), a channel listed without
-its URL, a dead delivery found by its state, and the errors that name what is wrong."""
+"""`vigil notify test`, `vigil channels list|show` and `vigil deliveries` as an operator runs
+them: a test message sent at once from the shell (no notifier running), a channel listed and
+shown without its URL or secret, a dead delivery found by its state, and the errors that
+name what is wrong."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import os
 import subprocess
 import sys
 
+import orjson
 import pytest
 
 from engine import channels
 from engine.channels import ChannelSpec, Outcome, Storm
-from engine.secrets import KEY_VARIABLE, Keyring
+from engine.secrets import KEY_VARIABLE, REDACTED, Keyring
 from tests.support.helpers import vigil_env
 from tests.support.receivers import WebhookReceiver, webhook_receiver
 
@@ -48,6 +50,11 @@ async def test_notify_test_channels_list_and_dead_deliveries(pool, postgres_dsn,
     assert "hook" in listed.stdout
     assert "webhook" in listed.stdout
     assert url not in listed.stdout
+    shown = await vigil(postgres_dsn, "channels", "show", "hook")
+    assert shown.returncode == 0, shown.stderr
+    assert orjson.loads(shown.stdout)["url"] == orjson.loads(shown.stdout)["secret"] == REDACTED
+    unknown = await vigil(postgres_dsn, "channels", "show", "nope")
+    assert (unknown.returncode, unknown.stderr.strip()) == (1, "vigil: no channel 'nope'")
     # A delivery that failed its last attempt, as a notifier leaves it.
     key = await channels.add_test(pool, "hook")
     (claimed,) = await channels.claim(pool, "cli-test", 10, 60_000, Storm(100, 1_000, 1, 1))
