@@ -391,42 +391,50 @@ LOST = "lease expired: the notifier sending it stopped before it could tell"
 async def claim(pool: asyncpg.Pool, owner: str, limit: int, lease_ms: int,
                 storm: Storm) -> list[Claimed]:
     """Take up to `limit` due deliveries for `owner` until the lease ends. FOR UPDATE SKIP
-    LOCKED makes the claim atomic: notifiers share the outbox, none takes a row another holds,
-    and one whose lease ran out (a notifier killed mid-send) is due again with its key."""
-    async with pool.acquire() as conn, conn.transaction():
-        await _lost_attempts(conn)
-        await _fold_storms(conn, storm)
-        # The storm is judged again inside this statement: it sees the rows it claims, so a
-        # burst committed since the fold above is held back, not sent one by one.
-        rows = await conn.fetch(
-            f"""UPDATE deliveries d SET state = 'sending', attempts = d.attempts + 1,
-                   lease_until = now() + $2 * interval '1 millisecond', leased_by = $3
-               FROM (SELECT key FROM deliveries
-                     WHERE (state = 'pending' AND due_at <= now()
-                            OR state = 'sending' AND lease_until <= now())
-                       AND NOT ({FOLDABLE} AND channel_id IN ({storming("$4", "$5")}))
-                     ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
-               WHERE d.key = due.key
-               RETURNING d.key, d.channel_id, d.message, d.payload::text AS payload,
-                   d.attempts, d.max_attempts""",
-            limit, lease_ms, owner, storm.count, storm.window_ms)
+    LOCKED makes the claim atomic: notifiers share the outbox, none takes a row another
+    holds. The storm is judged inside the same statement, so it sees the rows it claims: a
+    burst is held back for fold_storms, never sent one by one."""
+    rows = await pool.fetch(
+        f"""UPDATE deliveries d SET state = 'sending', attempts = d.attempts + 1,
+               lease_until = now() + $2 * interval '1 millisecond', leased_by = $3
+           FROM (SELECT key FROM deliveries
+                 WHERE state = 'pending' AND due_at <= now()
+                   AND NOT ({FOLDABLE} AND channel_id IN ({storming("$4", "$5")}))
+                 ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
+           WHERE d.key = due.key
+           RETURNING d.key, d.channel_id, d.message, d.payload::text AS payload,
+               d.attempts, d.max_attempts""",
+        limit, lease_ms, owner, storm.count, storm.window_ms)
     return [Claimed(key=r["key"], channel_id=r["channel_id"], message=r["message"],
                     payload=orjson.loads(r["payload"]), attempt=r["attempts"],
                     max_attempts=r["max_attempts"]) for r in rows]
 
 
-async def _lost_attempts(conn: Conn) -> None:
-    """An attempt whose lease ran out is recorded as lost; on the last attempt the delivery
-    is dead, else it is claimed again below."""
-    await conn.execute(
-        """INSERT INTO delivery_attempts (key, n, error)
-           SELECT key, attempts, $1 FROM deliveries
-           WHERE state = 'sending' AND lease_until <= now()
-           ON CONFLICT (key, n) DO NOTHING""", LOST)
-    await conn.execute(
-        """UPDATE deliveries SET state = 'dead', last_error = $1, lease_until = NULL
-           WHERE state = 'sending' AND lease_until <= now() AND attempts >= max_attempts""",
-        LOST)
+async def expire_leases(pool: asyncpg.Pool) -> int:
+    """Deliveries whose lease ran out (the notifier sending them was killed, or lost
+    Postgres): the attempt is recorded as lost, and the delivery is due again under its key,
+    or dead when that was its last attempt. How many."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """INSERT INTO delivery_attempts (key, n, error)
+               SELECT key, attempts, $1 FROM deliveries
+               WHERE state = 'sending' AND lease_until <= now()
+               ON CONFLICT (key, n) DO NOTHING""", LOST)
+        expired: int = await conn.fetchval(
+            """WITH gone AS (
+                   UPDATE deliveries SET last_error = $1, lease_until = NULL, leased_by = NULL,
+                       due_at = now(), state = CASE WHEN attempts >= max_attempts THEN 'dead'
+                                                    ELSE 'pending' END
+                   WHERE state = 'sending' AND lease_until <= now() RETURNING 1)
+               SELECT count(*) FROM gone""", LOST)
+    return expired
+
+
+async def fold_storms(pool: asyncpg.Pool, storm: Storm) -> None:
+    """In one transaction (the rows folded are locked, FOR UPDATE SKIP LOCKED, so two
+    notifiers never fold the same message)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _fold_storms(conn, storm)
 
 
 async def _fold_storms(conn: Conn, storm: Storm) -> None:

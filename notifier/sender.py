@@ -21,9 +21,6 @@ from notifier.messages import reminder
 from notifier.settings import LEASE_GRACE_MS, NotifySettings
 from notifier.transports import TransportError, Transports
 
-# How often due reminders are looked for (each is due at a time of its own; this is the
-# lateness allowed).
-REMINDERS_S = 1.0
 # Attempts recorded in one transaction at most.
 RECORD_BATCH = 500
 log = structlog.get_logger(component="notifier")
@@ -55,16 +52,16 @@ class Sender:
         inflight: set[asyncio.Task[None]] = set()
         recorder = asyncio.create_task(self._recorder())
         loop = asyncio.get_running_loop()
-        reminders_at = 0.0
+        upkeep_at = 0.0
         try:
             while not stop.is_set():
                 if len(inflight) >= s.concurrency:
                     # Full: the next claim waits for a free slot, not for the poll.
                     await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                if loop.time() >= reminders_at:
-                    await self.reminders()
-                    reminders_at = loop.time() + REMINDERS_S
+                if loop.time() >= upkeep_at:
+                    await self.upkeep()
+                    upkeep_at = loop.time() + s.poll_ms / 1000
                 claimed = await channels.claim(self.pool, self.name,
                                                min(s.concurrency - len(inflight), s.batch),
                                                lease_ms, s.storm)
@@ -139,6 +136,15 @@ class Sender:
                 elif outcome.error is None:
                     self.sent += 1
                 self._done.task_done()
+
+    async def upkeep(self) -> None:
+        """What is due besides deliveries, once per poll: expired leases, storms ready to
+        fold, reminders."""
+        if expired := await channels.expire_leases(self.pool):
+            log.warning("deliveries whose notifier stopped mid-send are due again",
+                        count=expired)
+        await channels.fold_storms(self.pool, self.settings.storm)
+        await self.reminders()
 
     async def reminders(self) -> None:
         """Every due reminder of an open incident becomes a delivery keyed by the incident,

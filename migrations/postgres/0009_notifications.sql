@@ -41,7 +41,7 @@ CREATE TABLE deliveries (
     created_at   timestamptz NOT NULL DEFAULT now(),
     sent_at      timestamptz
 );
-CREATE INDEX deliveries_due ON deliveries (due_at) WHERE state IN ('pending', 'sending');
+CREATE INDEX deliveries_due ON deliveries (due_at) WHERE state = 'pending';
 CREATE INDEX deliveries_leases ON deliveries (lease_until) WHERE state = 'sending';
 CREATE INDEX deliveries_recent ON deliveries (created_at);
 CREATE INDEX deliveries_event ON deliveries (event_id);
