@@ -31,7 +31,7 @@ from redis.exceptions import RedisError, ResponseError
 from engine import metrics
 from engine.clock import redis_ms
 from engine.events import BadEvent, CheckResult
-from engine.keys import EVALUATOR_GROUP, EVENT_GROUPS, RESULT_GROUPS, Keys
+from engine.keys import EVALUATOR_GROUP, EVENT_GROUPS, NOTIFIER_GROUP, RESULT_GROUPS, Keys
 from engine.rules import Rules
 from engine.service import Outage, every
 from engine.settings import Settings
@@ -322,9 +322,11 @@ class Evaluator:
     async def run(self, stop: asyncio.Event) -> None:
         for group in RESULT_GROUPS:
             await ensure_group(self.r, self.keys.results, group)
-        # Every group of the events stream exists before its first event.
+        # Every group of the events stream exists before its first event; the notifier's
+        # from the end, so a notifier added to a stream with history does not send it.
         for group in EVENT_GROUPS:
-            await ensure_group(self.r, self.keys.events, group)
+            await ensure_group(self.r, self.keys.events, group,
+                               "$" if group == NOTIFIER_GROUP else "0")
         log.info("evaluator started")
         await asyncio.gather(
             self._loop(stop),

@@ -45,6 +45,8 @@ def steps(event: Event) -> list[Step]:
     if event.type == INCIDENT_RESOLVED and event.incident_id:
         return [Step("up", "up", "incident", event.incident_id, False)]
     if event.type == MONITORING_DEGRADED:
+        if event.maintenance:
+            return []
         return [Step("monitoring.degraded", "monitoring", "monitoring", "", True)]
     if event.type == MONITORING_RESTORED:
         return [Step("monitoring.restored", "monitoring", "monitoring", "", False)]

@@ -203,7 +203,8 @@ async def test_a_storm_is_one_summary(r, pool, postgres_dsn, keys, outbox):
 
 async def test_what_is_not_notified(r, pool, postgres_dsn, keys, outbox):
     """An incident opened in maintenance or folded into a dependency's is not sent, and
-    neither is its resolve; the stream's history from before the notifier is not sent."""
+    neither is its resolve; nor is monitoring degraded inside a muted window, nor its end;
+    the stream's history from before the notifier is not sent."""
     receiver = WebhookReceiver()
     async with webhook_receiver(receiver) as url:
         await store_monitors(pool, [monitor("web", tags=["prod"]), monitor("db", tags=["prod"])],
@@ -218,6 +219,8 @@ async def test_what_is_not_notified(r, pool, postgres_dsn, keys, outbox):
                                     resolved("web", 1_000, 2_000),
                                     opened("web", 3_000, folded_into="uplink:2900"),
                                     resolved("web", 3_000, 4_000),
+                                    monitoring(MONITORING_DEGRADED, 4_500, maintenance=True),
+                                    monitoring(MONITORING_RESTORED, 4_600),
                                     opened("web", 5_000)])
 
             async def last_sent() -> bool:
