@@ -14,12 +14,11 @@ import asyncio
 from typing import Any
 
 import asyncpg
-import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
 from api.auth import requires
-from api.errors import invalid, json_error, json_response
+from api.errors import invalid, json_error, json_object, json_response
 from api.state import PG
 from engine import channels
 from engine.channels import ChannelSpec
@@ -31,17 +30,6 @@ KEYRING = web.AppKey("channel_keyring", Keyring)
 TEST_WAIT_S = 10.0
 TEST_POLL_S = 0.1
 LIST_MAX = 1_000
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()  # bounded by the app's client_max_size
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise json_error(web.HTTPBadRequest, f"body: not JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise json_error(web.HTTPBadRequest, "body: expected a JSON object (a channel)")
-    return data
 
 
 def _validate(data: dict[str, Any]) -> ChannelSpec:
@@ -77,7 +65,8 @@ async def _existing(request: web.Request) -> asyncpg.Record:
 
 @requires("write")
 async def create(request: web.Request) -> web.Response:
-    return await _save(request, _validate(await _body(request)), create_only=True)
+    spec = _validate(await json_object(request, "a channel"))
+    return await _save(request, spec, create_only=True)
 
 
 @requires("read")
@@ -93,7 +82,7 @@ async def show(request: web.Request) -> web.Response:
 
 @requires("write")
 async def replace(request: web.Request) -> web.Response:
-    data = await _body(request)
+    data = await json_object(request, "a channel")
     channel_id = request.match_info["channel_id"]
     if data.setdefault("id", channel_id) != channel_id:
         raise invalid("channel", "id", f"the body's id differs from the path's {channel_id!r}")

@@ -39,6 +39,19 @@ def invalid(what: str, field: str, message: str) -> web.HTTPException:
                       errors=[{"field": field, "message": message}])
 
 
+async def json_object(request: web.Request, what: str) -> dict[str, Any]:
+    """The request's body as a JSON object, or a 400 that says what it should be (`what`:
+    "a monitor definition", ...). Bounded by the app's client_max_size."""
+    raw = await request.read()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise json_error(web.HTTPBadRequest, f"body: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise json_error(web.HTTPBadRequest, f"body: expected a JSON object ({what})")
+    return data
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """aiohttp's own errors (no such route, method not allowed, body too large) as JSON too,

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
-import orjson
 from aiohttp import web
 
 from api.auth import grant_of, requires
-from api.errors import invalid, json_error, json_response
+from api.errors import invalid, json_error, json_object, json_response
 from api.state import PG
 from engine import incidents, store
 from engine.monitors import NUL
@@ -77,13 +76,7 @@ async def acknowledge(request: web.Request) -> web.Response:
 
 
 async def _note_text(request: web.Request) -> str:
-    raw = await request.read()  # bounded by the app's client_max_size
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise json_error(web.HTTPBadRequest, f"body: not JSON ({exc})") from None
-    if not isinstance(body, dict):
-        raise json_error(web.HTTPBadRequest, 'body: expected a JSON object, {"text": "..."}')
+    body = await json_object(request, '{"text": "..."}')
     text = body.get("text")
     if not isinstance(text, str) or not text.strip():
         raise invalid("note", "text", "expected a non-empty string")

@@ -15,30 +15,17 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
-import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
 from api.auth import requires
-from api.errors import invalid, json_error, json_response
+from api.errors import invalid, json_error, json_object, json_response
 from api.state import PG
 from engine import maintenance_store
 from engine.maintenance import Window, errors
 
 BASE = "/api/v1/maintenance"
 SHOWN_NEXT = 3
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()  # bounded by the app's client_max_size
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise json_error(web.HTTPBadRequest, f"body: not JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise json_error(web.HTTPBadRequest,
-                         "body: expected a JSON object (a maintenance window)")
-    return data
 
 
 def _validate(data: dict[str, Any]) -> Window:
@@ -89,7 +76,7 @@ async def _saved(request: web.Request, window: Window) -> dict[str, Any]:
 
 @requires("write")
 async def create(request: web.Request) -> web.Response:
-    window = _validate(await _body(request))
+    window = _validate(await json_object(request, "a maintenance window"))
     if not await maintenance_store.create(request.app[PG], window, "api"):
         raise json_error(web.HTTPConflict,
                          f"maintenance window {window.id!r} exists; PUT it to replace it")
@@ -116,7 +103,7 @@ async def show(request: web.Request) -> web.Response:
 
 @requires("write")
 async def replace(request: web.Request) -> web.Response:
-    data = await _body(request)
+    data = await json_object(request, "a maintenance window")
     window_id = request.match_info["window_id"]
     if data.setdefault("id", window_id) != window_id:
         raise invalid("maintenance window", "id",

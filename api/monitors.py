@@ -15,12 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
 from api.auth import requires
-from api.errors import Handler, invalid, json_error, json_response
+from api.errors import Handler, invalid, json_error, json_object, json_response
 from api.state import PG, SCHEMA
 from engine import store
 from engine.monitors import MonitorBase, field_errors
@@ -28,17 +27,6 @@ from engine.secrets import Keyring, SecretError
 
 # Read once from the environment when the routes are added, as every setting is at start-up.
 KEYRING = web.AppKey("keyring", Keyring)
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()  # bounded by the app's client_max_size
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise json_error(web.HTTPBadRequest, f"body: not JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise json_error(web.HTTPBadRequest, "body: expected a JSON object (a monitor definition)")
-    return data
 
 
 def _validate(request: web.Request, data: dict[str, Any]) -> MonitorBase:
@@ -86,7 +74,7 @@ async def _existing(request: web.Request) -> asyncpg.Record:
 
 @requires("write")
 async def create(request: web.Request) -> web.Response:
-    monitor = _validate(request, await _body(request))
+    monitor = _validate(request, await json_object(request, "a monitor definition"))
     if await store.get(request.app[PG], monitor.id) is not None:
         raise json_error(web.HTTPConflict, f"monitor {monitor.id!r} exists; PUT or PATCH it")
     _, body = await _save(request, monitor)
@@ -106,7 +94,7 @@ async def show(request: web.Request) -> web.Response:
 
 @requires("write")
 async def replace(request: web.Request) -> web.Response:
-    data = await _body(request)
+    data = await json_object(request, "a monitor definition")
     monitor_id = request.match_info["monitor_id"]
     if data.setdefault("id", monitor_id) != monitor_id:
         raise invalid("monitor", "id", f"the body's id differs from the path's {monitor_id!r}")
@@ -117,7 +105,7 @@ async def replace(request: web.Request) -> web.Response:
 @requires("write")
 async def patch(request: web.Request) -> web.Response:
     current = store.definition(await _existing(request))
-    changes = await _body(request)
+    changes = await json_object(request, "a monitor definition")
     if changes.get("id", current["id"]) != current["id"]:
         raise invalid("monitor", "id", "a monitor's id cannot change")
     if changes.get("kind", current["kind"]) != current["kind"]:

@@ -32,7 +32,7 @@ from engine.monitors import (
     MAX_NAME_LENGTH,
     MAX_TAG_LENGTH,
     MAX_TAGS,
-    _durations_of,
+    durations_of,
 )
 from engine.secrets import PREFIX as SEALED
 from engine.secrets import REDACTED, Keyring, SecretError
@@ -118,7 +118,7 @@ class ChannelSpec(BaseModel):
         # What `described` adds is ignored, so a channel read can be written back as it is.
         if isinstance(data, dict):
             data = {k: v for k, v in data.items() if k not in SHOWN_ONLY}
-        return _durations_of(data, ("resend_every",))
+        return durations_of(data, ("resend_every",))
 
     @field_validator("name", "url", "secret")
     @classmethod

@@ -42,9 +42,9 @@ from engine.monitors import (
     MAX_TAG_LENGTH,
     MAX_TAGS,
     SpecError,
-    _durations_of,
     _found_at,
     _has_nul,
+    durations_of,
     read_document,
     yaml_files,
 )
@@ -127,7 +127,7 @@ class Window(BaseModel):
         # Valid JSON and YAML, but no Postgres text can hold it (engine.monitors does the same).
         if (where := _found_at(data, _has_nul)) is not None:
             raise _problem(where or "(window)", "a NUL character cannot be stored")
-        return _durations_of(data, ("duration",))
+        return durations_of(data, ("duration",))
 
     @model_validator(mode="after")
     def _consistent(self) -> Window:

@@ -67,7 +67,7 @@ MAX_CHANNELS = 32
 CHANNEL_PATTERN = ID_PATTERN
 
 
-def _durations_of(data: Any, names: tuple[str, ...]) -> Any:
+def durations_of(data: Any, names: tuple[str, ...]) -> Any:
     """`name: 30s` in a definition becomes `name_ms` in milliseconds; an error names `name`."""
     if not isinstance(data, dict):
         return data
@@ -109,7 +109,7 @@ class Alerting(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _durations(cls, data: Any) -> Any:
-        return _durations_of(data, ("stale_after", "flap_window", "retry_interval"))
+        return durations_of(data, ("stale_after", "flap_window", "retry_interval"))
 
 
 class MonitorBase(BaseModel):
@@ -137,7 +137,7 @@ class MonitorBase(BaseModel):
     def _durations(cls, data: Any) -> Any:
         """Accept `interval: 30s` and `timeout: 5s` in files; store milliseconds. Without a
         timeout, a check gets 10 s or four fifths of its interval, whichever is shorter."""
-        data = _durations_of(data, ("interval", "timeout"))
+        data = durations_of(data, ("interval", "timeout"))
         if not isinstance(data, dict):
             return data
         if "timeout_ms" not in data:
