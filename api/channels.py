@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from api.auth import requires
-from api.errors import invalid, json_error, json_object, json_response
+from api.errors import invalid, json_error, json_object, json_response, unprocessable
 from api.state import PG
 from engine import channels
 from engine.channels import ChannelSpec
@@ -36,8 +36,7 @@ def _validate(data: dict[str, Any]) -> ChannelSpec:
     try:
         return ChannelSpec.model_validate(data)
     except ValidationError as exc:
-        raise json_error(web.HTTPUnprocessableEntity, "invalid channel", errors=[
-            {"field": f, "message": m} for f, m in errors(exc)]) from None
+        raise unprocessable("channel", errors(exc)) from None
 
 
 async def _save(request: web.Request, spec: ChannelSpec, create_only: bool) -> web.Response:

@@ -33,10 +33,16 @@ def json_error(status: Callable[..., web.HTTPException], message: str,
                   content_type="application/json")
 
 
-def invalid(what: str, field: str, message: str) -> web.HTTPException:
-    """A 422 naming the field: `{"error": "invalid monitor", "errors": [{"field", "message"}]}`."""
+def unprocessable(what: str, problems: list[tuple[str, str]]) -> web.HTTPException:
+    """A 422 naming each field: `{"error": "invalid monitor", "errors": [{"field",
+    "message"}, ...]}`."""
     return json_error(web.HTTPUnprocessableEntity, f"invalid {what}",
-                      errors=[{"field": field, "message": message}])
+                      errors=[{"field": f, "message": m} for f, m in problems])
+
+
+def invalid(what: str, field: str, message: str) -> web.HTTPException:
+    """A 422 naming one field."""
+    return unprocessable(what, [(field, message)])
 
 
 async def json_object(request: web.Request, what: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from api.auth import requires
-from api.errors import invalid, json_error, json_object, json_response
+from api.errors import invalid, json_error, json_object, json_response, unprocessable
 from api.state import PG
 from engine import maintenance_store
 from engine.maintenance import Window, errors
@@ -32,8 +32,7 @@ def _validate(data: dict[str, Any]) -> Window:
     try:
         return Window.model_validate(data)
     except ValidationError as exc:
-        raise json_error(web.HTTPUnprocessableEntity, "invalid maintenance window", errors=[
-            {"field": f, "message": m} for f, m in errors(exc)]) from None
+        raise unprocessable("maintenance window", errors(exc)) from None
 
 
 def _local(ms: int, zone: ZoneInfo) -> str:

@@ -19,7 +19,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from api.auth import requires
-from api.errors import Handler, invalid, json_error, json_object, json_response
+from api.errors import Handler, invalid, json_error, json_object, json_response, unprocessable
 from api.state import PG, SCHEMA
 from engine import store
 from engine.monitors import MonitorBase, field_errors
@@ -33,8 +33,7 @@ def _validate(request: web.Request, data: dict[str, Any]) -> MonitorBase:
     try:
         monitor = request.app[SCHEMA].validate(data)
     except ValidationError as exc:
-        raise json_error(web.HTTPUnprocessableEntity, "invalid monitor", errors=[
-            {"field": f, "message": m} for f, m in field_errors(exc)]) from None
+        raise unprocessable("monitor", field_errors(exc)) from None
     return monitor
 
 
@@ -57,9 +56,7 @@ async def _save(request: web.Request, monitor: MonitorBase) -> tuple[bool | None
         try:
             created = await store.upsert(conn, monitor, "api", request.app[KEYRING])
         except SecretError as exc:
-            raise json_error(web.HTTPUnprocessableEntity, "invalid monitor", errors=[
-                {"field": f"{monitor.kind}.{exc.field}",
-                 "message": exc.reason}]) from None
+            raise invalid("monitor", f"{monitor.kind}.{exc.field}", exc.reason) from None
     row = await store.get(pool, monitor.id)
     assert row is not None
     return created, store.described(row)
