@@ -1,6 +1,8 @@
-"""The monitors API fuzzed by schemathesis against the `/openapi.json` it serves (issue 9,
-Tests), on a real port with an admin token: for any input drawn, valid by the document or
-not, no answer is a 5xx, and every error is a JSON body that says what went wrong."""
+"""The API fuzzed by schemathesis against the `/openapi.json` it serves (issue 9, Tests): the
+monitors, maintenance, incidents, channels and deliveries routes, on a real port with an
+admin token: for any input drawn, valid by the document or not, no answer is a 5xx, and
+every error is a JSON body that says what went wrong. (A channel's test route waits for a
+notifier to send it; it is left out.)"""
 
 from __future__ import annotations
 
@@ -25,11 +27,16 @@ EXAMPLES = {GenerationMode.POSITIVE: 20, GenerationMode.NEGATIVE: 10}
 SEEDED = {"id": "web", "kind": "http", "interval": "10s", "http": {"url": "http://127.0.0.1:9/"}}
 
 
+FUZZED = ("/api/v1/monitors", "/api/v1/maintenance", "/api/v1/incidents", "/api/v1/channels",
+          "/api/v1/deliveries")
+NOT_FUZZED = "/api/v1/channels/{channel_id}/test"
+
+
 def fuzz(document: dict[str, Any], url: str, token: str) -> None:
-    """Every monitors operation; fail on a 5xx or an error that is not JSON."""
+    """Every operation of those routes; fail on a 5xx or an error that is not JSON."""
     schema = schemathesis.openapi.from_dict(document, config=schemathesis.Config())
     operations = [r.ok() for r in schema.get_all_operations()
-                  if r.ok().path.startswith("/api/v1/monitors")]
+                  if r.ok().path.startswith(FUZZED) and r.ok().path != NOT_FUZZED]
     # DELETE last: until then the seeded monitor is there for the others to find.
     for operation in sorted(operations, key=lambda o: o.method.upper() == "DELETE"):
         for mode, examples in EXAMPLES.items():
@@ -56,8 +63,8 @@ def fuzz(document: dict[str, Any], url: str, token: str) -> None:
             run()
 
 
-@pytest.mark.timeout(180)
-async def test_no_input_to_the_monitors_api_is_a_server_error(r, pool, ch, clean):
+@pytest.mark.timeout(300)
+async def test_no_input_to_the_api_is_a_server_error(r, pool, ch, clean):
     await pool.execute("TRUNCATE api_tokens")
     token = await tokens.create(pool, "fuzz", "admin")
     await store_monitors(pool, SCHEMA.parse([SEEDED]), source="api")
