@@ -16,7 +16,7 @@ import orjson
 from pydantic import ValidationError
 
 from engine.maintenance import Window
-from engine.store import Conn
+from engine.store import Conn, transaction
 
 UPSERT = """
 INSERT INTO maintenance_windows AS w (id, definition, source) VALUES ($1, $2::jsonb, $3)
@@ -125,12 +125,13 @@ class Plan:
                 f"{self.unchanged} unchanged, {len(self.delete)} deleted")
 
 
-async def apply(pool: asyncpg.Pool, windows: list[Window], prune: bool, dry_run: bool) -> Plan:
+async def apply(db: asyncpg.Pool | Conn, windows: list[Window], prune: bool,
+                dry_run: bool) -> Plan:
     """Make the file windows match `windows` in one transaction (unless dry_run); with prune,
     file windows not among them are deleted. API windows are only ever replaced by a file
     window of the same id, as for monitors."""
     plan = Plan()
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(db) as conn:
         have = {r["id"]: r for r in await conn.fetch(
             f"{SELECT} WHERE id = ANY($1) OR source = 'file'", [w.id for w in windows])}
         for window in windows:

@@ -9,7 +9,8 @@ apply`) from monitors made through the API; `--prune` only ever deletes file mon
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from secrets import token_urlsafe
 from typing import Any
@@ -23,6 +24,19 @@ from engine.monitors import MonitorBase
 from engine.secrets import Keyring
 
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+@asynccontextmanager
+async def transaction(db: asyncpg.Pool | Conn) -> AsyncIterator[Conn]:
+    """A transaction on a connection of the pool, or inside the caller's transaction on its
+    connection (a savepoint), so several writes can be made one: `vigil monitors apply`
+    writes the files' monitors and maintenance windows together or not at all."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn, conn.transaction():
+            yield conn
+    else:
+        async with db.transaction():
+            yield db
 
 UPSERT = """
 INSERT INTO monitors AS m (id, name, kind, interval_ms, timeout_ms, regions, tags, spec, enabled,
@@ -175,11 +189,11 @@ async def plan_apply(conn: Conn, monitors: list[MonitorBase], prune: bool,
     return plan, specs
 
 
-async def apply(pool: asyncpg.Pool, monitors: list[MonitorBase], prune: bool,
+async def apply(db: asyncpg.Pool | Conn, monitors: list[MonitorBase], prune: bool,
                 dry_run: bool, keyring: Keyring) -> Plan:
     """Declarative apply of file monitors: plan, then (unless dry_run) carry the plan out in
     one transaction, so a failure part-way leaves the database as it was."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(db) as conn:
         plan, specs = await plan_apply(conn, monitors, prune, keyring)
         if not dry_run:
             for monitor in monitors:

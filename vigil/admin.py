@@ -31,11 +31,15 @@ async def apply(pool: asyncpg.Pool, path: str, prune: bool, dry_run: bool,
     monitors, windows = definitions(path)  # validates everything before anything is written
     if served_by is not None:
         await warn_unserved(*served_by, {r for m in monitors if m.enabled for r in m.regions})
-    try:
-        plan = await store.apply(pool, monitors, prune=prune, dry_run=dry_run,
-                                 keyring=Keyring.from_env())
-    except SecretError as exc:
-        raise CommandError(f"{path}: {exc}") from None
+    # One transaction for both: a failure part-way leaves monitors and windows as they were.
+    async with store.transaction(pool) as conn:
+        try:
+            plan = await store.apply(conn, monitors, prune=prune, dry_run=dry_run,
+                                     keyring=Keyring.from_env())
+        except SecretError as exc:
+            raise CommandError(f"{path}: {exc}") from None
+        windows_plan = await maintenance_store.apply(conn, windows, prune=prune,
+                                                     dry_run=dry_run)
     for line in plan.lines():
         print(line)
     if dry_run:
@@ -43,7 +47,6 @@ async def apply(pool: asyncpg.Pool, path: str, prune: bool, dry_run: bool,
     else:
         print(f"{path}: {len(plan.create)} created, {len(plan.update)} updated, "
               f"{plan.unchanged} unchanged, {len(plan.delete)} deleted")
-    windows_plan = await maintenance_store.apply(pool, windows, prune=prune, dry_run=dry_run)
     if windows or windows_plan.delete:
         for line in windows_plan.lines():
             print(line)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import asyncpg
 import pytest
 
 from engine import maintenance_store
@@ -120,3 +121,24 @@ async def test_the_maintenance_commands(pool, windows, capsys):
         with pytest.raises(admin.CommandError, match="no maintenance window 'nightly'"):
             await commands.run(pool, parser().parse_args(["maintenance", action, "nightly"]))
     assert await stored(pool) == {"move": ("file", 1)}
+
+
+async def test_monitors_and_windows_are_written_together_or_not_at_all(tmp_path, pool,
+                                                                       windows):
+    """The windows' write fails (here a trigger refuses it; in life the database goes away
+    between the two): the monitors written before it in the same apply are not kept."""
+    file = tmp_path / "db.yaml"
+    file.write_text(json.dumps({"monitors": [MONITOR], "maintenance": [NIGHTLY]}))
+    await pool.execute("""
+        CREATE FUNCTION refuse_window() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'refused'; END $$;
+        CREATE TRIGGER refuse_window BEFORE INSERT ON maintenance_windows
+            FOR EACH ROW EXECUTE FUNCTION refuse_window();""")
+    try:
+        with pytest.raises(asyncpg.RaiseError):
+            await admin.apply(pool, str(file), prune=False, dry_run=False)
+    finally:
+        await pool.execute("DROP TRIGGER refuse_window ON maintenance_windows; "
+                           "DROP FUNCTION refuse_window()")
+    assert await pool.fetchval("SELECT count(*) FROM monitors") == 0
+    assert await stored(pool) == {}
