@@ -71,7 +71,7 @@ TARGET_SYNTAX = "a CIDR (10.0.0.0/8, fd00::/8), ip:port, [v6]:port or unix:/path
 @dataclass(frozen=True, slots=True)
 class Target:
     """One entry of VIGIL_DENY_TARGETS or VIGIL_ALLOW_TARGETS: a network (any port when `port`
-    is None; a bare IP is its own /32 or /128) or a unix socket path (executors.guard)."""
+    is None; a bare IP is its own /32 or /128) or a unix socket path (engine.guard)."""
 
     network: IPNetwork | None = None
     port: int | None = None
@@ -152,7 +152,7 @@ class Settings:
     stream_max_age_s: int = 21_600
     stream_max_len: int = 2_000_000
     # Where no check may connect, beyond Vigil's own servers and the link-local ranges that
-    # executors.guard always denies, and the holes in that list (an operator probing their
+    # engine.guard always denies, and the holes in that list (an operator probing their
     # own Redis or Postgres on purpose).
     deny_targets: tuple[Target, ...] = ()
     allow_targets: tuple[Target, ...] = ()

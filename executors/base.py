@@ -6,7 +6,7 @@ a pydantic spec model (defaults for everything optional, so an invalid monitor i
 with the kind, the field and the reason) and `async def check(spec, ctx, due) -> Observation`
 (`due` is the check.due event: monitor id, scheduled time, interval and timeout). The
 executor runs `check` under the monitor's timeout; a check returns `down` with a precise
-`error_kind` for every failure of the target, and raises only executors.guard.Denied (a
+`error_kind` for every failure of the target, and raises only engine.guard.Denied (a
 target it may not connect to: an `error`, executors.checker) or for Vigil's own bugs. A kind
 connects only through the guard: to the addresses `ctx.guard.resolve` checked, never by name.
 """
@@ -31,9 +31,9 @@ from pydantic import (
 )
 
 from engine.events import CheckDue, Observation
+from engine.guard import Guard
 from engine.keys import Keys
-from executors.guard import Guard
-from executors.resolver import Resolver
+from engine.resolver import Resolver
 
 
 def _unverified() -> ssl.SSLContext:
@@ -47,7 +47,7 @@ def _unverified() -> ssl.SSLContext:
 class Context:
     """Opened once per executor and shared by every check it runs. HTTP checks need no session:
     each opens a fresh connection; the resolver caches names for a few seconds. Every check
-    that connects resolves its target through `guard` (executors.guard), whose deny list is
+    that connects resolves its target through `guard` (engine.guard), whose deny list is
     built from the executor's settings; without them, from Vigil's defaults."""
 
     redis: aioredis.Redis

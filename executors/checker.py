@@ -10,9 +10,9 @@ from pydantic import ValidationError
 
 from engine.cache import MISS, BoundedCache
 from engine.events import CheckDue, Observation
+from engine.guard import Denied
 from engine.secrets import Keyring, SecretError, opened
 from executors.base import Context, Kind, failed
-from executors.guard import Denied
 from executors.kinds import KINDS
 
 SPEC_CACHE_MAX = 200_000

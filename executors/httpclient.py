@@ -5,7 +5,7 @@ on: the status, the headers and the body up to a cap. No pooling, keep-alive, co
 decompression (the request asks for `identity`). Every failure raises `FetchError` with a
 stable kind (dns, dns_timeout, connect, tls and its precise tls_untrusted, tls_expired,
 tls_hostname, protocol, reset, empty_reply), so the caller turns it into a `down`; a target
-the guard denies raises its `Denied` before any connection (executors.guard).
+the guard denies raises its `Denied` before any connection (engine.guard).
 The transport is always aborted at the end, also when the caller is cancelled by its
 timeout: `abort()` rather than `close()` so a TLS peer cannot keep the socket open for the
 close_notify exchange.
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import httptools
 
+from engine.guard import ConnectError, Guard, connect, os_reason
+from engine.resolver import ResolveError, Resolver, in_time
 from executors.certs import verify_kind
-from executors.guard import ConnectError, Guard, connect, os_reason
-from executors.resolver import ResolveError, Resolver, in_time
 
 MAX_HEAD = 64 * 1024
 # Bytes read beyond the head and twice the body cap (chunk framing, trailers) before reading

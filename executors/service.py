@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from engine import metrics, registry
 from engine.clock import RESYNC_S, RedisClock
 from engine.events import BadEvent, CheckDue, CheckResult, Observation
+from engine.guard import REFRESH_S, Guard
 from engine.keys import EXECUTOR_GROUP, RESULT_GROUPS, Keys
 from engine.service import Outage, Steady, every
 from engine.settings import Settings
@@ -37,7 +38,6 @@ from engine.streams import (
 )
 from executors.base import Context, failed
 from executors.checker import Checker, SpecInvalid
-from executors.guard import REFRESH_S, Guard
 
 READ_BLOCK_MS = 1_000
 FLUSH_MAX = 500

@@ -13,8 +13,8 @@ import icmplib
 from pydantic import Field
 
 from engine.events import CheckDue, Observation
+from engine.resolver import ResolveError
 from executors.base import Context, Host, Kind, Spec, budget_s, down, failed
-from executors.resolver import ResolveError
 
 # Every reply is awaited for at most its share of this part of the monitor's timeout, so a
 # silent host ends as a precise `unreachable` instead of the executor's generic `timeout`.
@@ -69,7 +69,7 @@ async def check(spec: IcmpSpec, ctx: Context, due: CheckDue) -> Observation:
         return failed("spec", f"{spec.count} pings {spec.interval_ms} ms apart do not fit in "
                               "the monitor's timeout; lower count or interval_ms")
     try:
-        # No port: only rules for whole networks apply to a ping (executors.guard).
+        # No port: only rules for whole networks apply to a ping (engine.guard).
         addresses, _ = await ctx.guard.resolve(ctx.resolver, spec.host, None)
     except ResolveError as exc:
         return down("dns", str(exc))

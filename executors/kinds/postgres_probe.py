@@ -9,7 +9,7 @@ query parameters in ALLOWED_PARAMS, so a monitor definition cannot make the exec
 of its own credentials to another host or read a local file but a CA bundle (sslrootcert);
 the DSN cannot hold CR, LF or NUL (raw or percent-encoded), which would end a field of the
 startup message. asyncpg
-connects through the guard's loop (executors.guard.GuardedLoop): only to addresses and
+connects through the guard's loop (engine.guard.GuardedLoop): only to addresses and
 sockets it allows.
 
 Least privilege: READ ONLY stops writes, not reads of the server's files (`pg_read_file`),
@@ -40,6 +40,8 @@ from pydantic import (
 )
 
 from engine.events import CheckDue, Observation
+from engine.guard import GuardedLoop, os_reason
+from engine.resolver import ResolveError
 from engine.secrets import Secret
 from engine.text import clip, redact
 from executors.base import (
@@ -55,8 +57,6 @@ from executors.base import (
     single_line,
 )
 from executors.certs import verify_kind
-from executors.guard import GuardedLoop, os_reason
-from executors.resolver import ResolveError
 
 SCHEMES = ("postgresql", "postgres")
 # sslrootcert: the CA bundle a private or cloud CA needs (RDS, Cloud SQL); it is read as

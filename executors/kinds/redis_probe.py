@@ -7,7 +7,7 @@ Only the query parameters in ALLOWED_PARAMS are accepted, so a monitor definitio
 point the executor at local files (redis-py takes key and certificate paths from the URL).
 No command of the monitor's reaches the server: the probe sends AUTH, SELECT and PING, each
 argument a length-prefixed RESP string, and the URL cannot hold CR, LF or NUL, raw or
-percent-encoded. The socket goes to an address the guard checked (executors.guard); redis-py
+percent-encoded. The socket goes to an address the guard checked (engine.guard); redis-py
 keeps the URL's host for TLS. One connection per check, no retry, no client-side timeouts:
 the executor's timeout bounds the check, and a retry would hide exactly the failures a probe
 is for. Error kinds: `connect`, `dns`, `auth` (a wrong password, or one missing), `query`; a
@@ -31,6 +31,7 @@ from redis.asyncio.connection import AbstractConnection, Connection, SSLConnecti
 from redis.exceptions import AuthenticationError, RedisError
 
 from engine.events import CheckDue, Observation
+from engine.resolver import ResolveError
 from engine.secrets import Secret
 from engine.text import redact
 from executors.base import (
@@ -44,7 +45,6 @@ from executors.base import (
     failed,
     single_line,
 )
-from executors.resolver import ResolveError
 
 SCHEMES = ("redis", "rediss", "unix")
 ALLOWED_PARAMS = frozenset({"db", "username", "password"})

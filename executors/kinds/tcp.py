@@ -5,7 +5,7 @@ end (write `send: "PING\\r\\n"` in double quotes for YAML to turn `\\r\\n` into 
 definition cannot smuggle a second command into a line protocol (`SET x 1\\r\\nCONFIG GET
 dir`). A payload that is binary, or several lines on purpose, is `send_hex`: its bytes as
 hex, sent as they are. Either way the guard keeps a check off Vigil's own servers before it
-connects (executors.guard). `expect` is a substring and `expect_regex` a regular expression
+connects (engine.guard). `expect` is a substring and `expect_regex` a regular expression
 (RE2 syntax, searched, not anchored: executors.patterns), compiled once per spec version on
 the executor (`prepare`), both matched on what the target sent first, read up to READ_CAP
 bytes. The read stops at a match,
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pydantic import Field, field_validator, model_validator
 
 from engine.events import CheckDue, Observation
+from engine.guard import ConnectError, connect
+from engine.resolver import ResolveError, in_time
 from executors.base import CLOSE_WAIT_S, Context, Host, Kind, Spec, budget_s, down
-from executors.guard import ConnectError, connect
 from executors.patterns import Pattern, Regex
-from executors.resolver import ResolveError, in_time
 
 READ_CAP = 4096
 SHOWN = 120

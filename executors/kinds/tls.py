@@ -16,6 +16,8 @@ from cryptography import x509
 from pydantic import Field
 
 from engine.events import CheckDue, Observation
+from engine.guard import ConnectError, connect
+from engine.resolver import Address, ResolveError, in_time
 from executors.base import (
     CLOSE_WAIT_S,
     Context,
@@ -35,8 +37,6 @@ from executors.certs import (
     trust,
     verify_kind,
 )
-from executors.guard import ConnectError, connect
-from executors.resolver import Address, ResolveError, in_time
 
 
 class TlsSpec(Spec):

@@ -56,7 +56,7 @@ async def test_postgres_takes_the_vigil_role_over_tls_only():
 
 
 async def test_the_postgres_probe_checks_a_server_over_tls(ctx):
-    """The probe connects through the guard (executors.guard.GuardedLoop: the checked address
+    """The probe connects through the guard (engine.guard.GuardedLoop: the checked address
     for the socket, the name for the certificate): verify-full against the test's CA is up;
     a CA that did not sign the server's certificate is the tls kind's `tls_untrusted` (it read
     "Operation not permitted": an SSLError is an OSError with errno 1)."""

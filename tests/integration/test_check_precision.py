@@ -18,10 +18,10 @@ import trustme
 from pydantic import ValidationError
 
 from engine.events import Observation
+from engine.resolver import Address, Resolver
 from engine.settings import Settings
 from executors.base import Context
 from executors.kinds.http.spec import HttpSpec
-from executors.resolver import Address, Resolver
 from tests.support.dns_server import SilentServer, UdpServer
 from tests.support.helpers import free_port
 from tests.support.hostile import (

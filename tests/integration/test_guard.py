@@ -1,4 +1,4 @@
-"""The deny list through the real executor (executors.guard): no check reaches Vigil's own
+"""The deny list through the real executor (engine.guard): no check reaches Vigil's own
 Redis or Postgres, a cloud metadata address or a VIGIL_DENY_TARGETS entry, by whatever name
 or address form it is given, unless VIGIL_ALLOW_TARGETS allows it. A denied check is an
 `error` `denied` naming the rule, and its target never sees a connection.
@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 
 from engine.events import CheckResult
 from engine.keys import Keys
+from engine.resolver import Address, ResolveError, Resolver
 from engine.settings import Settings, Target
-from executors.resolver import Address, ResolveError, Resolver
 from tests.support.dns_server import DnsServer
 from tests.support.hostile import RawServer, answer, silent
 from tests.support.kind_executor import check_due, run_checks

@@ -19,11 +19,11 @@ from aiohttp import web
 
 from engine.events import Observation
 from engine.keys import Keys
+from engine.resolver import Resolver
 from engine.settings import Settings
 from executors.base import Context
 from executors.kinds import http
 from executors.kinds.http.spec import HttpSpec
-from executors.resolver import Resolver
 from tests.support.helpers import free_port, wait_for
 from tests.support.hostile import (
     Certs,

@@ -13,10 +13,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from engine.events import Observation
+from engine.guard import Guard
 from engine.keys import Keys
 from engine.settings import Settings, Target
 from executors.base import Context
-from executors.guard import Guard
 from executors.kinds import postgres_probe
 from tests.support.kind_executor import observe
 from tests.support.pg import login_role, socket_dsn, socket_path

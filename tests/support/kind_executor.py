@@ -11,12 +11,12 @@ import redis.asyncio as aioredis
 
 from engine.events import CheckDue, CheckResult, Observation, check_id
 from engine.keys import EXECUTOR_GROUP, Keys
+from engine.resolver import Resolver
 from engine.settings import Settings
 from engine.streams import EVENT_FIELD, ensure_group, event_of
 from executors.base import Context
 from executors.checker import Checker
 from executors.kinds import KINDS
-from executors.resolver import Resolver
 from executors.service import Executor
 from tests.support.helpers import wait_for
 

@@ -1,4 +1,4 @@
-"""The deny list's rules on their own (executors.guard): VIGIL_DENY_TARGETS and
+"""The deny list's rules on their own (engine.guard): VIGIL_DENY_TARGETS and
 VIGIL_ALLOW_TARGETS as settings, Vigil's own servers as its clients read their URLs, and
 which address forms reach which rule. The attacks themselves run through the executor in
 tests/integration/test_guard.py."""
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from engine.guard import Denied, Guard
 from engine.settings import Settings, SettingsError, Target
-from executors.guard import Denied, Guard
 
 
 @pytest.mark.parametrize("text", ["10.0.0.0/8", "192.0.2.7/32", "192.0.2.7:6379",

@@ -20,7 +20,7 @@ json (the first failed assertion, in that order), body_too_large (body_over_cap:
 `degraded` with error_kind "tls_expiring" when everything passed but a certificate expires
 within cert_warn_days, else "latency" when it took longer than degraded_ms; `up` otherwise.
 A ca_file the executor cannot read is an `error` `spec`; the executor's own timeout gives
-"timeout"; a URL or a redirect the guard denies, an `error` `denied` (executors.guard).
+"timeout"; a URL or a redirect the guard denies, an `error` `denied` (engine.guard).
 Phases are the time spent in each of dns, connect, tls (https) and first_byte (request written
 to first response byte), summed over redirect hops; latency_ms is the whole check. The body is
 read up to max_body_bytes; a longer body is cut there, which is a failure only with

@@ -1,8 +1,10 @@
-"""Name resolution for checks: loop.getaddrinfo, cached per (host, port) for a short TTL.
+"""Name resolution for checks and webhooks: loop.getaddrinfo, cached per (host, port) for a
+short TTL.
 
-One resolver per executor (in `Context`). Thousands of monitors often share a handful of hosts,
-so a 10 s cache (aiohttp's default) saves a thread-pool round trip on almost every check while
-still following DNS changes quickly. Concurrent lookups of one name share a single call.
+One resolver per executor (in `Context`) and per notifier's transports. Thousands of monitors
+often share a handful of hosts, so a 10 s cache (aiohttp's default) saves a thread-pool round
+trip on almost every check while still following DNS changes quickly. Concurrent lookups of
+one name share a single call.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Where no check may connect: a monitor cannot turn Vigil on itself or on the cloud's metadata.
+"""Where no check and no notification may connect: a monitor or a channel cannot turn Vigil on
+itself or on the cloud's metadata. On the ground floor, as two roles use it: the executors for
+checks, the notifier for channel URLs (notifier.transports).
 
 Checked after name resolution, at connect time: a check resolves its target once (the
 executor's Resolver), every address is checked, and the socket goes to a checked IP literal;
@@ -31,8 +33,8 @@ import structlog
 from redis.asyncio.connection import parse_url
 
 from engine.cache import MISS, BoundedCache
+from engine.resolver import Address, Resolver
 from engine.settings import Settings, Target
-from executors.resolver import Address, Resolver
 
 T = TypeVar("T")
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -165,9 +167,9 @@ async def _getaddrinfo(host: str, port: int) -> list[Any]:
 
 
 class Guard:
-    """The deny list of one executor, built from its settings (Vigil's defaults when none are
-    given); `start` and then `refresh`, every REFRESH_S, add the addresses of Vigil's own
-    servers that the settings name by a host name."""
+    """The deny list of one executor or notifier, built from its settings (Vigil's defaults
+    when none are given); `start` and then `refresh`, every REFRESH_S, add the addresses of
+    Vigil's own servers that the settings name by a host name."""
 
     def __init__(self, settings: Settings | None = None,
                  lookup: Lookup = _getaddrinfo) -> None:
@@ -192,9 +194,9 @@ class Guard:
                 self.deny.append(_own(_ip(host), port, what))
 
     async def start(self) -> None:
-        """Resolve the host names of Vigil's own servers as the executor starts."""
+        """Resolve the host names of Vigil's own servers as the executor or notifier starts."""
         await self.refresh()
-        log.info("checks may not connect to these targets",
+        log.info("no check or notification may connect to these targets",
                  denied=[str(r.target) for r in self.deny], allowed=[str(t) for t in self.allow])
 
     async def refresh(self) -> None:
