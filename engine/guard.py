@@ -5,16 +5,18 @@ checks, the notifier for channel URLs (notifier.transports).
 Checked after name resolution, at connect time: a check resolves its target once (the
 executor's Resolver), every address is checked, and the socket goes to a checked IP literal;
 no library resolves the name again, so DNS rebinding (one answer for the check, another for the
-connect) cannot get past it. TLS keeps the name for SNI and the certificate. Denied:
+connect) cannot get past it. TLS keeps the name for SNI and the certificate. A webhook goes the
+same way; apprise resolves a name again itself (notifier.transports). Denied:
 - Vigil's own Redis, Postgres and ClickHouse: the addresses and unix sockets of the settings'
-  URLs, a host name in them resolved when the executor starts. When one listens on this host,
+  URLs, a host name in them resolved when the role starts. When one listens on this host,
   its port is denied on every address that reaches this host: 127.0.0.2, 0.0.0.0,
   ::ffff:127.0.0.1 or the host's own address reach a server bound to 127.0.0.1 or 0.0.0.0;
 - link-local and cloud metadata addresses (FIXED);
 - VIGIL_DENY_TARGETS.
 VIGIL_ALLOW_TARGETS wins over all of them, for operators who probe their own infrastructure.
 IPv4-mapped IPv6 addresses are checked as the IPv4 address they reach. A denied check is an
-`error` with kind `denied` that names the rule (executors.checker), and no socket is opened.
+`error` with kind `denied` that names the rule (executors.checker), a denied notification a
+failed attempt that names it (notifier.sender), and no socket is opened.
 """
 
 from __future__ import annotations

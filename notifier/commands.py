@@ -11,7 +11,9 @@ import orjson
 
 from engine import channels
 from engine.channels import delivery_key
+from engine.guard import Guard
 from engine.secrets import Keyring
+from engine.settings import Settings
 from notifier.transports import Transports
 
 
@@ -51,13 +53,17 @@ async def list_deliveries(pool: asyncpg.Pool, state: str | None, channel: str | 
         print("no deliveries")
 
 
-async def send_test(pool: asyncpg.Pool, channel_id: str, timeout_ms: int) -> str:
-    """Send a test message to the channel now; what happened, or raises NotFound or
+async def send_test(pool: asyncpg.Pool, channel_id: str, timeout_ms: int,
+                    settings: Settings) -> str:
+    """Send a test message to the channel now, only where the notifier's guard (built from
+    `settings`) would; what happened, or raises NotFound or
     notifier.transports.TransportError."""
     row = await channels.get(pool, channel_id)
     if row is None:
         raise NotFound(f"no channel {channel_id!r}")
-    transports = Transports(timeout_ms)
+    guard = Guard(settings)
+    await guard.refresh()
+    transports = Transports(timeout_ms, guard)
     key = delivery_key(f"cli-test:{token_hex(8)}", channel_id)
     try:
         status = await transports.send(channels.opened(row, Keyring.from_env()), key,

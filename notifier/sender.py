@@ -15,6 +15,7 @@ import structlog
 
 from engine import channels
 from engine.channels import GONE, Claimed, NewDelivery, Outcome, delivery_key
+from engine.guard import Guard
 from engine.secrets import Keyring, SecretError
 from engine.service import Outage
 from notifier.messages import reminder
@@ -34,12 +35,12 @@ def backoff_ms(attempt: int, base_ms: int, cap_ms: int, rng: random.Random) -> i
 
 class Sender:
     def __init__(self, pool: asyncpg.Pool, name: str, settings: NotifySettings,
-                 keyring: Keyring) -> None:
+                 keyring: Keyring, guard: Guard) -> None:
         self.pool = pool
         self.name = name
         self.settings = settings
         self.keyring = keyring
-        self.transports = Transports(settings.timeout_ms)
+        self.transports = Transports(settings.timeout_ms, guard)
         self.rng = random.Random()
         self._done: asyncio.Queue[tuple[Claimed, Outcome]] = asyncio.Queue()
         self.sent = 0

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from engine.channels import GONE
+from engine.guard import REFRESH_S, Guard
 from engine.keys import Keys
 from engine.secrets import Keyring
 from engine.service import Outage, every
@@ -31,13 +32,18 @@ class Notifier:
         self.notify = notify or NotifySettings.from_env()
         self.intake = Intake(r, keys, settings.postgres_dsn, settings.instance_id,
                              self.notify.max_attempts, settings.retention)
-        self.sender = Sender(pool, settings.instance_id, self.notify, Keyring.from_env())
+        # Channel URLs are anyone's with a write token: sent only where checks may connect.
+        self.guard = Guard(settings)
+        self.sender = Sender(pool, settings.instance_id, self.notify, Keyring.from_env(),
+                             self.guard)
 
     async def run(self, stop: asyncio.Event) -> None:
+        await self.guard.start()
         log.info("notifier started", concurrency=self.notify.concurrency,
                  max_attempts=self.notify.max_attempts)
         await asyncio.gather(self.intake.run(stop), self._send(stop),
-                             every(UPKEEP_S, stop, self.intake.upkeep, "events upkeep"))
+                             every(UPKEEP_S, stop, self.intake.upkeep, "events upkeep"),
+                             every(REFRESH_S, stop, self.guard.refresh, "guard"))
         log.info("notifier stopped", sent=self.sender.sent)
 
     async def _send(self, stop: asyncio.Event) -> None:

@@ -211,7 +211,8 @@ async def cmd_notify(settings: Settings, args: argparse.Namespace) -> None:
         else:
             try:
                 print(await notify_commands.send_test(pool, args.channel,
-                                                      NotifySettings.from_env().timeout_ms))
+                                                      NotifySettings.from_env().timeout_ms,
+                                                      settings))
             except (notify_commands.NotFound, TransportError, SecretError) as exc:
                 raise CommandError(f"notify test {args.channel}: {exc}") from None
     except notify_commands.NotFound as exc:
