@@ -31,12 +31,15 @@ from vigil import admin
 from vigil import incidents as incident_commands
 from vigil import maintenance as maintenance_commands
 from vigil.admin import CommandError
-from vigil.embedded import Embedded, EmbeddedError
+from vigil.embedded import Embedded, EmbeddedError, servers_of
 from vigil.replay import replay
 from vigil.roles import ROLES, run_roles
 
 log = structlog.get_logger(component="cli")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "monitors.yaml"
+DATA_DIR = ".vigil"
+# The example monitors probe Vigil's own API: at the port this `vigil up` serves.
+EXAMPLE_API = "http://127.0.0.1:8080/"
 
 
 def _common() -> argparse.ArgumentParser:
@@ -50,6 +53,9 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument("--instance-id", help="VIGIL_INSTANCE_ID (default: host-pid)")
     g.add_argument("--log-format", choices=("console", "json"), help="VIGIL_LOG_FORMAT")
     g.add_argument("--metrics-port", type=int, help="VIGIL_METRICS_PORT: serve /metrics (0: off)")
+    g.add_argument("--data-dir", default=DATA_DIR,
+                   help="vigil up's data directory; every other command finds the servers of "
+                        "a vigil up running there (default: %(default)s)")
     return p
 
 
@@ -137,7 +143,6 @@ def parser() -> argparse.ArgumentParser:
                          "(their acknowledgements and notes are lost)")
     maintenance_commands.add_parsers(sub, common)
     up = sub.add_parser("up", parents=[common], help="everything in one process, embedded")
-    up.add_argument("--data-dir", default=".vigil")
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--examples", default=str(EXAMPLES),
@@ -145,7 +150,29 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+# What a command takes from a `vigil up` running on its data directory, where neither the
+# flag nor the variable says otherwise. Not ClickHouse: chDB admits one process per path.
+FROM_UP = (("redis_url", "VIGIL_REDIS_URL"), ("postgres_dsn", "VIGIL_POSTGRES_DSN"))
+
+
+def _beside_up(args: argparse.Namespace) -> None:
+    """Next to a running `vigil up` (same --data-dir, default ./.vigil), a command reaches
+    its Redis and Postgres and opens secrets with its key, with nothing set by hand."""
+    if args.command == "up":
+        return
+    data_dir = Path(args.data_dir)
+    servers = servers_of(data_dir)
+    for name, variable in FROM_UP:
+        if getattr(args, name, None) is None and variable not in os.environ and name in servers:
+            setattr(args, name, servers[name])
+    key = data_dir / "secret.key"
+    if servers and key.is_file() and not (os.environ.get(KEY_VARIABLE)
+                                          or os.environ.get(f"{KEY_VARIABLE}_FILE")):
+        os.environ[f"{KEY_VARIABLE}_FILE"] = str(key)
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
+    _beside_up(args)
     return Settings.from_env(
         redis_url=args.redis_url, postgres_dsn=args.postgres_dsn,
         clickhouse_url=args.clickhouse_url, region=args.region, concurrency=args.concurrency,
@@ -255,14 +282,39 @@ async def cmd_up(args: argparse.Namespace, examples: str | None) -> None:
         if examples:
             pool = await postgres_pool(settings.postgres_dsn)
             try:
-                await admin.apply(pool, examples, prune=False, dry_run=False)
+                await admin.apply(pool, _examples_at(examples, embedded.data_dir, args.port),
+                                  prune=False, dry_run=False)
             finally:
                 await pool.close()
-        print(f"Vigil is up: status page http://{args.host}:{args.port}/  "
-              f"(Ctrl-C to stop)", flush=True)
+        embedded.publish(redis_url, dsn)
+        print(_welcome(args), flush=True)
         await run_roles(list(ROLES), settings, args.host, args.port)
     finally:
         await embedded.stop()
+
+
+def _examples_at(path: str, data_dir: Path, port: int) -> str:
+    """The examples file with its probes of Vigil's own API at `port` (a copy in the data
+    directory when the port is not the file's)."""
+    text = Path(path).read_text()
+    if port == 8080 or EXAMPLE_API not in text:
+        return path
+    copy = data_dir / "examples.yaml"
+    copy.write_text(text.replace(EXAMPLE_API, f"http://127.0.0.1:{port}/"))
+    return str(copy)
+
+
+def _welcome(args: argparse.Namespace) -> str:
+    """What a new user reads first: where the page is and what to try in another terminal
+    (each command finds this run's servers through the data directory)."""
+    where = "" if args.data_dir == DATA_DIR else f" --data-dir {args.data_dir}"
+    return "\n".join([
+        f"Vigil is up: status page http://{args.host}:{args.port}/  (Ctrl-C to stop)",
+        "In another terminal, from this directory:",
+        f"  vigil monitors list{where}",
+        f"  vigil monitors apply -f my-monitors.yaml{where}",
+        f"  vigil tokens create me --scope write{where}   # for the API",
+        f"  vigil incidents list{where}"])
 
 
 def _command(args: argparse.Namespace) -> Coroutine[Any, Any, None]:

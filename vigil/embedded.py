@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import fcntl
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -36,6 +37,8 @@ from engine.secrets import generate_key
 
 log = structlog.get_logger(component="embedded")
 PR_SET_PDEATHSIG = 1
+# Where a running `vigil up` says where its servers are (Embedded.publish, servers_of).
+SERVERS_FILE = "servers.json"
 
 
 class EmbeddedError(RuntimeError):
@@ -283,6 +286,14 @@ class Embedded:
             raise
         return redis_url, postgres_dsn, clickhouse_url or f"chdb://{self.data_dir / 'chdb'}"
 
+    def publish(self, redis_url: str, postgres_dsn: str) -> None:
+        """Where this run's servers are, for the other `vigil` commands on the same data
+        directory (servers_of): readable by this user alone, as the DSN holds a password."""
+        path = self.data_dir / SERVERS_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            json.dump({"redis_url": redis_url, "postgres_dsn": postgres_dsn}, file)
+
     def secret_key(self) -> Path:
         """The data directory's key file, made on first use; readable by this user alone, as
         whoever reads it can open every secret in the monitors table."""
@@ -295,7 +306,25 @@ class Embedded:
 
     async def stop(self) -> None:
         try:
+            (self.data_dir / SERVERS_FILE).unlink(missing_ok=True)
             await asyncio.to_thread(self.postgres.stop)
             await asyncio.to_thread(self.redis.stop)
         finally:
             self._let_go()
+
+
+def servers_of(data_dir: Path) -> dict[str, str]:
+    """The Redis URL and Postgres DSN of the `vigil up` running on `data_dir` (what it
+    published), or nothing when none runs there: the file of a run that was killed is left
+    behind, and its lock is free."""
+    path = data_dir / SERVERS_FILE
+    if not path.is_file():
+        return {}
+    with (data_dir / "vigil.lock").open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            servers: dict[str, str] = json.loads(path.read_text())
+            return servers
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return {}
