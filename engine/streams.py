@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 import structlog
@@ -12,8 +13,10 @@ from redis.exceptions import ResponseError
 
 from engine import metrics
 from engine.clock import redis_ms
+from engine.events import BadEvent
 from engine.text import clip
 
+T = TypeVar("T")
 Fields = dict[bytes, bytes]
 Entry = tuple[bytes, Fields]
 # Every entry of every stream carries its event (engine.events) in this one field; the Lua
@@ -197,6 +200,25 @@ class DeadLetters:
     async def add(self, stream: str, entry_id: bytes, payload: bytes, reason: str) -> None:
         await self._script(keys=[self.key], args=[DEADLETTER_MAXLEN, stream, entry_id,
                                                   clip(reason, REASON_MAX), payload])
+
+
+async def decoded(deliveries: list[Delivery], decode: Callable[[bytes], T], consumer: Consumer,
+                  deadletters: DeadLetters, who: str) -> list[tuple[bytes, T]]:
+    """(entry id, event) of each delivery whose event decodes; one that does not is a bad
+    message, never to be retried: dead-lettered with `who` and the reason, acknowledged and
+    counted, and the rest goes on."""
+    good: list[tuple[bytes, T]] = []
+    for delivery in deliveries:
+        raw = event_of(delivery.fields)
+        try:
+            good.append((delivery.entry_id, decode(raw)))
+        except BadEvent as exc:
+            log.error("bad entry dead-lettered", stream=consumer.stream, group=consumer.group,
+                      entry_id=delivery.entry_id.decode(), error=str(exc))
+            await deadletters.add(consumer.stream, delivery.entry_id, raw, f"{who}: {exc}")
+            await consumer.ack(delivery.entry_id)
+            metrics.DEAD_LETTERS.labels(consumer.stream).inc()
+    return good
 
 
 # A consumer that has not read for this long and holds nothing is gone (a restart under a

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from engine import metrics
 from engine.clock import redis_ms
-from engine.events import BadEvent, CheckResult
+from engine.events import CheckResult
 from engine.keys import EVALUATOR_GROUP, EVENT_GROUPS, NOTIFIER_GROUP, RESULT_GROUPS, Keys
 from engine.rules import Rules
 from engine.service import Outage, every
@@ -42,8 +42,8 @@ from engine.streams import (
     Delivery,
     Entry,
     Upkeep,
+    decoded,
     ensure_group,
-    event_of,
     parse_id,
 )
 from evaluator.state import Dependency, Evaluation, MonitorState, Step, retire
@@ -161,25 +161,11 @@ class Evaluator:
 
     # --- results -------------------------------------------------------------------------
 
-    async def _decode(self, deliveries: list[Delivery]) -> list[tuple[bytes, CheckResult]]:
-        good = []
-        for delivery in deliveries:
-            try:
-                good.append((delivery.entry_id,
-                             CheckResult.from_json(event_of(delivery.fields))))
-            except BadEvent as exc:
-                log.error("bad result dead-lettered", entry_id=delivery.entry_id.decode(),
-                          error=str(exc))
-                await self.deadletters.add(self.keys.results, delivery.entry_id,
-                                           event_of(delivery.fields), f"evaluator: {exc}")
-                await self.consumer.ack(delivery.entry_id)
-                metrics.DEAD_LETTERS.labels(self.keys.results).inc()
-        return good
-
     async def evaluate(self, deliveries: list[Delivery]) -> None:
         """Evaluate and apply a batch of results; a result whose monitor another evaluator
         moved meanwhile is computed again from the new state."""
-        work = await self._decode(deliveries)
+        work = await decoded(deliveries, CheckResult.from_json, self.consumer,
+                             self.deadletters, "evaluator")
         for _ in range(MAX_ROUNDS):
             if not work:
                 return

@@ -21,10 +21,10 @@ import structlog
 from engine import channels, metrics
 from engine.cache import MISS, BoundedCache
 from engine.channels import GONE, NewDelivery, OpenAlert, delivery_key
-from engine.events import BadEvent, Event
+from engine.events import Event
 from engine.keys import EVENT_GROUPS, NOTIFIER_GROUP, Keys
 from engine.service import Outage
-from engine.streams import Consumer, DeadLetters, Delivery, Upkeep, ensure_group, event_of
+from engine.streams import Consumer, DeadLetters, Delivery, Upkeep, decoded, ensure_group
 from notifier.messages import Step, payload, steps
 
 # "NOTIF" in ASCII: one intake per database (engine.migrate holds "VIGIL").
@@ -82,12 +82,8 @@ class Intake:
                 await conn.close(timeout=5)
 
     async def _handle(self, conn: asyncpg.Connection, batch: list[Delivery]) -> None:
-        good: list[tuple[bytes, Event]] = []
-        for item in batch:
-            try:
-                good.append((item.entry_id, Event.from_json(event_of(item.fields))))
-            except BadEvent as exc:
-                await self._dead_letter(item.entry_id, event_of(item.fields), str(exc))
+        good = await decoded(batch, Event.from_json, self.consumer, self.deadletters,
+                             "notifier")
         if not good:
             return
         try:

@@ -23,11 +23,11 @@ import structlog
 from redis.exceptions import RedisError
 
 from engine import metrics
-from engine.events import BadEvent, CheckResult, Event
+from engine.events import CheckResult, Event
 from engine.keys import EVENT_GROUPS, RESULT_GROUPS, Keys
 from engine.service import Outage, every
 from engine.settings import Settings
-from engine.streams import Consumer, DeadLetters, Delivery, Upkeep, ensure_group, event_of
+from engine.streams import Consumer, DeadLetters, Delivery, Upkeep, decoded, ensure_group
 
 RETRY_MAX_S = 10.0
 COLLECT_POLL_S = 0.05
@@ -121,19 +121,7 @@ class StreamSink(ABC, Generic[T]):
         return batch
 
     async def _decode(self, entries: list[Delivery]) -> list[tuple[bytes, T]]:
-        good = []
-        for delivery in entries:
-            entry_id, fields = delivery.entry_id, delivery.fields
-            try:
-                good.append((entry_id, self.decode(event_of(fields))))
-            except BadEvent as exc:
-                log.error(f"bad {self.noun} dead-lettered", sink=self.name,
-                          entry_id=entry_id.decode(), error=str(exc))
-                await self.deadletters.add(self.stream, entry_id, event_of(fields),
-                                           f"{self.name}: {exc}")
-                await self.consumer.ack(entry_id)
-                metrics.DEAD_LETTERS.labels(self.stream).inc()
-        return good
+        return await decoded(entries, self.decode, self.consumer, self.deadletters, self.name)
 
     async def _write_all(self, items: list[tuple[bytes, T]], stop: asyncio.Event) -> None:
         self._held.update(entry_id for entry_id, _ in items)
