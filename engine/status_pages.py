@@ -1,0 +1,329 @@
+"""Status pages: the definition (validated with pydantic, every error naming its field) and
+its store in Postgres (migration 0012), the one place with SQL about pages.
+
+A page has groups; a group takes monitors by id (in the order written) and by tag (the rest,
+by id), and says what its monitors show (the 90-day bar, the uptime figures, the latency
+chart), which one monitor may change for itself. Which monitors show probe details is not a
+page setting: it stays each monitor's `public_details` (api.status.public), so a page can
+never publish what the monitor's owner kept private.
+
+A page is stored as written, as maintenance windows are (engine.maintenance_store):
+`version` grows only when the definition or the source changes, and `source` tells file
+pages (`vigil monitors apply`, pruned with `--prune`) from API pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import asyncpg
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from engine.maintenance import _problem, errors
+from engine.monitors import (
+    ID_PATTERN,
+    MAX_NAME_LENGTH,
+    MAX_TAG_LENGTH,
+    MAX_TAGS,
+    SpecError,
+    _found_at,
+    _has_nul,
+    read_document,
+    yaml_files,
+)
+from engine.store import Conn, transaction
+
+# A slug: it is the page's address (/status/{id}).
+PAGE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MAX_DESCRIPTION_LENGTH = 2_000
+MAX_GROUPS = 100
+MAX_GROUP_MONITORS = 1_000
+
+
+class Shown(BaseModel):
+    """One monitor of a group, by id; what it shows where it differs from its group's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(pattern=ID_PATTERN)]
+    # The name on the page; the monitor's own name (or its id) without one.
+    name: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)
+    bar: bool | None = None
+    uptime: bool | None = None
+    latency: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_id(cls, data: Any) -> Any:
+        # `monitors: [api, web]` is the short way to write monitors that show what the group
+        # shows.
+        return {"id": data} if isinstance(data, str) else data
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A monitor as a page shows it, its group's choices and its own resolved."""
+
+    id: str
+    name: str | None
+    bar: bool
+    uptime: bool
+    latency: bool
+
+
+class Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
+    monitors: list[Shown] = Field(default_factory=list, max_length=MAX_GROUP_MONITORS)
+    tags: list[Annotated[str, Field(max_length=MAX_TAG_LENGTH)]] = Field(
+        default_factory=list, max_length=MAX_TAGS)
+    bar: bool = True
+    uptime: bool = True
+    latency: bool = True
+
+    @model_validator(mode="after")
+    def _some_monitors(self) -> Group:
+        if not self.monitors and not self.tags:
+            raise _problem("monitors", "name the monitors (ids) or tags the group shows")
+        return self
+
+    def entries(self, tags: Mapping[str, Iterable[str]]) -> list[Entry]:
+        """The group's monitors among `tags` (monitor id -> its tags): those named, in order,
+        then those with one of the group's tags, by id; each once."""
+        named = [s for s in self.monitors if s.id in tags]
+        seen = {s.id for s in named}
+        wanted = set(self.tags)
+        tagged = sorted(mid for mid, its in tags.items()
+                        if mid not in seen and not wanted.isdisjoint(its))
+        return [self._entry(s) for s in named] + [self._entry(Shown(id=mid)) for mid in tagged]
+
+    def _entry(self, shown: Shown) -> Entry:
+        return Entry(shown.id, shown.name,
+                     self.bar if shown.bar is None else shown.bar,
+                     self.uptime if shown.uptime is None else shown.uptime,
+                     self.latency if shown.latency is None else shown.latency)
+
+
+class Page(BaseModel):
+    """One status page as written (a `status_pages:` entry, an API body)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(pattern=PAGE_ID_PATTERN)]
+    title: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH)
+    groups: list[Group] = Field(min_length=1, max_length=MAX_GROUPS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        # Valid JSON and YAML, but no Postgres text can hold it (engine.monitors does the same).
+        if (where := _found_at(data, _has_nul)) is not None:
+            raise _problem(where or "(page)", "a NUL character cannot be stored")
+        return data
+
+    def monitor_ids(self) -> set[str]:
+        """The monitors the page names by id."""
+        return {s.id for g in self.groups for s in g.monitors}
+
+    def named_at(self) -> list[tuple[str, str]]:
+        """(field, monitor id) of every monitor named by id, for errors that name the field."""
+        return [(f"groups.{gi}.monitors.{mi}.id", s.id) for gi, g in enumerate(self.groups)
+                for mi, s in enumerate(g.monitors)]
+
+
+class PageError(ValueError):
+    """A page that validates but cannot be stored as it is (a monitor that does not exist);
+    `problems` are (field, message), as engine.maintenance.errors gives them."""
+
+    def __init__(self, page_id: str, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
+        self.page_id = page_id
+        self.problems = problems
+
+
+# --- the files `vigil monitors apply` reads ---------------------------------------------------
+
+def load_path(path: str) -> list[Page]:
+    """The `status_pages:` lists of a file, or of every *.yaml / *.yml file under a directory
+    (a file without one has none): every page validated, ids unique across all, before
+    returning. A SpecError lists every problem."""
+    problems: list[str] = []
+    pages: list[Page] = []
+    origin: dict[str, Path] = {}
+    for file in yaml_files(path):
+        try:
+            doc = read_document(file)
+        except SpecError as exc:
+            problems.extend(exc.problems)
+            continue
+        entries = doc.get("status_pages", []) if isinstance(doc, dict) else []
+        if not isinstance(entries, list):
+            problems.append(f"{file}: `status_pages:` must be a list of pages")
+            continue
+        for index, entry in enumerate(entries):
+            ident = entry.get("id") if isinstance(entry, dict) else None
+            label = f"{ident!r} ({file}: status_pages[{index}])" if ident else (
+                f"{file}: status_pages[{index}]")
+            try:
+                page = Page.model_validate(entry)
+            except ValidationError as exc:
+                problems.extend(f"status page {label}: {f}: {m}" for f, m in errors(exc))
+                continue
+            if page.id in origin:
+                problems.append(f"status page {label}: id: also defined in {origin[page.id]}")
+            origin[page.id] = file
+            pages.append(page)
+    if problems:
+        raise SpecError(problems)
+    return pages
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+UPSERT = """
+INSERT INTO status_pages AS p (id, definition, source) VALUES ($1, $2::jsonb, $3)
+ON CONFLICT (id) DO UPDATE SET definition = EXCLUDED.definition, source = EXCLUDED.source,
+    version = p.version + 1, updated_at = now()
+WHERE (p.definition, p.source) IS DISTINCT FROM (EXCLUDED.definition, EXCLUDED.source)
+RETURNING (xmax = 0) AS created
+"""
+SELECT = """SELECT id, definition::text AS definition, source, version, created_at, updated_at
+FROM status_pages"""
+# A monitor is shown when a group of a page names it or has one of its tags. The stored
+# definition always holds `monitors` as objects and `tags` as a list (stored()).
+SHOWN = """
+SELECT m.id FROM monitors m
+WHERE EXISTS (
+    SELECT 1 FROM status_pages p, jsonb_array_elements(p.definition -> 'groups') g
+    WHERE (g -> 'tags') ?| m.tags
+       OR (g -> 'monitors') @> jsonb_build_array(jsonb_build_object('id', m.id)))
+"""
+
+
+def stored(page: Page) -> str:
+    """The definition as stored: every field, defaults included, so the queries above read
+    one shape whatever was written."""
+    return orjson.dumps(page.model_dump(mode="json")).decode()
+
+
+def page_of(row: asyncpg.Record) -> Page:
+    return Page.model_validate_json(row["definition"])
+
+
+def described(row: asyncpg.Record) -> dict[str, Any]:
+    """A stored page plus its bookkeeping, for the API."""
+    out: dict[str, Any] = orjson.loads(row["definition"])
+    out.update(source=row["source"], version=row["version"],
+               created_at=row["created_at"].isoformat(), updated_at=row["updated_at"].isoformat())
+    return out
+
+
+async def shown_monitors(pool: asyncpg.Pool) -> set[str]:
+    """The ids of the monitors on at least one page: the monitors shown publicly (badges
+    are served for these only)."""
+    return {r["id"] for r in await pool.fetch(SHOWN)}
+
+
+async def unknown_monitors(conn: Conn | asyncpg.Pool, page: Page,
+                           also: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """(field, message) for each monitor the page names by id that is neither stored nor in
+    `also` (the monitors an apply is about to write)."""
+    found = {r["id"] for r in await conn.fetch("SELECT id FROM monitors WHERE id = ANY($1)",
+                                               list(page.monitor_ids()))}
+    known = found | set(also)
+    return [(where, f"no monitor {mid!r}") for where, mid in page.named_at()
+            if mid not in known]
+
+
+async def _checked(conn: Conn | asyncpg.Pool, page: Page, also: Iterable[str] = ()) -> None:
+    if problems := await unknown_monitors(conn, page, also):
+        raise PageError(page.id, problems)
+
+
+async def upsert(conn: Conn | asyncpg.Pool, page: Page, source: str) -> bool | None:
+    """True if created, False if changed, None if it was already so; PageError when it names
+    a monitor that does not exist."""
+    await _checked(conn, page)
+    created: bool | None = await conn.fetchval(UPSERT, page.id, stored(page), source)
+    return created
+
+
+async def create(pool: asyncpg.Pool, page: Page, source: str) -> bool:
+    """False, and nothing written, when a page with that id exists; PageError as upsert."""
+    await _checked(pool, page)
+    return await pool.fetchval(
+        "INSERT INTO status_pages (id, definition, source) VALUES ($1, $2::jsonb, $3) "
+        "ON CONFLICT (id) DO NOTHING RETURNING true", page.id, stored(page),
+        source) is not None
+
+
+async def get(pool: asyncpg.Pool, page_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await pool.fetchrow(f"{SELECT} WHERE id = $1", page_id)
+    return row
+
+
+async def list_all(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    return await pool.fetch(f"{SELECT} ORDER BY id")
+
+
+async def delete(pool: asyncpg.Pool, page_id: str) -> bool:
+    return await pool.fetchval("DELETE FROM status_pages WHERE id = $1 RETURNING true",
+                               page_id) is not None
+
+
+@dataclass(slots=True)
+class Plan:
+    """What `apply` does to the file pages: ids to create, update, delete."""
+
+    create: list[str] = field(default_factory=list)
+    update: list[str] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    unchanged: int = 0
+
+    def lines(self) -> list[str]:
+        return ([f"+ create status page {pid}" for pid in self.create]
+                + [f"~ update status page {pid}" for pid in self.update]
+                + [f"- delete status page {pid}" for pid in self.delete])
+
+    def summary(self) -> str:
+        return (f"status pages: {len(self.create)} created, {len(self.update)} updated, "
+                f"{self.unchanged} unchanged, {len(self.delete)} deleted")
+
+
+async def apply(db: asyncpg.Pool | Conn, pages: list[Page], prune: bool, dry_run: bool,
+                incoming: Iterable[str] = ()) -> Plan:
+    """Make the file pages match `pages` in one transaction (unless dry_run); with prune, file
+    pages not among them are deleted. `incoming`: the ids of the monitors the same apply
+    writes (a dry run has not written them), which pages may name. PageError for the first
+    page that names a monitor that is neither. API pages are only ever replaced by a file page
+    of the same id, as for monitors."""
+    plan = Plan()
+    also = set(incoming)
+    async with transaction(db) as conn:
+        have = {r["id"]: r for r in await conn.fetch(
+            f"{SELECT} WHERE id = ANY($1) OR source = 'file'", [p.id for p in pages])}
+        for page in pages:
+            await _checked(conn, page, also)
+            row = have.get(page.id)
+            if row is None:
+                plan.create.append(page.id)
+            elif (orjson.loads(row["definition"]), row["source"]) != (
+                    orjson.loads(stored(page)), "file"):
+                plan.update.append(page.id)
+            else:
+                plan.unchanged += 1
+        if prune:
+            wanted = {p.id for p in pages}
+            plan.delete = sorted(pid for pid, r in have.items()
+                                 if r["source"] == "file" and pid not in wanted)
+        if not dry_run:
+            for page in pages:
+                await conn.execute(UPSERT, page.id, stored(page), "file")
+            await conn.execute("DELETE FROM status_pages WHERE id = ANY($1)", plan.delete)
+    return plan
