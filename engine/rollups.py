@@ -1,0 +1,300 @@
+"""SLA and uptime figures from the ClickHouse rollups (migration 0007).
+
+Hours the settle step has settled come from the rollups; the rest (recent hours, a range's
+partial edges) from the raw rows with FINAL. Both halves are computed by the same expressions,
+so a figure equals the raw one whatever the settle step has done so far.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from engine.clickhouse import ClickHouse
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+# Latency buckets: bucket k holds latencies whose log1p is nearest k*log(1.01), so a quantile
+# read from the histogram is within 0.5% of (1 + the true value). Migration 0007 writes the
+# same expression into results_hourly_mv.
+RATIO = 1.01
+BUCKET = "toUInt16(round(log1p(greatest(ifNull(latency_ms, 0), 0)) / log(1.01)))"
+# What one group of raw check_results rows adds to a rollup row, as the materialized view
+# computes it: outcomes outside maintenance, maintenance apart, the up/degraded histogram.
+# The column is named with its table: the alias `maintenance` would shadow it.
+RESULT_SUMS = f"""
+       toInt64(countIf(outcome = 'up' AND NOT check_results.maintenance)) AS up,
+       toInt64(countIf(outcome = 'down' AND NOT check_results.maintenance)) AS down,
+       toInt64(countIf(outcome = 'degraded' AND NOT check_results.maintenance)) AS degraded,
+       toInt64(countIf(outcome = 'error' AND NOT check_results.maintenance)) AS error,
+       toInt64(countIf(outcome = 'expired' AND NOT check_results.maintenance)) AS expired,
+       toInt64(countIf(check_results.maintenance)) AS maintenance,
+       sumMapIf(map({BUCKET}, toInt64(1)),
+                outcome IN ('up', 'degraded') AND NOT check_results.maintenance
+                AND latency_ms IS NOT NULL)
+           AS latency"""
+COUNTS = ("up", "down", "degraded", "error", "expired", "maintenance")
+RESULTS = "results"
+STATUS = "status"
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Checks, by count; maintenance ones only in `maintenance`."""
+
+    up: int  # up + degraded answers
+    down: int
+    degraded: int
+    unknown: int  # error + expired: Vigil could not check; neither up nor down
+    maintenance: int
+
+    @property
+    def uptime(self) -> float | None:
+        """up / (up + down); None: no answers."""
+        answered = self.up + self.down
+        return self.up / answered if answered else None
+
+
+ZERO = Tally(0, 0, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A period's checks and the latency histogram of its answers (bucket -> count)."""
+
+    tally: Tally = ZERO
+    latency: Mapping[int, int] = field(default_factory=dict)
+
+    def quantile(self, q: float) -> float | None:
+        return quantile(self.latency, q)
+
+
+def quantile(histogram: Mapping[int, int], q: float) -> float | None:
+    """The q-quantile of a latency histogram: the bucket holding the answer of rank
+    floor(q*n) + 1, the one ClickHouse's quantileExactHigh picks."""
+    total = sum(histogram.values())
+    if total <= 0:
+        return None
+    rank = min(total, math.floor(q * total) + 1)
+    seen = 0
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        if seen >= rank:
+            return round(math.expm1(bucket * math.log(RATIO)), 3)
+    return None
+
+
+def _tally(row: Sequence[Any]) -> Tally:
+    up, down, degraded, error, expired, maintenance = (int(v) for v in row)
+    return Tally(up=up + degraded, down=down, degraded=degraded, unknown=error + expired,
+                 maintenance=maintenance)
+
+
+async def settled_ms(ch: ClickHouse, rollup: str) -> int:
+    """Through which hour (exclusive, epoch ms) `rollup` equals its raw rows; 0: none yet."""
+    rows = await ch.rows("SELECT toInt64(toUnixTimestamp(argMax(through, at))) * 1000, count() "
+                         "FROM rollups_settled WHERE rollup = {rollup:String}",
+                         {"rollup": rollup})
+    return int(rows[0][0]) if rows and rows[0][1] else 0
+
+
+def _floor(ms: int, step: int) -> int:
+    return ms - ms % step
+
+
+def _ceil(ms: int, step: int) -> int:
+    return -(-ms // step) * step
+
+
+# Raw rows are grouped by period before the outer sum, `ts` being the latest in the group
+# (inside the same period), so a year of raw rows never reaches the outer level one by one.
+_SUMMARY_SQL = """
+SELECT monitor_id, arrayCount(e -> e <= ts, {edges:Array(Int64)}) AS period,
+       sum(up), sum(down), sum(degraded), sum(error), sum(expired), sum(maintenance),
+       sumMap(latency)
+FROM (
+    SELECT monitor_id, toInt64(toUnixTimestamp(toDateTime(day, 'UTC'))) * 1000 AS ts,
+           up, down, degraded, error, expired, maintenance, latency
+    FROM results_daily
+    WHERE monitor_id IN {ids:Array(String)}
+      AND day >= toDate(toDateTime(intDiv({d0:Int64}, 1000), 'UTC'))
+      AND day < toDate(toDateTime(intDiv({d1:Int64}, 1000), 'UTC'))
+    UNION ALL
+    SELECT monitor_id, toInt64(toUnixTimestamp(hour)) * 1000 AS ts,
+           up, down, degraded, error, expired, maintenance, latency
+    FROM results_hourly
+    WHERE monitor_id IN {ids:Array(String)}
+      AND ((hour >= toDateTime(intDiv({h0:Int64}, 1000), 'UTC')
+            AND hour < toDateTime(intDiv({d0:Int64}, 1000), 'UTC'))
+           OR (hour >= toDateTime(intDiv({d1:Int64}, 1000), 'UTC')
+               AND hour < toDateTime(intDiv({h1:Int64}, 1000), 'UTC')))
+    UNION ALL
+    SELECT monitor_id, max(toUnixTimestamp64Milli(scheduled)) AS ts, """ + RESULT_SUMS + """
+    FROM check_results FINAL
+    WHERE monitor_id IN {ids:Array(String)}
+      AND ((scheduled >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
+            AND scheduled < fromUnixTimestamp64Milli({h0:Int64}, 'UTC'))
+           OR (scheduled >= fromUnixTimestamp64Milli({h1:Int64}, 'UTC')
+               AND scheduled < fromUnixTimestamp64Milli({until:Int64}, 'UTC')))
+    GROUP BY monitor_id, arrayCount(e -> e <= toUnixTimestamp64Milli(scheduled),
+                                    {edges:Array(Int64)})
+)
+GROUP BY monitor_id, period
+"""
+
+
+def _ranges(since_ms: int, until_ms: int, settled: int, by_day: bool) -> dict[str, int]:
+    """Where each part of [since, until) is read: whole settled days [d0, d1) from the daily
+    rollup (only when every period edge is a UTC midnight), whole settled hours [h0, d0) and
+    [d1, h1) from the hourly one, the rest raw."""
+    h0 = _ceil(since_ms, HOUR_MS)
+    h1 = max(h0, min(_floor(until_ms, HOUR_MS), _floor(settled, HOUR_MS)))
+    d0 = _ceil(h0, DAY_MS) if by_day else h1
+    d1 = max(d0, _floor(h1, DAY_MS)) if by_day else h1
+    if d0 > h1:
+        d0 = d1 = h1
+    return {"since": since_ms, "until": until_ms, "h0": h0, "h1": h1, "d0": d0, "d1": d1}
+
+
+async def summaries(ch: ClickHouse, monitor_ids: Sequence[str], edges_ms: Sequence[int]
+                    ) -> dict[str, list[Summary]]:
+    """Per monitor, one Summary per period [edges[i], edges[i+1]), all regions summed, in one
+    query for every id; every id in the answer."""
+    periods = len(edges_ms) - 1
+    if periods < 1:
+        raise ValueError("edges: at least two")
+    settled = await settled_ms(ch, RESULTS)
+    by_day = all(e % DAY_MS == 0 for e in edges_ms[1:-1])
+    params: dict[str, Any] = {"ids": list(monitor_ids), "edges": list(edges_ms),
+                              **_ranges(edges_ms[0], edges_ms[-1], settled, by_day)}
+    out = {m: [Summary() for _ in range(periods)] for m in monitor_ids}
+    for monitor_id, period, *rest in await ch.rows(_SUMMARY_SQL, params):
+        if monitor_id in out and 1 <= period <= periods:
+            out[monitor_id][period - 1] = Summary(_tally(rest[:6]), dict(rest[6]))
+    return out
+
+
+async def tallies(ch: ClickHouse, monitor_ids: Sequence[str], since_ms: int, until_ms: int
+                  ) -> dict[str, Tally]:
+    """Checks in [since, until) per monitor, all regions summed; every id in the answer."""
+    found = await summaries(ch, monitor_ids, [since_ms, until_ms])
+    return {m: s[0].tally for m, s in found.items()}
+
+
+def _day_ms(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+
+
+async def daily(ch: ClickHouse, monitor_ids: Sequence[str], first: date, last: date
+                ) -> dict[str, dict[date, Tally]]:
+    """Checks per UTC day from `first` to `last` (both included), all regions summed; a day
+    with no checks is absent."""
+    days = [first + timedelta(days=i) for i in range((last - first).days + 2)]
+    found = await summaries(ch, monitor_ids, [_day_ms(d) for d in days])
+    return {m: {days[i]: s.tally for i, s in enumerate(per) if s.tally != ZERO}
+            for m, per in found.items()}
+
+
+async def latency_hourly(ch: ClickHouse, monitor_ids: Sequence[str], since_ms: int,
+                         until_ms: int) -> dict[str, list[tuple[int, float, float]]]:
+    """(hour start ms, p50, p95) of up/degraded answers per hour in [since, until), oldest
+    first; an hour without answers is absent."""
+    start = _floor(since_ms, HOUR_MS)
+    edges = [since_ms, *range(start + HOUR_MS, until_ms, HOUR_MS), until_ms]
+    found = await summaries(ch, monitor_ids, edges)
+    out: dict[str, list[tuple[int, float, float]]] = {}
+    for monitor_id, per in found.items():
+        points = []
+        for i, s in enumerate(per):
+            p50, p95 = s.quantile(0.5), s.quantile(0.95)
+            if p50 is not None and p95 is not None:
+                points.append((_floor(edges[i], HOUR_MS), p50, p95))
+        out[monitor_id] = points
+    return out
+
+
+# --- settling: the rollups made equal to the raw rows, one closed chunk at a time ---
+
+# Hours re-checked behind the settled mark on every run: a redelivered batch or a late
+# `expired` copy lands in the rollups (the view counts it) after its hour was settled.
+LOOKBACK_MS = 48 * HOUR_MS
+_CHUNK_MS = DAY_MS
+_SUM_COLUMNS = ", ".join(f"sum({c}) AS {c}" for c in COUNTS)
+_DIFFERS = " OR ".join(f"r.{c} != h.{c}" for c in COUNTS)
+
+_SETTLE_RESULTS_SQL = f"""
+INSERT INTO results_hourly (monitor_id, region, hour, {", ".join(COUNTS)}, latency)
+SELECT monitor_id, region, hour, {", ".join(f"r.{c} - h.{c}" for c in COUNTS)},
+       mapSubtract(r.latency, h.latency)
+FROM (SELECT monitor_id, region, toStartOfHour(scheduled) AS hour, {RESULT_SUMS}
+      FROM check_results FINAL
+      WHERE scheduled >= fromUnixTimestamp64Milli({{lo:Int64}}, 'UTC')
+        AND scheduled < fromUnixTimestamp64Milli({{hi:Int64}}, 'UTC')
+      GROUP BY monitor_id, region, hour) AS r
+FULL OUTER JOIN
+     (SELECT monitor_id, region, hour, {_SUM_COLUMNS}, sumMap(latency) AS latency
+      FROM results_hourly
+      WHERE hour >= toDateTime(intDiv({{lo:Int64}}, 1000), 'UTC')
+        AND hour < toDateTime(intDiv({{hi:Int64}}, 1000), 'UTC')
+      GROUP BY monitor_id, region, hour) AS h
+USING (monitor_id, region, hour)
+WHERE {_DIFFERS} OR arrayExists(x -> x != 0, mapValues(mapSubtract(r.latency, h.latency)))
+SETTINGS join_use_nulls = 0
+"""
+
+_SETTLE_STATUS_SQL = """
+INSERT INTO status_hourly (monitor_id, region, status, hour, changes, weighted)
+SELECT monitor_id, region, status, hour, r.changes - h.changes, r.weighted - h.weighted
+FROM (SELECT monitor_id, region, change.1 AS status, toStartOfHour(at) AS hour,
+             sum(change.2) AS changes, sum(change.2 * toUnixTimestamp64Milli(at)) AS weighted
+      FROM status_events FINAL
+      ARRAY JOIN [(status_events.status, toInt64(1)), (previous, toInt64(-1))] AS change
+      WHERE change.1 != ''
+        AND at >= fromUnixTimestamp64Milli({lo:Int64}, 'UTC')
+        AND at < fromUnixTimestamp64Milli({hi:Int64}, 'UTC')
+      GROUP BY monitor_id, region, status, hour) AS r
+FULL OUTER JOIN
+     (SELECT monitor_id, region, status, hour, sum(changes) AS changes,
+             sum(weighted) AS weighted
+      FROM status_hourly
+      WHERE hour >= toDateTime(intDiv({lo:Int64}, 1000), 'UTC')
+        AND hour < toDateTime(intDiv({hi:Int64}, 1000), 'UTC')
+      GROUP BY monitor_id, region, status, hour) AS h
+USING (monitor_id, region, status, hour)
+WHERE r.changes != h.changes OR r.weighted != h.weighted
+SETTINGS join_use_nulls = 0
+"""
+
+# Where each rollup's first settle starts: its raw table's oldest row.
+_SETTLE = {RESULTS: (_SETTLE_RESULTS_SQL, "SELECT toUnixTimestamp64Milli(min(scheduled)), "
+                     "count() FROM check_results"),
+           STATUS: (_SETTLE_STATUS_SQL, "SELECT toUnixTimestamp64Milli(min(at)), count() "
+                    "FROM status_events")}
+
+
+async def settle(ch: ClickHouse, through_ms: int) -> dict[str, int]:
+    """Insert, for every closed hour before `through_ms` (floored to an hour) not yet settled
+    or within LOOKBACK_MS of the mark, the difference between the raw rows with FINAL and the
+    rollup as signed correction rows; then record the mark. A rerun, after a crash or not,
+    finds no difference and inserts nothing. One settle at a time (sinks/rollups.py): two at
+    once could both insert the same correction, which the next run takes back out."""
+    through = _floor(through_ms, HOUR_MS)
+    marks = {}
+    for rollup, (sql, oldest_sql) in _SETTLE.items():
+        mark = await settled_ms(ch, rollup)
+        if mark:
+            lo = max(0, mark - LOOKBACK_MS)
+        else:
+            oldest, count = (await ch.rows(oldest_sql))[0]
+            lo = _floor(int(oldest), HOUR_MS) if count else through
+        for start in range(lo, through, _CHUNK_MS):
+            await ch.command(sql, {"lo": start, "hi": min(start + _CHUNK_MS, through)})
+        if through > mark:
+            await ch.insert("rollups_settled",
+                            [[rollup, datetime.fromtimestamp(through / 1000, UTC)]],
+                            ["rollup", "through"])
+        marks[rollup] = max(mark, through)
+    return marks

@@ -1,0 +1,202 @@
+"""The rollups (migration 0007, engine.rollups) give the figures the raw rows give with FINAL,
+on chDB: duplicates, an expired row and its late real result, maintenance, several regions,
+ranges with partial hours; before the settle step has run, after it, and after a rerun."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from engine import rollups
+from engine.clickhouse import ClickHouse
+from engine.events import CheckResult, Outcome
+from engine.rollups import HOUR_MS, Tally
+from sinks.clickhouse import COLUMNS, row
+from tests.support.helpers import check_result
+
+T0 = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000)
+STEP_MS = 7 * 60_000
+TABLES = ("check_results", "results_hourly", "results_daily", "status_events", "status_hourly",
+          "rollups_settled")
+
+
+@pytest.fixture
+async def empty(ch: ClickHouse) -> ClickHouse:
+    for table in TABLES:
+        await ch.command(f"TRUNCATE TABLE {table}")
+    return ch
+
+
+async def write(ch: ClickHouse, results: list[CheckResult]) -> None:
+    await ch.insert("check_results", [row(r) for r in results], COLUMNS)
+
+
+def history(monitors: tuple[str, ...] = ("a", "b"), regions: tuple[str, ...] = ("eu", "us"),
+            hours: int = 60, seed: int = 11) -> list[CheckResult]:
+    """A check every 7 minutes per monitor and region, outcomes drawn by seed, some inside
+    maintenance, latencies on the answers."""
+    rnd = random.Random(seed)
+    outcomes: list[Outcome] = ["up"] * 12 + ["down", "degraded", "error", "expired"]
+    out = []
+    for m in monitors:
+        for region in regions:
+            for t in range(T0, T0 + hours * HOUR_MS, STEP_MS):
+                outcome = rnd.choice(outcomes)
+                answered = outcome in ("up", "degraded")
+                out.append(check_result(m, t, outcome, region=region,
+                                        latency_ms=rnd.uniform(5, 900) if answered else None,
+                                        maintenance=rnd.random() < 0.05))
+    return out
+
+
+RAW_TALLY = """
+SELECT monitor_id, countIf(outcome IN ('up', 'degraded') AND NOT maintenance),
+       countIf(outcome = 'down' AND NOT maintenance),
+       countIf(outcome = 'degraded' AND NOT maintenance),
+       countIf(outcome IN ('error', 'expired') AND NOT maintenance), countIf(maintenance)
+FROM check_results FINAL
+WHERE scheduled >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
+  AND scheduled < fromUnixTimestamp64Milli({until:Int64}, 'UTC')
+GROUP BY monitor_id
+"""
+
+
+RAW_HOURLY = """
+SELECT monitor_id, region, toStartOfHour(scheduled) AS h,
+       countIf(outcome = 'up' AND NOT maintenance), countIf(outcome = 'down' AND NOT maintenance),
+       countIf(outcome = 'degraded' AND NOT maintenance),
+       countIf(outcome = 'error' AND NOT maintenance),
+       countIf(outcome = 'expired' AND NOT maintenance), countIf(maintenance)
+FROM check_results FINAL
+GROUP BY ALL ORDER BY ALL
+"""
+
+
+async def raw_tallies(ch: ClickHouse, since_ms: int, until_ms: int) -> dict[str, Tally]:
+    rows = await ch.rows(RAW_TALLY, {"since": since_ms, "until": until_ms})
+    return {m: Tally(*(int(v) for v in rest)) for m, *rest in rows}
+
+
+async def raw_daily(ch: ClickHouse, first: date, last: date) -> dict[str, dict[date, Tally]]:
+    out: dict[str, dict[date, Tally]] = {}
+    day = first
+    while day <= last:
+        start = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+        for m, tally in (await raw_tallies(ch, start, start + 24 * HOUR_MS)).items():
+            out.setdefault(m, {})[day] = tally
+        day += timedelta(days=1)
+    return out
+
+
+async def raw_latency(ch: ClickHouse, monitor_id: str, since_ms: int, until_ms: int
+                      ) -> dict[int, tuple[float, ...]]:
+    """Exact quantiles of the answers per hour, the figure the histogram approximates."""
+    rows = await ch.rows(
+        "SELECT toInt64(toUnixTimestamp(toStartOfHour(scheduled))) * 1000 AS h, "
+        "quantilesExactHigh(0.5, 0.95)(latency_ms) FROM check_results FINAL "
+        "WHERE monitor_id = {m:String} AND outcome IN ('up', 'degraded') AND NOT maintenance "
+        "AND latency_ms IS NOT NULL "
+        "AND scheduled >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') "
+        "AND scheduled < fromUnixTimestamp64Milli({until:Int64}, 'UTC') GROUP BY h",
+        {"m": monitor_id, "since": since_ms, "until": until_ms})
+    return {int(h): tuple(q) for h, q in rows}
+
+
+def folded_copies(results: list[CheckResult]) -> list[CheckResult]:
+    """Rows check_results folds away: a redelivered copy of every 9th result, and an
+    `expired` for every 13th answered one (written first, as by a late re-run's expiry)."""
+    copies = [r for r in results[::9]]
+    expired = [check_result(r.monitor_id, r.scheduled_ms, "expired", region=r.region,
+                            started_ms=r.started_ms + 60_000, finished_ms=r.started_ms + 60_001,
+                            maintenance=r.maintenance)
+               for r in results[::13] if r.outcome != "expired"]
+    return copies + expired
+
+
+async def assert_same(ch: ClickHouse, windows: list[tuple[int, int]], first: date,
+                      last: date) -> None:
+    for since, until in windows:
+        raw = await raw_tallies(ch, since, until)
+        got = await rollups.tallies(ch, ["a", "b", "none"], since, until)
+        assert got == {"a": raw.get("a", rollups.ZERO), "b": raw.get("b", rollups.ZERO),
+                       "none": rollups.ZERO}, (since, until)
+    assert await rollups.daily(ch, ["a", "b"], first, last) == await raw_daily(ch, first, last)
+
+
+WINDOWS = [(T0, T0 + 60 * HOUR_MS),  # everything, hour-aligned
+           (T0 + 17 * 60_000, T0 + 50 * HOUR_MS + 31 * 60_000),  # partial hours at both ends
+           (T0 + 5 * HOUR_MS + 60_000, T0 + 5 * HOUR_MS + 20 * 60_000),  # inside one hour
+           (T0 + 24 * HOUR_MS, T0 + 48 * HOUR_MS)]  # one UTC day
+FIRST, LAST = date(2026, 3, 1), date(2026, 3, 3)
+
+
+async def test_figures_equal_the_raw_rows_before_and_after_settling(empty: ClickHouse) -> None:
+    results = history()
+    await write(empty, folded_copies(results))
+    await write(empty, results)
+    await write(empty, results[::9])  # a redelivered batch after the real one
+    # The materialized view counted every copy: the rollup alone is wrong until settled.
+    counted = (await empty.rows("SELECT sum(up + down + degraded + error + expired + "
+                                "maintenance) FROM results_hourly"))[0][0]
+    assert counted > len(results)
+
+    await assert_same(empty, WINDOWS, FIRST, LAST)  # nothing settled: all raw
+    marks = await rollups.settle(empty, T0 + 40 * HOUR_MS + 25 * 60_000)
+    assert marks == {"results": T0 + 40 * HOUR_MS, "status": T0 + 40 * HOUR_MS}
+    await assert_same(empty, WINDOWS, FIRST, LAST)  # settled hours from the rollups
+    await rollups.settle(empty, T0 + 80 * HOUR_MS)
+    settled_rows = (await empty.rows("SELECT count() FROM results_hourly"))[0][0]
+    await assert_same(empty, WINDOWS, FIRST, LAST)
+    # The rollups alone now equal the raw rows, every hour and every day.
+    hourly = await empty.rows("SELECT monitor_id, region, hour, sum(up), sum(down), "
+                              "sum(degraded), sum(error), sum(expired), sum(maintenance) "
+                              "FROM results_hourly GROUP BY ALL HAVING sum(up + down + "
+                              "degraded + error + expired + maintenance) != 0 ORDER BY ALL")
+    raw = await empty.rows(RAW_HOURLY)
+    assert hourly == raw
+
+    # Idempotent: a rerun (as after a crash before the mark was written) inserts nothing.
+    await rollups.settle(empty, T0 + 80 * HOUR_MS)
+    assert (await empty.rows("SELECT count() FROM results_hourly"))[0][0] == settled_rows
+
+
+async def test_a_duplicate_after_settling_is_taken_out_by_the_next_run(empty: ClickHouse
+                                                                       ) -> None:
+    results = history(hours=6)
+    await write(empty, results)
+    await rollups.settle(empty, T0 + 6 * HOUR_MS)
+    await write(empty, results[:40])  # redelivered after its hours were settled
+    window = [(T0, T0 + 6 * HOUR_MS)]
+    before = await rollups.tallies(empty, ["a", "b"], *window[0])
+    assert before != await raw_tallies(empty, *window[0])  # counted twice in settled hours
+    await rollups.settle(empty, T0 + 6 * HOUR_MS)
+    await assert_same(empty, window, FIRST, FIRST)
+
+
+async def test_latency_hourly_matches_exact_quantiles(empty: ClickHouse) -> None:
+    results = history(monitors=("a",), hours=8)
+    await write(empty, results + results[::5])
+    since, until = T0 + 30 * 60_000, T0 + 8 * HOUR_MS
+    for settled_through in (None, T0 + 8 * HOUR_MS):
+        if settled_through:
+            await rollups.settle(empty, settled_through)
+        got = (await rollups.latency_hourly(empty, ["a"], since, until))["a"]
+        exact = await raw_latency(empty, "a", since, until)
+        assert [h for h, *_ in got] == sorted(exact)
+        for hour, p50, p95 in got:
+            want50, want95 = exact[hour]
+            # The same rank, in a bucket 1% wide: within 0.5% of (1 + latency).
+            assert abs(p50 - want50) <= 0.006 * (1 + want50)
+            assert abs(p95 - want95) <= 0.006 * (1 + want95)
+
+
+def test_quantile_of_a_histogram() -> None:
+    assert rollups.quantile({}, 0.5) is None
+    assert rollups.quantile({0: 3}, 0.99) == 0.0
+    hist = {100: 1, 200: 1, 300: 2}
+    assert rollups.quantile(hist, 0.2) == rollups.quantile({100: 1}, 0.5)
+    assert rollups.quantile(hist, 0.25) == rollups.quantile({200: 1}, 0.5)
+    assert rollups.quantile(hist, 0.5) == rollups.quantile({300: 1}, 0.5)
+    assert rollups.quantile(hist, 1.0) == rollups.quantile({300: 1}, 0.5)
