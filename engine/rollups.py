@@ -216,6 +216,116 @@ async def latency_hourly(ch: ClickHouse, monitor_ids: Sequence[str], since_ms: i
     return out
 
 
+
+# --- time in each status, from confirmed status events (region '*': the monitor's) ---
+
+# Statuses that count as the target answering: up time for uptime by time.
+UP_STATUSES = ("up", "degraded")
+# Statuses in which Vigil could not tell: neither up nor down.
+UNKNOWN_STATUSES = ("unknown", "flapping")
+
+
+@dataclass(frozen=True)
+class Times:
+    """Milliseconds of one period (up to now) per confirmed status; `untracked_ms` is time
+    before the monitor's first status event."""
+
+    span_ms: int
+    by_status: Mapping[str, int]
+
+    @property
+    def up_ms(self) -> int:
+        return sum(self.by_status.get(s, 0) for s in UP_STATUSES)
+
+    @property
+    def down_ms(self) -> int:
+        return self.by_status.get("down", 0)
+
+    @property
+    def unknown_ms(self) -> int:
+        return sum(self.by_status.get(s, 0) for s in UNKNOWN_STATUSES)
+
+    @property
+    def untracked_ms(self) -> int:
+        return self.span_ms - sum(self.by_status.values())
+
+    @property
+    def uptime(self) -> float | None:
+        """up / (up + down) by time; None: never up nor down in the period."""
+        known = self.up_ms + self.down_ms
+        return self.up_ms / known if known else None
+
+
+_PRIOR_SQL = """
+SELECT monitor_id, argMax(status, (at, event_id))
+FROM status_events FINAL
+WHERE monitor_id IN {ids:Array(String)} AND region = '*'
+  AND at < fromUnixTimestamp64Milli({since:Int64}, 'UTC')
+GROUP BY monitor_id
+"""
+
+_CHANGES_SQL = """
+SELECT monitor_id, status, arrayCount(e -> e <= ts, {edges:Array(Int64)}) AS period,
+       sum(changes), sum(weighted)
+FROM (
+    SELECT monitor_id, status, toInt64(toUnixTimestamp(hour)) * 1000 AS ts, changes, weighted
+    FROM status_hourly
+    WHERE monitor_id IN {ids:Array(String)} AND region = '*'
+      AND hour >= toDateTime(intDiv({h0:Int64}, 1000), 'UTC')
+      AND hour < toDateTime(intDiv({h1:Int64}, 1000), 'UTC')
+    UNION ALL
+    SELECT monitor_id, change.1 AS status, toUnixTimestamp64Milli(at) AS ts,
+           change.2 AS changes, change.2 * toUnixTimestamp64Milli(at) AS weighted
+    FROM status_events FINAL
+    ARRAY JOIN [(status_events.status, toInt64(1)), (previous, toInt64(-1))] AS change
+    WHERE monitor_id IN {ids:Array(String)} AND region = '*' AND change.1 != ''
+      AND ((at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
+            AND at < fromUnixTimestamp64Milli({h0:Int64}, 'UTC'))
+           OR (at >= fromUnixTimestamp64Milli({h1:Int64}, 'UTC')
+               AND at < fromUnixTimestamp64Milli({until:Int64}, 'UTC')))
+)
+GROUP BY monitor_id, status, period
+"""
+
+
+async def status_times(ch: ClickHouse, monitor_ids: Sequence[str], edges_ms: Sequence[int],
+                       now_ms: int) -> dict[str, list[Times]]:
+    """Per monitor, the time in each confirmed status in every period [edges[i], edges[i+1])
+    up to `now_ms`; interior edges must be whole hours (days, weeks, months are). With s(t)
+    1 while in a status, the time in it over [A, B) is s(A)*(B - A) + B*sum(delta) -
+    sum(delta*t) over the changes in [A, B) (migration 0007): s at the first edge is the
+    status of the latest event before it, at the next edges s plus the changes between."""
+    periods = len(edges_ms) - 1
+    if periods < 1:
+        raise ValueError("edges: at least two")
+    # Nothing after now counts: an event stamped later (a clock ahead) waits until then.
+    since, until = edges_ms[0], min(edges_ms[-1], max(now_ms, edges_ms[0]))
+    h0 = _ceil(since, HOUR_MS)
+    h1 = max(h0, min(_floor(until, HOUR_MS), await settled_ms(ch, STATUS)))
+    params: dict[str, Any] = {"ids": list(monitor_ids), "edges": list(edges_ms),
+                              "since": since, "until": until, "h0": h0, "h1": h1}
+    prior = dict(await ch.rows(_PRIOR_SQL, params))
+    sums: dict[tuple[str, int], dict[str, tuple[int, int]]] = {}
+    for monitor_id, status, period, changes, weighted in await ch.rows(_CHANGES_SQL, params):
+        sums.setdefault((monitor_id, period), {})[status] = (int(changes), int(weighted))
+    out: dict[str, list[Times]] = {}
+    for monitor_id in monitor_ids:
+        inside = {prior[monitor_id]: 1} if monitor_id in prior else {}
+        per = []
+        for p in range(periods):
+            a, b = min(edges_ms[p], now_ms), min(edges_ms[p + 1], now_ms)
+            changes = sums.get((monitor_id, p + 1), {})
+            by_status = {}
+            for status in set(inside) | set(changes):
+                n, t = changes.get(status, (0, 0))
+                spent = inside.get(status, 0) * (b - a) + b * n - t
+                if spent:
+                    by_status[status] = spent
+                inside[status] = inside.get(status, 0) + n
+            per.append(Times(span_ms=b - a, by_status=by_status))
+        out[monitor_id] = per
+    return out
+
 # --- settling: the rollups made equal to the raw rows, one closed chunk at a time ---
 
 # Hours re-checked behind the settled mark on every run: a redelivered batch or a late

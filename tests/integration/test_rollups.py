@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 
 from engine import rollups
 from engine.clickhouse import ClickHouse
-from engine.events import CheckResult, Outcome
+from engine.events import CheckResult, Event, Outcome, Status
 from engine.rollups import HOUR_MS, Tally
 from sinks.clickhouse import COLUMNS, row
+from sinks.status_events import COLUMNS as STATUS_COLUMNS
+from sinks.status_events import row as status_row
+from tests.support.events import change
 from tests.support.helpers import check_result
 
 T0 = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000)
@@ -200,3 +204,64 @@ def test_quantile_of_a_histogram() -> None:
     assert rollups.quantile(hist, 0.25) == rollups.quantile({200: 1}, 0.5)
     assert rollups.quantile(hist, 0.5) == rollups.quantile({300: 1}, 0.5)
     assert rollups.quantile(hist, 1.0) == rollups.quantile({300: 1}, 0.5)
+
+
+INTERVALS = """
+SELECT monitor_id, status, toUnixTimestamp64Milli(at) AS start,
+       toUnixTimestamp64Milli(leadInFrame(at, 1, fromUnixTimestamp64Milli({now:Int64}, 'UTC'))
+           OVER (PARTITION BY monitor_id ORDER BY at, event_id
+                 ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING)) AS until
+FROM status_events FINAL
+WHERE region = '*'
+"""
+
+
+async def windowed_times(ch: ClickHouse, edges: list[int], now_ms: int
+                         ) -> dict[str, list[dict[str, int]]]:
+    """Time per status per period from the intervals between consecutive events (window
+    functions over status_events FINAL, as engine.incidents.DOWNTIME_SQL)."""
+    out: dict[str, list[dict[str, int]]] = {}
+    for monitor_id, status, start, until in await ch.rows(INTERVALS, {"now": now_ms}):
+        per = out.setdefault(monitor_id, [{} for _ in edges[1:]])
+        for i, (a, b) in enumerate(pairwise(edges)):
+            overlap = min(b, until, now_ms) - max(a, start)
+            if overlap > 0:
+                per[i][status] = per[i].get(status, 0) + overlap
+    return out
+
+
+def transitions(monitor_id: str, start_ms: int, count: int, seed: int) -> list[Event]:
+    """monitor.changed events at random times, each from the status before it."""
+    rnd = random.Random(seed)
+    statuses: list[Status] = ["up", "down", "degraded", "unknown", "flapping"]
+    at, previous, out = start_ms, None, []
+    for _ in range(count):
+        at += rnd.randint(60_000, 5 * HOUR_MS)
+        status = rnd.choice([s for s in statuses if s != previous])
+        out.append(change(monitor_id, at, status, previous))
+        previous = status
+    return out
+
+
+async def test_time_in_status_equals_the_window_functions(empty: ClickHouse) -> None:
+    events = transitions("a", T0, 40, seed=3) + transitions("b", T0 + 7 * HOUR_MS, 25, seed=4)
+    region = change("a", T0 + 90_000, "down", "up", region="eu")  # a region's: not counted
+    await empty.insert("status_events", [status_row(e) for e in [*events, region]],
+                       STATUS_COLUMNS)
+    await empty.insert("status_events", [status_row(e) for e in events[::4]],
+                       STATUS_COLUMNS)  # redelivered
+    now = T0 + 80 * HOUR_MS + 12 * 60_000
+    edges = [T0 + 25 * 60_000, *range(T0 + 6 * HOUR_MS, T0 + 120 * HOUR_MS, 18 * HOUR_MS),
+             T0 + 130 * HOUR_MS + 5]
+    want = await windowed_times(empty, edges, now)
+    for through in (None, T0 + 50 * HOUR_MS + 30 * 60_000, T0 + 200 * HOUR_MS):
+        if through:
+            await rollups.settle(empty, through)
+        got = await rollups.status_times(empty, ["a", "b", "none"], edges, now)
+        for monitor_id in ("a", "b"):
+            assert [t.by_status for t in got[monitor_id]] == want[monitor_id], through
+        assert all(t.by_status == {} for t in got["none"])
+        spans = [min(b, now) - min(a, now) for a, b in pairwise(edges)]
+        assert [t.span_ms for t in got["b"]] == spans
+        first = got["b"][0]  # before b's first event: untracked, neither up nor down
+        assert first.untracked_ms == first.span_ms - sum(want["b"][0].values())
