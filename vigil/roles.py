@@ -27,6 +27,7 @@ from notifier.service import Notifier
 from scheduler.service import Scheduler
 from sinks.clickhouse import ClickHouseSink
 from sinks.incidents import IncidentsSink
+from sinks.rollups import RollupSettler
 from sinks.status import StatusSink
 from sinks.status_events import StatusEventsSink
 
@@ -65,6 +66,8 @@ async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1
             elif role == "sink-clickhouse":
                 assert ch is not None
                 services.append(ClickHouseSink(r, keys, settings, ch=ch))
+                # The rollups' settle step rides with the one ClickHouse sink (sinks/rollups.py).
+                services.append(RollupSettler(ch))
             elif role == "sink-status":
                 services.append(StatusSink(r, keys, settings, postgres_dsn=settings.postgres_dsn))
             elif role == "sink-incidents":

@@ -15,10 +15,11 @@ from engine.clickhouse import ClickHouse
 from engine.events import CheckResult, Event, Outcome, Status
 from engine.rollups import HOUR_MS, Tally
 from sinks.clickhouse import COLUMNS, row
+from sinks.rollups import GRACE_MS, RollupSettler
 from sinks.status_events import COLUMNS as STATUS_COLUMNS
 from sinks.status_events import row as status_row
 from tests.support.events import change
-from tests.support.helpers import check_result
+from tests.support.helpers import check_result, running, wait_for
 
 T0 = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000)
 STEP_MS = 7 * 60_000
@@ -265,3 +266,25 @@ async def test_time_in_status_equals_the_window_functions(empty: ClickHouse) -> 
         assert [t.span_ms for t in got["b"]] == spans
         first = got["b"][0]  # before b's first event: untracked, neither up nor down
         assert first.untracked_ms == first.span_ms - sum(want["b"][0].values())
+
+
+async def test_the_clickhouse_sink_role_settles_closed_hours(empty: ClickHouse) -> None:
+    now = int((await empty.rows("SELECT toUnixTimestamp64Milli(now64(3))"))[0][0])
+    start = now - now % HOUR_MS - 3 * HOUR_MS
+    results = [check_result("a", t, "up" if i % 5 else "down", region=region, latency_ms=40.0)
+               for i, t in enumerate(range(start, now, STEP_MS)) for region in ("eu", "us")]
+    await write(empty, results)
+    await write(empty, results[::3])
+    settler = RollupSettler(empty, every_s=0.05)
+    closed = now - GRACE_MS - (now - GRACE_MS) % HOUR_MS
+
+    async def settled() -> bool:
+        return await rollups.settled_ms(empty, "results") >= closed
+
+    async with running(settler):
+        await wait_for(settled)
+    assert settler.marks["status"] >= closed
+    tallied = await empty.rows(
+        "SELECT sum(up + down) FROM results_hourly "
+        "WHERE hour < toDateTime(intDiv({c:Int64}, 1000), 'UTC')", {"c": closed})
+    assert tallied[0][0] == sum(1 for r in results if r.scheduled_ms < closed)
