@@ -12,6 +12,7 @@ from aiohttp import web
 
 from api import state
 from api.auth import failure_buckets
+from api.badges import add_badge_routes
 from api.channels import add_channel_routes
 from api.errors import json_errors
 from api.headers import secure
@@ -21,6 +22,7 @@ from api.monitors import add_monitor_routes
 from api.openapi import add_openapi_route
 from api.page import add_page_routes
 from api.push import add_push_routes
+from api.reference import add_reference_routes
 from api.status import add_status_routes
 from api.text import nul_free
 from api.tokens import TokenCheck
@@ -52,6 +54,8 @@ def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse, keys: Keys,
     add_maintenance_routes(app)
     add_push_routes(app)
     add_openapi_route(app)
+    add_badge_routes(app)
+    add_reference_routes(app)
     return app
 
 

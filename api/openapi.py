@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from api.badges import DEFAULT_WINDOW, LABEL_MAX, WINDOWS
 from api.errors import json_response
 from api.state import SCHEMA
 from api.tokens import Scope
@@ -154,6 +155,8 @@ def document(schema: MonitorSchema) -> dict[str, Any]:
                 {"200": "the status"}, "read", parameters=(MONITOR_ID,))},
             **_maintenance_paths(),
             **_channel_paths(),
+            **_badge_paths(),
+            **_reference_paths(),
             "/health": {"get": _operation("Redis, Postgres and ClickHouse reachable",
                                           {"200": "all reachable", "503": "one is not"})},
         },
@@ -225,6 +228,55 @@ def _channel_paths() -> dict[str, Any]:
             {"200": "the deliveries"}, "read", parameters=DELIVERY_FILTERS,
             errors=("422",))},
     }
+
+
+def _badge_paths() -> dict[str, Any]:
+    """api.badges: SVG images, not JSON. A monitor not shown on a status page and one that does
+    not exist get the same 404 badge; If-None-Match with the badge's ETag gets a 304."""
+    svg = {"content": {"image/svg+xml": {"schema": {"type": "string"}}}}
+    label = {"name": "label", "in": "query", "required": False,
+             "schema": {"type": "string", "minLength": 1, "maxLength": LABEL_MAX},
+             "description": "the text on the left (printable)"}
+    tag = {"name": "tag", "in": "path", "required": True, "schema": {"type": "string"}}
+    window = {"name": "window", "in": "query", "required": False,
+              "schema": {"enum": list(WINDOWS), "default": DEFAULT_WINDOW}}
+
+    def badge(summary: str, *parameters: dict[str, Any]) -> dict[str, Any]:
+        op = _operation(summary, {"200": "the badge"}, parameters=(*parameters, label),
+                        errors=("422",))
+        op["responses"].update({
+            "200": {"description": "the badge (SVG)", **svg},
+            "304": {"description": "not modified: the client's copy (If-None-Match) is it"},
+            "404": {"description": "a not found badge: no such monitor (or tag), or none "
+                                   "shown on a status page", **svg}})
+        return {"get": op}
+
+    one = f"/badge/{{{MONITOR_ID['name']}}}"
+    return {
+        f"{one}/status.svg": badge("a monitor's confirmed status (paused, maintenance, or "
+                                   "the evaluator's: up, degraded, down, flapping, unknown)",
+                                   MONITOR_ID),
+        f"{one}/uptime.svg": badge("uptime over a window, by check count", MONITOR_ID, window),
+        f"{one}/latency.svg": badge("latency: the median (p50) of the answered checks "
+                                    "of the last 24 hours", MONITOR_ID),
+        f"{one}/cert.svg": badge("days until the TLS certificate expires (monitors with "
+                                 "public_details only)", MONITOR_ID),
+        "/badge/tag/{tag}/status.svg": badge("the worst confirmed status among the shown "
+                                             "monitors with the tag", tag),
+    }
+
+
+def _reference_paths() -> dict[str, Any]:
+    """api.reference: this document as an HTML page, and its stylesheet."""
+
+    def page(summary: str, media: str) -> dict[str, Any]:
+        op = _operation(summary, {"200": summary})
+        op["responses"]["200"] = {"description": summary,
+                                  "content": {media: {"schema": {"type": "string"}}}}
+        return {"get": op}
+
+    return {"/api/docs": page("this document as an HTML page", "text/html"),
+            "/api/docs.css": page("the reference page's stylesheet", "text/css")}
 
 
 async def openapi(request: web.Request) -> web.Response:
