@@ -23,6 +23,7 @@ from api.openapi import add_openapi_route
 from api.page import add_page_routes
 from api.push import add_push_routes
 from api.reference import add_reference_routes
+from api.sla import add_sla_routes
 from api.status import add_status_routes
 from api.text import nul_free
 from api.tokens import TokenCheck
@@ -48,6 +49,7 @@ def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse, keys: Keys,
     app.on_response_prepare.append(secure)
     add_page_routes(app)
     add_status_routes(app)
+    add_sla_routes(app)
     add_monitor_routes(app)
     add_incident_routes(app)
     add_channel_routes(app)

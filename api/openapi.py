@@ -50,6 +50,14 @@ NOTE = {"type": "object", "required": ["text"], "additionalProperties": False,
         "properties": {"text": {"type": "string", "minLength": 1, "maxLength": NOTE_MAX}}}
 WINDOW_ID = {"name": "window_id", "in": "path", "required": True,
              "schema": {"type": "string", "pattern": ID_PATTERN}}
+# api.sla: from/to as ISO 8601 (a date alone as `to` takes in that day), 400 days at most.
+SLA_QUERY = (
+    {"name": "from", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "ISO 8601 date or time (default: 30 days before `to`)"},
+    {"name": "to", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "ISO 8601 date or time (default: now); at most 400 days after `from`"},
+    {"name": "by", "in": "query", "required": False,
+     "schema": {"enum": ["day", "week", "month"], "default": "day"}})
 COVERING = {"name": "monitor", "in": "query", "required": False, "schema": {"type": "string"},
             "description": "only the windows that cover this monitor (by id or tag)"}
 
@@ -129,6 +137,11 @@ def document(schema: MonitorSchema) -> dict[str, Any]:
                                                 {"200": "the figures"},
                                                 parameters=(MONITOR_ID, window),
                                                 errors=("422",))},
+            f"{one}/sla": {"get": _operation(
+                "SLA per UTC day, week or month and in total: uptime by time and by check "
+                "count, downtime, what Vigil could not check, maintenance left out, "
+                "incidents and MTTR, latency p50/p95/p99", {"200": "the figures"}, "read",
+                parameters=(MONITOR_ID, *SLA_QUERY), errors=("422",))},
             "/api/v1/status": {"get": {
                 **_operation("every monitor's status: public fields, or all with a token",
                              {"200": "the status"}, errors=("401", "429")),

@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import asyncpg
+
 from engine.clickhouse import ClickHouse
+from engine.maintenance import Window, covered_ms
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -408,3 +411,140 @@ async def settle(ch: ClickHouse, through_ms: int) -> dict[str, int]:
                             ["rollup", "through"])
         marks[rollup] = max(mark, through)
     return marks
+
+
+# --- SLA reports: periods, checks, time, incidents and latency together (api/sla.py, vigil
+# report) ---
+
+MAX_RANGE_MS = 400 * DAY_MS  # check_results' retention
+PERIODS = ("day", "week", "month")
+INCIDENTS_SQL = """
+SELECT monitor_id, width_bucket(opened_ms, $4::bigint[]) AS period, count(*) AS opened,
+       count(resolved_ms) AS resolved, coalesce(sum(duration_ms), 0) AS repair_ms
+FROM incidents
+WHERE monitor_id = ANY($1) AND opened_ms >= $2 AND opened_ms < $3 AND NOT maintenance
+GROUP BY monitor_id, period
+"""
+
+
+def moment_ms(text: str, end: bool = False) -> int:
+    """An ISO 8601 date or time as epoch ms, UTC unless it says otherwise. A date alone is
+    its midnight, or with `end` the next one (`to=2026-01-31` takes in all of January 31)."""
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return _day_ms(day + timedelta(days=1) if end else day)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("expected an ISO 8601 date or time, like 2026-01-31 or "
+                         "2026-01-31T12:00:00Z") from None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def checked_range(since_ms: int, until_ms: int) -> None:
+    """A ValueError for a range that is empty or too long; `to` is the bound at fault."""
+    if until_ms <= since_ms:
+        raise ValueError("must be after from")
+    if until_ms - since_ms > MAX_RANGE_MS:
+        raise ValueError("at most 400 days after from (the retention)")
+
+
+def edges(since_ms: int, until_ms: int, by: str) -> list[int]:
+    """[since, every UTC day / Monday / first of a month after it and before until, until]."""
+    if by not in PERIODS:
+        raise ValueError(f"by: expected one of {', '.join(PERIODS)}")
+    first = datetime.fromtimestamp(since_ms / 1000, UTC).date()
+    out, day = [since_ms], first + timedelta(days=1)
+    while (ms := _day_ms(day)) < until_ms:
+        if by == "day" or (by == "week" and day.weekday() == 0) or (by == "month"
+                                                                     and day.day == 1):
+            out.append(ms)
+        day += timedelta(days=1)
+    out.append(until_ms)
+    return out
+
+
+def _percent(ratio: float | None) -> float | None:
+    return None if ratio is None else round(100 * ratio, 4)
+
+
+def _minutes(ms: float | None) -> float | None:
+    return None if ms is None else round(ms / 60_000, 2)
+
+
+def period_figures(since_ms: int, until_ms: int, summary: Summary, times: Times,
+                   incidents: tuple[int, int, int], maintenance_ms: int) -> dict[str, Any]:
+    """One period's figures, as the API and `vigil report` show them; `incidents`: opened
+    in the period, how many of those resolved, their time to resolve summed."""
+    t = summary.tally
+    opened, resolved, repair_ms = incidents
+    return {
+        "from": datetime.fromtimestamp(since_ms / 1000, UTC).isoformat(),
+        "to": datetime.fromtimestamp(until_ms / 1000, UTC).isoformat(),
+        # By time: the confirmed status's intervals (status events), up = up or degraded.
+        "uptime_by_time_percent": _percent(times.uptime),
+        # By check count: up / (up + down) answers; Vigil's own failures are neither.
+        "uptime_by_checks_percent": _percent(t.uptime),
+        "downtime_minutes": _minutes(times.down_ms),
+        "time_ms": {"up": times.up_ms, "down": times.down_ms,
+                    # Vigil could not tell (unknown, flapping), and before any status.
+                    "unknown": times.unknown_ms, "untracked": times.untracked_ms},
+        "checks": {"up": t.up, "down": t.down, "degraded": t.degraded,
+                   "unknown": t.unknown},
+        "maintenance": {"excluded_checks": t.maintenance, "window_ms": maintenance_ms},
+        "incidents": opened,
+        "mttr_minutes": _minutes(repair_ms / resolved) if resolved else None,
+        "latency_ms": {"p50": summary.quantile(0.5), "p95": summary.quantile(0.95),
+                       "p99": summary.quantile(0.99)},
+    }
+
+
+def _merged(summaries_: Sequence[Summary]) -> Summary:
+    latency: dict[int, int] = {}
+    counts = [0] * 5
+    for s in summaries_:
+        for bucket, n in s.latency.items():
+            latency[bucket] = latency.get(bucket, 0) + n
+        for i, v in enumerate((s.tally.up, s.tally.down, s.tally.degraded, s.tally.unknown,
+                               s.tally.maintenance)):
+            counts[i] += v
+    return Summary(Tally(*counts), latency)
+
+
+def _merged_times(times: Sequence[Times]) -> Times:
+    by_status: dict[str, int] = {}
+    for t in times:
+        for status, ms in t.by_status.items():
+            by_status[status] = by_status.get(status, 0) + ms
+    return Times(span_ms=sum(t.span_ms for t in times), by_status=by_status)
+
+
+async def report(ch: ClickHouse, pool: asyncpg.Pool, monitor_ids: Sequence[str],
+                 since_ms: int, until_ms: int, by: str, now_ms: int,
+                 windows: Mapping[str, Sequence[Window]]) -> dict[str, dict[str, Any]]:
+    """Per monitor, {"periods": [...], "total": {...}} (period_figures); three queries for
+    all ids. `windows`: the maintenance windows covering each monitor; the time they covered
+    is stated beside the figures (by check count, muted checks are left out; by time, the
+    confirmed status runs on through a window, as the evaluator keeps it)."""
+    bounds = edges(since_ms, until_ms, by)
+    ids = list(monitor_ids)
+    found = await summaries(ch, ids, bounds)
+    times = await status_times(ch, ids, bounds, now_ms)
+    opened: dict[tuple[str, int], tuple[int, int, int]] = {}
+    for row in await pool.fetch(INCIDENTS_SQL, ids, since_ms, until_ms, bounds):
+        opened[(row["monitor_id"], row["period"])] = (row["opened"], row["resolved"],
+                                                      int(row["repair_ms"]))
+    out = {}
+    for m in ids:
+        covered = [covered_ms(windows.get(m, ()), bounds[i], min(bounds[i + 1], now_ms))
+                   if bounds[i] < now_ms else 0 for i in range(len(bounds) - 1)]
+        periods = [period_figures(bounds[i], bounds[i + 1], found[m][i], times[m][i],
+                                  opened.get((m, i + 1), (0, 0, 0)), covered[i])
+                   for i in range(len(bounds) - 1)]
+        runs = [opened.get((m, i + 1), (0, 0, 0)) for i in range(len(bounds) - 1)]
+        total = period_figures(since_ms, until_ms, _merged(found[m]),
+                               _merged_times(times[m]),
+                               (sum(r[0] for r in runs), sum(r[1] for r in runs),
+                                sum(r[2] for r in runs)), sum(covered))
+        out[m] = {"periods": periods, "total": total}
+    return out
