@@ -56,6 +56,12 @@ class Keys:
         return f"{self.base}:stats"
 
     @property
+    def paused(self) -> str:
+        """HASH region (or `*`: every region) -> when dispatch to it was paused (Redis time,
+        ms); the dispatch script sends a paused region nothing (engine.queue)."""
+        return f"{self.base}:paused"
+
+    @property
     def checks_prefix(self) -> str:
         """The scheduler's Lua appends the region to this to name a checks stream."""
         return f"{self.base}:checks:"

@@ -7,6 +7,7 @@ and groups there are, so a scrape costs Redis the same on ten regions as on one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,8 @@ from engine.keys import (
     STATUS_GROUP,
     Keys,
 )
-from engine.streams import BEHIND_WARN_S, parse_id
+from engine.monitors import REGION_PATTERN
+from engine.streams import BEHIND_WARN_S, ENTRY_ID_PATTERN, parse_id
 
 # The role that reads each group, by the stream's kind (`checks` for every region's): what an
 # operator starts or scales when its group falls behind (vigil/roles.py names them).
@@ -43,6 +45,8 @@ ROLE_OF = {("checks", EXECUTOR_GROUP): "executor",
 KEEP_UP_MS = int(BEHIND_WARN_S * 1000)
 ALL_REGIONS = "*"
 SCAN_COUNT = 1_000
+# How many dead letters one page lists at most.
+PAGE_MAX = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,12 +149,114 @@ class ExecutorStats:
     seen_ms: int
     heartbeat_age_ms: int
     alive: bool
+    in_flight: int | None
+    concurrency: int | None
 
 
-async def executor_stats(r: aioredis.Redis, keys: Keys) -> list[ExecutorStats]:
-    """Every executor the registry knows, by region, with its last heartbeat (Redis time)."""
-    seen = await registry.executors(r, keys)
-    now_ms = await redis_ms(r)
-    return sorted((ExecutorStats(s.instance, s.region, s.seen_ms, max(0, now_ms - s.seen_ms),
-                                 now_ms - s.seen_ms <= registry.ALIVE_MS) for s in seen),
-                  key=lambda e: (e.region, e.instance))
+@dataclass(frozen=True, slots=True)
+class RoleStats:
+    """Whether the role reading one group keeps up: its oldest unread entry waited less than
+    `KEEP_UP_MS` (`lag` is shown beside it)."""
+
+    role: str
+    stream: str
+    group: str
+    keeping_up: bool
+    oldest_unread_age_ms: int
+    lag: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    streams: list[StreamStats]
+    # Region -> its executors; an executor is alive while it beat within registry.ALIVE_MS.
+    executors: dict[str, list[ExecutorStats]]
+    # Region (or `*`, every region) -> since when dispatch to it is paused (Redis time, ms).
+    paused: dict[str, int]
+    # The scheduler's counters since the shard's start: dispatched, skipped (missed slots),
+    # paused (maintenance), held (dispatch paused here), retried.
+    dispatch: dict[str, int]
+    dead_letters: int
+    roles: list[RoleStats]
+    keep_up_ms: int = KEEP_UP_MS
+
+
+async def stats(r: aioredis.Redis, keys: Keys) -> QueueStats:
+    """Everything the operations view shows: stream_stats, then two more round trips."""
+    streams = await stream_stats(r, keys)
+    async with r.pipeline(transaction=False) as pipe:
+        pipe.time()
+        pipe.hgetall(keys.paused)
+        pipe.hgetall(keys.stats)
+        (seconds, micros), paused_raw, counters = await pipe.execute()
+    now_ms = seconds * 1000 + micros // 1000
+    executors: dict[str, list[ExecutorStats]] = {}
+    for seen in sorted(await registry.executors(r, keys), key=lambda s: s.instance):
+        age = max(0, now_ms - seen.seen_ms)
+        executors.setdefault(seen.region, []).append(ExecutorStats(
+            seen.instance, seen.region, seen.seen_ms, age, age <= registry.ALIVE_MS,
+            seen.in_flight, seen.concurrency))
+    roles = [RoleStats(group.role, stream.name, group.name, group.keeping_up,
+                       group.oldest_unread_age_ms, group.lag)
+             for stream in streams for group in stream.groups if group.role is not None]
+    dead_letters = next(s.length for s in streams if s.key == keys.deadletter)
+    return QueueStats(streams, dict(sorted(executors.items())), _counts(paused_raw),
+                      _counts(counters), dead_letters, roles)
+
+
+def _counts(raw: dict[bytes, bytes]) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in sorted(raw.items())}
+
+
+def problems(snapshot: QueueStats) -> list[str]:
+    """Why the queue is not healthy (none: it is): a role that does not keep up, a region with
+    checks waiting and no executor alive. Dispatch paused is an operator's choice, shown in
+    the stats, not a problem."""
+    found = [f"{role.role} is behind: the oldest entry group {role.group!r} has not read on "
+             f"{role.stream} waited {role.oldest_unread_age_ms // 1000} s (the bound is "
+             f"{snapshot.keep_up_ms // 1000} s)" for role in snapshot.roles if not role.keeping_up]
+    for stream in snapshot.streams:
+        kind, _, region = stream.name.partition(":")
+        waiting = any(g.pending or g.lag for g in stream.groups)
+        alive = any(e.alive for e in snapshot.executors.get(region, []))
+        if kind == "checks" and waiting and not alive:
+            found.append(f"region {region!r}: checks are waiting and no executor is alive "
+                         "(the scheduler expires them past their deadline)")
+    return found
+
+
+async def paused(r: aioredis.Redis, keys: Keys) -> dict[str, int]:
+    return _counts(await r.hgetall(keys.paused))  # type: ignore[arg-type]
+
+
+async def pause(r: aioredis.Redis, keys: Keys, region: str | None) -> dict[str, int]:
+    """Stop dispatch to `region` (None: every region) from the scheduler's next call on; a
+    region paused already keeps the time it was paused at. Returns what is paused now."""
+    await r.hsetnx(keys.paused, region or ALL_REGIONS, await redis_ms(r))
+    return await paused(r, keys)
+
+
+async def resume(r: aioredis.Redis, keys: Keys, region: str | None) -> dict[str, int]:
+    """Dispatch to `region` again (None: every pause goes, each region's too), from its next
+    slot. Returns what is still paused (a region stays paused while every region is)."""
+    if region is None:
+        await r.delete(keys.paused)
+    else:
+        await r.hdel(keys.paused, region)
+    return await paused(r, keys)
+
+
+def region_of(text: str) -> str:
+    """A region as an operator names it to pause or resume; a ValueError says what a region
+    is (a monitor's region follows the same rule)."""
+    if not re.fullmatch(REGION_PATTERN, text):
+        raise ValueError(f"{text!r} is not a region: 1 to 32 letters, digits, '_' or '-'")
+    return text
+
+
+def dead_letter_id(text: str) -> str:
+    """A dead letter's id (a stream entry id, ms-seq); a ValueError says so otherwise. Each
+    part stays below 2**63, so Redis takes it in any range, exclusive ones included."""
+    if not re.fullmatch(ENTRY_ID_PATTERN, text) or max(parse_id(text)) >= 2**63:
+        raise ValueError(f"{text!r} is not a dead letter's id (like 1767225600000-0)")
+    return text

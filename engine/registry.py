@@ -25,11 +25,17 @@ class Seen:
     instance: str
     region: str
     seen_ms: int
+    # Checks running at that beat and the executor's bound (engine.queue shows them); None
+    # from a beat that did not say (an executor of an earlier release, during an upgrade).
+    in_flight: int | None = None
+    concurrency: int | None = None
 
 
-async def beat(r: aioredis.Redis, keys: Keys, instance: str, region: str, now_ms: int) -> None:
+async def beat(r: aioredis.Redis, keys: Keys, instance: str, region: str, now_ms: int,
+               in_flight: int | None = None, concurrency: int | None = None) -> None:
     await r.hset(keys.executors, instance,
-                 orjson.dumps({"region": region, "seen_ms": now_ms}))
+                 orjson.dumps({"region": region, "seen_ms": now_ms, "in_flight": in_flight,
+                               "concurrency": concurrency}))
 
 
 async def executors(r: aioredis.Redis, keys: Keys) -> list[Seen]:
@@ -37,7 +43,8 @@ async def executors(r: aioredis.Redis, keys: Keys) -> list[Seen]:
     out = []
     for instance, raw in entries.items():
         data = orjson.loads(raw)
-        out.append(Seen(instance.decode(), str(data["region"]), int(data["seen_ms"])))
+        out.append(Seen(instance.decode(), str(data["region"]), int(data["seen_ms"]),
+                        data.get("in_flight"), data.get("concurrency")))
     return out
 
 

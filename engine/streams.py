@@ -29,6 +29,11 @@ DEAD_LETTER_LUA = resources.files("engine").joinpath("deadletter.lua").read_text
 KEEP_LUA = resources.files("engine").joinpath("keep.lua").read_text()
 COMPLETE_LUA = resources.files("engine").joinpath("complete.lua").read_text()
 CLAIM_LUA = resources.files("engine").joinpath("claim.lua").read_text()
+RETRY_LUA = resources.files("engine").joinpath("retry.lua").read_text()
+# Dead letters put back per call when all are retried: a bounded script run and reply.
+RETRY_BATCH = 100
+# A stream entry id as a client may send one: ms-seq.
+ENTRY_ID_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"
 # How many pending rows one claim looks at, per entry it may claim: the rows of live peers
 # (spared) come first in id order after an outage, so it looks past them, within a bound.
 CLAIM_LOOK_FACTOR = 10
@@ -187,19 +192,103 @@ class Completions:
         return int(await self._script(keys=self.keys, args=args))
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One dead letter: its id on the dead-letter stream, the stream and id it came from, why,
+    when (Redis time, ms), and the entry's event as it was (as text: an event that is not
+    UTF-8 shows replacement characters; a retry sends the stored bytes)."""
+
+    id: str
+    stream: str
+    entry_id: str
+    reason: str
+    at_ms: int
+    payload: str
+
+
+def _dead_letter(entry_id: bytes, fields: Fields) -> DeadLetter:
+    def text(name: bytes) -> str:
+        return fields.get(name, b"").decode(errors="replace")
+
+    at = text(b"at")
+    return DeadLetter(entry_id.decode(), text(b"stream"), text(b"id"), text(b"reason"),
+                      int(at) if at.isdigit() else 0, text(b"payload"))
+
+
 class DeadLetters:
     """The dead-letter stream: entries that could not be processed, kept with the stream and
     id they came from, the reason and their event, in the one shape of DEAD_LETTER_LUA (which
-    engine/complete.lua shares, to dead-letter in the same step as its XACK)."""
+    engine/complete.lua shares, to dead-letter in the same step as its XACK); listed, put
+    back on their stream (engine/retry.lua) or purged by an operator (engine.queue)."""
 
     def __init__(self, r: aioredis.Redis, key: str) -> None:
+        self.r = r
         self.key = key
         self._script = r.register_script(
             DEAD_LETTER_LUA + "dead_letter(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])")
+        self._retry = r.register_script(RETRY_LUA)
 
     async def add(self, stream: str, entry_id: bytes, payload: bytes, reason: str) -> None:
         await self._script(keys=[self.key], args=[DEADLETTER_MAXLEN, stream, entry_id,
                                                   clip(reason, REASON_MAX), payload])
+
+    async def count(self) -> int:
+        return int(await self.r.xlen(self.key))
+
+    async def page(self, limit: int, after: str | None = None) -> list[DeadLetter]:
+        """Up to `limit` dead letters, oldest first, after the dead letter `after`."""
+        entries: list[Entry] = await self.r.xrange(  # type: ignore[assignment]
+            self.key, min="-" if after is None else f"({after}", count=limit)
+        return [_dead_letter(eid, fields) for eid, fields in entries]
+
+    async def retry(self, *ids: str) -> int:
+        """Put these dead letters back on their streams; how many were (an id that is not a
+        dead letter any more is skipped)."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            for dead_id in ids:
+                pipe.xrange(self.key, min=dead_id, max=dead_id, count=1)
+            found: list[list[Entry]] = await pipe.execute()
+        return await self._put_back([entry for reply in found for entry in reply])
+
+    async def retry_all(self) -> int:
+        """Every dead letter there is when the call starts, in batches; one that comes while
+        it runs (a retried entry that fails again) waits for the next call, so this ends."""
+        newest: list[Entry] = await self.r.xrevrange(self.key, count=1)  # type: ignore[assignment]
+        if not newest:
+            return 0
+        done, start = 0, "-"
+        while True:
+            page: list[Entry] = await self.r.xrange(  # type: ignore[assignment]
+                self.key, min=start, max=newest[0][0], count=RETRY_BATCH)
+            done += await self._put_back(page)
+            if len(page) < RETRY_BATCH:
+                return done
+            start = f"({page[-1][0].decode()}"
+
+    async def _put_back(self, entries: list[Entry]) -> int:
+        """One script call per stream the entries came from: the script names that stream
+        as a key (a Redis Cluster routes a call by its keys; every stream of a shard shares
+        its slot)."""
+        by_stream: dict[bytes, list[bytes]] = {}
+        for eid, fields in entries:
+            by_stream.setdefault(fields.get(b"stream", b""), []).append(eid)
+        done = 0
+        for stream, batch in by_stream.items():
+            done += int(await self._retry(keys=[self.key, stream], args=[EVENT_FIELD, *batch]))
+        return done
+
+    async def purge(self, *ids: str) -> int:
+        """Delete these dead letters; how many there were."""
+        return int(await self.r.xdel(self.key, *ids)) if ids else 0
+
+    async def purge_all(self) -> int:
+        """Delete every dead letter; how many there were (counted in the same MULTI as the
+        delete, so one added meanwhile is either counted and gone or kept)."""
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.xlen(self.key)
+            pipe.delete(self.key)
+            count, _ = await pipe.execute()
+        return int(count)
 
 
 async def decoded(deliveries: list[Delivery], decode: Callable[[bytes], T], consumer: Consumer,

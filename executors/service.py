@@ -249,9 +249,9 @@ class Executor:
         metrics.DEAD_LETTERS.labels(self.stream).inc()
 
     async def heartbeat(self) -> None:
-        """This executor serves its region (engine.registry)."""
+        """This executor serves its region (engine.registry), with how busy it is."""
         await registry.beat(self.r, self.keys, self.settings.instance_id, self.settings.region,
-                            self.clock.now_ms())
+                            self.clock.now_ms(), len(self._inflight), self.settings.concurrency)
         self._steady.ok()
 
     async def forget_gone(self) -> None:

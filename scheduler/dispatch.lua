@@ -3,7 +3,7 @@
 -- Now is Redis server time (TIME), whatever the caller's clock says: a scheduler on a host
 -- whose clock runs fast can never dispatch a slot early.
 -- KEYS[1] due ZSET, KEYS[2] plan HASH, KEYS[3] stats HASH, KEYS[4] maintenance HASH,
--- KEYS[5] retries ZSET
+-- KEYS[5] retries ZSET, KEYS[6] paused HASH
 -- ARGV[1] max monitors per call, ARGV[2] checks stream key prefix, ARGV[3] the event field
 -- name. Returns {dispatched, skipped, due popped, next due ms or -1, now ms}.
 -- A plan (scheduler/plan.py) is `interval \0 region \0 template ...`; a template is the whole
@@ -16,6 +16,10 @@
 -- own time: that region's template rendered at that time (so its check id, monitor:region:
 -- time, is no slot's) with the monitor's next slot as its deadline, counted as dispatched
 -- like a slot and `retried` besides. None is sent for a monitor gone or paused.
+-- Dispatch paused by an operator (engine.queue: region -> since, `*` for every region): a
+-- paused region is sent nothing, neither slot nor retry, and each check it is not sent is
+-- counted `held`; the slot advances as it would, so a resume starts at the next slot with no
+-- burst of the missed ones.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local limit = tonumber(ARGV[1])
@@ -43,6 +47,16 @@ local function window(id)
   return mode
 end
 
+local paused_regions = {}
+local flat = redis.call('HGETALL', KEYS[6])
+for i = 1, #flat, 2 do
+  paused_regions[flat[i]] = true
+end
+local function held(region)
+  return paused_regions['*'] or paused_regions[region]
+end
+local held_count = 0
+
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
 local dispatched, skipped, paused = 0, 0, 0
 local marks = {}
@@ -69,9 +83,13 @@ for i = 1, #due, 2 do
       paused = paused + (#parts - 1) / 2
     else
       for j = 2, #parts, 2 do
-        local event = string.gsub(parts[j + 1], '[\1\2\3]', marks)
-        redis.call('XADD', prefix .. parts[j], '*', field, event)
-        dispatched = dispatched + 1
+        if held(parts[j]) then
+          held_count = held_count + 1
+        else
+          local event = string.gsub(parts[j + 1], '[\1\2\3]', marks)
+          redis.call('XADD', prefix .. parts[j], '*', field, event)
+          dispatched = dispatched + 1
+        end
       end
     end
     redis.call('ZADD', KEYS[1], string.format('%d', slot + interval), id)
@@ -93,7 +111,9 @@ for i = 1, #retries, 2 do
     marks['\2'] = string.format('%d', math.max(next_slot, at + 1))
     marks['\3'] = mode == 'mute' and 'true' or 'false'
     for j = 2, #parts, 2 do
-      if parts[j] == region then
+      if parts[j] == region and held(region) then
+        held_count = held_count + 1
+      elseif parts[j] == region then
         local event = string.gsub(parts[j + 1], '[\1\2\3]', marks)
         redis.call('XADD', prefix .. parts[j], '*', field, event)
         dispatched = dispatched + 1
@@ -106,6 +126,7 @@ if dispatched > 0 then redis.call('HINCRBY', KEYS[3], 'dispatched', dispatched) 
 if retried > 0 then redis.call('HINCRBY', KEYS[3], 'retried', retried) end
 if skipped > 0 then redis.call('HINCRBY', KEYS[3], 'skipped', skipped) end
 if paused > 0 then redis.call('HINCRBY', KEYS[3], 'paused', paused) end
+if held_count > 0 then redis.call('HINCRBY', KEYS[3], 'held', held_count) end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
 local retry_head = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')[2]
 if retry_head and (not head or tonumber(retry_head) < tonumber(head)) then head = retry_head end

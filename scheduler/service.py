@@ -45,7 +45,7 @@ class Dispatcher:
         Redis time now in ms)."""
         dispatched, skipped, popped, head, now = await self._script(
             keys=[self.keys.due, self.keys.plan, self.keys.stats, self.keys.maintenance,
-                  self.keys.retries],
+                  self.keys.retries, self.keys.paused],
             args=[self.limit, self.keys.checks_prefix, EVENT_FIELD])
         metrics.DISPATCHED.inc(dispatched)
         metrics.SKIPPED.inc(skipped)

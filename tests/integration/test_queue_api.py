@@ -6,11 +6,27 @@ the next slot; every route wants an admin token."""
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
 
-from engine import queue
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
+
+from api import tokens
+from engine import queue, registry
+from engine.clickhouse import ClickHouse
+from engine.clock import redis_ms
 from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP, RESULT_GROUPS, Keys
-from engine.streams import EVENT_FIELD, Consumer, ensure_group
+from engine.settings import Settings
+from engine.streams import EVENT_FIELD, Consumer, DeadLetters, ensure_group, event_of
+from executors.service import Executor
+from scheduler.service import Dispatcher
+from tests.integration.test_maintenance_dispatch import INTERVAL_MS, REGIONS, seed, sent
+from tests.support.servers import api_client
 
 
 async def test_stream_stats_are_what_was_written(r: aioredis.Redis, keys: Keys) -> None:
@@ -64,3 +80,185 @@ async def test_oldest_unread_age_is_redis_time_since_the_entry(r: aioredis.Redis
     assert us.oldest_age_ms is not None
     assert us.oldest_age_ms >= 120_000
     assert not group.keeping_up
+
+
+@pytest.fixture
+async def admin(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse,
+                clean: None) -> AsyncIterator[TestClient]:
+    """The API on a real port, every request carrying an admin token."""
+    await pool.execute("TRUNCATE api_tokens")
+    token = await tokens.create(pool, "test-admin", "admin")
+    async with api_client(r, pool, ch, token=token) as c:
+        yield c
+
+
+async def _json(resp: ClientResponse, status: int = 200) -> Any:
+    body = await resp.json()
+    assert resp.status == status, body
+    return body
+
+
+async def test_stats_show_the_executors_of_each_region(admin: TestClient, r: aioredis.Redis,
+                                                       keys: Keys) -> None:
+    executor = Executor(r, keys, Settings(region="eu", instance_id="exec-eu", concurrency=7))
+    await executor.heartbeat()
+    now = await redis_ms(r)
+    await registry.beat(r, keys, "exec-gone", "us", now - registry.ALIVE_MS - 1_000)
+
+    body = await _json(await admin.get("/api/v1/queue/stats"))
+
+    eu, us = body["executors"]["eu"], body["executors"]["us"]
+    assert [(e["instance"], e["alive"], e["in_flight"], e["concurrency"]) for e in eu] == [
+        ("exec-eu", True, 0, 7)]
+    assert [(e["instance"], e["alive"]) for e in us] == [("exec-gone", False)]
+    assert us[0]["heartbeat_age_ms"] > registry.ALIVE_MS
+    assert {s["name"] for s in body["streams"]} >= {"results", "events", "deadletter"}
+    assert (body["dead_letters"], body["paused"], body["keep_up_ms"]) == (0, {}, queue.KEEP_UP_MS)
+
+
+async def test_health_names_the_role_behind_and_the_region_nobody_serves(
+        admin: TestClient, r: aioredis.Redis, keys: Keys) -> None:
+    for group in RESULT_GROUPS:
+        await ensure_group(r, keys.results, group)
+    await ensure_group(r, keys.checks("eu"), EXECUTOR_GROUP)
+    await registry.beat(r, keys, "exec-eu", "eu", await redis_ms(r))
+    assert await _json(await admin.get("/api/v1/queue/health")) == {
+        "healthy": True, "problems": [], "paused": {}, "keep_up_ms": queue.KEEP_UP_MS,
+        "roles": [{"role": "executor", "stream": "checks:eu", "group": EXECUTOR_GROUP,
+                   "keeping_up": True, "oldest_unread_age_ms": 0, "lag": 0}] + [
+            {"role": role, "stream": "results", "group": group, "keeping_up": True,
+             "oldest_unread_age_ms": 0, "lag": 0}
+            # Redis lists a stream's groups by name.
+            for group, role in (("clickhouse", "sink-clickhouse"), ("evaluator", "evaluator"),
+                                ("status", "sink-status"))]}
+
+    now = await redis_ms(r)
+    # A result waiting two minutes for every sink; a region with a check and no executor.
+    await r.xadd(keys.results, {EVENT_FIELD: "late"}, id=f"{now - 120_000}-0")
+    await ensure_group(r, keys.checks("mars"), EXECUTOR_GROUP)
+    await r.xadd(keys.checks("mars"), {EVENT_FIELD: "due"})
+
+    body = await _json(await admin.get("/api/v1/queue/health"), 503)
+
+    assert not body["healthy"]
+    behind = [p for p in body["problems"] if "is behind" in p]
+    assert len(behind) == len(RESULT_GROUPS)
+    assert behind[0].startswith("sink-clickhouse is behind: the oldest entry group "
+                                "'clickhouse' has not read on results waited 1")
+    assert "region 'mars': checks are waiting and no executor is alive" in body["problems"][-1]
+    assert not any("'eu'" in p for p in body["problems"])
+
+
+async def test_dead_letters_are_listed_retried_onto_their_stream_and_purged(
+        admin: TestClient, r: aioredis.Redis, keys: Keys) -> None:
+    checks = keys.checks("eu")
+    await ensure_group(r, checks, EXECUTOR_GROUP)
+    dead = DeadLetters(r, keys.deadletter)
+    for i in range(3):
+        await dead.add(checks, f"1-{i}".encode(), f'{{"n":{i}}}'.encode(), f"broken {i}")
+
+    page = await _json(await admin.get("/api/v1/queue/dead-letters?limit=2"))
+    assert page["count"] == 3
+    assert [(d["stream"], d["entry_id"], d["reason"], d["payload"])
+            for d in page["dead_letters"]] == [(checks, "1-0", "broken 0", '{"n":0}'),
+                                               (checks, "1-1", "broken 1", '{"n":1}')]
+    assert page["dead_letters"][0]["at_ms"] > 0
+    rest = await _json(await admin.get(f"/api/v1/queue/dead-letters?after={page['next']}"))
+    assert ([d["reason"] for d in rest["dead_letters"]], rest["next"]) == (["broken 2"], None)
+
+    first = page["dead_letters"][0]["id"]
+    assert await _json(await admin.post(f"/api/v1/queue/dead-letters/{first}/retry")) == {
+        "retried": 1}
+    # Back on its stream as a new entry, which the group reads again; no longer a dead letter.
+    [again] = await Consumer(r, checks, EXECUTOR_GROUP, "exec-1").read_new(10)
+    assert event_of(again.fields) == b'{"n":0}'
+    assert await dead.count() == 2
+    await _json(await admin.post(f"/api/v1/queue/dead-letters/{first}/retry"), 404)
+
+    second = page["dead_letters"][1]["id"]
+    assert await _json(await admin.delete(f"/api/v1/queue/dead-letters?id={second}")) == {
+        "purged": 1}
+    await _json(await admin.delete(f"/api/v1/queue/dead-letters?id={second}"), 404)
+    assert await _json(await admin.post("/api/v1/queue/dead-letters/retry")) == {"retried": 1}
+    assert [event_of(d.fields) for d in await Consumer(r, checks, EXECUTOR_GROUP,
+                                                       "exec-1").read_new(10)] == [b'{"n":2}']
+    await dead.add(checks, b"1-9", b"{}", "again")
+    assert await _json(await admin.delete("/api/v1/queue/dead-letters")) == {"purged": 1}
+    assert await dead.count() == 0
+
+
+async def test_a_retry_puts_a_dead_letter_back_once(r: aioredis.Redis, keys: Keys) -> None:
+    """Two operators retrying the same dead letters at once: each goes back once."""
+    checks = keys.checks("eu")
+    dead = DeadLetters(r, keys.deadletter)
+    for i in range(50):
+        await dead.add(checks, f"1-{i}".encode(), b"{}", "broken")
+    ids = [d.id for d in await dead.page(50)]
+    done = await asyncio.gather(dead.retry(*ids), DeadLetters(r, keys.deadletter).retry(*ids),
+                                dead.retry_all())
+    assert sum(done) == 50
+    assert (await r.xlen(checks), await dead.count()) == (50, 0)
+
+
+async def test_bad_queries_name_the_field(admin: TestClient) -> None:
+    for path, field in (("/api/v1/queue/dead-letters?limit=0", "limit"),
+                        ("/api/v1/queue/dead-letters?after=x", "after"),
+                        (f"/api/v1/queue/dead-letters?after={2**63}-0", "after")):
+        body = await _json(await admin.get(path), 422)
+        assert [e["field"] for e in body["errors"]] == [field], path
+    body = await _json(await admin.post("/api/v1/queue/dead-letters/1-x/retry"), 422)
+    assert body["errors"][0]["field"] == "entry_id"
+    body = await _json(await admin.post("/api/v1/queue/pause?region=a%20b"), 422)
+    assert body["errors"][0]["field"] == "region"
+
+
+async def test_pause_stops_dispatch_to_a_region_and_resume_restarts_it(
+        admin: TestClient, r: aioredis.Redis, keys: Keys) -> None:
+    dispatcher = Dispatcher(r, keys)
+    now = await redis_ms(r)
+    await seed(r, keys, "db", now - 1)
+    paused = await _json(await admin.post("/api/v1/queue/pause?region=eu"))
+    assert set(paused["paused"]) == {"eu"}
+
+    assert (await dispatcher.dispatch())[0] == 1  # us only
+    assert ([len(await sent(r, keys, region)) for region in REGIONS]) == [0, 1]
+    assert int(await r.hget(keys.stats, "held") or 0) == 1
+    stats = await _json(await admin.get("/api/v1/queue/stats"))
+    assert (set(stats["paused"]), stats["dispatch"]["held"]) == ({"eu"}, 1)
+
+    # Every region paused: the next slot sends nothing, and moves on all the same.
+    await _json(await admin.post("/api/v1/queue/pause"))
+    await r.zadd(keys.due, {"db": now - 1 + INTERVAL_MS - 2 * INTERVAL_MS})
+    assert (await dispatcher.dispatch())[0] == 0
+    assert await r.zscore(keys.due, "db") == now - 1 + INTERVAL_MS
+
+    # Resumed with slots missed meanwhile: the next slot goes, the missed ones are not sent.
+    assert await _json(await admin.post("/api/v1/queue/resume")) == {"paused": {}}
+    await r.zadd(keys.due, {"db": await redis_ms(r) - 3 * INTERVAL_MS - 1})
+    dispatched, skipped, *_ = await dispatcher.dispatch()
+    assert (dispatched, skipped) == (2, 3)
+    assert [len(await sent(r, keys, region)) for region in REGIONS] == [1, 2]
+
+
+async def test_a_region_resumed_stays_paused_while_every_region_is(admin: TestClient) -> None:
+    await _json(await admin.post("/api/v1/queue/pause?region=eu"))
+    await _json(await admin.post("/api/v1/queue/pause"))
+    assert set((await _json(await admin.post("/api/v1/queue/resume?region=eu")))["paused"]) == {
+        queue.ALL_REGIONS}
+
+
+ROUTES = (("GET", "/api/v1/queue/stats"), ("GET", "/api/v1/queue/health"),
+          ("GET", "/api/v1/queue/dead-letters"), ("DELETE", "/api/v1/queue/dead-letters"),
+          ("POST", "/api/v1/queue/dead-letters/retry"),
+          ("POST", "/api/v1/queue/dead-letters/1-0/retry"), ("POST", "/api/v1/queue/pause"),
+          ("POST", "/api/v1/queue/resume"))
+
+
+async def test_every_route_wants_an_admin_token(client: TestClient, pool: asyncpg.Pool) -> None:
+    await pool.execute("TRUNCATE api_tokens")
+    writer = await tokens.create(pool, "writer", "write")
+    for method, path in ROUTES:
+        resp = await client.request(method, path)
+        assert resp.status == 401, (method, path)
+        resp = await client.request(method, path, headers={"Authorization": f"Bearer {writer}"})
+        assert (resp.status, (await resp.json())["needed_scope"]) == (403, "admin"), path

@@ -1,0 +1,121 @@
+"""The operations API (engine.queue): the streams and groups, the executors by region,
+whether each role keeps up, the dead letters (list, retry, purge), and pausing dispatch.
+
+Every route needs a token with scope `admin`. Stats name Vigil's own consumers and hosts; a
+dead letter holds the entry's event as it was: a check's whole spec (its URL, headers and
+body; secrets stay sealed), a result's probe output (error text, status code), an evaluation
+event. None of it is for a public page or a `read` token.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.auth import requires
+from api.errors import invalid, json_error, json_response
+from api.state import KEYS, REDIS
+from engine import queue
+from engine.streams import DeadLetters
+
+BASE = "/api/v1/queue"
+PAGE_DEFAULT = 100
+
+
+def _dead_letters(request: web.Request) -> DeadLetters:
+    return DeadLetters(request.app[REDIS], request.app[KEYS].deadletter)
+
+
+def _region(request: web.Request) -> str | None:
+    text = request.query.get("region")
+    try:
+        return None if text is None else queue.region_of(text)
+    except ValueError as exc:
+        raise invalid("query", "region", str(exc)) from None
+
+
+def _dead_letter_id(text: str, field: str) -> str:
+    try:
+        return queue.dead_letter_id(text)
+    except ValueError as exc:
+        raise invalid("request", field, str(exc)) from None
+
+
+@requires("admin")
+async def stats(request: web.Request) -> web.Response:
+    return json_response(await queue.stats(request.app[REDIS], request.app[KEYS]))
+
+
+@requires("admin")
+async def health(request: web.Request) -> web.Response:
+    """200 while every role keeps up and every region with checks waiting has an executor
+    alive; 503 with the reasons otherwise."""
+    snapshot = await queue.stats(request.app[REDIS], request.app[KEYS])
+    problems = queue.problems(snapshot)
+    return json_response({"healthy": not problems, "problems": problems,
+                          "roles": snapshot.roles, "paused": snapshot.paused,
+                          "keep_up_ms": snapshot.keep_up_ms},
+                         status=503 if problems else 200)
+
+
+@requires("admin")
+async def list_dead_letters(request: web.Request) -> web.Response:
+    text = request.query.get("limit", str(PAGE_DEFAULT))
+    if not text.isdigit() or not 1 <= int(text) <= queue.PAGE_MAX:
+        raise invalid("query", "limit", f"expected a whole number from 1 to {queue.PAGE_MAX}")
+    limit = int(text)
+    after = request.query.get("after")
+    dead = _dead_letters(request)
+    page = await dead.page(limit, None if after is None else _dead_letter_id(after, "after"))
+    return json_response({"dead_letters": page, "count": await dead.count(),
+                          "next": page[-1].id if len(page) == limit else None})
+
+
+@requires("admin")
+async def retry_one(request: web.Request) -> web.Response:
+    dead_id = _dead_letter_id(request.match_info["entry_id"], "entry_id")
+    if not await _dead_letters(request).retry(dead_id):
+        raise json_error(web.HTTPNotFound, f"no dead letter {dead_id}")
+    return json_response({"retried": 1})
+
+
+@requires("admin")
+async def retry_all(request: web.Request) -> web.Response:
+    return json_response({"retried": await _dead_letters(request).retry_all()})
+
+
+@requires("admin")
+async def purge(request: web.Request) -> web.Response:
+    """Every dead letter, or the one `?id=` names."""
+    dead = _dead_letters(request)
+    text = request.query.get("id")
+    if text is None:
+        return json_response({"purged": await dead.purge_all()})
+    dead_id = _dead_letter_id(text, "id")
+    if not await dead.purge(dead_id):
+        raise json_error(web.HTTPNotFound, f"no dead letter {dead_id}")
+    return json_response({"purged": 1})
+
+
+@requires("admin")
+async def pause(request: web.Request) -> web.Response:
+    region = _region(request)
+    return json_response({"paused": await queue.pause(request.app[REDIS], request.app[KEYS],
+                                                      region)})
+
+
+@requires("admin")
+async def resume(request: web.Request) -> web.Response:
+    region = _region(request)
+    return json_response({"paused": await queue.resume(request.app[REDIS], request.app[KEYS],
+                                                       region)})
+
+
+def add_queue_routes(app: web.Application) -> None:
+    app.router.add_get(f"{BASE}/stats", stats)
+    app.router.add_get(f"{BASE}/health", health)
+    app.router.add_get(f"{BASE}/dead-letters", list_dead_letters)
+    app.router.add_delete(f"{BASE}/dead-letters", purge)
+    app.router.add_post(f"{BASE}/dead-letters/retry", retry_all)
+    app.router.add_post(f"{BASE}/dead-letters/{{entry_id}}/retry", retry_one)
+    app.router.add_post(f"{BASE}/pause", pause)
+    app.router.add_post(f"{BASE}/resume", resume)
