@@ -22,6 +22,7 @@ from api.monitors import add_monitor_routes
 from api.openapi import add_openapi_route
 from api.page import add_page_routes
 from api.push import add_push_routes
+from api.queue import add_queue_routes
 from api.reference import add_reference_routes
 from api.sla import add_sla_routes
 from api.status import add_status_routes
@@ -55,6 +56,7 @@ def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse, keys: Keys,
     add_channel_routes(app)
     add_maintenance_routes(app)
     add_push_routes(app)
+    add_queue_routes(app)
     add_openapi_route(app)
     add_badge_routes(app)
     add_reference_routes(app)

@@ -20,7 +20,9 @@ from api.tokens import Scope
 from engine.channels import STATES, ChannelSpec
 from engine.incidents import LIST_MAX, NOTE_MAX
 from engine.maintenance import Window
-from engine.monitors import CHANNEL_PATTERN, ID_PATTERN, MonitorSchema
+from engine.monitors import CHANNEL_PATTERN, ID_PATTERN, REGION_PATTERN, MonitorSchema
+from engine.queue import PAGE_MAX
+from engine.streams import ENTRY_ID_PATTERN
 
 OPENAPI_KEY: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
@@ -168,6 +170,7 @@ def document(schema: MonitorSchema) -> dict[str, Any]:
                 {"200": "the status"}, "read", parameters=(MONITOR_ID,))},
             **_maintenance_paths(),
             **_channel_paths(),
+            **_queue_paths(),
             **_badge_paths(),
             **_reference_paths(),
             "/health": {"get": _operation("Redis, Postgres and ClickHouse reachable",
@@ -290,6 +293,62 @@ def _reference_paths() -> dict[str, Any]:
 
     return {"/api/docs": page("this document as an HTML page", "text/html"),
             "/api/docs.css": page("the reference page's stylesheet", "text/css")}
+
+
+def _queue_paths() -> dict[str, Any]:
+    """api.queue: the operations view, admin only (a dead letter holds the entry's event as
+    it was: a check's spec, a result's probe output)."""
+    base = "/api/v1/queue"
+    region = {"name": "region", "in": "query", "required": False,
+              "schema": {"type": "string", "pattern": REGION_PATTERN},
+              "description": "one region; none: every region"}
+    entry_id = {"type": "string", "pattern": ENTRY_ID_PATTERN}
+    dead_id = {"name": "entry_id", "in": "path", "required": True, "schema": entry_id,
+               "description": "the dead letter's id (GET dead-letters: `id`)"}
+    page = ({"name": "limit", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX, "default": 100}},
+            {"name": "after", "in": "query", "required": False, "schema": entry_id,
+             "description": "the last id of the previous page (its `next`)"})
+    one = {"name": "id", "in": "query", "required": False, "schema": entry_id,
+           "description": "purge this dead letter only"}
+    return {
+        f"{base}/stats": {"get": _operation(
+            "every stream (length, oldest entry), group (pending, lag, oldest unread, "
+            "consumers and their idle time), the executors by region (last heartbeat, checks "
+            "in flight), whether each role keeps up, dispatch paused, the scheduler's "
+            "counters", {"200": "the figures"}, "admin")},
+        f"{base}/health": {"get": _operation(
+            "healthy while every role keeps up (its oldest unread entry waited less than "
+            "keep_up_ms) and every region with checks waiting has an executor alive",
+            {"200": "healthy", "503": "not: `problems` says why"}, "admin")},
+        f"{base}/dead-letters": {
+            "get": {**_operation(
+                "dead letters, oldest first: the stream and entry id they came from, why, "
+                "when, and the entry's event as it was", {"200": "a page; `next` continues"},
+                "admin", parameters=page, errors=("422",)),
+                "description": "Needs a token with scope admin: a dead letter's payload is "
+                               "the entry's event, a check's spec (URL, headers, body; "
+                               "secrets sealed) or a result's probe output."},
+            "delete": _operation("purge every dead letter, or the one `id` names",
+                                 {"200": "purged: how many"}, "admin", parameters=(one,),
+                                 errors=("422",)),
+        },
+        f"{base}/dead-letters/retry": {"post": _operation(
+            "put every dead letter back on the stream it came from (each removed in the "
+            "same atomic step)", {"200": "retried: how many"}, "admin")},
+        f"{base}/dead-letters/{{entry_id}}/retry": {"post": _operation(
+            "put one dead letter back on the stream it came from, removed in the same "
+            "atomic step; that stream's groups read it again", {"200": "retried"}, "admin",
+            parameters=(dead_id,), errors=("422",))},
+        f"{base}/pause": {"post": _operation(
+            "pause dispatch to one region or all: their slots pass, counted `held`, and no "
+            "check is sent", {"200": "what is paused now"}, "admin", parameters=(region,),
+            errors=("422",))},
+        f"{base}/resume": {"post": _operation(
+            "resume dispatch to one region, or every pause (none given), from the next slot",
+            {"200": "what is still paused"}, "admin", parameters=(region,),
+            errors=("422",))},
+    }
 
 
 async def openapi(request: web.Request) -> web.Response:
