@@ -10,7 +10,9 @@ the target's own certificate, so, as any probe detail, it is shown only for moni
 
 A badge is fetched by every viewer of every README it is in: what it shows is kept in
 process for as long as a client may cache it (FRESH_S), so a hot badge costs no query, and
-the set of shown monitors for SHOWN_S, so ids that are not shown cost none either.
+the set of shown monitors for SHOWN_S, so ids that are not shown cost none either. While
+Postgres, Redis or ClickHouse is away, a badge says what it said last (one warning for the
+outage, not a traceback per viewer).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from aiohttp import web
 from api.errors import invalid
 from api.state import CH, KEYS, PG, REDIS
 from engine import incidents, rollups, status_pages, store
-from engine.cache import BoundedCache
+from engine.cache import MISS, BoundedCache
+from engine.service import OUTAGES, Outage
 
 Kind = Literal["status", "uptime", "latency", "cert", "tag"]
 WINDOWS = {"1h": 3_600_000, "24h": 86_400_000, "7d": 7 * 86_400_000,
@@ -41,6 +44,8 @@ LABEL_MAX = 40
 FRESH_S: dict[Kind, int] = {"status": 30, "tag": 30, "uptime": 300, "latency": 300,
                             "cert": 3600}
 NOT_FOUND_FRESH_S = 60
+# While a store is away: what a badge said last, or that it is unavailable, briefly.
+RETRY_S = 10
 SHOWN_S = 30
 CACHED_MAX = 10_000
 # A certificate not seen for a week is no longer known: the monitor stopped reporting it.
@@ -85,6 +90,7 @@ class Reading:
 
 
 NOT_FOUND = Reading("not found", LIGHTGREY)
+UNAVAILABLE = Reading("unavailable", LIGHTGREY)
 
 
 def text_width(text: str) -> int:
@@ -189,18 +195,33 @@ async def statuses(request: web.Request, monitors: dict[str, bool]) -> dict[str,
 
 
 class Badges:
-    """The per-process caches: what each badge says, and which monitors are shown."""
+    """The per-process caches: what each badge says, fresh and as last read, and which
+    monitors are shown; and the outage of the stores they are read from."""
 
     def __init__(self) -> None:
         self.readings: dict[Kind, BoundedCache[tuple[str, str], Reading | None]] = {
             kind: BoundedCache(CACHED_MAX, fresh) for kind, fresh in FRESH_S.items()}
+        self.last: BoundedCache[tuple[Kind, str, str], Reading | None] = BoundedCache(
+            CACHED_MAX)
         self._shown: BoundedCache[str, frozenset[str]] = BoundedCache(1, SHOWN_S)
+        self.outage = Outage("reading badges", component="api.badges")
 
     async def shown(self, request: web.Request) -> frozenset[str]:
         async def load() -> frozenset[str]:
             return frozenset(await status_pages.shown_monitors(request.app[PG]))
 
         return await self._shown.get_or_load("shown", load)
+
+    async def reading(self, request: web.Request, kind: Kind, subject: str, window: str,
+                      read: Reader) -> Reading | None:
+        """What the badge says; None: not found. Raises what an unreachable store raises."""
+        # A tag's reader looks for its shown monitors itself.
+        if kind != "tag" and subject not in await self.shown(request):
+            return None
+        reading = await self.readings[kind].get_or_load(
+            (subject, window), lambda: read(request, subject, window))
+        self.last.put((kind, subject, window), reading)
+        return reading
 
 
 BADGES: web.AppKey[Badges] = web.AppKey("badges", Badges)
@@ -290,14 +311,21 @@ async def _badge(request: web.Request, kind: Kind, subject: str, default_label: 
                  read: Reader, window: str = "") -> web.Response:
     label = _label(request, default_label)
     badges = request.app[BADGES]
-    reading: Reading | None = None
-    # A tag's reader looks for its shown monitors itself.
-    if kind == "tag" or subject in await badges.shown(request):
-        reading = await badges.readings[kind].get_or_load(
-            (subject, window), lambda: read(request, subject, window))
+    fresh_s: int | None = None
+    try:
+        reading = await badges.reading(request, kind, subject, window, read)
+        badges.outage.ok()
+    except OUTAGES as exc:
+        # Postgres, Redis or ClickHouse away: one warning for the whole outage, and what
+        # this badge said last rather than a broken image in every README, for a short while.
+        badges.outage.failed(exc)
+        held = badges.last.get((kind, subject, window))
+        if held is MISS:
+            return _answer(request, svg(label, UNAVAILABLE), 503, RETRY_S)
+        reading, fresh_s = held, RETRY_S
     if reading is None:
-        return _answer(request, svg(label, NOT_FOUND), 404, NOT_FOUND_FRESH_S)
-    return _answer(request, svg(label, reading), 200, FRESH_S[kind])
+        return _answer(request, svg(label, NOT_FOUND), 404, fresh_s or NOT_FOUND_FRESH_S)
+    return _answer(request, svg(label, reading), 200, fresh_s or FRESH_S[kind])
 
 
 async def status_badge(request: web.Request) -> web.Response:

@@ -5,6 +5,7 @@ private monitor and a missing one; window and label checked, cache headers, ETag
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -12,14 +13,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
-from api.badges import BRIGHTGREEN, FRESH_S, LABEL_MAX, Reading, svg
+from api.badges import BADGES, BRIGHTGREEN, FRESH_S, LABEL_MAX, RETRY_S, Reading, svg
 from engine import status_pages
+from engine.connections import redis_client
 from engine.events import Outcome
 from engine.status_pages import Page
 from executors.kinds import SCHEMA
 from sinks.clickhouse import COLUMNS, row
-from tests.support.helpers import check_result, store_monitors
+from tests.support.helpers import check_result, free_port, store_monitors, wait_for
+from tests.support.servers import api_client
+from vigil.embedded import RedisServer
 
 SVG = "{http://www.w3.org/2000/svg}"
 HOSTILE = "<script>alert(1)</script>&\"'"
@@ -246,6 +251,42 @@ async def test_a_label_too_long_or_not_printable_is_refused(client, ids, label, 
     [error] = (await resp.json())["errors"]
     assert error["field"] == "label"
     assert problem in error["message"]
+
+
+async def test_a_store_away_gets_what_the_badge_said_last(pool, ch, ids, tmp_path):
+    """Redis stops: a badge read before says it again (briefly cached), one never read is
+    `unavailable` (503), one warning for the outage; Redis back, badges work again with no
+    restart."""
+    server = RedisServer(tmp_path, port=free_port())
+    await asyncio.to_thread(server.start)
+    away = redis_client(server.url)
+    try:
+        await confirm(pool, ids.web, "up")
+        async with api_client(away, pool, ch) as client:
+            assert said((await badge(client, f"/badge/{ids.web}/status.svg"))[1])[0] == (
+                "status: up")
+            await asyncio.to_thread(server.stop)
+            client.app[BADGES].readings["status"].clear()  # as if their time had run out
+            with capture_logs() as logs:
+                for _ in range(3):
+                    status, body, headers = await badge(client, f"/badge/{ids.web}/status.svg")
+                    assert (status, said(body)[0]) == (200, "status: up")
+                    assert headers["Cache-Control"] == f"public, max-age={RETRY_S}"
+                status, body, _ = await badge(client, f"/badge/{ids.db}/status.svg")
+                assert (status, said(body)[0]) == (503, "status: unavailable")
+            assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+                "reading badges failed; retrying until it works"]
+            await asyncio.to_thread(server.start)
+
+            async def back() -> bool:
+                return (await badge(client, f"/badge/{ids.db}/status.svg"))[0] == 200
+
+            await wait_for(back)
+            assert said((await badge(client, f"/badge/{ids.db}/status.svg"))[1])[0] == (
+                "status: unknown")
+    finally:
+        await away.aclose()
+        await asyncio.to_thread(server.stop)
 
 
 def test_widths_follow_the_text():
