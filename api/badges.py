@@ -185,6 +185,7 @@ async def statuses(request: web.Request, monitors: dict[str, bool]) -> dict[str,
     ids = sorted(monitors)
     app = request.app
     windows = await app[REDIS].hmget(app[KEYS].maintenance, ids)
+    # A tag's monitors in one statement: every monitor's row, kept by the cache after.
     one = ids[0] if len(ids) == 1 else None
     confirmed = {row["monitor_id"]: row["status"]
                  for row in await incidents.confirmed(app[PG], one)

@@ -15,7 +15,20 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from api.badges import BADGES, BRIGHTGREEN, FRESH_S, LABEL_MAX, RETRY_S, Reading, svg
+from api.badges import (
+    BADGES,
+    BRIGHTGREEN,
+    FRESH_S,
+    LABEL_MAX,
+    RED,
+    RETRY_S,
+    Reading,
+    cert_reading,
+    latency_reading,
+    percent,
+    svg,
+    worst,
+)
 from engine import status_pages
 from engine.connections import redis_client
 from engine.events import Outcome
@@ -297,3 +310,17 @@ def test_widths_follow_the_text():
 
     assert width("i") < width("m") < width("mm") < width("日本日本")
     assert width("status") == (35 + 10) + (15 + 10)  # "status" 34.9 px, "up" 13.6 px
+
+
+def test_figures_as_a_badge_writes_them():
+    assert [percent(u) for u in (1.0, 0.99996, 0.995, 0.5, 0.0)] == [
+        "100%", "99.99%", "99.5%", "50%", "0%"]
+    assert [latency_reading(ms).message for ms in (4.25, 40.4, 999.4, 1234.0)] == [
+        "4.2 ms", "40 ms", "999 ms", "1.23 s"]
+    assert latency_reading(6_000).colour == RED
+    now_s, day_s = 1_000 * 86_400, 86_400
+    assert [cert_reading(now_s + left_s, now_s * 1000).message
+            for left_s in (-1, 0, day_s, 45 * day_s)] == ["expired", "0 days", "1 day", "45 days"]
+    assert worst(["up", "paused", "maintenance"]) == "maintenance"
+    assert worst(["paused", "paused"]) == "paused"
+    assert worst(["up", "flapping", "degraded"]) == "flapping"
