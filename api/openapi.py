@@ -144,6 +144,10 @@ def document(schema: MonitorSchema) -> dict[str, Any]:
                 "count, downtime, what Vigil could not check, maintenance left out, "
                 "incidents and MTTR, latency p50/p95/p99", {"200": "the figures"}, "read",
                 parameters=(MONITOR_ID, *SLA_QUERY), errors=("422",))},
+            "/api/v1/sla": {"get": _operation(
+                "the SLA of every monitor (with the tag), as vigil report prints it",
+                {"200": "the figures"}, "read", parameters=(*SLA_QUERY, tag),
+                errors=("422",))},
             "/api/v1/status": {"get": {
                 **_operation("every monitor's status: public fields, or all with a token",
                              {"200": "the status"}, errors=("401", "429")),

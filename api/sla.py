@@ -1,6 +1,8 @@
 """`GET /api/v1/monitors/{monitor_id}/sla?from=&to=&by=day|week|month`: a monitor's SLA per
 period and in total (engine.rollups.report): uptime by time and by check count, downtime,
 what Vigil could not check, maintenance left out, incidents and MTTR, latency quantiles.
+`GET /api/v1/sla?from=&to=&by=&tag=`: the same for every monitor (with the tag), what
+`vigil report` prints.
 
 Needs a token with scope `read`: the figures are the monitor's, public or not. `from`/`to`
 are ISO 8601 dates or times (a date alone as `to` takes in that whole day); the default is
@@ -31,10 +33,7 @@ def _moment(request: web.Request, name: str, default: int) -> int:
         raise invalid("query", name, str(exc)) from None
 
 
-@requires("read")
-async def sla(request: web.Request) -> web.Response:
-    monitor_id = request.match_info["monitor_id"]
-    now = int(time.time() * 1000)
+def _range(request: web.Request, now: int) -> tuple[int, int, str]:
     until = _moment(request, "to", now)
     since = _moment(request, "from", until - DEFAULT_RANGE_MS)
     by = request.query.get("by", "day")
@@ -44,6 +43,14 @@ async def sla(request: web.Request) -> web.Response:
         rollups.checked_range(since, until)
     except ValueError as exc:
         raise invalid("query", "to", str(exc)) from None
+    return since, until, by
+
+
+@requires("read")
+async def sla(request: web.Request) -> web.Response:
+    monitor_id = request.match_info["monitor_id"]
+    now = int(time.time() * 1000)
+    since, until, by = _range(request, now)
     pool = request.app[PG]
     if not await store.exists(pool, monitor_id):
         raise json_error(web.HTTPNotFound, f"no monitor {monitor_id}")
@@ -53,5 +60,14 @@ async def sla(request: web.Request) -> web.Response:
     return json_response({"monitor_id": monitor_id, "by": by, **found[monitor_id]})
 
 
+@requires("read")
+async def fleet(request: web.Request) -> web.Response:
+    now = int(time.time() * 1000)
+    since, until, by = _range(request, now)
+    return json_response(await rollups.fleet(request.app[CH], request.app[PG],
+                                             request.query.get("tag"), since, until, by, now))
+
+
 def add_sla_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/monitors/{monitor_id}/sla", sla)
+    app.router.add_get("/api/v1/sla", fleet)

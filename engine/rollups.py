@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from engine import maintenance_store, store
 from engine.clickhouse import ClickHouse
 from engine.maintenance import Window, covered_ms
 
@@ -548,3 +549,17 @@ async def report(ch: ClickHouse, pool: asyncpg.Pool, monitor_ids: Sequence[str],
                                 sum(r[2] for r in runs)), sum(covered))
         out[m] = {"periods": periods, "total": total}
     return out
+
+
+async def fleet(ch: ClickHouse, pool: asyncpg.Pool, tag: str | None, since_ms: int,
+                until_ms: int, by: str, now_ms: int) -> dict[str, Any]:
+    """Every monitor's report (those with `tag`, if given), as `GET /api/v1/sla` answers and
+    `vigil report` prints it."""
+    monitors = await store.list_all(pool, tag)
+    ids = [m["id"] for m in monitors]
+    windows = {m: await maintenance_store.covering(pool, m) for m in ids}
+    found = await report(ch, pool, ids, since_ms, until_ms, by, now_ms, windows)
+    return {"from": datetime.fromtimestamp(since_ms / 1000, UTC).isoformat(),
+            "to": datetime.fromtimestamp(until_ms / 1000, UTC).isoformat(), "by": by,
+            "tag": tag, "monitors": [{"monitor_id": m["id"], "name": m["name"],
+                                      **found[m["id"]]} for m in monitors]}

@@ -24,7 +24,9 @@ from tests.support.servers import create_monitors
 
 T0 = int(datetime(2026, 3, 2, tzinfo=UTC).timestamp() * 1000)  # a Monday
 MINUTE, HOUR = 60_000, 3_600_000
-WEB = {"id": "web", "kind": "http", "interval": "10m", "http": {"url": "http://127.0.0.1:9/"}}
+WEB = {"id": "web", "kind": "http", "interval": "10m", "tags": ["shop"],
+       "http": {"url": "http://127.0.0.1:9/"}}
+DB = {"id": "db", "kind": "tcp", "interval": "1m", "tcp": {"host": "127.0.0.1", "port": 9}}
 
 
 def outcome_at(t: int) -> Outcome:
@@ -41,7 +43,7 @@ async def history(api: TestClient, pool: asyncpg.Pool, ch: ClickHouse) -> None:
     for table in TABLES:
         await ch.command(f"TRUNCATE TABLE {table}")
     await pool.execute("TRUNCATE incidents, incident_notes, maintenance_windows")
-    await create_monitors(api, [WEB])
+    await create_monitors(api, [WEB, DB])
     results = [check_result("web", t, outcome_at(t), region="eu", latency_ms=100.0,
                             maintenance=T0 + 24 * HOUR <= t < T0 + 26 * HOUR)
                for t in range(T0, T0 + 72 * HOUR, 10 * MINUTE)]
@@ -127,3 +129,19 @@ async def test_unknown_monitor_and_no_token(api: TestClient, client: TestClient,
                                             history: None) -> None:
     assert (await api.get("/api/v1/monitors/nope/sla")).status == 404
     assert (await client.get("/api/v1/monitors/web/sla")).status == 401
+
+
+async def test_every_monitor_or_those_with_a_tag(api: TestClient, history: None) -> None:
+    one = await sla(api, **RANGE, by="week")
+    resp = await api.get("/api/v1/sla", params={**RANGE, "by": "week", "tag": "shop"})
+    assert resp.status == 200
+    shop = await resp.json()
+    assert [m["monitor_id"] for m in shop["monitors"]] == ["web"]
+    assert shop["monitors"][0]["total"] == one["total"]
+    every = await (await api.get("/api/v1/sla", params=RANGE)).json()
+    assert [m["monitor_id"] for m in every["monitors"]] == ["db", "web"]
+    db = every["monitors"][0]["total"]
+    assert db["checks"] == {"up": 0, "down": 0, "degraded": 0, "unknown": 0}
+    assert db["uptime_by_checks_percent"] is None
+    resp = await api.get("/api/v1/sla", params={"by": "hour"})
+    assert resp.status == 422
