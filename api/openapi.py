@@ -268,7 +268,10 @@ def _badge_paths() -> dict[str, Any]:
             "200": {"description": "the badge (SVG)", **svg},
             "304": {"description": "not modified: the client's copy (If-None-Match) is it"},
             "404": {"description": "a not found badge: no such monitor (or tag), or none "
-                                   "shown on a status page", **svg}})
+                                   "shown on a status page", **svg},
+            "503": {"description": "an unavailable badge: a store is away and this badge "
+                                   "was not read before (else it says what it said last)",
+                    **svg}})
         return {"get": op}
 
     one = f"/badge/{{{MONITOR_ID['name']}}}"
