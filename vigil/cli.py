@@ -30,6 +30,7 @@ from notifier.transports import TransportError
 from vigil import admin
 from vigil import incidents as incident_commands
 from vigil import maintenance as maintenance_commands
+from vigil import report as report_command
 from vigil.admin import CommandError
 from vigil.embedded import Embedded, EmbeddedError, servers_of
 from vigil.replay import replay
@@ -142,6 +143,7 @@ def parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--yes", action="store_true", help="empty those tables first "
                          "(their acknowledgements and notes are lost)")
     maintenance_commands.add_parsers(sub, common)
+    report_command.add_parser(sub, common)
     up = sub.add_parser("up", parents=[common], help="everything in one process, embedded")
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--host", default="127.0.0.1")
@@ -334,6 +336,8 @@ def _command(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
         return cmd_incidents(settings, args)
     if args.command == "replay":
         return cmd_replay(settings, args.yes)
+    if args.command == "report":
+        return report_command.run(settings, args)
     roles = {"sink": [f"sink-{getattr(args, 'target', '')}"], "run": getattr(args, "roles", [])}
     return run_roles(roles.get(args.command, [args.command]), settings,
                      getattr(args, "host", "127.0.0.1"), getattr(args, "port", 8080))
