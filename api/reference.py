@@ -60,6 +60,8 @@ def json_html(value: Any, depth: int = 0) -> str:
 
 
 def _schema(schema: Any) -> str:
+    if isinstance(schema, dict) and set(schema) == {"$ref"} and isinstance(schema["$ref"], str):
+        return f"<p>{_ref_link(schema['$ref'])}</p>"
     return f"<pre>{json_html(schema)}</pre>"
 
 
@@ -68,14 +70,20 @@ def _content(content: dict[str, Any]) -> str:
                    for media, media_type in content.items())
 
 
+def _scheme(name: str, schemes: dict[str, Any]) -> str:
+    scheme = schemes.get(name, {})
+    if scheme.get("type") == "http" and scheme.get("scheme"):
+        return f"a {scheme['scheme']} token"
+    return name
+
+
 def who(operation: dict[str, Any], schemes: dict[str, Any]) -> str:
-    """Who may call it, from the operation's `security` (an empty list: anyone)."""
+    """Which token it takes, from the operation's `security` (an empty list: none)."""
     options = operation.get("security", [])
     if not options:
-        return "open: no token"
-    named = [" and ".join(f"{name} ({schemes.get(name, {}).get('scheme', name)})"
-                          for name in option) or "no token" for option in options]
-    return "one of: " + "; ".join(named) if len(named) > 1 else named[0]
+        return "none: open to anyone"
+    return ", or ".join(" and ".join(_scheme(name, schemes) for name in option) or "none"
+                        for option in options)
 
 
 def _parameters(parameters: list[dict[str, Any]]) -> str:
