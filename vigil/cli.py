@@ -30,6 +30,7 @@ from notifier.transports import TransportError
 from vigil import admin
 from vigil import incidents as incident_commands
 from vigil import maintenance as maintenance_commands
+from vigil import queue as queue_commands
 from vigil import report as report_command
 from vigil.admin import CommandError
 from vigil.embedded import Embedded, EmbeddedError, servers_of
@@ -144,6 +145,7 @@ def parser() -> argparse.ArgumentParser:
                          "(their acknowledgements and notes are lost)")
     maintenance_commands.add_parsers(sub, common)
     report_command.add_parser(sub, common)
+    queue_commands.add_parsers(sub, common)
     up = sub.add_parser("up", parents=[common], help="everything in one process, embedded")
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--host", default="127.0.0.1")
@@ -338,6 +340,8 @@ def _command(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
         return cmd_replay(settings, args.yes)
     if args.command == "report":
         return report_command.run(settings, args)
+    if args.command == "queue":
+        return queue_commands.run(settings, args)
     roles = {"sink": [f"sink-{getattr(args, 'target', '')}"], "run": getattr(args, "roles", [])}
     return run_roles(roles.get(args.command, [args.command]), settings,
                      getattr(args, "host", "127.0.0.1"), getattr(args, "port", 8080))
