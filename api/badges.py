@@ -31,6 +31,7 @@ from api.errors import invalid
 from api.state import CH, KEYS, PG, REDIS
 from engine import incidents, rollups, status_pages, store
 from engine.cache import MISS, BoundedCache
+from engine.monitors import MAX_TAG_LENGTH
 from engine.service import OUTAGES, Outage
 
 Kind = Literal["status", "uptime", "latency", "cert", "tag"]
@@ -216,8 +217,12 @@ class Badges:
     async def reading(self, request: web.Request, kind: Kind, subject: str, window: str,
                       read: Reader) -> Reading | None:
         """What the badge says; None: not found. Raises what an unreachable store raises."""
-        # A tag's reader looks for its shown monitors itself.
-        if kind != "tag" and subject not in await self.shown(request):
+        if kind == "tag":
+            # Its reader looks for its shown monitors itself; a longer text is no tag, and
+            # is not kept (any URL could fill the cache with long keys otherwise).
+            if len(subject) > MAX_TAG_LENGTH:
+                return None
+        elif subject not in await self.shown(request):
             return None
         reading = await self.readings[kind].get_or_load(
             (subject, window), lambda: read(request, subject, window))

@@ -145,6 +145,10 @@ async def test_the_tag_badge_is_the_worst_of_its_shown_monitors(client, pool, id
     assert missing[0] == hidden[0] == 404
     assert missing[1] == hidden[1]
     assert said(missing[1])[0] == "status: not found"
+    # Longer than any tag: the same answer, and nothing kept for it.
+    kept = len(client.app[BADGES].readings["tag"])
+    assert (await badge(client, f"/badge/tag/{'x' * 65}/status.svg"))[1] == missing[1]
+    assert len(client.app[BADGES].readings["tag"]) == kept
 
 
 async def test_uptime_from_the_rows_written_over_the_window_asked(client, ch, ids):
