@@ -25,10 +25,11 @@ from api.push import add_push_routes
 from api.queue import add_queue_routes
 from api.reference import add_reference_routes
 from api.sla import add_sla_routes
-from api.status import add_status_routes
+from api.status import EXPORTER, add_status_routes
 from api.text import nul_free
 from api.tokens import TokenCheck
 from engine.clickhouse import ClickHouse
+from engine.exporter import Exporter
 from engine.keys import Keys
 from engine.monitors import MonitorSchema
 
@@ -38,7 +39,8 @@ log = structlog.get_logger(component="api")
 
 
 def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse, keys: Keys,
-             schema: MonitorSchema) -> web.Application:
+             schema: MonitorSchema, exporter: Exporter | None = None) -> web.Application:
+    """`exporter`: what /metrics shows, the process's (vigil.roles); the api's own if None."""
     app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[json_errors, nul_free])
     app[state.REDIS] = r
     app[state.PG] = pool
@@ -47,6 +49,7 @@ def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse, keys: Keys,
     app[state.SCHEMA] = schema
     app[state.TOKENS] = TokenCheck(pool)
     app[state.FAILURES] = failure_buckets()
+    app[EXPORTER] = exporter or Exporter(r, keys, ["api"])
     app.on_response_prepare.append(secure)
     add_page_routes(app)
     add_status_routes(app)

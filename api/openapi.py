@@ -179,6 +179,14 @@ def document(schema: MonitorSchema) -> dict[str, Any]:
             **_reference_paths(),
             "/health": {"get": _operation("Redis, Postgres and ClickHouse reachable",
                                           {"200": "all reachable", "503": "one is not"})},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics of the roles this process runs, with the stream "
+                           "and group gauges read from Redis at the scrape",
+                "parameters": [], "security": [],
+                "responses": {"200": {
+                    "description": "Prometheus text format 0.0.4 (without the stream gauges "
+                                   "while Redis is away)",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         },
     }
 

@@ -15,13 +15,13 @@ import time
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.auth import grant_of, requires
 from api.errors import json_error, json_response
 from api.state import CH, PG, REDIS
 from engine import maintenance_store, store
 from engine.durations import parse_duration_ms
+from engine.exporter import Exporter
 from engine.maintenance import covered_ms
 
 MAX_WINDOW_MS = 400 * 86_400_000
@@ -122,8 +122,12 @@ async def uptime(request: web.Request) -> web.Response:
     })
 
 
-async def metrics(_request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+# What /metrics shows: the metrics of the roles this process runs (api.app.make_app).
+EXPORTER = web.AppKey("exporter", Exporter)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return await request.app[EXPORTER].handle(request)
 
 
 def add_status_routes(app: web.Application) -> None:

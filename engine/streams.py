@@ -334,8 +334,8 @@ BEHIND_WARN_S = 60.0
 
 class Upkeep:
     """A stream's periodic upkeep by one of its consumers (of `group`; `groups` are all the
-    stream has): trim, forget gone consumers, export the stream's length and each group's
-    pending count and how far behind it is, and warn once when a group falls behind."""
+    stream has): trim, forget gone consumers, and warn once when a group falls behind. (The
+    gauges of streams and groups are read at scrape time: engine.exporter.)"""
 
     def __init__(self, r: aioredis.Redis, stream: str, group: str, groups: tuple[str, ...],
                  retention: tuple[int, int]) -> None:
@@ -367,13 +367,12 @@ class Upkeep:
 
     async def measure(self) -> dict[str, float]:
         """Group name -> seconds its oldest unread entry has waited (entry ids are Redis
-        time), and the gauges set from them."""
+        time)."""
         try:
             groups = await self.r.xinfo_groups(self.stream)
         except ResponseError:
             return {}
         now_ms = await redis_ms(self.r)
-        metrics.STREAM_LENGTH.labels(self.stream).set(await self.r.xlen(self.stream))
         behind: dict[str, float] = {}
         for info in groups:
             name = info["name"].decode()
@@ -382,8 +381,6 @@ class Upkeep:
                 self.stream, min=f"({info['last-delivered-id'].decode()}", count=1)
             oldest_ms = parse_id(unread[0][0])[0] if unread else now_ms
             behind[name] = max(0.0, (now_ms - oldest_ms) / 1000)
-            metrics.GROUP_PENDING.labels(self.stream, name).set(int(info["pending"]))
-            metrics.GROUP_BEHIND.labels(self.stream, name).set(behind[name])
             if behind[name] > BEHIND_WARN_S and name not in self._behind:
                 log.warning("consumer group falling behind", stream=self.stream, group=name,
                             oldest_unread_s=round(behind[name]))

@@ -38,6 +38,7 @@ from engine.streams import (
 )
 from executors.base import Context, failed
 from executors.checker import Checker, SpecInvalid
+from executors.kinds import KINDS
 
 READ_BLOCK_MS = 1_000
 FLUSH_MAX = 500
@@ -80,8 +81,9 @@ class Executor:
         # in it and only judges once it has itself reached Redis steadily that long.
         self._beat_s = registry.beat_every_s(settings.claim_idle_ms)
         self._steady = Steady(2 * self._beat_s)
-        # Outcomes since the last metrics update (every second) and since the last log line.
-        self._tally: Counter[str] = Counter()
+        # (kind, outcome) since the last metrics update (every second); outcomes since the
+        # last log line.
+        self._tally: Counter[tuple[str, str]] = Counter()
         self._outcomes: Counter[str] = Counter()
 
     @property
@@ -123,6 +125,7 @@ class Executor:
             metrics.DEAD_LETTERS.labels(self.stream).inc()
             return
         result = await self._run(due, deliveries)
+        self._measure(due, result)
         self._emit(entry_id, result)
 
     async def _run(self, due: CheckDue, deliveries: int) -> CheckResult:
@@ -163,9 +166,16 @@ class Executor:
         """Queue a result to complete; `dead_letter` (reason, the entry's own event) also
         dead-letters the entry, in the same step as its XACK."""
         self._done.append((entry_id, result.to_json(), *dead_letter))
-        self._tally[result.outcome] += 1
-        metrics.LAG.observe(max(0, result.finished_ms - result.scheduled_ms) / 1000)
         self._done_ready.set()
+
+    def _measure(self, due: CheckDue, result: CheckResult) -> None:
+        # The kind comes from the entry: one that no kind declares counts as "unknown", so a
+        # bad entry cannot add a label value.
+        kind = due.kind if due.kind in KINDS else "unknown"
+        self._tally[kind, result.outcome] += 1
+        metrics.LAG.observe(max(0, result.finished_ms - result.scheduled_ms) / 1000)
+        if result.latency_ms is not None:
+            metrics.LATENCY.labels(kind).observe(result.latency_ms / 1000)
 
     async def _flush(self) -> None:
         """Write results and acks in batches: one round trip for up to FLUSH_MAX checks."""
@@ -243,9 +253,10 @@ class Executor:
                   reason=reason)
         now = self.clock.now_ms()
         obs = failed("max_deliveries", reason)
-        self._emit(entry_id, CheckResult.of(due, obs, started_ms=now, finished_ms=now,
-                                            executor=self.settings.instance_id,
-                                            deliveries=deliveries), (reason, event_of(fields)))
+        result = CheckResult.of(due, obs, started_ms=now, finished_ms=now,
+                                executor=self.settings.instance_id, deliveries=deliveries)
+        self._measure(due, result)
+        self._emit(entry_id, result, (reason, event_of(fields)))
         metrics.DEAD_LETTERS.labels(self.stream).inc()
 
     async def heartbeat(self) -> None:
@@ -262,9 +273,10 @@ class Executor:
     async def publish_metrics(self) -> None:
         """Once a second rather than per check: prometheus-client takes a lock per update."""
         metrics.INFLIGHT.set(len(self._inflight))
-        for outcome, count in self._tally.items():
-            metrics.RESULTS.labels(outcome).inc(count)
-        self._outcomes.update(self._tally)
+        metrics.CONCURRENCY.set(self.settings.concurrency)
+        for (kind, outcome), count in self._tally.items():
+            metrics.RESULTS.labels(kind, self.settings.region, outcome).inc(count)
+            self._outcomes[outcome] += count
         self._tally.clear()
 
     async def report(self) -> None:

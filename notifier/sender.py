@@ -13,7 +13,7 @@ import asyncpg
 import orjson
 import structlog
 
-from engine import channels
+from engine import channels, metrics
 from engine.channels import GONE, Claimed, NewDelivery, Outcome, delivery_key
 from engine.guard import Guard
 from engine.secrets import Keyring, SecretError
@@ -102,6 +102,8 @@ class Sender:
         except Exception as exc:  # a bug in a transport must not stop the others
             log.exception("send failed", key=claimed.key)
             outcome = self._failed(claimed, TransportError(repr(exc)))
+        sent = metrics.DELIVERIES if outcome.error is None else metrics.DELIVERY_FAILURES
+        sent.labels(claimed.channel_id, row["kind"]).inc()
         self._done.put_nowait((claimed, outcome))
 
     def _failed(self, claimed: Claimed, exc: TransportError) -> Outcome:

@@ -157,6 +157,7 @@ class StreamSink(ABC, Generic[T]):
                 delay = min(delay * 2, RETRY_MAX_S)
         await self.consumer.ack(*[entry_id for entry_id, _ in items])
         metrics.SINK_ROWS.labels(self.name).inc(len(items))
+        metrics.SINK_BATCH_ROWS.labels(self.name).observe(len(items))
 
     async def _split(self, items: list[tuple[bytes, T]], exc: Exception,
                      stop: asyncio.Event) -> None:

@@ -14,9 +14,9 @@ import asyncpg
 import structlog
 
 from api.app import Api, make_app
-from engine import metrics
 from engine.clickhouse import ClickHouse
 from engine.connections import postgres_pool, redis_client
+from engine.exporter import Exporter, MetricsServer
 from engine.keys import Keys
 from engine.service import Service, install_stop_signals, run_all
 from engine.settings import Settings
@@ -40,7 +40,6 @@ async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
     structlog.contextvars.bind_contextvars(instance_id=settings.instance_id)
-    metrics.serve(settings.metrics_port)
     keys = Keys(settings.shard)
     async with AsyncExitStack() as stack:
         r = redis_client(settings.redis_url)
@@ -53,7 +52,10 @@ async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1
         if {"sink-clickhouse", "api", "sink-status-events"} & set(roles):
             ch = ClickHouse.from_url(settings.clickhouse_url)
             stack.push_async_callback(ch.close)
-        services: list[Service] = []
+        # One exporter for the process: its roles' metrics, at --metrics-port and /metrics.
+        exporter = Exporter(r, keys, roles, settings.region)
+        services: list[Service] = ([MetricsServer(exporter, settings.metrics_port)]
+                                   if settings.metrics_port else [])
         for role in roles:
             if role == "scheduler":
                 assert pool is not None
@@ -82,5 +84,5 @@ async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1
             else:
                 assert pool is not None
                 assert ch is not None
-                services.append(Api(make_app(r, pool, ch, keys, SCHEMA), host, port))
+                services.append(Api(make_app(r, pool, ch, keys, SCHEMA, exporter), host, port))
         await run_all(services, stop)

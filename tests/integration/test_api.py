@@ -89,4 +89,6 @@ async def test_status_page_and_metrics(client, pool):
     page = await (await client.get("/")).text()
     assert "&lt;b&gt;Web&lt;/b&gt;" in page
     metrics = await (await client.get("/metrics")).text()
-    assert "vigil_checks_dispatched_total" in metrics
+    # The api's own: the gauges of every stream, not the scheduler's counters.
+    assert "vigil_stream_length" in metrics
+    assert "vigil_checks_dispatched_total" not in metrics
