@@ -24,6 +24,7 @@ from engine.metrics import ROLE_METRICS
 from engine.streams import EVENT_FIELD, ensure_group
 from tests.support.helpers import free_port, reaped, running, vigil_env, wait_for
 from tests.support.servers import api_client
+from tests.support.up import interrupt, vigil_up
 from vigil.embedded import RedisServer
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -202,3 +203,40 @@ async def test_vigil_executor_exports_only_executor_metrics(r, redis_url, keys, 
     assert {name for name in exported if name.startswith("vigil_")} <= own | set(GAUGES)
     assert "process_resident_memory_bytes" in exported
     assert value(parsed(text), "vigil_group_pending", **eu) == 0
+
+
+MONITORS = """
+monitors:
+  - id: closed
+    kind: tcp
+    interval: 1s
+    timeout: 500ms
+    tcp: {host: 127.0.0.1, port: 9}
+"""
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+async def test_vigil_up_exports_every_role(tmp_path, r, pool, ch, clean, redis_url,
+                                           postgres_dsn, keys):
+    """All roles in one process: the api's /metrics and --metrics-port show the same."""
+    (tmp_path / "monitors.yaml").write_text(MONITORS)
+    port, metrics_port = free_port(), free_port()
+    async with vigil_up(tmp_path, port, "--redis-url", redis_url, "--postgres-dsn",
+                        postgres_dsn, "--examples", str(tmp_path / "monitors.yaml"),
+                        "--metrics-port", str(metrics_port)) as proc:
+
+        async def checked() -> bool:
+            samples = await scrape(f"http://127.0.0.1:{port}/metrics")
+            return bool(value(samples, "vigil_check_results_total", kind="tcp",
+                              region="default", outcome="down"))
+
+        await wait_for(checked, timeout=60, every=0.5)
+        texts = [await scrape_text(f"http://127.0.0.1:{p}/metrics") for p in (port, metrics_port)]
+        await interrupt(proc)
+    everything = {f.name for cs in ROLE_METRICS.values() for c in cs for f in c.collect()}
+    for text in texts:
+        exported = {f.name for f in text_string_to_metric_families(text)}
+        assert everything <= exported
+        streams = {dict(labels).get("stream") for name, labels in gauges(parsed(text))}
+        assert {keys.checks("default"), keys.results, keys.events} <= streams
