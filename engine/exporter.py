@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from engine.keys import Keys
 from engine.metrics import registry_of
-from engine.queue import GroupStats, StreamStats, stream_stats
+from engine.queue import ROLE_OF, GroupStats, StreamStats, stream_stats
 from engine.service import OUTAGES, Outage
 
 # A scrape waits this long for Redis at most, then answers without the stream gauges.
@@ -49,6 +49,8 @@ class StreamGauges:
         self.region = region
         self._families: list[Metric] = []
         self._away = Outage("reading the stream gauges")
+        # A process whose roles read no stream (a scheduler alone) asks Redis nothing.
+        self._reads = "api" in self.roles or bool(self.roles & set(ROLE_OF.values()))
 
     def wanted(self, stream: StreamStats, group: GroupStats) -> bool:
         if "api" in self.roles:
@@ -57,6 +59,8 @@ class StreamGauges:
         return group.role in self.roles and not elsewhere
 
     async def refresh(self) -> None:
+        if not self._reads:
+            return
         try:
             async with asyncio.timeout(SCRAPE_REDIS_S):
                 stats = await stream_stats(self.r, self.keys)

@@ -240,3 +240,19 @@ async def test_vigil_up_exports_every_role(tmp_path, r, pool, ch, clean, redis_u
         assert everything <= exported
         streams = {dict(labels).get("stream") for name, labels in gauges(parsed(text))}
         assert {keys.checks("default"), keys.results, keys.events} <= streams
+
+
+async def test_a_scheduler_scrape_asks_redis_nothing():
+    """The scheduler reads no stream: its scrape neither reads Redis nor warns when it is
+    away (here: a port nobody listens on)."""
+    r = redis_client(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        with capture_logs() as logs:
+            samples = parsed((await Exporter(r, Keys(), ["scheduler"]).render()).decode())
+            assert value(samples, "vigil_checks_dispatched_total") == 0
+            executor = parsed((await Exporter(r, Keys(), ["executor"], "eu").render()).decode())
+    finally:
+        await r.aclose()
+    assert not gauges(samples)
+    assert not gauges(executor)
+    assert [e["event"] for e in logs] == [AWAY]  # the executor's, which reads its stream
