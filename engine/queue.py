@@ -1,19 +1,19 @@
 """The queue's facts, read from Redis: each stream's length and oldest entry, each group's
 pending count, lag and consumers, the executors of each region, where dispatch is paused, and
 whether each role keeps up. The operations API (api.queue), `vigil queue` and the scrape-time
-gauges all read them here, in a fixed number of pipelined round trips however many streams
-and groups there are, so a scrape costs Redis the same on ten regions as on one.
+gauges all read them here: a scan for the regions' streams, then one script that reads every
+stream, group and consumer inside Redis, so a scrape is a few round trips however many
+regions there are (bench/queue_stats.py).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
 from engine import registry
 from engine.clock import redis_ms
@@ -44,7 +44,11 @@ ROLE_OF = {("checks", EXECUTOR_GROUP): "executor",
 # backlog at one rate is a second's work at another.
 KEEP_UP_MS = int(BEHIND_WARN_S * 1000)
 ALL_REGIONS = "*"
-SCAN_COUNT = 1_000
+STATS_LUA = resources.files("engine").joinpath("queue.lua").read_text()
+# Keys a SCAN call looks at: a shard holds a key or two per monitor (evaluation state, push
+# beats), so 10,000 a call keeps a 10,000-monitor shard to a couple of round trips, each a
+# millisecond or so of Redis time.
+SCAN_COUNT = 10_000
 # How many dead letters one page lists at most.
 PAGE_MAX = 1_000
 
@@ -83,63 +87,48 @@ class StreamStats:
 
 async def _checks_streams(r: aioredis.Redis, keys: Keys) -> list[str]:
     """Every region's checks stream, found in Redis rather than from the registry: a region
-    that no executor has ever served (a typo) is the one whose backlog an operator must see."""
+    that no executor has ever served (a typo) is the one whose backlog an operator must see.
+    The scan's cost grows with the shard's keys: about 10 ms for 20,000."""
     found = [key.decode() async for key in r.scan_iter(match=f"{keys.checks_prefix}*",
                                                        count=SCAN_COUNT, _type="STREAM")]
     return sorted(found)
 
 
 async def stream_stats(r: aioredis.Redis, keys: Keys) -> list[StreamStats]:
-    """Every stream of the shard, its groups and their consumers: a scan, then two pipelined
-    round trips."""
+    """Every stream of the shard, its groups and their consumers: a scan, then one script
+    call (engine/queue.lua) however many streams and groups."""
     streams = {key: f"checks:{key.removeprefix(keys.checks_prefix)}"
                for key in await _checks_streams(r, keys)}
     streams.update({keys.results: "results", keys.events: "events",
                     keys.deadletter: "deadletter"})
-    async with r.pipeline(transaction=False) as pipe:
-        pipe.time()
-        for key in streams:
-            pipe.xinfo_stream(key)
-            pipe.xinfo_groups(key)
-        first: list[Any] = await pipe.execute(raise_on_error=False)
-    seconds, micros = first[0]
-    now_ms = seconds * 1000 + micros // 1000
-    infos = {key: (first[1 + 2 * i], first[2 + 2 * i]) for i, key in enumerate(streams)}
-    # A stream not made yet (no role has started on it) answers an error: it is empty.
-    groups_of = {key: [] if isinstance(groups, ResponseError) else groups
-                 for key, (_, groups) in infos.items()}
-    async with r.pipeline(transaction=False) as pipe:
-        for key, groups in groups_of.items():
-            for group in groups:
-                # The entry after the group's last delivered one: the oldest it has not read.
-                pipe.xrange(key, min=f"({group['last-delivered-id'].decode()}", count=1)
-                pipe.xinfo_consumers(key, group["name"])
-        second: Iterator[Any] = iter(await pipe.execute(raise_on_error=False))
+    seconds, micros, replies = await r.register_script(STATS_LUA)(keys=list(streams))
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
     out = []
-    for key, name in streams.items():
-        info, _ = infos[key]
-        kind = name.partition(":")[0]
-        groups = tuple(_group(kind, group, next(second), next(second), now_ms)
-                       for group in groups_of[key])
-        if isinstance(info, ResponseError):
+    for (key, name), reply in zip(streams.items(), replies, strict=True):
+        if not reply:  # not made yet: no role has started on it
             out.append(StreamStats(name, key, 0, None, ()))
             continue
-        head = info["first-entry"]
-        oldest = None if head is None else max(0, now_ms - parse_id(head[0])[0])
-        out.append(StreamStats(name, key, int(info["length"]), oldest, groups))
+        length, first, groups = reply
+        kind = name.partition(":")[0]
+        out.append(StreamStats(
+            name, key, int(length), None if first is None else _age(first, now_ms),
+            tuple(_group(kind, group, now_ms) for group in groups)))
     return out
 
 
-def _group(kind: str, info: dict[str, Any], unread: Any, consumers: Any,
-           now_ms: int) -> GroupStats:
-    name = info["name"].decode()
-    found = unread and not isinstance(unread, ResponseError)
-    oldest_ms = parse_id(unread[0][0])[0] if found else now_ms
-    shown = () if isinstance(consumers, ResponseError) else tuple(
-        ConsumerStats(c["name"].decode(), int(c["pending"]), int(c["idle"])) for c in consumers)
-    lag = info.get("lag")
-    return GroupStats(name, ROLE_OF.get((kind, name)), int(info["pending"]),
-                      None if lag is None else int(lag), max(0, now_ms - oldest_ms), shown)
+def _age(entry_id: bytes, now_ms: int) -> int:
+    """How long ago the entry was added (its id is the Redis time it was added at)."""
+    return max(0, now_ms - parse_id(entry_id)[0])
+
+
+def _group(kind: str, reply: list[Any], now_ms: int) -> GroupStats:
+    name, pending, lag, unread, consumers = reply
+    group = name.decode()
+    return GroupStats(group, ROLE_OF.get((kind, group)), int(pending),
+                      None if lag is None else int(lag),
+                      0 if unread is None else _age(unread, now_ms),
+                      tuple(ConsumerStats(c.decode(), int(n), int(idle))
+                            for c, n, idle in consumers))
 
 
 @dataclass(frozen=True, slots=True)
