@@ -262,3 +262,15 @@ async def test_every_route_wants_an_admin_token(client: TestClient, pool: asyncp
         assert resp.status == 401, (method, path)
         resp = await client.request(method, path, headers={"Authorization": f"Bearer {writer}"})
         assert (resp.status, (await resp.json())["needed_scope"]) == (403, "admin"), path
+
+
+async def test_every_route_is_in_the_openapi_document(client: TestClient) -> None:
+    paths = (await (await client.get("/openapi.json")).json())["paths"]
+    routes = {(route.method.lower(), route.resource.canonical)
+              for route in client.app.router.routes()
+              if route.resource is not None and route.resource.canonical.startswith(
+                  "/api/v1/queue") and route.method != "HEAD"}
+    assert {(m, p) for m, p in routes if m in paths.get(p, {})} == routes
+    assert len(routes) == len(ROUTES)
+    listing = paths["/api/v1/queue/dead-letters"]["get"]
+    assert "scope admin" in listing["description"]
