@@ -80,6 +80,15 @@ async def grant_of(request: web.Request) -> Grant | None:
     return grant
 
 
+async def token_name(request: web.Request) -> str:
+    """The name of the token a `requires` handler was called with: who acknowledged, wrote
+    a note, paused dispatch. (`requires` has checked the token; this reads it again, one more
+    indexed read.)"""
+    grant = await grant_of(request)
+    assert grant is not None
+    return grant.name
+
+
 def requires(scope: Scope) -> Callable[[Handler], Handler]:
     """A handler that runs only for a valid token whose scope includes `scope`."""
 

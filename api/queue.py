@@ -9,9 +9,10 @@ event. None of it is for a public page or a `read` token.
 
 from __future__ import annotations
 
+import structlog
 from aiohttp import web
 
-from api.auth import requires
+from api.auth import requires, token_name
 from api.errors import invalid, json_error, json_response
 from api.state import KEYS, REDIS
 from engine import queue
@@ -19,6 +20,13 @@ from engine.streams import DeadLetters
 
 BASE = "/api/v1/queue"
 PAGE_DEFAULT = 100
+log = structlog.get_logger(component="api.queue")
+
+
+async def _done(request: web.Request, what: str, **fields: object) -> None:
+    """A line for each change an operator makes, with the token's name: who paused dispatch
+    or dropped dead letters is a question asked afterwards."""
+    log.info(what, token=await token_name(request), **fields)
 
 
 def _dead_letters(request: web.Request) -> DeadLetters:
@@ -75,12 +83,15 @@ async def retry_one(request: web.Request) -> web.Response:
     dead_id = _dead_letter_id(request.match_info["entry_id"], "entry_id")
     if not await _dead_letters(request).retry(dead_id):
         raise json_error(web.HTTPNotFound, f"no dead letter {dead_id}")
+    await _done(request, "dead letter retried", id=dead_id)
     return json_response({"retried": 1})
 
 
 @requires("admin")
 async def retry_all(request: web.Request) -> web.Response:
-    return json_response({"retried": await _dead_letters(request).retry_all()})
+    retried = await _dead_letters(request).retry_all()
+    await _done(request, "dead letters retried", retried=retried)
+    return json_response({"retried": retried})
 
 
 @requires("admin")
@@ -89,25 +100,31 @@ async def purge(request: web.Request) -> web.Response:
     dead = _dead_letters(request)
     text = request.query.get("id")
     if text is None:
-        return json_response({"purged": await dead.purge_all()})
+        purged = await dead.purge_all()
+        await _done(request, "dead letters purged", purged=purged)
+        return json_response({"purged": purged})
     dead_id = _dead_letter_id(text, "id")
     if not await dead.purge(dead_id):
         raise json_error(web.HTTPNotFound, f"no dead letter {dead_id}")
+    await _done(request, "dead letter purged", id=dead_id)
     return json_response({"purged": 1})
 
 
 @requires("admin")
 async def pause(request: web.Request) -> web.Response:
     region = _region(request)
-    return json_response({"paused": await queue.pause(request.app[REDIS], request.app[KEYS],
-                                                      region)})
+    paused = await queue.pause(request.app[REDIS], request.app[KEYS], region)
+    await _done(request, "dispatch paused", region=region or queue.ALL_REGIONS)
+    return json_response({"paused": paused})
 
 
 @requires("admin")
 async def resume(request: web.Request) -> web.Response:
     region = _region(request)
-    return json_response({"paused": await queue.resume(request.app[REDIS], request.app[KEYS],
-                                                       region)})
+    paused = await queue.resume(request.app[REDIS], request.app[KEYS], region)
+    await _done(request, "dispatch resumed", region=region or queue.ALL_REGIONS,
+                still_paused=sorted(paused))
+    return json_response({"paused": paused})
 
 
 def add_queue_routes(app: web.Application) -> None:

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from engine import metrics
+from engine import metrics, queue
 from engine.keys import Keys
 from engine.service import Outage, every
 from engine.streams import EVENT_FIELD
@@ -54,7 +54,16 @@ class Dispatcher:
         return (int(dispatched), int(skipped), int(popped) >= self.limit, int(float(head)),
                 int(now))
 
+    async def warn_if_paused(self) -> None:
+        """A pause outlives a restart (it is kept in Redis): say so at start, or a scheduler
+        that sends nothing looks broken."""
+        with contextlib.suppress(RedisError):  # the loop reports an outage once
+            if paused := await queue.paused(self.r, self.keys):
+                log.warning("dispatch is paused by an operator; checks are held until "
+                            "vigil queue resume", paused=sorted(paused))
+
     async def run(self, stop: asyncio.Event) -> None:
+        await self.warn_if_paused()
         while not stop.is_set():
             try:
                 _, _, more, head, now = await self.dispatch()

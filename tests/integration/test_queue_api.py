@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
 
 from api import tokens
 from engine import queue, registry
@@ -274,3 +275,15 @@ async def test_every_route_is_in_the_openapi_document(client: TestClient) -> Non
     assert len(routes) == len(ROUTES)
     listing = paths["/api/v1/queue/dead-letters"]["get"]
     assert "scope admin" in listing["description"]
+
+
+async def test_who_paused_is_logged_and_a_scheduler_starting_paused_says_so(
+        admin: TestClient, r: aioredis.Redis, keys: Keys) -> None:
+    with capture_logs() as logs:
+        await _json(await admin.post("/api/v1/queue/pause?region=eu"))
+        await Dispatcher(r, keys).warn_if_paused()
+    assert [(e["event"], e.get("token"), e.get("region"), e.get("paused")) for e in logs
+            if e["event"].startswith("dispatch")] == [
+        ("dispatch paused", "test-admin", "eu", None),
+        ("dispatch is paused by an operator; checks are held until vigil queue resume",
+         None, None, ["eu"])]
