@@ -7,10 +7,10 @@ so a figure equals the raw one whatever the settle step has done so far.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import asyncpg
@@ -24,7 +24,6 @@ DAY_MS = 24 * HOUR_MS
 # Latency buckets: bucket k holds latencies whose log1p is nearest k*log(1.01), so a quantile
 # read from the histogram is within 0.5% of (1 + the true value). Migration 0007 writes the
 # same expression into results_hourly_mv.
-RATIO = 1.01
 BUCKET = "toUInt16(round(log1p(greatest(ifNull(latency_ms, 0), 0)) / log(1.01)))"
 # What one group of raw check_results rows adds to a rollup row, as the materialized view
 # computes it: outcomes outside maintenance, maintenance apart, the up/degraded histogram.
@@ -67,28 +66,12 @@ ZERO = Tally(0, 0, 0, 0, 0)
 
 @dataclass(frozen=True)
 class Summary:
-    """A period's checks and the latency histogram of its answers (bucket -> count)."""
+    """A period's checks and the latency quantiles of its answers (None: no answers)."""
 
     tally: Tally = ZERO
-    latency: Mapping[int, int] = field(default_factory=dict)
-
-    def quantile(self, q: float) -> float | None:
-        return quantile(self.latency, q)
-
-
-def quantile(histogram: Mapping[int, int], q: float) -> float | None:
-    """The q-quantile of a latency histogram: the bucket holding the answer of rank
-    floor(q*n) + 1, the one ClickHouse's quantileExactHigh picks."""
-    total = sum(histogram.values())
-    if total <= 0:
-        return None
-    rank = min(total, math.floor(q * total) + 1)
-    seen = 0
-    for bucket in sorted(histogram):
-        seen += histogram[bucket]
-        if seen >= rank:
-            return round(math.expm1(bucket * math.log(RATIO)), 3)
-    return None
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
 
 
 def _tally(row: Sequence[Any]) -> Tally:
@@ -113,41 +96,58 @@ def _ceil(ms: int, step: int) -> int:
     return -(-ms // step) * step
 
 
+# The parts a figure is read from, each over one range [lo, hi) of whole days, whole hours or
+# raw rows; a query holds only the parts whose range is not empty, so a settled range never
+# touches check_results (a FINAL over an empty range still reads every part it cannot prune).
 # Raw rows are grouped by period before the outer sum, `ts` being the latest in the group
 # (inside the same period), so a year of raw rows never reaches the outer level one by one.
-_SUMMARY_SQL = """
-SELECT monitor_id, arrayCount(e -> e <= ts, {edges:Array(Int64)}) AS period,
-       sum(up), sum(down), sum(degraded), sum(error), sum(expired), sum(maintenance),
-       sumMap(latency)
-FROM (
+_DAILY_PART = """
     SELECT monitor_id, toInt64(toUnixTimestamp(toDateTime(day, 'UTC'))) * 1000 AS ts,
            up, down, degraded, error, expired, maintenance, latency
     FROM results_daily
     WHERE monitor_id IN {ids:Array(String)}
-      AND day >= toDate(toDateTime(intDiv({d0:Int64}, 1000), 'UTC'))
-      AND day < toDate(toDateTime(intDiv({d1:Int64}, 1000), 'UTC'))
-    UNION ALL
+      AND day >= toDate(toDateTime(intDiv({lo:Int64}, 1000), 'UTC'))
+      AND day < toDate(toDateTime(intDiv({hi:Int64}, 1000), 'UTC'))"""
+_HOURLY_PART = """
     SELECT monitor_id, toInt64(toUnixTimestamp(hour)) * 1000 AS ts,
            up, down, degraded, error, expired, maintenance, latency
     FROM results_hourly
     WHERE monitor_id IN {ids:Array(String)}
-      AND ((hour >= toDateTime(intDiv({h0:Int64}, 1000), 'UTC')
-            AND hour < toDateTime(intDiv({d0:Int64}, 1000), 'UTC'))
-           OR (hour >= toDateTime(intDiv({d1:Int64}, 1000), 'UTC')
-               AND hour < toDateTime(intDiv({h1:Int64}, 1000), 'UTC')))
-    UNION ALL
+      AND hour >= toDateTime(intDiv({lo:Int64}, 1000), 'UTC')
+      AND hour < toDateTime(intDiv({hi:Int64}, 1000), 'UTC')"""
+_RAW_PART = """
     SELECT monitor_id, max(toUnixTimestamp64Milli(scheduled)) AS ts, """ + RESULT_SUMS + """
     FROM check_results FINAL
     WHERE monitor_id IN {ids:Array(String)}
-      AND ((scheduled >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
-            AND scheduled < fromUnixTimestamp64Milli({h0:Int64}, 'UTC'))
-           OR (scheduled >= fromUnixTimestamp64Milli({h1:Int64}, 'UTC')
-               AND scheduled < fromUnixTimestamp64Milli({until:Int64}, 'UTC')))
-    GROUP BY monitor_id, arrayCount(e -> e <= toUnixTimestamp64Milli(scheduled),
-                                    {edges:Array(Int64)})
-)
-GROUP BY monitor_id, period
+      AND scheduled >= fromUnixTimestamp64Milli({lo:Int64}, 'UTC')
+      AND scheduled < fromUnixTimestamp64Milli({hi:Int64}, 'UTC')
+    GROUP BY monitor_id, roundDown(toUnixTimestamp64Milli(scheduled), {edges:Array(Int64)})"""
+# A quantile of a merged histogram m, in ClickHouse (a year of maps for 10,000 monitors is
+# too many to bring over): the bucket holding the answer of rank floor(q*n) + 1, the one
+# quantileExactHigh picks, i.e. the first whose running count c has c*100 > n*Q.
+_QUANTILE = ("if(n > 0, round(exp(mapKeys(m)[arrayFirstIndex(x -> x * 100 > n * {q}, c)]"
+             " * log(1.01)) - 1, 3), NULL)")
+_SUMMARY_SQL = f"""
+SELECT monitor_id, period, up, down, degraded, error, expired, maintenance,
+       {_QUANTILE.format(q=50)}, {_QUANTILE.format(q=95)}, {_QUANTILE.format(q=99)}
+FROM (SELECT monitor_id, roundDown(ts, {{edges:Array(Int64)}}) AS period,
+             sum(up) AS up, sum(down) AS down, sum(degraded) AS degraded,
+             sum(error) AS error, sum(expired) AS expired, sum(maintenance) AS maintenance,
+             sumMap(latency) AS m, arrayCumSum(mapValues(m)) AS c, arrayLast(x -> 1, c) AS n
+      FROM (PARTS)
+      GROUP BY monitor_id, period)
 """
+
+
+def _union(sql: str, parts: Sequence[tuple[str, int, int]], params: dict[str, Any]) -> str:
+    """`sql` with PARTS replaced by the UNION ALL of the parts whose range is not empty, their
+    bounds added to `params`."""
+    chosen = []
+    for i, (part, lo, hi) in enumerate(parts):
+        if lo < hi:
+            chosen.append(part.replace("{lo:", f"{{lo{i}:").replace("{hi:", f"{{hi{i}:"))
+            params[f"lo{i}"], params[f"hi{i}"] = lo, hi
+    return sql.replace("PARTS", "\n    UNION ALL".join(chosen))
 
 
 def _ranges(since_ms: int, until_ms: int, settled: int, by_day: bool) -> dict[str, int]:
@@ -168,16 +168,21 @@ async def summaries(ch: ClickHouse, monitor_ids: Sequence[str], edges_ms: Sequen
     """Per monitor, one Summary per period [edges[i], edges[i+1]), all regions summed, in one
     query for every id; every id in the answer."""
     periods = len(edges_ms) - 1
-    if periods < 1:
-        raise ValueError("edges: at least two")
+    if periods < 1 or any(a >= b for a, b in pairwise(edges_ms)):
+        raise ValueError("edges: at least two, increasing")
     settled = await settled_ms(ch, RESULTS)
     by_day = all(e % DAY_MS == 0 for e in edges_ms[1:-1])
-    params: dict[str, Any] = {"ids": list(monitor_ids), "edges": list(edges_ms),
-                              **_ranges(edges_ms[0], edges_ms[-1], settled, by_day)}
+    r = _ranges(edges_ms[0], edges_ms[-1], settled, by_day)
+    params: dict[str, Any] = {"ids": list(monitor_ids), "edges": list(edges_ms)}
+    sql = _union(_SUMMARY_SQL, [(_DAILY_PART, r["d0"], r["d1"]),
+                                (_HOURLY_PART, r["h0"], r["d0"]), (_HOURLY_PART, r["d1"], r["h1"]),
+                                (_RAW_PART, r["since"], r["h0"]), (_RAW_PART, r["h1"], r["until"])],
+                 params)
+    index = {edge: i for i, edge in enumerate(edges_ms[:-1])}
     out = {m: [Summary() for _ in range(periods)] for m in monitor_ids}
-    for monitor_id, period, *rest in await ch.rows(_SUMMARY_SQL, params):
-        if monitor_id in out and 1 <= period <= periods:
-            out[monitor_id][period - 1] = Summary(_tally(rest[:6]), dict(rest[6]))
+    for monitor_id, period, *rest in await ch.rows(sql, params):
+        if monitor_id in out and period in index:
+            out[monitor_id][index[period]] = Summary(_tally(rest[:6]), *rest[6:])
     return out
 
 
@@ -213,9 +218,8 @@ async def latency_hourly(ch: ClickHouse, monitor_ids: Sequence[str], since_ms: i
     for monitor_id, per in found.items():
         points = []
         for i, s in enumerate(per):
-            p50, p95 = s.quantile(0.5), s.quantile(0.95)
-            if p50 is not None and p95 is not None:
-                points.append((_floor(edges[i], HOUR_MS), p50, p95))
+            if s.p50 is not None and s.p95 is not None:
+                points.append((_floor(edges[i], HOUR_MS), s.p50, s.p95))
         out[monitor_id] = points
     return out
 
@@ -268,26 +272,24 @@ WHERE monitor_id IN {ids:Array(String)} AND region = '*'
 GROUP BY monitor_id
 """
 
-_CHANGES_SQL = """
-SELECT monitor_id, status, arrayCount(e -> e <= ts, {edges:Array(Int64)}) AS period,
-       sum(changes), sum(weighted)
-FROM (
+_STATUS_HOURLY_PART = """
     SELECT monitor_id, status, toInt64(toUnixTimestamp(hour)) * 1000 AS ts, changes, weighted
     FROM status_hourly
     WHERE monitor_id IN {ids:Array(String)} AND region = '*'
-      AND hour >= toDateTime(intDiv({h0:Int64}, 1000), 'UTC')
-      AND hour < toDateTime(intDiv({h1:Int64}, 1000), 'UTC')
-    UNION ALL
+      AND hour >= toDateTime(intDiv({lo:Int64}, 1000), 'UTC')
+      AND hour < toDateTime(intDiv({hi:Int64}, 1000), 'UTC')"""
+_STATUS_RAW_PART = """
     SELECT monitor_id, change.1 AS status, toUnixTimestamp64Milli(at) AS ts,
            change.2 AS changes, change.2 * toUnixTimestamp64Milli(at) AS weighted
     FROM status_events FINAL
     ARRAY JOIN [(status_events.status, toInt64(1)), (previous, toInt64(-1))] AS change
     WHERE monitor_id IN {ids:Array(String)} AND region = '*' AND change.1 != ''
-      AND ((at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
-            AND at < fromUnixTimestamp64Milli({h0:Int64}, 'UTC'))
-           OR (at >= fromUnixTimestamp64Milli({h1:Int64}, 'UTC')
-               AND at < fromUnixTimestamp64Milli({until:Int64}, 'UTC')))
-)
+      AND at >= fromUnixTimestamp64Milli({lo:Int64}, 'UTC')
+      AND at < fromUnixTimestamp64Milli({hi:Int64}, 'UTC')"""
+_CHANGES_SQL = """
+SELECT monitor_id, status, arrayCount(e -> e <= ts, {edges:Array(Int64)}) AS period,
+       sum(changes), sum(weighted)
+FROM (PARTS)
 GROUP BY monitor_id, status, period
 """
 
@@ -300,17 +302,21 @@ async def status_times(ch: ClickHouse, monitor_ids: Sequence[str], edges_ms: Seq
     sum(delta*t) over the changes in [A, B) (migration 0007): s at the first edge is the
     status of the latest event before it, at the next edges s plus the changes between."""
     periods = len(edges_ms) - 1
-    if periods < 1:
-        raise ValueError("edges: at least two")
+    if periods < 1 or any(a >= b for a, b in pairwise(edges_ms)):
+        raise ValueError("edges: at least two, increasing")
     # Nothing after now counts: an event stamped later (a clock ahead) waits until then.
     since, until = edges_ms[0], min(edges_ms[-1], max(now_ms, edges_ms[0]))
     h0 = _ceil(since, HOUR_MS)
     h1 = max(h0, min(_floor(until, HOUR_MS), await settled_ms(ch, STATUS)))
     params: dict[str, Any] = {"ids": list(monitor_ids), "edges": list(edges_ms),
-                              "since": since, "until": until, "h0": h0, "h1": h1}
+                              "since": since}
     prior = dict(await ch.rows(_PRIOR_SQL, params))
+    sql = _union(_CHANGES_SQL, [(_STATUS_HOURLY_PART, h0, h1), (_STATUS_RAW_PART, since, h0),
+                                (_STATUS_RAW_PART, h1, until)], params)
     sums: dict[tuple[str, int], dict[str, tuple[int, int]]] = {}
-    for monitor_id, status, period, changes, weighted in await ch.rows(_CHANGES_SQL, params):
+    # A range wholly after now has no part to read.
+    rows = await ch.rows(sql, params) if since < until else []
+    for monitor_id, status, period, changes, weighted in rows:
         sums.setdefault((monitor_id, period), {})[status] = (int(changes), int(weighted))
     out: dict[str, list[Times]] = {}
     for monitor_id in monitor_ids:
@@ -329,6 +335,7 @@ async def status_times(ch: ClickHouse, monitor_ids: Sequence[str], edges_ms: Seq
             per.append(Times(span_ms=b - a, by_status=by_status))
         out[monitor_id] = per
     return out
+
 
 # --- settling: the rollups made equal to the raw rows, one closed chunk at a time ---
 
@@ -495,21 +502,8 @@ def period_figures(since_ms: int, until_ms: int, summary: Summary, times: Times,
         "maintenance": {"excluded_checks": t.maintenance, "window_ms": maintenance_ms},
         "incidents": opened,
         "mttr_minutes": _minutes(repair_ms / resolved) if resolved else None,
-        "latency_ms": {"p50": summary.quantile(0.5), "p95": summary.quantile(0.95),
-                       "p99": summary.quantile(0.99)},
+        "latency_ms": {"p50": summary.p50, "p95": summary.p95, "p99": summary.p99},
     }
-
-
-def _merged(summaries_: Sequence[Summary]) -> Summary:
-    latency: dict[int, int] = {}
-    counts = [0] * 5
-    for s in summaries_:
-        for bucket, n in s.latency.items():
-            latency[bucket] = latency.get(bucket, 0) + n
-        for i, v in enumerate((s.tally.up, s.tally.down, s.tally.degraded, s.tally.unknown,
-                               s.tally.maintenance)):
-            counts[i] += v
-    return Summary(Tally(*counts), latency)
 
 
 def _merged_times(times: Sequence[Times]) -> Times:
@@ -523,13 +517,15 @@ def _merged_times(times: Sequence[Times]) -> Times:
 async def report(ch: ClickHouse, pool: asyncpg.Pool, monitor_ids: Sequence[str],
                  since_ms: int, until_ms: int, by: str, now_ms: int,
                  windows: Mapping[str, Sequence[Window]]) -> dict[str, dict[str, Any]]:
-    """Per monitor, {"periods": [...], "total": {...}} (period_figures); three queries for
+    """Per monitor, {"periods": [...], "total": {...}} (period_figures); the same few queries for
     all ids. `windows`: the maintenance windows covering each monitor; the time they covered
     is stated beside the figures (by check count, muted checks are left out; by time, the
     confirmed status runs on through a window, as the evaluator keeps it)."""
     bounds = edges(since_ms, until_ms, by)
     ids = list(monitor_ids)
     found = await summaries(ch, ids, bounds)
+    # The whole range's quantiles are not the periods' merged: one more query gives them.
+    overall = await summaries(ch, ids, [since_ms, until_ms]) if len(bounds) > 2 else found
     times = await status_times(ch, ids, bounds, now_ms)
     opened: dict[tuple[str, int], tuple[int, int, int]] = {}
     for row in await pool.fetch(INCIDENTS_SQL, ids, since_ms, until_ms, bounds):
@@ -543,7 +539,7 @@ async def report(ch: ClickHouse, pool: asyncpg.Pool, monitor_ids: Sequence[str],
                                   opened.get((m, i + 1), (0, 0, 0)), covered[i])
                    for i in range(len(bounds) - 1)]
         runs = [opened.get((m, i + 1), (0, 0, 0)) for i in range(len(bounds) - 1)]
-        total = period_figures(since_ms, until_ms, _merged(found[m]),
+        total = period_figures(since_ms, until_ms, overall[m][0],
                                _merged_times(times[m]),
                                (sum(r[0] for r in runs), sum(r[1] for r in runs),
                                 sum(r[2] for r in runs)), sum(covered))

@@ -197,16 +197,6 @@ async def test_latency_hourly_matches_exact_quantiles(empty: ClickHouse) -> None
             assert abs(p95 - want95) <= 0.006 * (1 + want95)
 
 
-def test_quantile_of_a_histogram() -> None:
-    assert rollups.quantile({}, 0.5) is None
-    assert rollups.quantile({0: 3}, 0.99) == 0.0
-    hist = {100: 1, 200: 1, 300: 2}
-    assert rollups.quantile(hist, 0.2) == rollups.quantile({100: 1}, 0.5)
-    assert rollups.quantile(hist, 0.25) == rollups.quantile({200: 1}, 0.5)
-    assert rollups.quantile(hist, 0.5) == rollups.quantile({300: 1}, 0.5)
-    assert rollups.quantile(hist, 1.0) == rollups.quantile({300: 1}, 0.5)
-
-
 INTERVALS = """
 SELECT monitor_id, status, toUnixTimestamp64Milli(at) AS start,
        toUnixTimestamp64Milli(leadInFrame(at, 1, fromUnixTimestamp64Milli({now:Int64}, 'UTC'))
