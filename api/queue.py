@@ -57,12 +57,8 @@ async def stats(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     """200 while every role keeps up and every region with checks waiting has an executor
     alive; 503 with the reasons otherwise."""
-    snapshot = await queue.stats(request.app[REDIS], request.app[KEYS])
-    problems = queue.problems(snapshot)
-    return json_response({"healthy": not problems, "problems": problems,
-                          "roles": snapshot.roles, "paused": snapshot.paused,
-                          "keep_up_ms": snapshot.keep_up_ms},
-                         status=503 if problems else 200)
+    report = queue.health_of(await queue.stats(request.app[REDIS], request.app[KEYS]))
+    return json_response(report, status=200 if report.healthy else 503)
 
 
 @requires("admin")

@@ -214,6 +214,20 @@ def problems(snapshot: QueueStats) -> list[str]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class Health:
+    healthy: bool
+    problems: list[str]
+    roles: list[RoleStats]
+    paused: dict[str, int]
+    keep_up_ms: int
+
+
+def health_of(stats: QueueStats) -> Health:
+    found = problems(stats)
+    return Health(not found, found, stats.roles, stats.paused, stats.keep_up_ms)
+
+
 async def paused(r: aioredis.Redis, keys: Keys) -> dict[str, int]:
     return _counts(await r.hgetall(keys.paused))  # type: ignore[arg-type]
 

@@ -103,23 +103,19 @@ def print_stats(stats: queue.QueueStats) -> None:
 
 
 async def health(r: aioredis.Redis, keys: Keys, as_json: bool) -> None:
-    stats = await queue.stats(r, keys)
-    problems = queue.problems(stats)
+    report = queue.health_of(await queue.stats(r, keys))
     if as_json:
-        print(orjson.dumps({"healthy": not problems, "problems": problems,
-                            "roles": stats.roles, "paused": stats.paused,
-                            "keep_up_ms": stats.keep_up_ms}, option=orjson.OPT_INDENT_2
-                           ).decode())
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
-        for role in stats.roles:
+        for role in report.roles:
             state = "keeps up" if role.keeping_up else "BEHIND"
             print(f"{role.role:18} {role.stream:24} {state:8} oldest unread "
                   f"{_age(role.oldest_unread_age_ms)}")
-        print(_paused(stats.paused))
-        for problem in problems:
+        print(_paused(report.paused))
+        for problem in report.problems:
             print(f"problem: {problem}")
-    if problems:
-        raise CommandError(f"the queue is not healthy: {len(problems)} problem(s)")
+    if not report.healthy:
+        raise CommandError(f"the queue is not healthy: {len(report.problems)} problem(s)")
     if not as_json:
         print("healthy")
 
