@@ -73,6 +73,13 @@ class Summary:
     p95: float | None = None
     p99: float | None = None
 
+    def quantile(self, q: float) -> float | None:
+        """The 0.5, 0.95 or 0.99 quantile (the ones the query computes)."""
+        known = {0.5: self.p50, 0.95: self.p95, 0.99: self.p99}
+        if q not in known:
+            raise ValueError(f"quantile {q}: only 0.5, 0.95 and 0.99 are computed")
+        return known[q]
+
 
 def _tally(row: Sequence[Any]) -> Tally:
     up, down, degraded, error, expired, maintenance = (int(v) for v in row)
