@@ -326,42 +326,45 @@ def _queue_paths() -> dict[str, Any]:
              "description": "the last id of the previous page (its `next`)"})
     one = {"name": "id", "in": "query", "required": False, "schema": entry_id,
            "description": "purge this dead letter only"}
+    away = {"503": "Redis cannot be reached; retry"}
     return {
         f"{base}/stats": {"get": _operation(
             "every stream (length, oldest entry), group (pending, lag, oldest unread, "
             "consumers and their idle time), the executors by region (last heartbeat, checks "
             "in flight), whether each role keeps up, dispatch paused, the scheduler's "
-            "counters", {"200": "the figures"}, "admin")},
+            "counters", {"200": "the figures", **away}, "admin")},
         f"{base}/health": {"get": _operation(
             "healthy while every role keeps up (its oldest unread entry waited less than "
             "keep_up_ms) and every region with checks waiting has an executor alive",
-            {"200": "healthy", "503": "not: `problems` says why"}, "admin")},
+            {"200": "healthy",
+             "503": "not (`problems` says why), or Redis cannot be reached"}, "admin")},
         f"{base}/dead-letters": {
             "get": {**_operation(
                 "dead letters, oldest first: the stream and entry id they came from, why, "
-                "when, and the entry's event as it was", {"200": "a page; `next` continues"},
-                "admin", parameters=page, errors=("422",)),
+                "when, and the entry's event as it was",
+                {"200": "a page; `next` continues", **away}, "admin", parameters=page,
+                errors=("422",)),
                 "description": "Needs a token with scope admin: a dead letter's payload is "
                                "the entry's event, a check's spec (URL, headers, body; "
                                "secrets sealed) or a result's probe output."},
             "delete": _operation("purge every dead letter, or the one `id` names",
-                                 {"200": "purged: how many"}, "admin", parameters=(one,),
+                                 {"200": "purged: how many", **away}, "admin", parameters=(one,),
                                  errors=("422",)),
         },
         f"{base}/dead-letters/retry": {"post": _operation(
             "put every dead letter back on the stream it came from (each removed in the "
-            "same atomic step)", {"200": "retried: how many"}, "admin")},
+            "same atomic step)", {"200": "retried: how many", **away}, "admin")},
         f"{base}/dead-letters/{{entry_id}}/retry": {"post": _operation(
             "put one dead letter back on the stream it came from, removed in the same "
-            "atomic step; that stream's groups read it again", {"200": "retried"}, "admin",
+            "atomic step; that stream's groups read it again", {"200": "retried", **away}, "admin",
             parameters=(dead_id,), errors=("422",))},
         f"{base}/pause": {"post": _operation(
             "pause dispatch to one region or all: their slots pass, counted `held`, and no "
-            "check is sent", {"200": "what is paused now"}, "admin", parameters=(region,),
+            "check is sent", {"200": "what is paused now", **away}, "admin", parameters=(region,),
             errors=("422",))},
         f"{base}/resume": {"post": _operation(
             "resume dispatch to one region, or every pause (none given), from the next slot",
-            {"200": "what is still paused"}, "admin", parameters=(region,),
+            {"200": "what is still paused", **away}, "admin", parameters=(region,),
             errors=("422",))},
     }
 
