@@ -9,18 +9,40 @@ event. None of it is for a public page or a `read` token.
 
 from __future__ import annotations
 
+import functools
+
 import structlog
 from aiohttp import web
 
 from api.auth import requires, token_name
-from api.errors import invalid, json_error, json_response
+from api.errors import Handler, invalid, json_error, json_response
 from api.state import KEYS, REDIS
 from engine import queue
+from engine.service import OUTAGES, Outage
 from engine.streams import DeadLetters
 
 BASE = "/api/v1/queue"
 PAGE_DEFAULT = 100
+UNREACHABLE = "Redis cannot be reached; retry"
 log = structlog.get_logger(component="api.queue")
+_redis_outage = Outage("the operations API reaching Redis")
+
+
+def _reaching_redis(handler: Handler) -> Handler:
+    """503 while Redis is away, so a client retries, with one warning for the whole outage
+    rather than a traceback per request."""
+
+    @functools.wraps(handler)
+    async def reached(request: web.Request) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except OUTAGES as exc:
+            _redis_outage.failed(exc)
+            raise json_error(web.HTTPServiceUnavailable, UNREACHABLE) from None
+        _redis_outage.ok()
+        return response
+
+    return reached
 
 
 async def _done(request: web.Request, what: str, **fields: object) -> None:
@@ -49,11 +71,13 @@ def _dead_letter_id(text: str, field: str) -> str:
 
 
 @requires("admin")
+@_reaching_redis
 async def stats(request: web.Request) -> web.Response:
     return json_response(await queue.stats(request.app[REDIS], request.app[KEYS]))
 
 
 @requires("admin")
+@_reaching_redis
 async def health(request: web.Request) -> web.Response:
     """200 while every role keeps up and every region with checks waiting has an executor
     alive; 503 with the reasons otherwise."""
@@ -62,6 +86,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 @requires("admin")
+@_reaching_redis
 async def list_dead_letters(request: web.Request) -> web.Response:
     text = request.query.get("limit", str(PAGE_DEFAULT))
     if not text.isdigit() or not 1 <= int(text) <= queue.PAGE_MAX:
@@ -75,6 +100,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 
 
 @requires("admin")
+@_reaching_redis
 async def retry_one(request: web.Request) -> web.Response:
     dead_id = _dead_letter_id(request.match_info["entry_id"], "entry_id")
     if not await _dead_letters(request).retry(dead_id):
@@ -84,6 +110,7 @@ async def retry_one(request: web.Request) -> web.Response:
 
 
 @requires("admin")
+@_reaching_redis
 async def retry_all(request: web.Request) -> web.Response:
     retried = await _dead_letters(request).retry_all()
     await _done(request, "dead letters retried", retried=retried)
@@ -91,6 +118,7 @@ async def retry_all(request: web.Request) -> web.Response:
 
 
 @requires("admin")
+@_reaching_redis
 async def purge(request: web.Request) -> web.Response:
     """Every dead letter, or the one `?id=` names."""
     dead = _dead_letters(request)
@@ -107,6 +135,7 @@ async def purge(request: web.Request) -> web.Response:
 
 
 @requires("admin")
+@_reaching_redis
 async def pause(request: web.Request) -> web.Response:
     region = _region(request)
     paused = await queue.pause(request.app[REDIS], request.app[KEYS], region)
@@ -115,6 +144,7 @@ async def pause(request: web.Request) -> web.Response:
 
 
 @requires("admin")
+@_reaching_redis
 async def resume(request: web.Request) -> web.Response:
     region = _region(request)
     paused = await queue.resume(request.app[REDIS], request.app[KEYS], region)

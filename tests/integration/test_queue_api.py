@@ -21,12 +21,14 @@ from api import tokens
 from engine import queue, registry
 from engine.clickhouse import ClickHouse
 from engine.clock import redis_ms
+from engine.connections import redis_client
 from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP, RESULT_GROUPS, Keys
 from engine.settings import Settings
 from engine.streams import EVENT_FIELD, Consumer, DeadLetters, ensure_group, event_of
 from executors.service import Executor
 from scheduler.service import Dispatcher
 from tests.integration.test_maintenance_dispatch import INTERVAL_MS, REGIONS, seed, sent
+from tests.support.helpers import free_port
 from tests.support.servers import api_client
 
 
@@ -287,3 +289,20 @@ async def test_who_paused_is_logged_and_a_scheduler_starting_paused_says_so(
         ("dispatch paused", "test-admin", "eu", None),
         ("dispatch is paused by an operator; checks are held until vigil queue resume",
          None, None, ["eu"])]
+
+
+async def test_redis_away_is_a_503_and_one_warning(pool: asyncpg.Pool, ch: ClickHouse,
+                                                   clean: None) -> None:
+    await pool.execute("TRUNCATE api_tokens")
+    token = await tokens.create(pool, "test-admin", "admin")
+    away = redis_client(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        async with api_client(away, pool, ch, token=token) as c:
+            with capture_logs() as logs:
+                for method, path in ROUTES:
+                    resp = await c.request(method, path)
+                    assert (resp.status, await resp.json()) == (
+                        503, {"error": "Redis cannot be reached; retry"}), path
+    finally:
+        await away.aclose()
+    assert [e["log_level"] for e in logs if "reaching Redis" in e["event"]] == ["warning"]
