@@ -1,5 +1,5 @@
 """The API fuzzed by schemathesis against the `/openapi.json` it serves (issue 9, Tests): the
-monitors, maintenance, incidents, channels and deliveries routes, on a real port with an
+monitors, maintenance, incidents, channels, deliveries and queue routes, on a real port with an
 admin token: for any input drawn, valid by the document or not, no answer is a 5xx, and
 every error is a JSON body that says what went wrong. (A channel's test route waits for a
 notifier to send it; it is left out.)"""
@@ -28,7 +28,7 @@ SEEDED = {"id": "web", "kind": "http", "interval": "10s", "http": {"url": "http:
 
 
 FUZZED = ("/api/v1/monitors", "/api/v1/maintenance", "/api/v1/incidents", "/api/v1/channels",
-          "/api/v1/deliveries")
+          "/api/v1/deliveries", "/api/v1/queue")
 NOT_FUZZED = "/api/v1/channels/{channel_id}/test"
 
 
