@@ -88,10 +88,10 @@ async def health(request: web.Request) -> web.Response:
 @requires("admin")
 @_reaching_redis
 async def list_dead_letters(request: web.Request) -> web.Response:
-    text = request.query.get("limit", str(PAGE_DEFAULT))
-    if not text.isdigit() or not 1 <= int(text) <= queue.PAGE_MAX:
-        raise invalid("query", "limit", f"expected a whole number from 1 to {queue.PAGE_MAX}")
-    limit = int(text)
+    try:
+        limit = queue.page_size(request.query.get("limit", str(PAGE_DEFAULT)))
+    except ValueError as exc:
+        raise invalid("query", "limit", str(exc)) from None
     after = request.query.get("after")
     dead = _dead_letters(request)
     page = await dead.page(limit, None if after is None else _dead_letter_id(after, "after"))

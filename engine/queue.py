@@ -257,6 +257,13 @@ def region_of(text: str) -> str:
     return text
 
 
+def page_size(text: str) -> int:
+    """How many dead letters to list, as a client gives it; a ValueError says what fits."""
+    if not text.isdigit() or not 1 <= int(text) <= PAGE_MAX:
+        raise ValueError(f"expected a whole number from 1 to {PAGE_MAX}")
+    return int(text)
+
+
 def dead_letter_id(text: str) -> str:
     """A dead letter's id (a stream entry id, ms-seq); a ValueError says so otherwise. Each
     part stays below 2**63, so Redis takes it in any range, exclusive ones included."""

@@ -28,6 +28,13 @@ def _dead_letter_id(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _page_size(text: str) -> int:
+    try:
+        return queue.page_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_parsers(sub: argparse._SubParsersAction,  # type: ignore[type-arg]
                 common: argparse.ArgumentParser) -> None:
     top = sub.add_parser("queue", help="streams, groups, executors, dead letters, pausing "
@@ -43,8 +50,7 @@ def add_parsers(sub: argparse._SubParsersAction,  # type: ignore[type-arg]
     dsub = dead.add_subparsers(dest="dead_action", required=True)
     listing = dsub.add_parser("list", parents=[common], help="oldest first, with the reason "
                                                               "and the entry's event")
-    listing.add_argument("--limit", type=int, default=50, choices=range(1, queue.PAGE_MAX + 1),
-                         metavar=f"1-{queue.PAGE_MAX}")
+    listing.add_argument("--limit", type=_page_size, default=50, metavar=f"1-{queue.PAGE_MAX}")
     listing.add_argument("--after", type=_dead_letter_id, metavar="ID",
                          help="the page after this dead letter")
     retry = dsub.add_parser("retry", parents=[common],
