@@ -145,3 +145,17 @@ async def test_every_monitor_or_those_with_a_tag(api: TestClient, history: None)
     assert db["uptime_by_checks_percent"] is None
     resp = await api.get("/api/v1/sla", params={"by": "hour"})
     assert resp.status == 422
+
+
+def test_periods_and_moments() -> None:
+    day = rollups.DAY_MS
+    since = rollups.moment_ms("2026-02-25T06:00:00Z")
+    until = rollups.moment_ms("2026-03-10", end=True)
+    assert until == rollups.moment_ms("2026-03-11T00:00:00+00:00")
+    assert rollups.moment_ms("2026-03-02T01:00:00+01:00") == T0
+    weeks = rollups.edges(since, until, "week")
+    assert weeks == [since, T0, T0 + 7 * day, until]  # Mondays
+    assert rollups.edges(since, until, "month") == [since, T0 - day, until]
+    assert len(rollups.edges(since, until, "day")) == 15  # February 25 (from 06:00) to March 10
+    with pytest.raises(ValueError, match="ISO 8601"):
+        rollups.moment_ms("2026-02-30")
