@@ -144,6 +144,14 @@ FROM (SELECT monitor_id, roundDown(ts, {{edges:Array(Int64)}}) AS period,
       FROM (PARTS)
       GROUP BY monitor_id, period)
 """
+# Counts alone, for figures that need no latency: merging histograms is most of a query's
+# cost (about 50 ns a bucket; a year of 10,000 monitors' days holds tens of millions).
+_TALLY_SQL = """
+SELECT monitor_id, roundDown(ts, {edges:Array(Int64)}) AS period, sum(up), sum(down),
+       sum(degraded), sum(error), sum(expired), sum(maintenance)
+FROM (PARTS)
+GROUP BY monitor_id, period
+"""
 
 
 def _union(sql: str, parts: Sequence[tuple[str, int, int]], params: dict[str, Any]) -> str:
@@ -170,34 +178,51 @@ def _ranges(since_ms: int, until_ms: int, settled: int, by_day: bool) -> dict[st
     return {"since": since_ms, "until": until_ms, "h0": h0, "h1": h1, "d0": d0, "d1": d1}
 
 
-async def summaries(ch: ClickHouse, monitor_ids: Sequence[str], edges_ms: Sequence[int]
-                    ) -> dict[str, list[Summary]]:
-    """Per monitor, one Summary per period [edges[i], edges[i+1]), all regions summed, in one
-    query for every id; every id in the answer."""
-    periods = len(edges_ms) - 1
-    if periods < 1 or any(a >= b for a, b in pairwise(edges_ms)):
+async def _per_period(ch: ClickHouse, monitor_ids: Sequence[str], edges_ms: Sequence[int],
+                      outer: str) -> tuple[dict[int, int], list[tuple[Any, ...]]]:
+    """The rows of `outer` over the parts that cover [edges[0], edges[-1]), and each period's
+    index by its start."""
+    if len(edges_ms) < 2 or any(a >= b for a, b in pairwise(edges_ms)):
         raise ValueError("edges: at least two, increasing")
     settled = await settled_ms(ch, RESULTS)
     by_day = all(e % DAY_MS == 0 for e in edges_ms[1:-1])
     r = _ranges(edges_ms[0], edges_ms[-1], settled, by_day)
     params: dict[str, Any] = {"ids": list(monitor_ids), "edges": list(edges_ms)}
-    sql = _union(_SUMMARY_SQL, [(_DAILY_PART, r["d0"], r["d1"]),
-                                (_HOURLY_PART, r["h0"], r["d0"]), (_HOURLY_PART, r["d1"], r["h1"]),
-                                (_RAW_PART, r["since"], r["h0"]), (_RAW_PART, r["h1"], r["until"])],
+    sql = _union(outer, [(_DAILY_PART, r["d0"], r["d1"]),
+                         (_HOURLY_PART, r["h0"], r["d0"]), (_HOURLY_PART, r["d1"], r["h1"]),
+                         (_RAW_PART, r["since"], r["h0"]), (_RAW_PART, r["h1"], r["until"])],
                  params)
-    index = {edge: i for i, edge in enumerate(edges_ms[:-1])}
-    out = {m: [Summary() for _ in range(periods)] for m in monitor_ids}
-    for monitor_id, period, *rest in await ch.rows(sql, params):
+    return {edge: i for i, edge in enumerate(edges_ms[:-1])}, await ch.rows(sql, params)
+
+
+async def summaries(ch: ClickHouse, monitor_ids: Sequence[str], edges_ms: Sequence[int]
+                    ) -> dict[str, list[Summary]]:
+    """Per monitor, one Summary per period [edges[i], edges[i+1]), all regions summed, in one
+    query for every id; every id in the answer."""
+    index, rows = await _per_period(ch, monitor_ids, edges_ms, _SUMMARY_SQL)
+    out = {m: [Summary() for _ in index] for m in monitor_ids}
+    for monitor_id, period, *rest in rows:
         if monitor_id in out and period in index:
             out[monitor_id][index[period]] = Summary(_tally(rest[:6]), *rest[6:])
+    return out
+
+
+async def period_tallies(ch: ClickHouse, monitor_ids: Sequence[str], edges_ms: Sequence[int]
+                         ) -> dict[str, list[Tally]]:
+    """As summaries, the checks only (no latency: a fraction of the cost)."""
+    index, rows = await _per_period(ch, monitor_ids, edges_ms, _TALLY_SQL)
+    out = {m: [ZERO for _ in index] for m in monitor_ids}
+    for monitor_id, period, *rest in rows:
+        if monitor_id in out and period in index:
+            out[monitor_id][index[period]] = _tally(rest)
     return out
 
 
 async def tallies(ch: ClickHouse, monitor_ids: Sequence[str], since_ms: int, until_ms: int
                   ) -> dict[str, Tally]:
     """Checks in [since, until) per monitor, all regions summed; every id in the answer."""
-    found = await summaries(ch, monitor_ids, [since_ms, until_ms])
-    return {m: s[0].tally for m, s in found.items()}
+    found = await period_tallies(ch, monitor_ids, [since_ms, until_ms])
+    return {m: t[0] for m, t in found.items()}
 
 
 def _day_ms(day: date) -> int:
@@ -209,8 +234,8 @@ async def daily(ch: ClickHouse, monitor_ids: Sequence[str], first: date, last: d
     """Checks per UTC day from `first` to `last` (both included), all regions summed; a day
     with no checks is absent."""
     days = [first + timedelta(days=i) for i in range((last - first).days + 2)]
-    found = await summaries(ch, monitor_ids, [_day_ms(d) for d in days])
-    return {m: {days[i]: s.tally for i, s in enumerate(per) if s.tally != ZERO}
+    found = await period_tallies(ch, monitor_ids, [_day_ms(d) for d in days])
+    return {m: {days[i]: t for i, t in enumerate(per) if t != ZERO}
             for m, per in found.items()}
 
 
