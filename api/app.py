@@ -17,6 +17,7 @@ from api.channels import add_channel_routes
 from api.errors import json_errors
 from api.headers import secure
 from api.incidents import add_incident_routes
+from api.live import add_live_routes
 from api.maintenance import add_maintenance_routes
 from api.monitors import add_monitor_routes
 from api.openapi import add_openapi_route
@@ -26,6 +27,7 @@ from api.queue import add_queue_routes
 from api.reference import add_reference_routes
 from api.sla import add_sla_routes
 from api.status import EXPORTER, add_status_routes
+from api.status_pages import add_status_page_routes
 from api.text import nul_free
 from api.tokens import TokenCheck
 from engine.clickhouse import ClickHouse
@@ -52,6 +54,8 @@ def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse, keys: Keys,
     app[EXPORTER] = exporter or Exporter(r, keys, ["api"])
     app.on_response_prepare.append(secure)
     add_page_routes(app)
+    add_live_routes(app)
+    add_status_page_routes(app)
     add_status_routes(app)
     add_sla_routes(app)
     add_monitor_routes(app)

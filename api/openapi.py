@@ -22,6 +22,7 @@ from engine.incidents import LIST_MAX, NOTE_MAX
 from engine.maintenance import Window
 from engine.monitors import CHANNEL_PATTERN, ID_PATTERN, REGION_PATTERN, MonitorSchema
 from engine.queue import PAGE_MAX
+from engine.status_pages import PAGE_ID_PATTERN, Page
 from engine.streams import ENTRY_ID_PATTERN
 
 OPENAPI_KEY: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
@@ -93,7 +94,8 @@ def document(schema: MonitorSchema) -> dict[str, Any]:
     monitor = schema.adapter.json_schema(ref_template="#/components/schemas/{model}")
     components = {**monitor.pop("$defs", {}), "Monitor": monitor, "Error": ERROR,
                   "MaintenanceWindow": Window.model_json_schema(
-                      ref_template="#/components/schemas/{model}")}
+                      ref_template="#/components/schemas/{model}"),
+                  **_status_page_schemas()}
     ref = {"$ref": "#/components/schemas/Monitor"}
     one = f"/api/v1/monitors/{{{MONITOR_ID['name']}}}"
     tag = {"name": "tag", "in": "query", "required": False, "schema": {"type": "string"}}
@@ -173,6 +175,7 @@ def document(schema: MonitorSchema) -> dict[str, Any]:
                 "a monitor's confirmed status (hysteresis, quorum) and each region's",
                 {"200": "the status"}, "read", parameters=(MONITOR_ID,))},
             **_maintenance_paths(),
+            **_status_page_paths(),
             **_channel_paths(),
             **_queue_paths(),
             **_badge_paths(),
@@ -213,6 +216,51 @@ def _maintenance_paths() -> dict[str, Any]:
         },
     }
 
+
+def _status_page_schemas() -> dict[str, Any]:
+    page = Page.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {**page.pop("$defs", {}), "StatusPage": page}
+
+
+def _status_page_paths() -> dict[str, Any]:
+    """api.status_pages (a group's monitor may also be written as its id alone), and the
+    public pages (api.page, api.live): HTML, their assets, and the live stream."""
+    ref = {"$ref": "#/components/schemas/StatusPage"}
+    page_id = {"name": "page_id", "in": "path", "required": True,
+               "schema": {"type": "string", "pattern": PAGE_ID_PATTERN}}
+    one = "/api/v1/status-pages/{page_id}"
+
+    def served(summary: str, media: str, *parameters: dict[str, Any]) -> dict[str, Any]:
+        op = _operation(summary, {"200": summary}, parameters=parameters)
+        op["responses"]["200"] = {"description": summary,
+                                  "content": {media: {"schema": {"type": "string"}}}}
+        return {"get": op}
+
+    return {
+        "/api/v1/status-pages": {
+            "get": _operation("every status page's definition", {"200": "the pages"}, "read"),
+            "post": _operation("create a status page", {"201": "created"}, "write", ref,
+                               errors=("409",)),
+        },
+        one: {
+            "get": _operation("a status page's definition", {"200": "the page"}, "read",
+                              parameters=(page_id,)),
+            "put": _operation("create or replace a status page",
+                              {"200": "replaced", "201": "created"}, "write", ref, (page_id,)),
+            "delete": _operation("delete a status page", {"204": "deleted"}, "write",
+                                 parameters=(page_id,)),
+        },
+        "/": served("the status page `default`, else a list of the pages", "text/html"),
+        "/status/{page_id}": served("a status page (public: status, history, incidents, "
+                                    "maintenance; probe details only of monitors with "
+                                    "public_details)", "text/html", page_id),
+        "/status/{page_id}/events": served(
+            "Server-Sent Events of the page's monitors: `status` (monitor_id, status, "
+            "since_ms) and `incident` (monitor_id, incident_id, state, opened_ms, "
+            "resolved_ms); 503 when too many streams are open", "text/event-stream", page_id),
+        "/static/status-page.css": served("the status pages' stylesheet", "text/css"),
+        "/static/status-page.js": served("the status pages' live updates", "text/javascript"),
+    }
 
 
 CHANNEL_ID = {"name": "channel_id", "in": "path", "required": True,

@@ -1,57 +1,397 @@
-"""The status page (`/`): the public view of every monitor (api.status.public), as HTML that
-the security headers (api.headers) let load nothing but its own stylesheet."""
+"""Status pages (`/status/{page_id}`, and `/`), rendered on the server from the page's
+definition (engine.status_pages): per monitor its confirmed status, a 90-day bar of daily
+uptime, uptime over 24 h, 7 d, 30 d and 90 d, and its latency over the last 24 h as an inline
+SVG; a banner for open incidents, the incident history with its notes, and the maintenance
+windows on now or coming.
+
+Every name and text on the page is someone's input and is escaped. Nothing a probe read
+reaches the page unless the monitor has `public_details` (api.status.public): an incident
+or a status shows the error class only.
+
+One render is a fixed number of queries whatever the number of monitors (every query takes
+all of the page's monitors at once), and its HTML is kept RENDER_TTL_S: what changes in
+between reaches open pages by Server-Sent Events (api.live), so the copy may be a little old.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import html
-from datetime import UTC, datetime
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from importlib import resources
 from typing import Any
 
+import asyncpg
 from aiohttp import web
+from pydantic import ValidationError
 
-from api.state import PG
+from api.errors import json_error
+from api.state import CH, PG
 from api.status import public
-from engine import store
+from engine import incidents, maintenance_store, rollups, status_pages, store
+from engine.cache import MISS, BoundedCache
+from engine.incidents import MONITOR
+from engine.maintenance import Window
+from engine.status_pages import Entry, Page
+
+DAYS = 90
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+# Trailing windows of the uptime figures, longest first (their edges cut one query's periods).
+WINDOWS = (("90 d", 90 * DAY_MS), ("30 d", 30 * DAY_MS), ("7 d", 7 * DAY_MS),
+           ("24 h", DAY_MS))
+HISTORY_INCIDENTS = 20
+HISTORY_MS = 90 * DAY_MS
+UPCOMING_MS = 14 * DAY_MS
+RENDER_TTL_S = 5.0
+RENDERS_KEPT = 256
+STATIC = resources.files("api").joinpath("static")
+STYLESHEET = "/static/status-page.css"
+SCRIPT = "/static/status-page.js"
+LABELS = {"up": "Operational", "down": "Down", "degraded": "Degraded", "unknown": "Unknown",
+          "flapping": "Flapping", None: "No data yet"}
+# The bar's colours by a day's uptime, best first.
+FAILING = ("down", "degraded", "flapping")
+SHADES = ((0.999, "u4"), (0.99, "u3"), (0.95, "u2"), (0.0, "u1"))
+CHART_W, CHART_H = 300, 40
+RENDERS: web.AppKey[BoundedCache[str, bytes]] = web.AppKey("renders", BoundedCache)
 
 
-def _since(ms: int | None) -> str:
-    return "" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime(
-        "%Y-%m-%d %H:%M:%S UTC")
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
 
 
-def row_html(r: dict[str, Any]) -> str:
-    """One public row; every cell escaped (names and error text are anyone's input)."""
-    state = str(r["status"] or "pending")
-    latency = "" if r["latency_ms"] is None else f"{r['latency_ms']:.1f} ms"
-    failure = ": ".join(str(p) for p in (r["error_kind"], r.get("error")) if p)
-    cells = (r["id"], r["name"] or "", r["kind"], r["region"] or "-", state,
-             _since(r["since_ms"]), latency, failure)
-    return f"<tr class='{html.escape(state)}'>" + "".join(
-        f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
+def when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def percent(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{100 * ratio:.2f}%"
+
+
+@dataclass(slots=True)
+class View:
+    """Everything one render of a page reads, for all its monitors at once."""
+
+    page: Page
+    now_ms: int
+    groups: list[tuple[str, list[Entry]]]
+    monitors: dict[str, dict[str, Any]]  # id -> its public status row (api.status.public)
+    details: set[str]  # the monitors with public_details
+    confirmed: dict[str, dict[str, Any]]  # id -> its confirmed_status row (region '*')
+    days: dict[str, dict[date, rollups.Tally]]
+    uptimes: dict[str, list[float | None]]  # id -> uptime per WINDOWS
+    latency: dict[str, list[tuple[int, float, float]]]
+    open_incidents: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+    windows: list[tuple[Window, list[tuple[int, int]]]]  # with their stretches now and next
+
+    def name(self, monitor_id: str) -> str:
+        for _, entries in self.groups:
+            for e in entries:
+                if e.id == monitor_id and e.name:
+                    return e.name
+        return str(self.monitors.get(monitor_id, {}).get("name") or monitor_id)
+
+    def failure(self, monitor_id: str) -> tuple[str | None, str | None]:
+        """The error class of the monitor's newest failing result, and its text where
+        public() kept it."""
+        row = self.monitors.get(monitor_id)
+        if row is None or row["status"] in (None, "up"):
+            return None, None
+        return row.get("error_kind"), row.get("error")
+
+
+async def _uptimes(ch: Any, ids: list[str], now_ms: int) -> dict[str, list[float | None]]:
+    """Uptime over each trailing window: one query cut at the windows' edges, each window the
+    sum of the periods after its edge."""
+    edges = [now_ms - span for _, span in WINDOWS] + [now_ms]
+    found = await rollups.summaries(ch, ids, edges)
+    out = {}
+    for monitor_id, periods in found.items():
+        figures = []
+        for first in range(len(WINDOWS)):
+            up = sum(p.tally.up for p in periods[first:])
+            down = sum(p.tally.down for p in periods[first:])
+            figures.append(up / (up + down) if up + down else None)
+        out[monitor_id] = figures
+    return out
+
+
+async def _windows(pool: asyncpg.Pool, shown: dict[str, list[str]], now_ms: int
+                   ) -> list[tuple[Window, list[tuple[int, int]]]]:
+    """The maintenance windows covering a monitor of the page, active or starting soon; one
+    that no longer validates covers nothing, as for the scheduler."""
+    out = []
+    for row in await maintenance_store.list_all(pool):
+        try:
+            window = maintenance_store.window_of(row)
+        except ValidationError:
+            continue
+        if not any(window.covers(mid, tags) for mid, tags in shown.items()):
+            continue
+        stretches = [(s, e) for s, e in window.upcoming(now_ms, 2) if s < now_ms + UPCOMING_MS]
+        if stretches:
+            out.append((window, stretches))
+    return sorted(out, key=lambda w: w[1][0][0])
+
+
+async def _history(pool: asyncpg.Pool, ids: set[str], now_ms: int) -> list[dict[str, Any]]:
+    """The page's newest incidents with their notes (one query each, HISTORY_INCIDENTS at
+    most, whatever the number of monitors)."""
+    recent = [i for i in await incidents.listed(pool, since_ms=now_ms - HISTORY_MS,
+                                                limit=incidents.LIST_MAX)
+              if i["monitor_id"] in ids][:HISTORY_INCIDENTS]
+    found = await asyncio.gather(*(incidents.one(pool, i["id"]) for i in recent))
+    return [i for i in found if i is not None]
+
+
+async def view(app: web.Application, page: Page) -> View:
+    pool, ch = app[PG], app[CH]
+    now_ms = int(time.time() * 1000)
+    rows = await store.list_all(pool)
+    tags = {r["id"]: list(r["tags"]) for r in rows}
+    groups = [(g.name, g.entries(tags)) for g in page.groups]
+    ids = sorted({e.id for _, entries in groups for e in entries})
+    shown = {mid: tags[mid] for mid in ids}
+    found = [r for r in await store.status_rows(pool) if r["id"] in shown]
+    details = {r["id"] for r in found if r["public_details"]}
+    statuses = [public(r) for r in found]
+    confirmed = {r["monitor_id"]: r for r in await incidents.confirmed(pool, None)
+                 if r["region"] == MONITOR and r["monitor_id"] in shown}
+    today = datetime.fromtimestamp(now_ms / 1000, UTC).date()
+    days = await rollups.daily(ch, ids, today - timedelta(days=DAYS - 1), today)
+    uptimes = await _uptimes(ch, ids, now_ms)
+    latency = await rollups.latency_hourly(ch, ids, now_ms - DAY_MS, now_ms)
+    opened = [i for i in await incidents.listed(pool, state="open", limit=incidents.LIST_MAX)
+              if i["monitor_id"] in shown]
+    return View(page=page, now_ms=now_ms, groups=groups,
+                monitors=_worst_region(statuses), details=details, confirmed=confirmed, days=days,
+                uptimes=uptimes, latency=latency, open_incidents=opened,
+                history=await _history(pool, set(ids), now_ms),
+                windows=await _windows(pool, shown, now_ms))
+
+
+def _worst_region(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One status row per monitor: a failing region's, so its error class is the one shown."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        seen = out.get(r["id"])
+        if seen is None or (seen["status"] in (None, "up") and r["status"] not in (None, "up")):
+            out[r["id"]] = r
+    return out
+
+
+# --- HTML ---------------------------------------------------------------------------------------
+
+def _bar(view: View, monitor_id: str) -> str:
+    """One cell per day, oldest first: its uptime's shade, grey without answers, marked when
+    checks ran in maintenance; the title says the figure."""
+    today = datetime.fromtimestamp(view.now_ms / 1000, UTC).date()
+    days = view.days.get(monitor_id, {})
+    cells = []
+    for back in range(DAYS - 1, -1, -1):
+        day = today - timedelta(days=back)
+        tally = days.get(day)
+        ratio = None if tally is None else tally.uptime
+        shade = "u0" if ratio is None else next(c for floor, c in SHADES if ratio >= floor)
+        title = f"{day.isoformat()}: " + ("no data" if ratio is None else f"{percent(ratio)} up")
+        if tally is not None and tally.maintenance:
+            shade += " mt"
+            title += ", maintenance"
+        cells.append(f'<i class="{shade}" title="{title}"></i>')
+    return (f'<div class=bar role=img aria-label="uptime per day, last {DAYS} days">'
+            f"{''.join(cells)}</div><div class=axis><span>{DAYS} days ago</span>"
+            "<span>today</span></div>")
+
+
+def _chart(view: View, monitor_id: str) -> str:
+    """p50 and p95 latency per hour over the last 24 h, as an inline SVG polyline each."""
+    points = view.latency.get(monitor_id, [])
+    if not points:
+        return "<p class=nochart>No response times in the last 24 h</p>"
+    top = max(p95 for _, _, p95 in points) or 1.0
+    since = view.now_ms - DAY_MS
+
+    def line(values: list[tuple[int, float]]) -> str:
+        return " ".join(f"{(hour + HOUR_MS / 2 - since) / DAY_MS * CHART_W:.1f},"
+                        f"{CHART_H - 2 - v / top * (CHART_H - 4):.1f}" for hour, v in values)
+
+    last = points[-1]
+    label = f"response time, last 24 h: p50 {last[1]:.0f} ms, p95 {last[2]:.0f} ms in the last hour"
+    return (f'<svg class=chart viewBox="0 0 {CHART_W} {CHART_H}" preserveAspectRatio=none '
+            f'role=img aria-label="{esc(label)}"><title>{esc(label)}</title>'
+            f'<polyline class=p95 points="{line([(h, p) for h, _, p in points])}"/>'
+            f'<polyline class=p50 points="{line([(h, p) for h, p, _ in points])}"/></svg>'
+            f"<div class=axis><span>24 h ago</span><span>max {top:.0f} ms</span>"
+            "<span>now</span></div>")
+
+
+def _failure(kind: str | None, error: str | None) -> str:
+    """What went wrong, as far as the public may see: the error class, and the probe's text
+    only for a monitor with public_details (the caller passes None otherwise)."""
+    said = ": ".join(p for p in (kind, error) if p)
+    return f"<p class=failure>{esc(said)}</p>" if said else ""
+
+
+def _monitor(view: View, entry: Entry) -> str:
+    confirmed = view.confirmed.get(entry.id)
+    status = None if confirmed is None else confirmed["status"]
+    since = "" if confirmed is None else f" since {when(confirmed['since_ms'])}"
+    parts = [f'<li class=monitor data-monitor="{esc(entry.id)}" '
+             f'data-status="{esc(status or "none")}"><div class=head>'
+             f"<span class=name>{esc(view.name(entry.id))}</span>"
+             f'<span class="state s-{esc(status or "none")}" title="{esc(since.strip())}">'
+             f"{esc(LABELS.get(status, status))}</span></div>",
+             _failure(*view.failure(entry.id)) if status in FAILING else ""]
+    if entry.bar:
+        parts.append(_bar(view, entry.id))
+    if entry.uptime:
+        figures = view.uptimes.get(entry.id, [None] * len(WINDOWS))
+        parts.append("<dl class=uptime>" + "".join(
+            f"<div><dt>{label}</dt><dd>{percent(ratio)}</dd></div>"
+            for (label, _), ratio in reversed(list(zip(WINDOWS, figures, strict=True))))
+            + "</dl>")
+    if entry.latency:
+        parts.append(_chart(view, entry.id))
+    return "".join(parts) + "</li>"
+
+
+def _summary(view: View) -> str:
+    states = [view.confirmed.get(e.id, {}).get("status") for _, es in view.groups for e in es]
+    if "down" in states:
+        return "<p class='summary s-down' id=summary>Some systems are down</p>"
+    if any(s in ("degraded", "flapping") for s in states):
+        return "<p class='summary s-degraded' id=summary>Some systems are degraded</p>"
+    if states and all(s == "up" for s in states):
+        return "<p class='summary s-up' id=summary>All systems operational</p>"
+    return "<p class='summary s-none' id=summary>Status not known for every system yet</p>"
+
+
+def _banner(view: View) -> str:
+    items = "".join(
+        f'<li data-incident="{esc(i["id"])}"><strong>{esc(view.name(i["monitor_id"]))}</strong>'
+        f" is having problems since {when(i['opened_ms'])}</li>" for i in view.open_incidents)
+    hidden = "" if view.open_incidents else " hidden"
+    return (f"<section class=banner id=banner aria-live=polite{hidden}><h2>Ongoing incident</h2>"
+            f"<ul id=open-incidents>{items}</ul></section>")
+
+
+def _maintenance(view: View) -> str:
+    if not view.windows:
+        return ""
+    items = []
+    for window, stretches in view.windows:
+        start, end = stretches[0]
+        state = "In progress" if start <= view.now_ms else "Scheduled"
+        items.append(f"<li><strong>{state}:</strong> {esc(window.name or window.id)}, "
+                     f"{when(start)} to {when(end)}</li>")
+    return f"<section class=maintenance><h2>Maintenance</h2><ul>{''.join(items)}</ul></section>"
+
+
+def _history_html(view: View) -> str:
+    if not view.history:
+        return ("<section class=history><h2>Past incidents</h2>"
+                "<p>No incidents in the last 90 days.</p></section>")
+    items = []
+    for i in view.history:
+        ended = ("ongoing" if i["resolved_ms"] is None
+                 else f"resolved {when(i['resolved_ms'])}")
+        failure = _failure(i["error_kind"],
+                           i["error"] if i["monitor_id"] in view.details else None)
+        notes = "".join(f"<li><time>{esc(n['created_at'][:16].replace('T', ' '))} UTC</time> "
+                        f"{esc(n['text'])}</li>" for n in i["notes"])
+        items.append(f"<li class=incident><h3>{esc(view.name(i['monitor_id']))}</h3>"
+                     f"<p>{when(i['opened_ms'])}, {ended}</p>{failure}"
+                     + (f"<ul class=notes>{notes}</ul>" if notes else "") + "</li>")
+    return f"<section class=history><h2>Past incidents</h2><ul>{''.join(items)}</ul></section>"
+
+
+def _document(title: str, body: str, events: str | None = None) -> str:
+    live = f' data-events="{esc(events)}"' if events else ""
+    script = f"<script src={SCRIPT} defer></script>" if events else ""
+    return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
+            "<meta name=viewport content='width=device-width, initial-scale=1'>"
+            "<meta name=color-scheme content='light dark'>"
+            f"<title>{esc(title)}</title><link rel=stylesheet href={STYLESHEET}>{script}"
+            f"</head><body{live}><main>{body}</main></body></html>")
+
+
+def render(view: View) -> str:
+    page = view.page
+    groups = "".join(
+        f"<section class=group><h2>{esc(name)}</h2><ul class=monitors>"
+        + "".join(_monitor(view, e) for e in entries) + "</ul></section>"
+        for name, entries in view.groups)
+    description = f"<p class=description>{esc(page.description)}</p>" if page.description else ""
+    body = (f"<header><h1>{esc(page.title)}</h1>{description}{_summary(view)}</header>"
+            f"{_banner(view)}{_maintenance(view)}{groups}{_history_html(view)}"
+            f"<footer>Updated {when(view.now_ms)}; changes appear here as they happen.</footer>")
+    return _document(page.title, body, events=f"/status/{page.id}/events")
+
+
+async def rendered(app: web.Application, page_id: str) -> bytes | None:
+    """The page's HTML, from the short cache or rendered now; None if there is no page."""
+    cache = app[RENDERS]
+    hit = cache.get(page_id)
+    if hit is not MISS:
+        return hit
+    row = await status_pages.get(app[PG], page_id)
+    if row is None:
+        return None  # not kept: a page made a moment later is found at once
+    body = render(await view(app, status_pages.page_of(row))).encode()
+    cache.put(page_id, body)
+    return body
+
+
+def _html(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="text/html", charset="utf-8")
 
 
 async def status_page(request: web.Request) -> web.Response:
-    rows = "".join(row_html(public(r)) for r in await store.status_rows(request.app[PG]))
-    # The style is a file of its own: the page's policy allows no inline anything.
-    page = ("<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=10>"
-            "<title>Vigil status</title><link rel=stylesheet href=/status.css>"
-            "<h1>Vigil status</h1><table><tr><th>id</th><th>name</th><th>kind</th>"
-            "<th>region</th><th>status</th><th>since</th><th>latency</th><th>error</th></tr>"
-            f"{rows}</table>")
-    return web.Response(text=page, content_type="text/html")
+    page_id = request.match_info["page_id"]
+    body = await rendered(request.app, page_id)
+    if body is None:
+        raise json_error(web.HTTPNotFound, f"no status page {page_id!r}")
+    return _html(body)
 
 
-async def stylesheet(_request: web.Request) -> web.Response:
-    return web.Response(text=_CSS, content_type="text/css",
+async def index(request: web.Request) -> web.Response:
+    """The page `default` if there is one; else a list of the pages, or how to make one."""
+    body = await rendered(request.app, "default")
+    if body is not None:
+        return _html(body)
+    pages = await status_pages.list_all(request.app[PG])
+    if not pages:
+        text = ("<h1>No status page yet</h1><p>Define one under <code>status_pages:</code> in "
+                "a monitors file and run <code>vigil monitors apply -f FILE</code>, or POST it "
+                "to <code>/api/v1/status-pages</code>. A page with the id <code>default</code> "
+                "is shown here.</p>")
+    else:
+        links = "".join(f"<li><a href='/status/{esc(r['id'])}'>"
+                        f"{esc(status_pages.page_of(r).title)}</a></li>" for r in pages)
+        text = f"<h1>Status pages</h1><ul class=pages>{links}</ul>"
+    return _html(_document("Status pages", text).encode())
+
+
+def _asset(name: str, content_type: str) -> web.Response:
+    return web.Response(body=STATIC.joinpath(name).read_bytes(), content_type=content_type,
                         headers={"Cache-Control": "public, max-age=3600"})
 
 
-_CSS = ("body{font-family:system-ui,sans-serif;margin:2rem}table{border-collapse:collapse}"
-        "td,th{padding:.3rem .8rem;border-bottom:1px solid #ddd;text-align:left}"
-        ".up td:nth-child(5){color:#080}.down td:nth-child(5){color:#c00}"
-        ".degraded td:nth-child(5){color:#b60}")
+async def stylesheet(_request: web.Request) -> web.Response:
+    return _asset("status-page.css", "text/css")
+
+
+async def script(_request: web.Request) -> web.Response:
+    return _asset("status-page.js", "text/javascript")
 
 
 def add_page_routes(app: web.Application) -> None:
-    app.router.add_get("/", status_page)
-    app.router.add_get("/status.css", stylesheet)
+    app[RENDERS] = BoundedCache(RENDERS_KEPT, RENDER_TTL_S)
+    app.router.add_get("/", index)
+    app.router.add_get("/status/{page_id}", status_page)
+    app.router.add_get(STYLESHEET, stylesheet)
+    app.router.add_get(SCRIPT, script)

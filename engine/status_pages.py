@@ -44,7 +44,7 @@ MAX_GROUPS = 100
 MAX_GROUP_MONITORS = 1_000
 
 
-class Shown(BaseModel):
+class PageMonitor(BaseModel):
     """One monitor of a group, by id; what it shows where it differs from its group's."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -75,11 +75,11 @@ class Entry:
     latency: bool
 
 
-class Group(BaseModel):
+class PageGroup(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
-    monitors: list[Shown] = Field(default_factory=list, max_length=MAX_GROUP_MONITORS)
+    monitors: list[PageMonitor] = Field(default_factory=list, max_length=MAX_GROUP_MONITORS)
     tags: list[Annotated[str, Field(max_length=MAX_TAG_LENGTH)]] = Field(
         default_factory=list, max_length=MAX_TAGS)
     bar: bool = True
@@ -87,7 +87,7 @@ class Group(BaseModel):
     latency: bool = True
 
     @model_validator(mode="after")
-    def _some_monitors(self) -> Group:
+    def _some_monitors(self) -> PageGroup:
         if not self.monitors and not self.tags:
             raise _problem("monitors", "name the monitors (ids) or tags the group shows")
         return self
@@ -100,9 +100,10 @@ class Group(BaseModel):
         wanted = set(self.tags)
         tagged = sorted(mid for mid, its in tags.items()
                         if mid not in seen and not wanted.isdisjoint(its))
-        return [self._entry(s) for s in named] + [self._entry(Shown(id=mid)) for mid in tagged]
+        return ([self._entry(s) for s in named]
+                + [self._entry(PageMonitor(id=mid)) for mid in tagged])
 
-    def _entry(self, shown: Shown) -> Entry:
+    def _entry(self, shown: PageMonitor) -> Entry:
         return Entry(shown.id, shown.name,
                      self.bar if shown.bar is None else shown.bar,
                      self.uptime if shown.uptime is None else shown.uptime,
@@ -117,7 +118,7 @@ class Page(BaseModel):
     id: Annotated[str, Field(pattern=PAGE_ID_PATTERN)]
     title: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
     description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH)
-    groups: list[Group] = Field(min_length=1, max_length=MAX_GROUPS)
+    groups: list[PageGroup] = Field(min_length=1, max_length=MAX_GROUPS)
 
     @model_validator(mode="before")
     @classmethod

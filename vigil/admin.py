@@ -10,13 +10,14 @@ import yaml
 from redis.exceptions import RedisError
 
 from api import tokens
-from engine import maintenance, maintenance_store, registry, store
+from engine import maintenance, maintenance_store, registry, status_pages, store
 from engine.clock import redis_ms
 from engine.connections import redis_client
 from engine.keys import Keys
 from engine.maintenance import Window
 from engine.monitors import MonitorBase, SpecError
 from engine.secrets import Keyring, SecretError
+from engine.status_pages import Page, PageError
 from executors.kinds import KINDS, SCHEMA
 
 
@@ -28,10 +29,11 @@ async def apply(pool: asyncpg.Pool, path: str, prune: bool, dry_run: bool,
                 served_by: tuple[str, Keys] | None = None) -> None:
     """`served_by` (a Redis URL and the shard's keys) checks that executors serve the regions
     the files name, and warns for each one nothing serves."""
-    monitors, windows = definitions(path)  # validates everything before anything is written
+    monitors, windows, pages = definitions(path)  # validates all before anything is written
     if served_by is not None:
         await warn_unserved(*served_by, {r for m in monitors if m.enabled for r in m.regions})
-    # One transaction for both: a failure part-way leaves monitors and windows as they were.
+    # One transaction for all: a failure part-way leaves monitors, windows and pages as they
+    # were.
     async with store.transaction(pool) as conn:
         try:
             plan = await store.apply(conn, monitors, prune=prune, dry_run=dry_run,
@@ -40,6 +42,12 @@ async def apply(pool: asyncpg.Pool, path: str, prune: bool, dry_run: bool,
             raise CommandError(f"{path}: {exc}") from None
         windows_plan = await maintenance_store.apply(conn, windows, prune=prune,
                                                      dry_run=dry_run)
+        try:
+            pages_plan = await status_pages.apply(conn, pages, prune=prune, dry_run=dry_run,
+                                                  incoming=[m.id for m in monitors])
+        except PageError as exc:
+            raise CommandError("\n".join(f"{path}: status page {exc.page_id!r}: {f}: {m}"
+                                          for f, m in exc.problems)) from None
     for line in plan.lines():
         print(line)
     if dry_run:
@@ -52,14 +60,20 @@ async def apply(pool: asyncpg.Pool, path: str, prune: bool, dry_run: bool,
             print(line)
         print(f"{path}: {'dry run, nothing written: ' if dry_run else ''}"
               f"{windows_plan.summary()}")
+    if pages or pages_plan.delete:
+        for line in pages_plan.lines():
+            print(line)
+        print(f"{path}: {'dry run, nothing written: ' if dry_run else ''}"
+              f"{pages_plan.summary()}")
 
 
-def definitions(path: str) -> tuple[list[MonitorBase], list[Window]]:
-    """The files' monitors and maintenance windows, every one validated; one SpecError with
-    the problems of both (a file that cannot be read is named once)."""
+def definitions(path: str) -> tuple[list[MonitorBase], list[Window], list[Page]]:
+    """The files' monitors, maintenance windows and status pages, every one validated; one
+    SpecError with the problems of all (a file that cannot be read is named once)."""
     problems: list[str] = []
     monitors: list[MonitorBase] = []
     windows: list[Window] = []
+    pages: list[Page] = []
     try:
         monitors = SCHEMA.load_path(path)
     except SpecError as exc:
@@ -68,9 +82,13 @@ def definitions(path: str) -> tuple[list[MonitorBase], list[Window]]:
         windows = maintenance.load_path(path)
     except SpecError as exc:
         problems += exc.problems
+    try:
+        pages = status_pages.load_path(path)
+    except SpecError as exc:
+        problems += exc.problems
     if problems:
         raise SpecError(list(dict.fromkeys(problems)))
-    return monitors, windows
+    return monitors, windows, pages
 
 
 async def warn_unserved(redis_url: str, keys: Keys, regions: set[str]) -> None:

@@ -6,7 +6,9 @@ import time
 
 import pytest
 
+from engine import status_pages
 from engine.events import Outcome
+from engine.status_pages import Page
 from executors.kinds import SCHEMA
 from sinks.clickhouse import COLUMNS, row
 from tests.support.helpers import check_result, store_monitors
@@ -86,6 +88,10 @@ async def test_status_page_and_metrics(client, pool):
     await store_monitors(pool, SCHEMA.parse([
         {"id": "web", "name": "<b>Web</b>", "kind": "tcp", "interval": "10s",
          "tcp": {"host": "127.0.0.1", "port": 1}}]), source="file")
+    await pool.execute("TRUNCATE status_pages")
+    await status_pages.upsert(pool, Page.model_validate(
+        {"id": "default", "title": "Status", "groups": [{"name": "All", "monitors": ["web"]}]}),
+        "api")
     page = await (await client.get("/")).text()
     assert "&lt;b&gt;Web&lt;/b&gt;" in page
     metrics = await (await client.get("/metrics")).text()

@@ -13,30 +13,44 @@ from api import tokens
 from api.app import CLIENT_MAX_SIZE
 from api.errors import json_errors
 from api.headers import secure
+from engine import status_pages
+from engine.status_pages import Page
 from tests.support.servers import api_client
 
 # What each path parameter is filled with when every route is tried.
 PARAMETERS = {"monitor_id": "web", "token": "A" * 32, "window_id": "nightly",
-              "incident_id": "web:1000", "channel_id": "ops", "entry_id": "1-0"}
+              "incident_id": "web:1000", "channel_id": "ops", "page_id": "no-such-page",
+              "entry_id": "1-0"}
 
 
-async def test_the_status_page_sends_its_security_headers(client):
+async def test_the_status_page_sends_its_security_headers(client, pool):
+    await pool.execute("TRUNCATE status_pages")
+    await status_pages.upsert(pool, Page.model_validate(
+        {"id": "default", "title": "Status", "groups": [{"name": "All", "tags": ["web"]}]}),
+        "api")
     resp = await client.get("/")
     page = await resp.text()
     policy = dict(part.strip().split(" ", 1)
                   for part in resp.headers["Content-Security-Policy"].split(";"))
-    assert policy["default-src"] == "'none'"  # no script-src: no script runs, inline or not
-    assert policy["style-src"] == "'self'"
+    assert policy["default-src"] == "'none'"
+    # Scripts and styles from the page's own files only, nothing inline; the live updates
+    # connect to the page's own origin.
+    assert (policy["script-src"], policy["style-src"], policy["connect-src"]) == (
+        "'self'", "'self'", "'self'")
     assert policy["frame-ancestors"] == "'none'"
     assert "unsafe-inline" not in resp.headers["Content-Security-Policy"]
     assert (resp.headers["X-Frame-Options"], resp.headers["X-Content-Type-Options"],
             resp.headers["Referrer-Policy"]) == ("DENY", "nosniff", "no-referrer")
-    # The page needs nothing the policy refuses: its only resource is its stylesheet.
+    # The page needs nothing the policy refuses: its stylesheet and script are files.
     assert "<style" not in page
-    assert "<script" not in page
-    css = await client.get("/status.css")
-    assert (css.status, css.content_type, css.headers["X-Content-Type-Options"]) == (
-        200, "text/css", "nosniff")
+    assert " style=" not in page
+    assert page.count("<script") == page.count("<script src=/static/") == 1
+    for path, media in (("/static/status-page.css", "text/css"),
+                        ("/static/status-page.js", "text/javascript")):
+        asset = await client.get(path)
+        assert (asset.status, asset.content_type, asset.headers["X-Content-Type-Options"]) == (
+            200, media, "nosniff")
+    await pool.execute("TRUNCATE status_pages")
 
 
 def _paths(app: web.Application) -> list[tuple[str, str]]:
@@ -68,7 +82,8 @@ async def test_every_answer_is_nosniff_and_every_401_a_bearer_challenge(client, 
     # for a token, and nothing else does; a wrong token is refused on /api/v1/status as well.
     monitors = [(m, p) for m, p in _paths(client.app)
                 if p.startswith(("/api/v1/monitors", "/api/v1/maintenance", "/api/v1/incidents",
-                                 "/api/v1/channels", "/api/v1/deliveries", "/api/v1/queue"))
+                                 "/api/v1/channels", "/api/v1/deliveries",
+                                 "/api/v1/status-pages", "/api/v1/queue"))
                 and not p.endswith("/uptime")]
     assert sorted(asked) == sorted([(m, p, kind) for m, p in monitors
                                     for kind in ("", "Bearer", "Basic ")]

@@ -28,7 +28,7 @@ SEEDED = {"id": "web", "kind": "http", "interval": "10s", "http": {"url": "http:
 
 
 FUZZED = ("/api/v1/monitors", "/api/v1/maintenance", "/api/v1/incidents", "/api/v1/channels",
-          "/api/v1/deliveries", "/api/v1/queue")
+          "/api/v1/deliveries", "/api/v1/status-pages", "/api/v1/queue")
 NOT_FUZZED = "/api/v1/channels/{channel_id}/test"
 
 

@@ -9,10 +9,13 @@ import pytest
 
 from api import tokens
 from api.status import PUBLIC
+from engine import incidents, status_pages
 from engine.connections import redis_client
 from engine.settings import Settings
+from engine.status_pages import Page
 from executors.kinds import SCHEMA
 from sinks.status import StatusSink
+from tests.support.events import change
 from tests.support.helpers import check_result, free_port, store_monitors
 from tests.support.servers import api_client
 
@@ -21,13 +24,24 @@ SECRET = "/var/lib/redis-secret-7f3a"
 ERROR = f"unexpected reply: *2\r\n$3\r\ndir\r\n${len(SECRET)}\r\n{SECRET}\r\n"
 
 
+async def confirmed_down(pool, *monitor_ids: str) -> None:
+    """The evaluator's verdict, which the status page shows: down."""
+    async with pool.acquire() as conn:
+        await incidents.project(conn, [change(m, 5_000, "down") for m in monitor_ids])
+
+
 @pytest.fixture
 async def probed(r, keys, pool, postgres_dsn, clean) -> None:
     await store_monitors(pool, SCHEMA.parse([
-        {"id": "cache", "kind": "tcp", "interval": "10s",
+        {"id": "cache", "kind": "tcp", "interval": "10s", "tags": ["shown"],
          "tcp": {"host": "127.0.0.1", "port": 6379}},
-        {"id": "web", "kind": "http", "interval": "10s",
+        {"id": "web", "kind": "http", "interval": "10s", "tags": ["shown"],
          "http": {"url": "http://127.0.0.1:9/"}}]), source="api")
+    await pool.execute("TRUNCATE status_pages, confirmed_status")
+    await status_pages.upsert(pool, Page.model_validate(
+        {"id": "default", "title": "Status", "groups": [{"name": "All", "tags": ["shown"]}]}),
+        "api")
+    await confirmed_down(pool, "cache", "web")
     sink = StatusSink(r, keys, Settings(instance_id="sink-public"), postgres_dsn=postgres_dsn)
     await sink.start()
     try:
@@ -81,7 +95,8 @@ async def test_a_monitor_with_public_details_shows_its_error_text_escaped(
         client, r, keys, pool, postgres_dsn, probed):
     await store_monitors(pool, SCHEMA.parse([
         {"id": "open", "kind": "http", "interval": "10s", "public_details": True,
-         "http": {"url": "http://127.0.0.1:9/"}}]), source="api")
+         "tags": ["shown"], "http": {"url": "http://127.0.0.1:9/"}}]), source="api")
+    await confirmed_down(pool, "open")
     sink = StatusSink(r, keys, Settings(instance_id="sink-public"), postgres_dsn=postgres_dsn)
     await sink.start()
     try:
