@@ -106,15 +106,15 @@ class View:
 
 async def _uptimes(ch: Any, ids: list[str], now_ms: int) -> dict[str, list[float | None]]:
     """Uptime over each trailing window: one query cut at the windows' edges, each window the
-    sum of the periods after its edge."""
+    sum of the periods after its edge (checks only: no latency is merged for it)."""
     edges = [now_ms - span for _, span in WINDOWS] + [now_ms]
-    found = await rollups.summaries(ch, ids, edges)
+    found = await rollups.period_tallies(ch, ids, edges)
     out = {}
     for monitor_id, periods in found.items():
         figures = []
         for first in range(len(WINDOWS)):
-            up = sum(p.tally.up for p in periods[first:])
-            down = sum(p.tally.down for p in periods[first:])
+            up = sum(p.up for p in periods[first:])
+            down = sum(p.down for p in periods[first:])
             figures.append(up / (up + down) if up + down else None)
         out[monitor_id] = figures
     return out
