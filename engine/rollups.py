@@ -23,8 +23,10 @@ HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 # Latency buckets: bucket k holds latencies whose log1p is nearest k*log(1.01), so a quantile
 # read from the histogram is within 0.5% of (1 + the true value). Migration 0007 writes the
-# same expression into results_hourly_mv.
-BUCKET = "toUInt16(round(log1p(greatest(ifNull(latency_ms, 0), 0)) / log(1.01)))"
+# same expression into results_hourly_mv. A value that is not finite would fail the conversion
+# and with it the whole insert into check_results: it counts as 0.
+BUCKET = ("toUInt16(round(log1p(if(isFinite(ifNull(latency_ms, 0)),"
+          " greatest(ifNull(latency_ms, 0), 0), 0)) / log(1.01)))")
 # What one group of raw check_results rows adds to a rollup row, as the materialized view
 # computes it: outcomes outside maintenance, maintenance apart, the up/degraded histogram.
 # The column is named with its table: the alias `maintenance` would shadow it.

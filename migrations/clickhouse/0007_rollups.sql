@@ -46,8 +46,9 @@ SELECT monitor_id, region, toStartOfHour(scheduled) AS hour,
        toInt64(countIf(outcome = 'error' AND NOT check_results.maintenance)) AS error,
        toInt64(countIf(outcome = 'expired' AND NOT check_results.maintenance)) AS expired,
        toInt64(countIf(check_results.maintenance)) AS maintenance,
-       sumMapIf(map(toUInt16(round(log1p(greatest(ifNull(latency_ms, 0), 0)) / log(1.01))),
-                    toInt64(1)),
+       sumMapIf(map(toUInt16(round(log1p(if(isFinite(ifNull(latency_ms, 0)),
+                                            greatest(ifNull(latency_ms, 0), 0), 0))
+                                   / log(1.01))), toInt64(1)),
                 outcome IN ('up', 'degraded') AND NOT check_results.maintenance
                 AND latency_ms IS NOT NULL)
            AS latency

@@ -278,3 +278,9 @@ async def test_the_clickhouse_sink_role_settles_closed_hours(empty: ClickHouse) 
         "SELECT sum(up + down) FROM results_hourly "
         "WHERE hour < toDateTime(intDiv({c:Int64}, 1000), 'UTC')", {"c": closed})
     assert tallied[0][0] == sum(1 for r in results if r.scheduled_ms < closed)
+
+
+async def test_a_latency_that_is_not_finite_does_not_fail_the_insert(empty: ClickHouse) -> None:
+    await write(empty, [check_result("a", T0, "up", latency_ms=float("inf")),
+                        check_result("a", T0 + STEP_MS, "up", latency_ms=12.0)])
+    assert (await rollups.tallies(empty, ["a"], T0, T0 + HOUR_MS))["a"].up == 2
