@@ -20,6 +20,7 @@ FOLDER = Path(migrations.__file__).parent
 # (tests/integration/test_clickhouse_upgrade.py reruns it).
 RERUN_SAFE = re.compile(r"""
     CREATE\ TABLE\ IF\ NOT\ EXISTS\ \w+
+  | CREATE\ MATERIALIZED\ VIEW\ IF\ NOT\ EXISTS\ \w+\ TO\ \w+\ AS\s
   | ALTER\ TABLE\ \w+\ ADD\ COLUMN\ IF\ NOT\ EXISTS\ \w+
   | RENAME\ TABLE\ IF\ EXISTS\ \w+\ TO\ \w+$
   | ALTER\ TABLE\ \w+\ ATTACH\ PARTITION\ ALL\ FROM\ \w+$
