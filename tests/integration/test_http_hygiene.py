@@ -20,7 +20,7 @@ from tests.support.servers import api_client
 # What each path parameter is filled with when every route is tried.
 PARAMETERS = {"monitor_id": "web", "token": "A" * 32, "window_id": "nightly",
               "incident_id": "web:1000", "channel_id": "ops", "page_id": "no-such-page",
-              "entry_id": "1-0"}
+              "entry_id": "1-0", "tag": "web"}
 
 
 async def test_the_status_page_sends_its_security_headers(client, pool):
@@ -78,12 +78,13 @@ async def test_every_answer_is_nosniff_and_every_401_a_bearer_challenge(client, 
                     method, path, headers)
                 assert "error" in await resp.json()
                 asked.append((method, path, headers.get("Authorization", "")[:6]))
-    # Every route of the monitors, maintenance, incidents, channels and deliveries APIs asks
+    # Every route of the monitors, maintenance, incidents, channels, deliveries, status pages,
+    # operations and SLA APIs asks
     # for a token, and nothing else does; a wrong token is refused on /api/v1/status as well.
     monitors = [(m, p) for m, p in _paths(client.app)
                 if p.startswith(("/api/v1/monitors", "/api/v1/maintenance", "/api/v1/incidents",
                                  "/api/v1/channels", "/api/v1/deliveries",
-                                 "/api/v1/status-pages", "/api/v1/queue"))
+                                 "/api/v1/status-pages", "/api/v1/queue", "/api/v1/sla"))
                 and not p.endswith("/uptime")]
     assert sorted(asked) == sorted([(m, p, kind) for m, p in monitors
                                     for kind in ("", "Bearer", "Basic ")]
