@@ -79,8 +79,8 @@ async def test_every_answer_is_nosniff_and_every_401_a_bearer_challenge(client, 
                 assert "error" in await resp.json()
                 asked.append((method, path, headers.get("Authorization", "")[:6]))
     # Every route of the monitors, maintenance, incidents, channels, deliveries, status pages,
-    # operations and SLA APIs asks
-    # for a token, and nothing else does; a wrong token is refused on /api/v1/status as well.
+    # operations and SLA APIs asks for a token, and nothing else does; a wrong token is refused
+    # on /api/v1/status as well.
     monitors = [(m, p) for m, p in _paths(client.app)
                 if p.startswith(("/api/v1/monitors", "/api/v1/maintenance", "/api/v1/incidents",
                                  "/api/v1/channels", "/api/v1/deliveries",
