@@ -469,18 +469,28 @@ GROUP BY monitor_id, period
 """
 
 
+# ClickHouse's DateTime holds 1970 to 2106: a time outside [1970, 2100) is refused here
+# rather than wrapped around there.
+LATEST_MS = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp() * 1000)
+
+
 def moment_ms(text: str, end: bool = False) -> int:
     """An ISO 8601 date or time as epoch ms, UTC unless it says otherwise. A date alone is
     its midnight, or with `end` the next one (`to=2026-01-31` takes in all of January 31)."""
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
-            return _day_ms(day + timedelta(days=1) if end else day)
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+            ms = _day_ms(day + timedelta(days=1) if end else day)
+        else:
+            moment = datetime.fromisoformat(text)
+            ms = int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+                     * 1000)
+    except (ValueError, OverflowError):
         raise ValueError("expected an ISO 8601 date or time, like 2026-01-31 or "
                          "2026-01-31T12:00:00Z") from None
-    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+    if not 0 <= ms < LATEST_MS:
+        raise ValueError("expected a time from 1970 to 2099")
+    return ms
 
 
 def checked_range(since_ms: int, until_ms: int) -> None:

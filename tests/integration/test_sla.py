@@ -117,7 +117,9 @@ async def test_weeks_months_and_partial_edges(api: TestClient, history: None) ->
 @pytest.mark.parametrize(("query", "field"), [
     ({"from": "yesterday"}, "from"), ({"to": "2026-13-40"}, "to"), ({"by": "year"}, "by"),
     ({"from": "2026-03-04", "to": "2026-03-01"}, "to"),
-    ({"from": "2025-01-01", "to": "2026-03-01"}, "to")])
+    ({"from": "2025-01-01", "to": "2026-03-01"}, "to"), ({"to": "9999-12-31"}, "to"),
+    ({"from": "1969-12-01", "to": "1970-01-02"}, "from"),
+    ({"from": "0001-01-01T00:00:00+14:00"}, "from")])
 async def test_bad_input_names_the_parameter(api: TestClient, history: None,
                                              query: dict[str, str], field: str) -> None:
     resp = await api.get("/api/v1/monitors/web/sla", params=query)
