@@ -9,18 +9,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
 from engine import rollups
 from engine.clickhouse import ClickHouse
 from engine.events import Outcome
+from engine.settings import Settings
 from sinks.status_events import COLUMNS as STATUS_COLUMNS
 from sinks.status_events import row as status_row
 from tests.integration.test_rollups import TABLES, write
 from tests.support.events import change
 from tests.support.helpers import check_result
 from tests.support.servers import create_monitors
+from vigil import report
+from vigil.cli import parser
 
 T0 = int(datetime(2026, 3, 2, tzinfo=UTC).timestamp() * 1000)  # a Monday
 MINUTE, HOUR = 60_000, 3_600_000
@@ -161,3 +165,16 @@ def test_periods_and_moments() -> None:
     assert len(rollups.edges(since, until, "day")) == 15  # February 25 (from 06:00) to March 10
     with pytest.raises(ValueError, match="ISO 8601"):
         rollups.moment_ms("2026-02-30")
+
+
+async def test_vigil_report_reads_clickhouse_itself_when_it_is_named(
+        history: None, postgres_dsn: str, clickhouse_url: str, tmp_path: Any,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    args = parser().parse_args(["report", "--from", "2026-03-02", "--to", "2026-03-04", "--by",
+                                "week", "--tag", "shop", "--format", "json", "--data-dir",
+                                str(tmp_path), "--clickhouse-url", clickhouse_url])
+    settings = Settings(postgres_dsn=postgres_dsn, clickhouse_url=clickhouse_url)
+    await report.run(settings, args)
+    document = orjson.loads(capsys.readouterr().out)
+    assert [m["monitor_id"] for m in document["monitors"]] == ["web"]
+    assert document["monitors"][0]["total"]["downtime_minutes"] == 30
