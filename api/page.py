@@ -11,11 +11,14 @@ or a status shows the error class only.
 One render is a fixed number of queries whatever the number of monitors (every query takes
 all of the page's monitors at once), and its HTML is kept RENDER_TTL_S: what changes in
 between reaches open pages by Server-Sent Events (api.live), so the copy may be a little old.
+The ClickHouse figures (bars, uptimes, latency), most of a render's cost on a large page and
+slow to change, are kept FIGURES_TTL_S.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import time
 from dataclasses import dataclass
@@ -57,6 +60,8 @@ FAILING = ("down", "degraded", "flapping")
 SHADES = ((0.999, "u4"), (0.99, "u3"), (0.95, "u2"), (0.0, "u1"))
 CHART_W, CHART_H = 300, 40
 RENDERS: web.AppKey[BoundedCache[str, bytes]] = web.AppKey("renders", BoundedCache)
+FIGURES_TTL_S = 60.0
+FIGURES: web.AppKey[BoundedCache[str, Figures]] = web.AppKey("figures", BoundedCache)
 
 
 def esc(value: object) -> str:
@@ -71,6 +76,17 @@ def percent(ratio: float | None) -> str:
     return "-" if ratio is None else f"{100 * ratio:.2f}%"
 
 
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """What a page shows from ClickHouse, for all its monitors: the figures of whole hours and
+    days, kept FIGURES_TTL_S (a render reads Postgres afresh, these a minute at most old)."""
+
+    now_ms: int
+    days: dict[str, dict[date, rollups.Tally]]
+    uptimes: dict[str, list[float | None]]  # id -> uptime per WINDOWS
+    latency: dict[str, list[tuple[int, float, float]]]
+
+
 @dataclass(slots=True)
 class View:
     """Everything one render of a page reads, for all its monitors at once."""
@@ -78,22 +94,17 @@ class View:
     page: Page
     now_ms: int
     groups: list[tuple[str, list[Entry]]]
+    names: dict[str, str]  # id -> its name on the page
     monitors: dict[str, dict[str, Any]]  # id -> its public status row (api.status.public)
     details: set[str]  # the monitors with public_details
     confirmed: dict[str, dict[str, Any]]  # id -> its confirmed_status row (region '*')
-    days: dict[str, dict[date, rollups.Tally]]
-    uptimes: dict[str, list[float | None]]  # id -> uptime per WINDOWS
-    latency: dict[str, list[tuple[int, float, float]]]
+    figures: Figures
     open_incidents: list[dict[str, Any]]
     history: list[dict[str, Any]]
     windows: list[tuple[Window, list[tuple[int, int]]]]  # with their stretches now and next
 
     def name(self, monitor_id: str) -> str:
-        for _, entries in self.groups:
-            for e in entries:
-                if e.id == monitor_id and e.name:
-                    return e.name
-        return str(self.monitors.get(monitor_id, {}).get("name") or monitor_id)
+        return self.names.get(monitor_id, monitor_id)
 
     def failure(self, monitor_id: str) -> tuple[str | None, str | None]:
         """The error class of the monitor's newest failing result, and its text where
@@ -104,20 +115,29 @@ class View:
         return row.get("error_kind"), row.get("error")
 
 
-async def _uptimes(ch: Any, ids: list[str], now_ms: int) -> dict[str, list[float | None]]:
-    """Uptime over each trailing window: one query cut at the windows' edges, each window the
-    sum of the periods after its edge (checks only: no latency is merged for it)."""
-    edges = [now_ms - span for _, span in WINDOWS] + [now_ms]
-    found = await rollups.period_tallies(ch, ids, edges)
-    out = {}
-    for monitor_id, periods in found.items():
-        figures = []
-        for first in range(len(WINDOWS)):
-            up = sum(p.up for p in periods[first:])
-            down = sum(p.down for p in periods[first:])
-            figures.append(up / (up + down) if up + down else None)
-        out[monitor_id] = figures
+def _uptimes(days: dict[date, rollups.Tally], last_day: rollups.Tally | None,
+             today: date) -> list[float | None]:
+    """Uptime over each of WINDOWS: the last 24 h from its own tally, the others the sums of
+    the bar's days (today's so far included), so the figures agree with the bar."""
+    out: list[float | None] = []
+    for _, span in WINDOWS:
+        if span == DAY_MS:
+            out.append(None if last_day is None else last_day.uptime)
+            continue
+        first = today - timedelta(days=span // DAY_MS - 1)
+        shown = [t for d, t in days.items() if d >= first]
+        up, down = sum(t.up for t in shown), sum(t.down for t in shown)
+        out.append(up / (up + down) if up + down else None)
     return out
+
+
+async def figures(ch: Any, ids: list[str], now_ms: int) -> Figures:
+    today = datetime.fromtimestamp(now_ms / 1000, UTC).date()
+    days = await rollups.daily(ch, ids, today - timedelta(days=DAYS - 1), today)
+    last_day = await rollups.tallies(ch, ids, now_ms - DAY_MS, now_ms)
+    latency = await rollups.latency_hourly(ch, ids, now_ms - DAY_MS, now_ms)
+    uptimes = {m: _uptimes(days.get(m, {}), last_day.get(m), today) for m in ids}
+    return Figures(now_ms, days, uptimes, latency)
 
 
 async def _windows(pool: asyncpg.Pool, shown: dict[str, list[str]], now_ms: int
@@ -149,29 +169,42 @@ async def _history(pool: asyncpg.Pool, ids: set[str], now_ms: int) -> list[dict[
 
 
 async def view(app: web.Application, page: Page) -> View:
-    pool, ch = app[PG], app[CH]
+    pool = app[PG]
     now_ms = int(time.time() * 1000)
     rows = await store.list_all(pool)
     tags = {r["id"]: list(r["tags"]) for r in rows}
     groups = [(g.name, g.entries(tags)) for g in page.groups]
     ids = sorted({e.id for _, entries in groups for e in entries})
     shown = {mid: tags[mid] for mid in ids}
-    found = [r for r in await store.status_rows(pool) if r["id"] in shown]
-    details = {r["id"] for r in found if r["public_details"]}
-    statuses = [public(r) for r in found]
-    confirmed = {r["monitor_id"]: r for r in await incidents.confirmed(pool, None)
-                 if r["region"] == MONITOR and r["monitor_id"] in shown}
-    today = datetime.fromtimestamp(now_ms / 1000, UTC).date()
-    days = await rollups.daily(ch, ids, today - timedelta(days=DAYS - 1), today)
-    uptimes = await _uptimes(ch, ids, now_ms)
-    latency = await rollups.latency_hourly(ch, ids, now_ms - DAY_MS, now_ms)
-    opened = [i for i in await incidents.listed(pool, state="open", limit=incidents.LIST_MAX)
-              if i["monitor_id"] in shown]
-    return View(page=page, now_ms=now_ms, groups=groups,
-                monitors=_worst_region(statuses), details=details, confirmed=confirmed, days=days,
-                uptimes=uptimes, latency=latency, open_incidents=opened,
-                history=await _history(pool, set(ids), now_ms),
-                windows=await _windows(pool, shown, now_ms))
+    names = {r["id"]: r["name"] or r["id"] for r in rows if r["id"] in shown}
+    names.update({e.id: e.name for _, entries in groups for e in entries if e.name})
+    # ClickHouse's part runs beside Postgres's (its client has a thread of its own).
+    counted = asyncio.ensure_future(_figures(app, page.id, ids, now_ms))
+    try:
+        found = [r for r in await store.status_rows(pool) if r["id"] in shown]
+        confirmed = {r["monitor_id"]: r for r in await incidents.confirmed(pool, None)
+                     if r["region"] == MONITOR and r["monitor_id"] in shown}
+        opened = [i for i in await incidents.listed(pool, state="open",
+                                                    limit=incidents.LIST_MAX)
+                  if i["monitor_id"] in shown]
+        history = await _history(pool, set(ids), now_ms)
+        windows = await _windows(pool, shown, now_ms)
+    finally:
+        got = await counted
+    return View(page=page, now_ms=now_ms, groups=groups, names=names,
+                monitors=_worst_region([public(r) for r in found]),
+                details={r["id"] for r in found if r["public_details"]}, confirmed=confirmed,
+                figures=got, open_incidents=opened, history=history, windows=windows)
+
+
+async def _figures(app: web.Application, page_id: str, ids: list[str], now_ms: int) -> Figures:
+    cache = app[FIGURES]
+    hit = cache.get(page_id)
+    if hit is not MISS and hit.uptimes.keys() == set(ids):
+        return hit
+    found = await figures(app[CH], ids, now_ms)
+    cache.put(page_id, found)
+    return found
 
 
 def _worst_region(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -186,34 +219,43 @@ def _worst_region(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 # --- HTML ---------------------------------------------------------------------------------------
 
-def _bar(view: View, monitor_id: str) -> str:
+def _day_cells(now_ms: int) -> list[tuple[date, str]]:
+    """The bar's days, oldest first, each with its ISO date."""
+    today = datetime.fromtimestamp(now_ms / 1000, UTC).date()
+    return [(d, d.isoformat()) for d in (today - timedelta(days=back)
+                                         for back in range(DAYS - 1, -1, -1))]
+
+
+# Most days of most monitors look alike (100.00% up, or no data): a cell is made once.
+@functools.lru_cache(maxsize=65_536)
+def _cell(label: str, tally: rollups.Tally | None) -> str:
+    ratio = None if tally is None else tally.uptime
+    if ratio is None:
+        shade, said = "u0", "no data"
+    else:
+        shade = next(c for floor, c in SHADES if ratio >= floor)
+        said = f"{percent(ratio)} up"
+    if tally is not None and tally.maintenance:
+        shade, said = f"{shade} mt", f"{said}, maintenance"
+    return f'<i class="{shade}" title="{label}: {said}"></i>'
+
+
+def _bar(view: View, monitor_id: str, cells: list[tuple[date, str]]) -> str:
     """One cell per day, oldest first: its uptime's shade, grey without answers, marked when
     checks ran in maintenance; the title says the figure."""
-    today = datetime.fromtimestamp(view.now_ms / 1000, UTC).date()
-    days = view.days.get(monitor_id, {})
-    cells = []
-    for back in range(DAYS - 1, -1, -1):
-        day = today - timedelta(days=back)
-        tally = days.get(day)
-        ratio = None if tally is None else tally.uptime
-        shade = "u0" if ratio is None else next(c for floor, c in SHADES if ratio >= floor)
-        title = f"{day.isoformat()}: " + ("no data" if ratio is None else f"{percent(ratio)} up")
-        if tally is not None and tally.maintenance:
-            shade += " mt"
-            title += ", maintenance"
-        cells.append(f'<i class="{shade}" title="{title}"></i>')
+    days = view.figures.days.get(monitor_id, {})
     return (f'<div class=bar role=img aria-label="uptime per day, last {DAYS} days">'
-            f"{''.join(cells)}</div><div class=axis><span>{DAYS} days ago</span>"
-            "<span>today</span></div>")
+            + "".join(_cell(label, days.get(day)) for day, label in cells)
+            + f"</div><div class=axis><span>{DAYS} days ago</span><span>today</span></div>")
 
 
 def _chart(view: View, monitor_id: str) -> str:
     """p50 and p95 latency per hour over the last 24 h, as an inline SVG polyline each."""
-    points = view.latency.get(monitor_id, [])
+    points = view.figures.latency.get(monitor_id, [])
     if not points:
         return "<p class=nochart>No response times in the last 24 h</p>"
     top = max(p95 for _, _, p95 in points) or 1.0
-    since = view.now_ms - DAY_MS
+    since = view.figures.now_ms - DAY_MS
 
     def line(values: list[tuple[int, float]]) -> str:
         return " ".join(f"{(hour + HOUR_MS / 2 - since) / DAY_MS * CHART_W:.1f},"
@@ -236,7 +278,7 @@ def _failure(kind: str | None, error: str | None) -> str:
     return f"<p class=failure>{esc(said)}</p>" if said else ""
 
 
-def _monitor(view: View, entry: Entry) -> str:
+def _monitor(view: View, entry: Entry, cells: list[tuple[date, str]]) -> str:
     confirmed = view.confirmed.get(entry.id)
     status = None if confirmed is None else confirmed["status"]
     since = "" if confirmed is None else f" since {when(confirmed['since_ms'])}"
@@ -247,12 +289,12 @@ def _monitor(view: View, entry: Entry) -> str:
              f"{esc(LABELS.get(status, status))}</span></div>",
              _failure(*view.failure(entry.id)) if status in FAILING else ""]
     if entry.bar:
-        parts.append(_bar(view, entry.id))
+        parts.append(_bar(view, entry.id, cells))
     if entry.uptime:
-        figures = view.uptimes.get(entry.id, [None] * len(WINDOWS))
+        ratios = view.figures.uptimes.get(entry.id, [None] * len(WINDOWS))
         parts.append("<dl class=uptime>" + "".join(
             f"<div><dt>{label}</dt><dd>{percent(ratio)}</dd></div>"
-            for (label, _), ratio in reversed(list(zip(WINDOWS, figures, strict=True))))
+            for (label, _), ratio in reversed(list(zip(WINDOWS, ratios, strict=True))))
             + "</dl>")
     if entry.latency:
         parts.append(_chart(view, entry.id))
@@ -321,9 +363,10 @@ def _document(title: str, body: str, events: str | None = None) -> str:
 
 def render(view: View) -> str:
     page = view.page
+    cells = _day_cells(view.figures.now_ms)
     groups = "".join(
         f"<section class=group><h2>{esc(name)}</h2><ul class=monitors>"
-        + "".join(_monitor(view, e) for e in entries) + "</ul></section>"
+        + "".join(_monitor(view, e, cells) for e in entries) + "</ul></section>"
         for name, entries in view.groups)
     description = f"<p class=description>{esc(page.description)}</p>" if page.description else ""
     body = (f"<header><h1>{esc(page.title)}</h1>{description}{_summary(view)}</header>"
@@ -391,6 +434,7 @@ async def script(_request: web.Request) -> web.Response:
 
 def add_page_routes(app: web.Application) -> None:
     app[RENDERS] = BoundedCache(RENDERS_KEPT, RENDER_TTL_S)
+    app[FIGURES] = BoundedCache(RENDERS_KEPT, FIGURES_TTL_S)
     app.router.add_get("/", index)
     app.router.add_get("/status/{page_id}", status_page)
     app.router.add_get(STYLESHEET, stylesheet)

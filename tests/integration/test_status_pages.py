@@ -13,10 +13,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from redis.exceptions import RedisError
+from structlog.testing import capture_logs
 
 from api import tokens
 from api.live import QUEUE_MAX, Live
 from engine import incidents, maintenance_store, status_pages
+from engine.connections import redis_client
 from engine.maintenance import Window
 from engine.monitors import SpecError
 from engine.settings import Settings
@@ -25,9 +28,10 @@ from executors.kinds import SCHEMA
 from sinks.clickhouse import COLUMNS, row
 from sinks.status import StatusSink
 from tests.support.events import change, clear_projections, opened, publish, resolved
-from tests.support.helpers import check_result, store_monitors
+from tests.support.helpers import check_result, free_port, store_monitors, wait_for
 from tests.support.servers import api_client
 from vigil import admin
+from vigil.embedded import RedisServer
 
 
 def tcp(monitor_id: str, **extra: Any) -> dict[str, Any]:
@@ -392,3 +396,40 @@ async def test_a_client_too_far_behind_is_dropped(r, keys):
         assert await slow.queue.get() is None  # its stream ends: what it missed is dropped
     finally:
         await live.close()
+
+
+async def test_a_redis_outage_is_one_warning_and_the_stream_goes_on(tmp_path, keys):
+    server = RedisServer(tmp_path, port=free_port())
+    server.start()
+    r = redis_client(server.url)
+    live = Live(r, keys.events)
+    try:
+        with capture_logs() as logs:
+            sub = await live.subscribe(frozenset({"m"}), lambda: None)
+            assert sub is not None
+            server.stop()
+
+            async def warned() -> bool:
+                return any(e["event"].startswith("events stream unreachable") for e in logs)
+
+            await wait_for(warned)
+            server.start()  # the same port, no data: the stream starts again from nothing
+
+            async def published() -> bool:
+                try:
+                    await publish(r, keys, [change("m", 5_000, "down", "up")])
+                except RedisError:
+                    return False
+                return True
+
+            await wait_for(published)
+            async with asyncio.timeout(10):
+                data = await sub.queue.get()
+        assert data is not None
+        assert b'"monitor_id":"m","status":"down"' in data
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+            "events stream unreachable; live pages wait and retry"]
+    finally:
+        await live.close()
+        await r.aclose()
+        server.stop()
