@@ -302,8 +302,11 @@ def bar_of(page: str, monitor_id: str) -> list[tuple[str, str]]:
 async def test_the_page_shows_what_was_written_and_no_private_detail(client, shown):
     resp = await client.get("/status/acme")
     page = await resp.text()
-    assert resp.status == 200
-    assert resp.content_type == "text/html"
+    assert (resp.status, resp.content_type, resp.headers["Content-Encoding"]) == (
+        200, "text/html", "gzip")
+    plain = await client.get("/status/acme", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers
+    assert await plain.text() == page
     assert "<title>Acme &lt;status&gt;</title>" in page
     assert "All of it &amp; more" in page
     assert "Web &lt;front&gt;" in page
