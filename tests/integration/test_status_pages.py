@@ -16,6 +16,7 @@ import pytest
 from redis.exceptions import RedisError
 from structlog.testing import capture_logs
 
+from api import live as live_module
 from api import tokens
 from api.live import QUEUE_MAX, Live
 from engine import incidents, maintenance_store, status_pages
@@ -436,3 +437,32 @@ async def test_a_redis_outage_is_one_warning_and_the_stream_goes_on(tmp_path, ke
         await live.close()
         await r.aclose()
         server.stop()
+
+
+async def test_the_root_is_the_default_page_else_a_list_else_how_to_make_one(client, pool,
+                                                                             pages):
+    empty = await (await client.get("/")).text()
+    assert "No status page yet" in empty
+    assert "status_pages:" in empty
+    await status_pages.upsert(pool, Page.model_validate(
+        {"id": "ops", "title": "Ops <team>", "groups": [{"name": "G", "tags": ["x"]}]}), "api")
+    listed = await (await client.get("/")).text()
+    assert "<a href='/status/ops'>Ops &lt;team&gt;</a>" in listed
+    await status_pages.upsert(pool, Page.model_validate(
+        {"id": "default", "title": "Main", "groups": [{"name": "G", "tags": ["x"]}]}), "api")
+    assert "<title>Main</title>" in await (await client.get("/")).text()
+    missing = await client.get("/status/none-such")
+    assert (missing.status, (await missing.json())["error"]) == (
+        404, "no status page 'none-such'")
+
+
+async def test_streams_past_the_cap_are_refused(client, pool, pages, monkeypatch):
+    monkeypatch.setattr(live_module, "STREAMS_MAX", 1)
+    await status_pages.upsert(pool, Page.model_validate(
+        {"id": "capped", "title": "C", "groups": [{"name": "G", "tags": ["x"]}]}), "api")
+    first = await client.get("/status/capped/events")
+    assert await first.content.readline() == b"retry: 3000\n"
+    second = await client.get("/status/capped/events")
+    assert second.status == 503
+    assert "too many live streams" in (await second.json())["error"]
+    first.close()
