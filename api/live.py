@@ -7,8 +7,8 @@ to the subscribers whose page shows its monitor. What a client gets is public on
 and since when, an incident's id and times; never an error text.
 
 Bounded: each client has a queue of QUEUE_MAX frames, and a client that falls that far
-behind is dropped (its browser reconnects and reloads nothing it missed: the page it has is
-at most a few seconds old); at most STREAMS_MAX streams are open per process; a comment goes
+behind is dropped (its browser reconnects, and the page's script loads the page afresh for
+what it missed); at most STREAMS_MAX streams are open per process; a comment goes
 out every KEEPALIVE_S so proxies keep an idle stream open. A Redis outage is one warning and
 reads retried with backoff; open streams stay open meanwhile and go on where the reader
 stopped.

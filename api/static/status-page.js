@@ -28,6 +28,11 @@
   };
   const when = (ms) => new Date(ms).toISOString().slice(0, 16).replace("T", " ") + " UTC";
   const source = new EventSource(url);
+  // Changes made while the stream was down (a dropped slow client, an API restart) are not
+  // sent again: after a lost connection the page is loaded afresh once the stream is back.
+  let lost = false;
+  source.addEventListener("error", () => { lost = true; });
+  source.addEventListener("open", () => { if (lost) window.location.reload(); });
   source.addEventListener("status", (message) => {
     const change = JSON.parse(message.data);
     const node = monitor(change.monitor_id);
