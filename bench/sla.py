@@ -203,6 +203,11 @@ async def fleet_year(ch: ClickHouse, monitors: int, raw_per_monitor_ms: float,
           f"latency quantiles {counts_ms:.0f} ms, time "
           f"in status {times_ms:.0f} ms (fleet-0 in month 1: {sample.tally}, p95 "
           f"{sample.p95} ms, down {spent['fleet-0'][0].down_ms / 60_000:.0f} min)")
+    year = [YEAR_START, YEAR_END]
+    total_tally_ms, _ = await timed(lambda: rollups.period_tallies(ch, ids, year), repeat)
+    total_ms, _ = await timed(lambda: rollups.summaries(ch, ids, year), repeat)
+    print(f"   the year's total for all {monitors:,}: checks alone {total_tally_ms:.0f} ms, "
+          f"checks and latency quantiles {total_ms:.0f} ms")
     extrapolated = raw_per_monitor_ms * monitors
     print(f"   raw FINAL for {monitors:,} monitors, extrapolated linearly from part 1 (not "
           f"measured): {extrapolated / 1000:.1f} s, {extrapolated / counts_ms:.0f}x the rollups "
