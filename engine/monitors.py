@@ -263,8 +263,10 @@ def yaml_files(path: str) -> list[Path]:
 
 def _entries(path: Path) -> list[Any]:
     doc = read_document(path)
-    # A file may hold only maintenance windows (engine.maintenance reads those).
-    if isinstance(doc, dict) and "monitors" not in doc and "maintenance" in doc:
+    # A file may hold only maintenance windows or status pages (engine.maintenance and
+    # engine.status_pages read those).
+    if isinstance(doc, dict) and "monitors" not in doc and (
+            "maintenance" in doc or "status_pages" in doc):
         return []
     entries = doc.get("monitors") if isinstance(doc, dict) else None
     if not isinstance(entries, list):

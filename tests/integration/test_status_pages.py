@@ -184,6 +184,14 @@ async def test_apply_writes_pages_with_the_monitors_and_prunes_file_pages(
     assert await status_pages.shown_monitors(pool) == {"web"}
 
 
+async def test_a_file_may_hold_only_status_pages(tmp_path, pool, pages):
+    page_file(tmp_path / "monitors.yaml", [tcp("web")], [])
+    (tmp_path / "pages.yaml").write_text(json.dumps({"status_pages": [
+        {"id": "main", "title": "Main", "groups": [{"name": "Web", "monitors": ["web"]}]}]}))
+    await admin.apply(pool, str(tmp_path), prune=True, dry_run=False)
+    assert await stored_pages(pool) == {"main": ("file", 1)}
+
+
 async def test_apply_names_an_unknown_monitor_and_writes_nothing(tmp_path, pool, pages):
     file = page_file(tmp_path / "m.yaml", [tcp("web")], [
         {"id": "main", "title": "Main", "groups": [{"name": "Web", "monitors": ["web", "gone"]}]}])
