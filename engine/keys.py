@@ -120,6 +120,12 @@ class Keys:
         """STREAM of entries that could not be processed, with the reason."""
         return f"{self.base}:deadletter"
 
+    @property
+    def rollups_settle(self) -> str:
+        """STRING: the lock of the ClickHouse rollups' settle step (sinks.rollups), a token
+        with an expiry; whoever holds it settles this round, the others skip it."""
+        return f"{self.base}:rollups-settle"
+
     def beats(self, monitor_id: str) -> str:
         """ZSET of one push monitor's heartbeats scored by Redis time in ms (engine.heartbeats).
         Monitor ids hold no `{`, so the shard's tag stays the key's hash tag."""

@@ -7,7 +7,7 @@ so a figure equals the raw one whatever the settle step has done so far.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
@@ -430,12 +430,14 @@ _SETTLE = {RESULTS: (_SETTLE_RESULTS_SQL, "SELECT toUnixTimestamp64Milli(min(sch
                     "FROM status_events")}
 
 
-async def settle(ch: ClickHouse, through_ms: int) -> dict[str, int]:
+async def settle(ch: ClickHouse, through_ms: int,
+                 renew: Callable[[], Awaitable[object]] | None = None) -> dict[str, int]:
     """Insert, for every closed hour before `through_ms` (floored to an hour) not yet settled
     or within LOOKBACK_MS of the mark, the difference between the raw rows with FINAL and the
     rollup as signed correction rows; then record the mark. A rerun, after a crash or not,
-    finds no difference and inserts nothing. One settle at a time (sinks/rollups.py): two at
-    once could both insert the same correction, which the next run takes back out."""
+    finds no difference and inserts nothing. One settle at a time: two at once could both
+    insert the same correction. sinks/rollups.py holds a lock, which `renew` (awaited before
+    every statement) keeps, or raises to stop the run once it is lost."""
     through = _floor(through_ms, HOUR_MS)
     marks = {}
     for rollup, (sql, oldest_sql) in _SETTLE.items():
@@ -446,8 +448,12 @@ async def settle(ch: ClickHouse, through_ms: int) -> dict[str, int]:
             oldest, count = (await ch.rows(oldest_sql))[0]
             lo = _floor(int(oldest), HOUR_MS) if count else through
         for start in range(lo, through, _CHUNK_MS):
+            if renew:
+                await renew()
             await ch.command(sql, {"lo": start, "hi": min(start + _CHUNK_MS, through)})
         if through > mark:
+            if renew:
+                await renew()
             await ch.insert("rollups_settled",
                             [[rollup, datetime.fromtimestamp(through / 1000, UTC)]],
                             ["rollup", "through"])

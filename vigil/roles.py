@@ -68,8 +68,9 @@ async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1
             elif role == "sink-clickhouse":
                 assert ch is not None
                 services.append(ClickHouseSink(r, keys, settings, ch=ch))
-                # The rollups' settle step rides with the one ClickHouse sink (sinks/rollups.py).
-                services.append(RollupSettler(ch))
+                # The rollups' settle step rides with every ClickHouse sink, one at a time by
+                # a Redis lock (sinks/rollups.py).
+                services.append(RollupSettler(ch, r, keys))
             elif role == "sink-status":
                 services.append(StatusSink(r, keys, settings, postgres_dsn=settings.postgres_dsn))
             elif role == "sink-incidents":

@@ -4,15 +4,19 @@ ranges with partial hours; before the settle step has run, after it, and after a
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
 
 import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import LockNotOwnedError
 
 from engine import rollups
 from engine.clickhouse import ClickHouse
 from engine.events import CheckResult, Event, Outcome, Status
+from engine.keys import Keys
 from engine.rollups import HOUR_MS, Tally
 from sinks.clickhouse import COLUMNS, row
 from sinks.rollups import GRACE_MS, RollupSettler
@@ -258,14 +262,16 @@ async def test_time_in_status_equals_the_window_functions(empty: ClickHouse) -> 
         assert first.untracked_ms == first.span_ms - sum(want["b"][0].values())
 
 
-async def test_the_clickhouse_sink_role_settles_closed_hours(empty: ClickHouse) -> None:
+async def test_the_clickhouse_sink_role_settles_closed_hours(empty: ClickHouse,
+                                                             r: aioredis.Redis,
+                                                             keys: Keys) -> None:
     now = int((await empty.rows("SELECT toUnixTimestamp64Milli(now64(3))"))[0][0])
     start = now - now % HOUR_MS - 3 * HOUR_MS
     results = [check_result("a", t, "up" if i % 5 else "down", region=region, latency_ms=40.0)
                for i, t in enumerate(range(start, now, STEP_MS)) for region in ("eu", "us")]
     await write(empty, results)
     await write(empty, results[::3])
-    settler = RollupSettler(empty, every_s=0.05)
+    settler = RollupSettler(empty, r, keys, every_s=0.05)
     closed = now - GRACE_MS - (now - GRACE_MS) % HOUR_MS
 
     async def settled() -> bool:
@@ -284,3 +290,52 @@ async def test_a_latency_that_is_not_finite_does_not_fail_the_insert(empty: Clic
     await write(empty, [check_result("a", T0, "up", latency_ms=float("inf")),
                         check_result("a", T0 + STEP_MS, "up", latency_ms=12.0)])
     assert (await rollups.tallies(empty, ["a"], T0, T0 + HOUR_MS))["a"].up == 2
+
+
+async def rollup_hours(ch: ClickHouse) -> list[tuple[object, ...]]:
+    return await ch.rows("SELECT monitor_id, region, hour, sum(up), sum(down), sum(degraded), "
+                         "sum(error), sum(expired), sum(maintenance) FROM results_hourly "
+                         "GROUP BY ALL HAVING sum(up + down + degraded + error + expired + "
+                         "maintenance) != 0 ORDER BY ALL")
+
+
+async def test_two_settlers_at_once_insert_each_correction_once(empty: ClickHouse,
+                                                                r: aioredis.Redis,
+                                                                keys: Keys) -> None:
+    now = int((await empty.rows("SELECT toUnixTimestamp64Milli(now64(3))"))[0][0])
+    start = now - now % HOUR_MS - 30 * HOUR_MS
+    results = history(hours=28)
+    shifted = [check_result(x.monitor_id, x.scheduled_ms - T0 + start, x.outcome,
+                            region=x.region, latency_ms=x.latency_ms,
+                            maintenance=x.maintenance) for x in results]
+    await write(empty, shifted)
+    await write(empty, shifted[::4])  # counted twice by the view until settled
+    first, second = RollupSettler(empty, r, keys), RollupSettler(empty, r, keys)
+    marks = await asyncio.gather(first.settle_once(), second.settle_once())
+    assert marks.count(None) == 1  # the one that did not get the lock skipped the round
+    assert await rollup_hours(empty) == await empty.rows(
+        RAW_HOURLY.replace("FROM check_results FINAL",
+                           "FROM check_results FINAL WHERE scheduled < "
+                           "fromUnixTimestamp64Milli({c:Int64}, 'UTC')"),
+        {"c": next(m for m in marks if m)["results"]})
+    assert not await r.exists(keys.rollups_settle)  # released by its owner
+
+
+async def test_a_lock_left_by_a_killed_settler_expires(empty: ClickHouse, r: aioredis.Redis,
+                                                       keys: Keys) -> None:
+    now = int((await empty.rows("SELECT toUnixTimestamp64Milli(now64(3))"))[0][0])
+    await write(empty, [check_result("a", now - 3 * HOUR_MS, "up", latency_ms=12.0)])
+    killed = RollupSettler(empty, r, keys, lock_ttl_s=0.5)
+    assert await killed.lock.acquire()  # and never released: its process died mid-run
+    survivor = RollupSettler(empty, r, keys)
+    assert await survivor.settle_once() is None
+    assert await rollups.settled_ms(empty, "results") == 0
+
+    async def settles() -> bool:
+        return await survivor.settle_once() is not None
+
+    await wait_for(settles)
+    assert await rollups.settled_ms(empty, "results") > now - 3 * HOUR_MS
+    # The dead settler's token no longer opens the lock the survivor took and released.
+    with pytest.raises(LockNotOwnedError):
+        await killed.lock.release()
