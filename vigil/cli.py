@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -290,11 +291,19 @@ async def cmd_up(args: argparse.Namespace, examples: str | None) -> None:
                                   prune=False, dry_run=False)
             finally:
                 await pool.close()
-        embedded.publish(redis_url, dsn)
+        embedded.publish(redis_url, dsn, api_url(args.host, args.port))
         print(_welcome(args), flush=True)
         await run_roles(list(ROLES), settings, args.host, args.port)
     finally:
         await embedded.stop()
+
+
+def api_url(host: str, port: int) -> str:
+    """Where a command on this machine reaches the API that listens on `host`: a wildcard
+    address is reached on loopback."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _examples_at(path: str, data_dir: Path, port: int) -> str:
@@ -312,13 +321,17 @@ def _welcome(args: argparse.Namespace) -> str:
     """What a new user reads first: where the page is and what to try in another terminal
     (each command finds this run's servers through the data directory)."""
     where = "" if args.data_dir == DATA_DIR else f" --data-dir {args.data_dir}"
+    today = datetime.now(UTC).date()
     return "\n".join([
-        f"Vigil is up: status page http://{args.host}:{args.port}/  (Ctrl-C to stop)",
+        f"Vigil is up: status page {api_url(args.host, args.port)}/  (Ctrl-C to stop)",
         "In another terminal, from this directory:",
         f"  vigil monitors list{where}",
         f"  vigil monitors apply -f my-monitors.yaml{where}",
         f"  vigil tokens create me --scope write{where}   # for the API",
-        f"  vigil incidents list{where}"])
+        f"  vigil incidents list{where}",
+        f"  vigil report --from {today.replace(day=1)} --to {today}{where}",
+        f"  vigil queue stats{where}",
+        f"API reference: {api_url(args.host, args.port)}/api/docs"])
 
 
 def _command(args: argparse.Namespace) -> Coroutine[Any, Any, None]:

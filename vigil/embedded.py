@@ -286,13 +286,15 @@ class Embedded:
             raise
         return redis_url, postgres_dsn, clickhouse_url or f"chdb://{self.data_dir / 'chdb'}"
 
-    def publish(self, redis_url: str, postgres_dsn: str) -> None:
-        """Where this run's servers are, for the other `vigil` commands on the same data
-        directory (servers_of): readable by this user alone, as the DSN holds a password."""
+    def publish(self, redis_url: str, postgres_dsn: str, api_url: str) -> None:
+        """Where this run's servers and its API are, for the other `vigil` commands on the same
+        data directory (servers_of): readable by this user alone, as the DSN holds a
+        password."""
         path = self.data_dir / SERVERS_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as file:
-            json.dump({"redis_url": redis_url, "postgres_dsn": postgres_dsn}, file)
+            json.dump({"redis_url": redis_url, "postgres_dsn": postgres_dsn, "api_url": api_url},
+                      file)
 
     def secret_key(self) -> Path:
         """The data directory's key file, made on first use; readable by this user alone, as
@@ -314,8 +316,8 @@ class Embedded:
 
 
 def servers_of(data_dir: Path) -> dict[str, str]:
-    """The Redis URL and Postgres DSN of the `vigil up` running on `data_dir` (what it
-    published), or nothing when none runs there: the file of a run that was killed is left
+    """The Redis URL, Postgres DSN and API URL of the `vigil up` running on `data_dir` (what
+    it published), or nothing when none runs there: the file of a run that was killed is left
     behind, and its lock is free."""
     path = data_dir / SERVERS_FILE
     if not path.is_file():

@@ -55,8 +55,9 @@ def add_parser(sub: argparse._SubParsersAction,  # type: ignore[type-arg]
                    help="period (UTC days, ISO weeks, months; default month)")
     p.add_argument("--tag", help="only the monitors with this tag")
     p.add_argument("--format", choices=FORMATS, default="md")
-    p.add_argument("--api-url", default=DEFAULT_API,
-                   help=f"the running vigil up's API (default {DEFAULT_API})")
+    p.add_argument("--api-url",
+                   help="the running vigil up's API (default: where it said it listens, "
+                        f"else {DEFAULT_API})")
 
 
 def _range(args: argparse.Namespace) -> tuple[int, int]:
@@ -88,13 +89,14 @@ async def _from_api(settings: Settings, args: argparse.Namespace) -> dict[str, A
         params = {"from": args.since, "to": args.until, "by": args.by}
         if args.tag:
             params["tag"] = args.tag
-        url = args.api_url.rstrip("/") + "/api/v1/sla"
+        where = args.api_url or servers_of(Path(args.data_dir)).get("api_url", DEFAULT_API)
+        url = where.rstrip("/") + "/api/v1/sla"
         try:
             async with aiohttp.ClientSession() as session, session.get(
                     url, params=params, headers={"Authorization": f"Bearer {token}"}) as resp:
                 body = await resp.read()
         except aiohttp.ClientError as exc:
-            raise CommandError(f"no answer from vigil up's API at {args.api_url} ({exc}); "
+            raise CommandError(f"no answer from vigil up's API at {where} ({exc}); "
                                "say where it listens with --api-url") from None
         data = orjson.loads(body) if body else {}
         if resp.status != 200:

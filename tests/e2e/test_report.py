@@ -37,7 +37,7 @@ async def test_report_beside_vigil_up(home):
     mine.write_text(MONITORS)
     today = datetime.now(UTC).date()
     span = ["--from", str(today - timedelta(days=1)), "--to", str(today), "--by", "day",
-            "--data-dir", str(data), "--api-url", f"http://127.0.0.1:{port}"]
+            "--data-dir", str(data)]
     async with vigil_up(home, port) as proc:
         applied = await asyncio.to_thread(vigil, home, "monitors", "apply", "-f", str(mine),
                                           "--data-dir", str(data))
