@@ -127,12 +127,12 @@ class Exporter:
 
 
 class MetricsServer:
-    """`--metrics-port`: /metrics of a role's own process, on 127.0.0.1, served on the
-    process's event loop, where the gauges read Redis."""
+    """`--metrics-port`: /metrics of a role's own process (on VIGIL_METRICS_HOST, loopback by
+    default), served on the process's event loop, where the gauges read Redis."""
 
     name = "metrics"
 
-    def __init__(self, exporter: Exporter, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, exporter: Exporter, port: int, host: str) -> None:
         self.exporter = exporter
         self.port = port
         self.host = host

@@ -55,6 +55,17 @@ def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[s
     return value
 
 
+def env_address(env: Mapping[str, str], name: str, default: str) -> str:
+    """An IP address to listen on (0.0.0.0 or :: for every interface)."""
+    value = env.get(name) or default
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise SettingsError(f"{name}={value!r}: expected an IP address to listen on, "
+                            "e.g. 127.0.0.1 or 0.0.0.0") from None
+    return value
+
+
 def check_url(name: str, value: str, schemes: tuple[str, ...]) -> str:
     scheme = value.split("://", 1)[0] if "://" in value else ""
     if scheme not in schemes:
@@ -142,6 +153,9 @@ class Settings:
     sink_flush_ms: int = 500
     reconcile_s: int = 30
     metrics_port: int = 0
+    # Loopback by default: metrics say how busy Vigil is and which regions and channels exist.
+    # A container sets 0.0.0.0 to be scraped inside its network.
+    metrics_host: str = "127.0.0.1"
     # How long a role may take to stop after SIGTERM; what it could not finish stays pending
     # in Redis for a peer or its successor (compose gives 30 s before SIGKILL).
     drain_s: int = 20
@@ -184,6 +198,7 @@ class Settings:
             sink_flush_ms=env_int(env, "VIGIL_SINK_FLUSH_MS", defaults.sink_flush_ms, 1),
             reconcile_s=env_int(env, "VIGIL_RECONCILE_S", defaults.reconcile_s, 1),
             metrics_port=env_int(env, "VIGIL_METRICS_PORT", defaults.metrics_port, 0),
+            metrics_host=env_address(env, "VIGIL_METRICS_HOST", defaults.metrics_host),
             drain_s=env_int(env, "VIGIL_DRAIN_S", defaults.drain_s, 1),
             stream_max_age_s=env_int(env, "VIGIL_STREAM_MAX_AGE_S", defaults.stream_max_age_s,
                                      60),

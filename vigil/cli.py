@@ -56,6 +56,7 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument("--instance-id", help="VIGIL_INSTANCE_ID (default: host-pid)")
     g.add_argument("--log-format", choices=("console", "json"), help="VIGIL_LOG_FORMAT")
     g.add_argument("--metrics-port", type=int, help="VIGIL_METRICS_PORT: serve /metrics (0: off)")
+    g.add_argument("--metrics-host", help="VIGIL_METRICS_HOST: its address (127.0.0.1)")
     g.add_argument("--data-dir", default=DATA_DIR,
                    help="vigil up's data directory; every other command finds the servers of "
                         "a vigil up running there (default: %(default)s)")
@@ -181,7 +182,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings.from_env(
         redis_url=args.redis_url, postgres_dsn=args.postgres_dsn,
         clickhouse_url=args.clickhouse_url, region=args.region, concurrency=args.concurrency,
-        instance_id=args.instance_id, log_format=args.log_format, metrics_port=args.metrics_port)
+        instance_id=args.instance_id, log_format=args.log_format, metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host)
 
 
 async def cmd_migrate(settings: Settings) -> None:

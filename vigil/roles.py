@@ -54,7 +54,8 @@ async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1
             stack.push_async_callback(ch.close)
         # One exporter for the process: its roles' metrics, at --metrics-port and /metrics.
         exporter = Exporter(r, keys, roles, settings.region)
-        services: list[Service] = ([MetricsServer(exporter, settings.metrics_port)]
+        services: list[Service] = ([MetricsServer(exporter, settings.metrics_port,
+                                                  settings.metrics_host)]
                                    if settings.metrics_port else [])
         for role in roles:
             if role == "scheduler":

@@ -98,7 +98,7 @@ async def test_an_executor_port_shows_its_group_as_redis_has_it_and_outlives_red
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     eu = {"stream": keys.checks("eu"), "group": EXECUTOR_GROUP}
-    async with running(MetricsServer(Exporter(r, keys, ["executor"], "eu"), port)):
+    async with running(MetricsServer(Exporter(r, keys, ["executor"], "eu"), port, "127.0.0.1")):
         await wait_for(lambda: answers(url))
         samples = await scrape(url)
         assert value(samples, "vigil_stream_length", stream=keys.checks("eu")) == 5

@@ -38,13 +38,14 @@ def test_overrides_from_env() -> None:
         "VIGIL_SINK_FLUSH_MS": "50",
         "VIGIL_RECONCILE_S": "10",
         "VIGIL_METRICS_PORT": "9100",
+        "VIGIL_METRICS_HOST": "0.0.0.0",
     })
     assert settings == Settings(
         redis_url="rediss://cache.example:6380/1", postgres_dsn="postgres://u@db/vigil",
         clickhouse_url="chdb:///var/lib/vigil/ch", region="eu-west_1", concurrency=32,
         instance_id="exec-7", log_format="json", shard="3", max_timeout_ms=15_000,
         claim_grace_ms=0, max_deliveries=5, sink_batch_size=100, sink_flush_ms=50,
-        reconcile_s=10, metrics_port=9100)
+        reconcile_s=10, metrics_port=9100, metrics_host="0.0.0.0")
     assert settings.claim_idle_ms == 15_000
 
 
@@ -77,6 +78,7 @@ def test_cli_overrides_win_and_none_means_not_given() -> None:
     ("VIGIL_MAX_DELIVERIES", "0"),
     ("VIGIL_MAX_TIMEOUT_MS", "99"),
     ("VIGIL_METRICS_PORT", "x"),
+    ("VIGIL_METRICS_HOST", "every"),
     ("VIGIL_LOG_FORMAT", "xml"),
     ("VIGIL_LOG_FORMAT", "JSON"),
     ("VIGIL_LOG_FORMAT", ""),
