@@ -30,6 +30,9 @@ DEAD_LETTERS = Counter("vigil_dead_letters_total", "entries sent to the dead-let
 DISPATCHED = Counter("vigil_checks_dispatched_total", "check.due events dispatched",
                      registry=None)
 SKIPPED = Counter("vigil_slots_skipped_total", "missed schedule slots skipped", registry=None)
+HELD = Counter("vigil_checks_held_total",
+               "checks not dispatched: their region, or all dispatch, paused by an operator",
+               registry=None)
 MONITORS = Gauge("vigil_monitors_scheduled", "monitors in the schedule", registry=None)
 
 INFLIGHT = Gauge("vigil_checks_inflight", "checks running in this process", registry=None)
@@ -69,7 +72,7 @@ DELIVERY_FAILURES = Counter("vigil_notifier_failures_total",
 _SINK = (SINK_ROWS, SINK_BATCH, SINK_BATCH_ROWS, CLAIMED, DEAD_LETTERS)
 # What each role (vigil.roles.ROLES) exports besides the process's own figures.
 ROLE_METRICS: dict[str, tuple[Collector, ...]] = {
-    "scheduler": (DISPATCHED, SKIPPED, MONITORS),
+    "scheduler": (DISPATCHED, SKIPPED, HELD, MONITORS),
     "executor": (INFLIGHT, CONCURRENCY, RESULTS, LATENCY, LAG, CLAIMED, DEAD_LETTERS),
     "evaluator": (EVALUATED, EVENTS, EVALUATION_CONFLICTS, CLAIMED, DEAD_LETTERS),
     "sink-clickhouse": _SINK,

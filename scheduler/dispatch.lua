@@ -131,4 +131,4 @@ local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
 local retry_head = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')[2]
 if retry_head and (not head or tonumber(retry_head) < tonumber(head)) then head = retry_head end
 return {dispatched, skipped, math.max(#due, #retries) / 2, head or '-1',
-        string.format('%d', now)}
+        string.format('%d', now), held_count}

@@ -43,12 +43,13 @@ class Dispatcher:
     async def dispatch(self) -> tuple[int, int, bool, int, int]:
         """One atomic call at Redis time: (dispatched, skipped, more due, next due ms or -1,
         Redis time now in ms)."""
-        dispatched, skipped, popped, head, now = await self._script(
+        dispatched, skipped, popped, head, now, held = await self._script(
             keys=[self.keys.due, self.keys.plan, self.keys.stats, self.keys.maintenance,
                   self.keys.retries, self.keys.paused],
             args=[self.limit, self.keys.checks_prefix, EVENT_FIELD])
         metrics.DISPATCHED.inc(dispatched)
         metrics.SKIPPED.inc(skipped)
+        metrics.HELD.inc(held)
         if skipped:
             log.warning("missed slots skipped", skipped=skipped)
         return (int(dispatched), int(skipped), int(popped) >= self.limit, int(float(head)),

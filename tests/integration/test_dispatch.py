@@ -61,7 +61,7 @@ class Lua:
         self.client.zadd(KEYS.due, {row["id"]: slot})
 
     def dispatch(self) -> tuple[int, int]:
-        dispatched, skipped, _, _, _ = self.script(
+        dispatched, skipped, *_ = self.script(
             keys=[KEYS.due, KEYS.plan, KEYS.stats, KEYS.maintenance, KEYS.retries, KEYS.paused],
             args=[1_000, KEYS.checks_prefix, EVENT_FIELD])
         return int(dispatched), int(skipped)

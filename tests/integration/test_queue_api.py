@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from api import tokens
-from engine import queue, registry
+from engine import metrics, queue, registry
 from engine.clickhouse import ClickHouse
 from engine.clock import redis_ms
 from engine.connections import redis_client
@@ -218,6 +218,8 @@ async def test_bad_queries_name_the_field(admin: TestClient) -> None:
 async def test_pause_stops_dispatch_to_a_region_and_resume_restarts_it(
         admin: TestClient, r: aioredis.Redis, keys: Keys) -> None:
     dispatcher = Dispatcher(r, keys)
+    scheduler_metrics = metrics.registry_of(["scheduler"])
+    held_before = scheduler_metrics.get_sample_value("vigil_checks_held_total") or 0
     now = await redis_ms(r)
     await seed(r, keys, "db", now - 1)
     paused = await _json(await admin.post("/api/v1/queue/pause?region=eu"))
@@ -226,6 +228,7 @@ async def test_pause_stops_dispatch_to_a_region_and_resume_restarts_it(
     assert (await dispatcher.dispatch())[0] == 1  # us only
     assert ([len(await sent(r, keys, region)) for region in REGIONS]) == [0, 1]
     assert int(await r.hget(keys.stats, "held") or 0) == 1
+    assert scheduler_metrics.get_sample_value("vigil_checks_held_total") == held_before + 1
     stats = await _json(await admin.get("/api/v1/queue/stats"))
     assert (set(stats["paused"]), stats["dispatch"]["held"]) == ({"eu"}, 1)
 
