@@ -67,9 +67,9 @@ class Tally(NamedTuple):
 ZERO = Tally(0, 0, 0, 0, 0)
 
 
-@dataclass(frozen=True)
-class Summary:
-    """A period's checks and the latency quantiles of its answers (None: no answers)."""
+class Summary(NamedTuple):
+    """A period's checks and the latency quantiles of its answers (None: no answers). A
+    tuple, as Tally: 10,000 monitors by month are 120,000 of them."""
 
     tally: Tally = ZERO
     p50: float | None = None
