@@ -29,7 +29,7 @@ def _validate(data: dict[str, Any]) -> Page:
     try:
         return Page.model_validate(data)
     except ValidationError as exc:
-        raise unprocessable(WHAT, errors(exc)) from None
+        raise unprocessable(WHAT, errors(exc, "page")) from None
 
 
 def _refused(exc: PageError) -> web.HTTPException:

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -77,19 +77,24 @@ _DTSTART = re.compile(r"^\s*DTSTART[:;]", re.IGNORECASE | re.MULTILINE)
 Tag = Annotated[str, Field(max_length=MAX_TAG_LENGTH)]
 
 
+# A definition read from files: a maintenance window, a status page.
+Defined = TypeVar("Defined", bound=BaseModel)
+
+
 def _problem(field: str, reason: str) -> PydanticCustomError:
     # Raised where the model has no field location: the context names the field (errors()).
     return PydanticCustomError("window", "{reason}", {"field": field, "reason": reason})
 
 
-def errors(exc: ValidationError) -> list[tuple[str, str]]:
-    """(field, message) per problem of a window; fields are dotted paths like `monitors.2`."""
+def errors(exc: ValidationError, whole: str = "window") -> list[tuple[str, str]]:
+    """(field, message) per problem of a window (or another definition: `whole` names it
+    where a problem is about all of it); fields are dotted paths like `monitors.2`."""
     out = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
         if named := err.get("ctx", {}).get("field"):
             where = f"{where}.{named}" if where else named
-        out.append((where or "(window)", err["msg"]))
+        out.append((where or f"({whole})", err["msg"]))
     return out
 
 
@@ -394,12 +399,14 @@ def covered_ms(windows: Sequence[Window], lo_ms: int, hi_ms: int) -> int:
     return total
 
 
-def load_path(path: str) -> list[Window]:
-    """The `maintenance:` lists of a file, or of every *.yaml / *.yml file under a directory
-    (the files `vigil monitors apply` reads; a file without one has none): every window
-    validated, ids unique across all, before returning. A SpecError lists every problem."""
+def load_section(path: str, key: str, model: type[Defined], prefix: str,
+                 plural: str) -> list[Defined]:
+    """The `key:` lists of a file, or of every *.yaml / *.yml file under a directory (the
+    files `vigil monitors apply` reads; a file without one has none): every entry validated
+    as `model`, ids unique across all, before returning. A SpecError lists every problem,
+    each starting with `prefix` and naming the file, the entry and the field."""
     problems: list[str] = []
-    windows: list[Window] = []
+    found: list[Defined] = []
     origin: dict[str, Path] = {}
     for file in yaml_files(path):
         try:
@@ -407,23 +414,28 @@ def load_path(path: str) -> list[Window]:
         except SpecError as exc:
             problems.extend(exc.problems)
             continue
-        entries = doc.get("maintenance", []) if isinstance(doc, dict) else []
+        entries = doc.get(key, []) if isinstance(doc, dict) else []
         if not isinstance(entries, list):
-            problems.append(f"{file}: `maintenance:` must be a list of windows")
+            problems.append(f"{file}: `{key}:` must be a list of {plural}")
             continue
         for index, entry in enumerate(entries):
             ident = entry.get("id") if isinstance(entry, dict) else None
-            label = f"{ident!r} ({file}: maintenance[{index}])" if ident else (
-                f"{file}: maintenance[{index}]")
+            label = f"{ident!r} ({file}: {key}[{index}])" if ident else f"{file}: {key}[{index}]"
             try:
-                window = Window.model_validate(entry)
+                item = model.model_validate(entry)
             except ValidationError as exc:
-                problems.extend(f"maintenance {label}: {f}: {m}" for f, m in errors(exc))
+                problems.extend(f"{prefix} {label}: {f}: {m}" for f, m in errors(exc, prefix))
                 continue
-            if window.id in origin:
-                problems.append(f"maintenance {label}: id: also defined in {origin[window.id]}")
-            origin[window.id] = file
-            windows.append(window)
+            item_id = getattr(item, "id")  # noqa: B009  # every definition has one
+            if item_id in origin:
+                problems.append(f"{prefix} {label}: id: also defined in {origin[item_id]}")
+            origin[item_id] = file
+            found.append(item)
     if problems:
         raise SpecError(problems)
-    return windows
+    return found
+
+
+def load_path(path: str) -> list[Window]:
+    """The maintenance windows of the files `vigil monitors apply` reads."""
+    return load_section(path, "maintenance", Window, "maintenance", "windows")

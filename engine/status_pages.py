@@ -16,24 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from engine.maintenance import _problem, errors
+from engine.maintenance import _problem, load_section
 from engine.monitors import (
     ID_PATTERN,
     MAX_NAME_LENGTH,
     MAX_TAG_LENGTH,
     MAX_TAGS,
-    SpecError,
     _found_at,
     _has_nul,
-    read_document,
-    yaml_files,
 )
 from engine.store import Conn, transaction
 
@@ -151,38 +147,8 @@ class PageError(ValueError):
 # --- the files `vigil monitors apply` reads ---------------------------------------------------
 
 def load_path(path: str) -> list[Page]:
-    """The `status_pages:` lists of a file, or of every *.yaml / *.yml file under a directory
-    (a file without one has none): every page validated, ids unique across all, before
-    returning. A SpecError lists every problem."""
-    problems: list[str] = []
-    pages: list[Page] = []
-    origin: dict[str, Path] = {}
-    for file in yaml_files(path):
-        try:
-            doc = read_document(file)
-        except SpecError as exc:
-            problems.extend(exc.problems)
-            continue
-        entries = doc.get("status_pages", []) if isinstance(doc, dict) else []
-        if not isinstance(entries, list):
-            problems.append(f"{file}: `status_pages:` must be a list of pages")
-            continue
-        for index, entry in enumerate(entries):
-            ident = entry.get("id") if isinstance(entry, dict) else None
-            label = f"{ident!r} ({file}: status_pages[{index}])" if ident else (
-                f"{file}: status_pages[{index}]")
-            try:
-                page = Page.model_validate(entry)
-            except ValidationError as exc:
-                problems.extend(f"status page {label}: {f}: {m}" for f, m in errors(exc))
-                continue
-            if page.id in origin:
-                problems.append(f"status page {label}: id: also defined in {origin[page.id]}")
-            origin[page.id] = file
-            pages.append(page)
-    if problems:
-        raise SpecError(problems)
-    return pages
+    """The status pages of the files `vigil monitors apply` reads."""
+    return load_section(path, "status_pages", Page, "status page", "pages")
 
 
 # --- the store ----------------------------------------------------------------------------------
