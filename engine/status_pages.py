@@ -7,21 +7,22 @@ chart), which one monitor may change for itself. Which monitors show probe detai
 page setting: it stays each monitor's `public_details` (api.status.public), so a page can
 never publish what the monitor's owner kept private.
 
-A page is stored as written, as maintenance windows are (engine.maintenance_store):
-`version` grows only when the definition or the source changes, and `source` tells file
-pages (`vigil monitors apply`, pruned with `--prune`) from API pages.
+A page is stored as written, as maintenance windows are, in a table of the shape
+engine.definitions keeps (`version`, `source` for file and API pages).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import asyncpg
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from engine import definitions
+from engine.definitions import Plan, Table
 from engine.maintenance import _problem, load_section
 from engine.monitors import (
     ID_PATTERN,
@@ -31,7 +32,7 @@ from engine.monitors import (
     _found_at,
     _has_nul,
 )
-from engine.store import Conn, transaction
+from engine.store import Conn
 
 # A slug: it is the page's address (/status/{id}).
 PAGE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -153,15 +154,11 @@ def load_path(path: str) -> list[Page]:
 
 # --- the store ----------------------------------------------------------------------------------
 
-UPSERT = """
-INSERT INTO status_pages AS p (id, definition, source) VALUES ($1, $2::jsonb, $3)
-ON CONFLICT (id) DO UPDATE SET definition = EXCLUDED.definition, source = EXCLUDED.source,
-    version = p.version + 1, updated_at = now()
-WHERE (p.definition, p.source) IS DISTINCT FROM (EXCLUDED.definition, EXCLUDED.source)
-RETURNING (xmax = 0) AS created
-"""
-SELECT = """SELECT id, definition::text AS definition, source, version, created_at, updated_at
-FROM status_pages"""
+TABLE = Table("status_pages", "status page", "status pages")
+described = definitions.described
+get = TABLE.get
+list_all = TABLE.list_all
+delete = TABLE.delete
 # A monitor is shown when a group of a page names it or has one of its tags. The stored
 # definition always holds `monitors` as objects and `tags` as a list (stored()).
 SHOWN = """
@@ -181,14 +178,6 @@ def stored(page: Page) -> str:
 
 def page_of(row: asyncpg.Record) -> Page:
     return Page.model_validate_json(row["definition"])
-
-
-def described(row: asyncpg.Record) -> dict[str, Any]:
-    """A stored page plus its bookkeeping, for the API."""
-    out: dict[str, Any] = orjson.loads(row["definition"])
-    out.update(source=row["source"], version=row["version"],
-               created_at=row["created_at"].isoformat(), updated_at=row["updated_at"].isoformat())
-    return out
 
 
 async def shown_monitors(pool: asyncpg.Pool) -> set[str]:
@@ -217,80 +206,24 @@ async def upsert(conn: Conn | asyncpg.Pool, page: Page, source: str) -> bool | N
     """True if created, False if changed, None if it was already so; PageError when it names
     a monitor that does not exist."""
     await _checked(conn, page)
-    created: bool | None = await conn.fetchval(UPSERT, page.id, stored(page), source)
-    return created
+    return await TABLE.upsert(conn, page.id, stored(page), source)
 
 
 async def create(pool: asyncpg.Pool, page: Page, source: str) -> bool:
     """False, and nothing written, when a page with that id exists; PageError as upsert."""
     await _checked(pool, page)
-    return await pool.fetchval(
-        "INSERT INTO status_pages (id, definition, source) VALUES ($1, $2::jsonb, $3) "
-        "ON CONFLICT (id) DO NOTHING RETURNING true", page.id, stored(page),
-        source) is not None
-
-
-async def get(pool: asyncpg.Pool, page_id: str) -> asyncpg.Record | None:
-    row: asyncpg.Record | None = await pool.fetchrow(f"{SELECT} WHERE id = $1", page_id)
-    return row
-
-
-async def list_all(pool: asyncpg.Pool) -> list[asyncpg.Record]:
-    return await pool.fetch(f"{SELECT} ORDER BY id")
-
-
-async def delete(pool: asyncpg.Pool, page_id: str) -> bool:
-    return await pool.fetchval("DELETE FROM status_pages WHERE id = $1 RETURNING true",
-                               page_id) is not None
-
-
-@dataclass(slots=True)
-class Plan:
-    """What `apply` does to the file pages: ids to create, update, delete."""
-
-    create: list[str] = field(default_factory=list)
-    update: list[str] = field(default_factory=list)
-    delete: list[str] = field(default_factory=list)
-    unchanged: int = 0
-
-    def lines(self) -> list[str]:
-        return ([f"+ create status page {pid}" for pid in self.create]
-                + [f"~ update status page {pid}" for pid in self.update]
-                + [f"- delete status page {pid}" for pid in self.delete])
-
-    def summary(self) -> str:
-        return (f"status pages: {len(self.create)} created, {len(self.update)} updated, "
-                f"{self.unchanged} unchanged, {len(self.delete)} deleted")
+    return await TABLE.create(pool, page.id, stored(page), source)
 
 
 async def apply(db: asyncpg.Pool | Conn, pages: list[Page], prune: bool, dry_run: bool,
                 incoming: Iterable[str] = ()) -> Plan:
-    """Make the file pages match `pages` in one transaction (unless dry_run); with prune, file
-    pages not among them are deleted. `incoming`: the ids of the monitors the same apply
-    writes (a dry run has not written them), which pages may name. PageError for the first
-    page that names a monitor that is neither. API pages are only ever replaced by a file page
-    of the same id, as for monitors."""
-    plan = Plan()
+    """Make the file pages match `pages` (engine.definitions.Table.apply). `incoming`: the
+    ids of the monitors the same apply writes (a dry run has not written them), which pages
+    may name. PageError for the first page that names a monitor that is neither."""
     also = set(incoming)
-    async with transaction(db) as conn:
-        have = {r["id"]: r for r in await conn.fetch(
-            f"{SELECT} WHERE id = ANY($1) OR source = 'file'", [p.id for p in pages])}
+
+    async def check(conn: Conn) -> None:
         for page in pages:
             await _checked(conn, page, also)
-            row = have.get(page.id)
-            if row is None:
-                plan.create.append(page.id)
-            elif (orjson.loads(row["definition"]), row["source"]) != (
-                    orjson.loads(stored(page)), "file"):
-                plan.update.append(page.id)
-            else:
-                plan.unchanged += 1
-        if prune:
-            wanted = {p.id for p in pages}
-            plan.delete = sorted(pid for pid, r in have.items()
-                                 if r["source"] == "file" and pid not in wanted)
-        if not dry_run:
-            for page in pages:
-                await conn.execute(UPSERT, page.id, stored(page), "file")
-            await conn.execute("DELETE FROM status_pages WHERE id = ANY($1)", plan.delete)
-    return plan
+
+    return await TABLE.apply(db, {p.id: stored(p) for p in pages}, prune, dry_run, check)
