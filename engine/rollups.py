@@ -7,6 +7,7 @@ so a figure equals the raw one whatever the settle step has done so far.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -350,6 +351,18 @@ WHERE monitor_id IN {ids:Array(String)} AND region = '*'
 GROUP BY monitor_id
 """
 
+# A monitor's first change leaves a `previous` it never entered by a change (the status a
+# monitor has before its first confirmation): the time before it is untracked, not in that
+# status, so the -1 of that `previous` is given back at the first change.
+_FIRST_SQL = """
+SELECT monitor_id, argMin(previous, (at, event_id)), toUnixTimestamp64Milli(min(at))
+FROM status_events FINAL
+WHERE monitor_id IN {ids:Array(String)} AND region = '*'
+GROUP BY monitor_id
+HAVING min(at) >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
+   AND argMin(previous, (at, event_id)) != ''
+"""
+
 _STATUS_HOURLY_PART = """
     SELECT monitor_id, status, toInt64(toUnixTimestamp(hour)) * 1000 AS ts, changes, weighted
     FROM status_hourly
@@ -397,6 +410,12 @@ async def status_times(ch: ClickHouse, monitor_ids: Sequence[str], edges_ms: Seq
     rows = await ch.rows(sql, params) if since < until else []
     for monitor_id, status, period, changes, weighted in rows:
         sums.setdefault(monitor_id, {}).setdefault(period, {})[status] = (changes, weighted)
+    for monitor_id, previous, first_ms in await ch.rows(_FIRST_SQL, params) if rows else []:
+        period = bisect.bisect_right(edges_ms, first_ms)
+        if monitor_id in prior or first_ms >= until or period not in sums.get(monitor_id, {}):
+            continue
+        n, t = sums[monitor_id][period].get(previous, (0, 0))
+        sums[monitor_id][period][previous] = (n + 1, t + first_ms)
     clipped = [min(e, now_ms) for e in edges_ms]
     none: dict[int, dict[str, tuple[int, int]]] = {}
     out: dict[str, list[Times]] = {}

@@ -226,11 +226,14 @@ async def windowed_times(ch: ClickHouse, edges: list[int], now_ms: int
     return out
 
 
-def transitions(monitor_id: str, start_ms: int, count: int, seed: int) -> list[Event]:
-    """monitor.changed events at random times, each from the status before it."""
+def transitions(monitor_id: str, start_ms: int, count: int, seed: int,
+                first_previous: Status | None = None) -> list[Event]:
+    """monitor.changed events at random times, each from the status before it; the first
+    from `first_previous` (the evaluator's first change of a monitor is from `unknown`, a
+    status no change entered)."""
     rnd = random.Random(seed)
     statuses: list[Status] = ["up", "down", "degraded", "unknown", "flapping"]
-    at, previous, out = start_ms, None, []
+    at, previous, out = start_ms, first_previous, []
     for _ in range(count):
         at += rnd.randint(60_000, 5 * HOUR_MS)
         status = rnd.choice([s for s in statuses if s != previous])
@@ -240,7 +243,8 @@ def transitions(monitor_id: str, start_ms: int, count: int, seed: int) -> list[E
 
 
 async def test_time_in_status_equals_the_window_functions(empty: ClickHouse) -> None:
-    events = transitions("a", T0, 40, seed=3) + transitions("b", T0 + 7 * HOUR_MS, 25, seed=4)
+    events = (transitions("a", T0, 40, seed=3)
+              + transitions("b", T0 + 7 * HOUR_MS, 25, seed=4, first_previous="unknown"))
     region = change("a", T0 + 90_000, "down", "up", region="eu")  # a region's: not counted
     await empty.insert("status_events", [status_row(e) for e in [*events, region]],
                        STATUS_COLUMNS)
