@@ -120,27 +120,21 @@ def _month_ceil(ms: int) -> int:
 # touches check_results (a FINAL over an empty range still reads every part it cannot prune).
 # Raw rows are grouped by period before the outer sum, `ts` being the latest in the group
 # (inside the same period), so a year of raw rows never reaches the outer level one by one.
-_DAILY_PART = """
-    SELECT monitor_id, toInt64(toUnixTimestamp(toDateTime(day, 'UTC'))) * 1000 AS ts,
+def _rollup_part(table: str, bucket: str, as_time: str) -> str:
+    """The part read from one rollup table, its `bucket` column compared as `as_time`
+    (Date for days and months, DateTime for hours)."""
+    return f"""
+    SELECT monitor_id, toInt64(toUnixTimestamp(toDateTime({bucket}, 'UTC'))) * 1000 AS ts,
            up, down, degraded, error, expired, maintenance, latency
-    FROM results_daily
-    WHERE monitor_id IN {ids:Array(String)}
-      AND day >= toDate(toDateTime(intDiv({lo:Int64}, 1000), 'UTC'))
-      AND day < toDate(toDateTime(intDiv({hi:Int64}, 1000), 'UTC'))"""
-_MONTHLY_PART = """
-    SELECT monitor_id, toInt64(toUnixTimestamp(toDateTime(month, 'UTC'))) * 1000 AS ts,
-           up, down, degraded, error, expired, maintenance, latency
-    FROM results_monthly
-    WHERE monitor_id IN {ids:Array(String)}
-      AND month >= toDate(toDateTime(intDiv({lo:Int64}, 1000), 'UTC'))
-      AND month < toDate(toDateTime(intDiv({hi:Int64}, 1000), 'UTC'))"""
-_HOURLY_PART = """
-    SELECT monitor_id, toInt64(toUnixTimestamp(hour)) * 1000 AS ts,
-           up, down, degraded, error, expired, maintenance, latency
-    FROM results_hourly
-    WHERE monitor_id IN {ids:Array(String)}
-      AND hour >= toDateTime(intDiv({lo:Int64}, 1000), 'UTC')
-      AND hour < toDateTime(intDiv({hi:Int64}, 1000), 'UTC')"""
+    FROM {table}
+    WHERE monitor_id IN {{ids:Array(String)}}
+      AND {bucket} >= {as_time}(toDateTime(intDiv({{lo:Int64}}, 1000), 'UTC'))
+      AND {bucket} < {as_time}(toDateTime(intDiv({{hi:Int64}}, 1000), 'UTC'))"""
+
+
+_MONTHLY_PART = _rollup_part("results_monthly", "month", "toDate")
+_DAILY_PART = _rollup_part("results_daily", "day", "toDate")
+_HOURLY_PART = _rollup_part("results_hourly", "hour", "")
 _RAW_PART = """
     SELECT monitor_id, max(toUnixTimestamp64Milli(scheduled)) AS ts, """ + RESULT_SUMS + """
     FROM check_results FINAL
