@@ -4,7 +4,7 @@ can emit, against a baseline of plain pipelined XADDs of entries of the same siz
 It starts its own redis-server (free port, no persistence, 127.0.0.1), seeds M http monitors
 into Redis the way the scheduler's sync does (the plan hash via scheduler.plan.compile_plan and
 the due ZSET, every monitor due now, written with pipelines), then calls
-scheduler.service.Dispatcher(r, Keys("0")).dispatch() in a loop until all M are
+scheduler.dispatch.Dispatcher(r, Keys("0")).dispatch() in a loop until all M are
 dispatched. The wall time gives dispatched checks/s. The baseline XADDs the same number of
 check.due payloads of the same shape (built beforehand, so only the writes are timed) to
 another stream, in pipelines of the same size as one dispatch call (--limit), over the same
@@ -42,8 +42,8 @@ from engine.clock import redis_ms
 from engine.events import CheckDue, check_id
 from engine.keys import Keys
 from engine.streams import event_of
+from scheduler.dispatch import DISPATCH_LIMIT, DISPATCH_SCRIPT, Dispatcher
 from scheduler.plan import compile_plan
-from scheduler.service import DISPATCH_LIMIT, DISPATCH_SCRIPT, Dispatcher
 from vigil.embedded import RedisServer
 
 KEYS = Keys("0")

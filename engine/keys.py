@@ -62,6 +62,12 @@ class Keys:
         return f"{self.base}:paused"
 
     @property
+    def regions(self) -> str:
+        """SET of every region a plan of this shard names: the regions whose checks streams
+        the dispatch script declares as its keys (and the operations view lists)."""
+        return f"{self.base}:regions"
+
+    @property
     def checks_prefix(self) -> str:
         """The scheduler's Lua appends the region to this to name a checks stream."""
         return f"{self.base}:checks:"

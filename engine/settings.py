@@ -131,6 +131,21 @@ def env_targets(env: Mapping[str, str], name: str) -> tuple[Target, ...]:
     return tuple(out)
 
 
+def env_shards(env: Mapping[str, str], name: str, count: int) -> tuple[str, ...]:
+    """Shard numbers below `count`, comma-separated, with ranges: `0,2,4-7`; unset is none
+    (then a process serves every shard)."""
+    out: list[str] = []
+    for item in filter(None, (part.strip() for part in env.get(name, "").split(","))):
+        low, _, high = item.partition("-")
+        if not low.isdigit() or not (high or low).isdigit() or int(low) > int(high or low):
+            raise SettingsError(f"{name}: {item!r} is not a shard number or a range like 2-5")
+        if int(high or low) >= count:
+            raise SettingsError(f"{name}: shard {int(high or low)} is not below VIGIL_SHARDS "
+                                f"({count}); shards are numbered 0 to {count - 1}")
+        out += [str(i) for i in range(int(low), int(high or low) + 1) if str(i) not in out]
+    return tuple(out)
+
+
 def default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -144,7 +159,13 @@ class Settings:
     concurrency: int = 256
     instance_id: str = field(default_factory=default_instance_id)
     log_format: str = "console"
-    shard: str = "0"
+    # Monitors are spread over this many shards (engine.shards), each one Redis Cluster hash
+    # tag; a process serves the shards in serve_shards (empty: all of them).
+    shards: int = 1
+    serve_shards: tuple[str, ...] = ()
+    # A ClickHouse cluster name (remote_servers): the migrations create replicated tables
+    # ON CLUSTER with a Distributed table in front (engine.migrate).
+    clickhouse_cluster: str = ""
     # Upper bound of any monitor's timeout; the claim sweeper waits this plus the grace.
     max_timeout_ms: int = 30_000
     claim_grace_ms: int = 5_000
@@ -190,7 +211,8 @@ class Settings:
             instance_id=env.get("VIGIL_INSTANCE_ID") or defaults.instance_id,
             log_format=env_choice(env, "VIGIL_LOG_FORMAT", defaults.log_format,
                                   ("console", "json")),
-            shard=env.get("VIGIL_SHARD", defaults.shard),
+            shards=env_int(env, "VIGIL_SHARDS", defaults.shards, 1),
+            clickhouse_cluster=env.get("VIGIL_CLICKHOUSE_CLUSTER", defaults.clickhouse_cluster),
             max_timeout_ms=env_int(env, "VIGIL_MAX_TIMEOUT_MS", defaults.max_timeout_ms, 100),
             claim_grace_ms=env_int(env, "VIGIL_CLAIM_GRACE_MS", defaults.claim_grace_ms, 0),
             max_deliveries=env_int(env, "VIGIL_MAX_DELIVERIES", defaults.max_deliveries, 1),
@@ -207,15 +229,25 @@ class Settings:
             allow_targets=env_targets(env, "VIGIL_ALLOW_TARGETS"),
         )
         settings = settings.with_overrides(**overrides)
-        for name, value in (("VIGIL_REGION", settings.region), ("VIGIL_SHARD", settings.shard)):
-            if not re.fullmatch(NAME_PATTERN, value):
-                raise SettingsError(f"{name}={value!r}: expected 1 to 32 of A-Z a-z 0-9 _ -")
-        return settings
+        if not re.fullmatch(NAME_PATTERN, settings.region):
+            raise SettingsError(f"VIGIL_REGION={settings.region!r}: expected 1 to 32 of "
+                                "A-Z a-z 0-9 _ -")
+        if settings.clickhouse_cluster and not re.fullmatch(NAME_PATTERN,
+                                                            settings.clickhouse_cluster):
+            raise SettingsError(f"VIGIL_CLICKHOUSE_CLUSTER={settings.clickhouse_cluster!r}: "
+                                "expected 1 to 32 of A-Z a-z 0-9 _ -")
+        return replace(settings, serve_shards=env_shards(env, "VIGIL_SERVE_SHARDS",
+                                                         settings.shards))
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """CLI flags override the environment; None means "not given"."""
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(self, **given) if given else self
+
+    @property
+    def served(self) -> tuple[str, ...]:
+        """The shards this process serves: serve_shards, or every one."""
+        return self.serve_shards or tuple(str(i) for i in range(self.shards))
 
     @property
     def retention(self) -> tuple[int, int]:

@@ -212,7 +212,7 @@ async def _admin(pool: asyncpg.Pool, settings: Settings, args: argparse.Namespac
     action = (args.command, args.action)
     if action == ("monitors", "apply"):
         await admin.apply(pool, args.file, prune=args.prune, dry_run=args.dry_run,
-                          served_by=(settings.redis_url, Keys(settings.shard)))
+                          served_by=(settings.redis_url, Keys(settings.served[0])))
     elif action == ("monitors", "list"):
         await admin.list_monitors(pool, args.tag)
     elif action == ("monitors", "show"):

@@ -169,6 +169,6 @@ async def _run(r: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> None:
 async def run(settings: Settings, args: argparse.Namespace) -> None:
     r = redis_client(settings.redis_url)
     try:
-        await _run(r, Keys(settings.shard), args)
+        await _run(r, Keys(settings.served[0]), args)
     finally:
         await r.aclose()

@@ -40,7 +40,7 @@ async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
     structlog.contextvars.bind_contextvars(instance_id=settings.instance_id)
-    keys = Keys(settings.shard)
+    keys = Keys(settings.served[0])
     async with AsyncExitStack() as stack:
         r = redis_client(settings.redis_url)
         stack.push_async_callback(r.aclose)

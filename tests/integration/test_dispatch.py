@@ -19,9 +19,9 @@ from engine.events import CheckDue, check_id
 from engine.keys import Keys
 from engine.monitors import ID_PATTERN, MIN_INTERVAL_MS, REGION_PATTERN
 from engine.streams import EVENT_FIELD, event_of
+from scheduler.dispatch import DISPATCH_SCRIPT
 from scheduler.plan import compile_plan
 from scheduler.schedule import phase_ms
-from scheduler.service import DISPATCH_SCRIPT
 from scheduler.sync import SYNC_SCRIPT
 
 monitor_ids = st.from_regex(ID_PATTERN, fullmatch=True)

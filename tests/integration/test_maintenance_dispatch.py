@@ -11,8 +11,8 @@ from engine.clock import redis_ms
 from engine.events import CheckDue, check_id
 from engine.keys import Keys
 from engine.streams import event_of
+from scheduler.dispatch import Dispatcher
 from scheduler.plan import compile_plan
-from scheduler.service import Dispatcher
 
 INTERVAL_MS = 60_000
 REGIONS = ["eu", "us"]

@@ -26,7 +26,7 @@ from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP, RESULT_GROUPS, Keys
 from engine.settings import Settings
 from engine.streams import EVENT_FIELD, Consumer, DeadLetters, ensure_group, event_of
 from executors.service import Executor
-from scheduler.service import Dispatcher
+from scheduler.dispatch import Dispatcher
 from tests.integration.test_maintenance_dispatch import INTERVAL_MS, REGIONS, seed, sent
 from tests.support.helpers import free_port
 from tests.support.servers import api_client

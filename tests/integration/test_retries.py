@@ -14,8 +14,8 @@ from engine.rules import Rules
 from engine.settings import Settings
 from engine.streams import EVENT_FIELD, ensure_group, event_of
 from evaluator.service import Evaluator, member
+from scheduler.dispatch import Dispatcher
 from scheduler.plan import compile_plan
-from scheduler.service import Dispatcher
 
 INTERVAL_MS = 60_000
 ROW = {"id": "web", "kind": "tcp", "interval_ms": INTERVAL_MS, "timeout_ms": 5_000,

@@ -14,9 +14,10 @@ from engine.connections import redis_client
 from engine.events import DEADLINE_MARK, MAINTENANCE_MARK, SLOT_MARK, CheckDue, check_id
 from engine.streams import event_of
 from executors.kinds import SCHEMA
+from scheduler.dispatch import Dispatcher
 from scheduler.plan import compile_plan
 from scheduler.schedule import phase_ms
-from scheduler.service import Dispatcher, Scheduler
+from scheduler.service import Scheduler
 from scheduler.sync import MonitorSync
 from tests.support.helpers import store_monitors, wait_for
 

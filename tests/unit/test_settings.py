@@ -16,7 +16,8 @@ def test_defaults() -> None:
     assert settings.region == "default"
     assert settings.concurrency == 256
     assert settings.log_format == "console"
-    assert settings.shard == "0"
+    assert settings.shards == 1
+    assert settings.served == ("0",)
     assert settings.instance_id  # host-pid, never empty
     assert settings.claim_idle_ms == settings.max_timeout_ms + settings.claim_grace_ms
 
@@ -30,7 +31,8 @@ def test_overrides_from_env() -> None:
         "VIGIL_CONCURRENCY": "32",
         "VIGIL_INSTANCE_ID": "exec-7",
         "VIGIL_LOG_FORMAT": "json",
-        "VIGIL_SHARD": "3",
+        "VIGIL_SHARDS": "4",
+        "VIGIL_SERVE_SHARDS": "1,3",
         "VIGIL_MAX_TIMEOUT_MS": "15000",
         "VIGIL_CLAIM_GRACE_MS": "0",
         "VIGIL_MAX_DELIVERIES": "5",
@@ -43,7 +45,8 @@ def test_overrides_from_env() -> None:
     assert settings == Settings(
         redis_url="rediss://cache.example:6380/1", postgres_dsn="postgres://u@db/vigil",
         clickhouse_url="chdb:///var/lib/vigil/ch", region="eu-west_1", concurrency=32,
-        instance_id="exec-7", log_format="json", shard="3", max_timeout_ms=15_000,
+        instance_id="exec-7", log_format="json", shards=4, serve_shards=("1", "3"),
+        max_timeout_ms=15_000,
         claim_grace_ms=0, max_deliveries=5, sink_batch_size=100, sink_flush_ms=50,
         reconcile_s=10, metrics_port=9100, metrics_host="0.0.0.0")
     assert settings.claim_idle_ms == 15_000
@@ -138,6 +141,18 @@ def test_region_is_what_a_monitor_can_name(region: str) -> None:
         Settings.from_env({"VIGIL_REGION": region})
 
 
-def test_empty_shard_is_rejected() -> None:
-    with pytest.raises(SettingsError, match=r"^VIGIL_SHARD="):
-        Settings.from_env({"VIGIL_SHARD": ""})
+@pytest.mark.parametrize("served", ["4", "x", "3-1", "1-9", "-2"])
+def test_served_shards_must_be_below_the_count(served: str) -> None:
+    with pytest.raises(SettingsError, match=r"^VIGIL_SERVE_SHARDS: "):
+        Settings.from_env({"VIGIL_SHARDS": "4", "VIGIL_SERVE_SHARDS": served})
+
+
+def test_served_shards_take_ranges() -> None:
+    settings = Settings.from_env({"VIGIL_SHARDS": "8", "VIGIL_SERVE_SHARDS": "0, 2-4,3"})
+    assert settings.served == ("0", "2", "3", "4")
+    assert Settings.from_env({"VIGIL_SHARDS": "3"}).served == ("0", "1", "2")
+
+
+def test_zero_shards_is_rejected() -> None:
+    with pytest.raises(SettingsError, match=r"^VIGIL_SHARDS="):
+        Settings.from_env({"VIGIL_SHARDS": "0"})

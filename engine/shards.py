@@ -1,0 +1,38 @@
+"""Which shard a monitor lives in, the same in Python and in Postgres.
+
+A deployment has VIGIL_SHARDS shards, named `0` to `N-1`; each is one Redis Cluster hash tag
+(engine.keys), so a cluster spreads shards over its masters. A monitor's shard is the first
+32 bits of the MD5 of its id, modulo the count: MD5 because Postgres computes it too
+(`md5()`), so a scheduler loads only its shard's rows with the filter in SQL (SQL_EXPR), and
+the API routes a push heartbeat to the shard whose executors check it (shard_of).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from engine.keys import Keys
+
+# The shard of `monitors.id` for a count passed as a parameter ($N): an int, like shard_of.
+SQL_EXPR = "(('x' || substr(md5(id), 1, 8))::bit(32)::bigint % {count})"
+
+
+def shard_of(monitor_id: str, count: int) -> str:
+    """The name of the shard `monitor_id` lives in, of `count` shards."""
+    if count == 1:
+        return "0"
+    digest = hashlib.md5(monitor_id.encode(), usedforsecurity=False).digest()
+    return str(int.from_bytes(digest[:4], "big") % count)
+
+
+def keys_of(monitor_id: str, count: int) -> Keys:
+    return Keys(shard_of(monitor_id, count))
+
+
+def all_shards(count: int) -> tuple[str, ...]:
+    return tuple(str(i) for i in range(count))
+
+
+def sql_filter(count: int, param: int) -> str:
+    """A WHERE clause term: `id`'s shard equals parameter $param (a shard number)."""
+    return f"{SQL_EXPR.format(count=int(count))} = ${param}"
