@@ -199,7 +199,8 @@ class Settings:
         settings = cls(
             redis_url=check_url("VIGIL_REDIS_URL",
                                 env_str(env, "VIGIL_REDIS_URL", defaults.redis_url),
-                                ("redis", "rediss", "unix")),
+                                ("redis", "rediss", "unix", "redis+cluster",
+                                 "rediss+cluster")),
             postgres_dsn=check_url("VIGIL_POSTGRES_DSN",
                                    env_str(env, "VIGIL_POSTGRES_DSN", defaults.postgres_dsn),
                                    ("postgresql", "postgres")),
