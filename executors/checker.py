@@ -73,11 +73,13 @@ class Checker:
             where = ".".join(str(p) for p in err["loc"])
             raise SpecInvalid(f"{kind.name}.{where}: {err['msg']}") from None
 
-    async def run(self, kind: Kind, prepared: Any, due: CheckDue) -> Observation:
+    async def run(self, kind: Kind, prepared: Any, due: CheckDue, ctx: Context) -> Observation:
+        """One check in `ctx`: the executor's context with the keys of the shard the check
+        came from (executors.lane)."""
         if isinstance(prepared, Unopened):
             return failed("secret", prepared.reason)
         try:
-            return await kind.check(prepared, self.ctx, due)
+            return await kind.check(prepared, ctx, due)
         except Denied as exc:
             # From whichever step of a kind was about to connect; nothing was opened.
             return failed("denied", str(exc))

@@ -211,12 +211,13 @@ async def test_an_entry_completed_twice_yields_one_result(r, keys, target):
     await ensure_group(r, stream, EXECUTOR_GROUP)
     await r.xadd(stream, {EVENT_FIELD: due("twice", {"http": {"url": f"{target}/ok"}})})
     slow, peer = named(r, keys, "exec-slow", "exec-peer")
-    [held] = await slow.consumer.read(10, None)
-    [claimed] = await peer.consumer.claim(0)
+    [held] = await slow.lanes[0].consumer.read(10, None)
+    [claimed] = await peer.lanes[0].consumer.claim(0)
     for executor, delivery in ((peer, claimed), (slow, held)):
-        executor._admit(delivery)
+        [lane] = executor.lanes
+        executor._admit(lane, delivery)
         await asyncio.gather(*executor._inflight)
-        await executor._flush()
+        await lane.flush()
     [(_, fields)] = await r.xrange(keys.results)
     assert CheckResult.from_json(event_of(fields)).executor == "exec-peer"
     assert await pending(r, keys) == 0
@@ -227,7 +228,7 @@ async def steady(executor: Executor) -> None:
 
     async def watched() -> bool:
         await executor.heartbeat()
-        return executor._steady.for_ms() >= executor.settings.claim_idle_ms
+        return executor.lanes[0].steady.for_ms() >= executor.settings.claim_idle_ms
 
     await executor.clock.sync()
     await wait_for(watched)
@@ -241,7 +242,7 @@ async def test_a_live_peers_entry_is_never_claimed_however_long_it_is_idle(r, ke
     await ensure_group(r, stream, EXECUTOR_GROUP)
     await r.xadd(stream, {EVENT_FIELD: due("waiting", {"http": {"url": f"{target}/ok"}})})
     owner, peer = named(r, keys, "exec-owner", "exec-peer")
-    [held] = await owner.consumer.read(10, None)
+    [held] = await owner.lanes[0].consumer.read(10, None)
     await r.xclaim(stream, EXECUTOR_GROUP, "exec-owner", 0, [held.entry_id], idle=60_000,
                    justid=True)
     await steady(peer)
@@ -252,7 +253,7 @@ async def test_a_live_peers_entry_is_never_claimed_however_long_it_is_idle(r, ke
     await registry.beat(r, keys, "exec-owner", "default", now - SETTINGS.claim_idle_ms - 1)
     assert await peer.sweep() == 1
     await asyncio.gather(*peer._inflight)
-    await peer._flush()
+    await peer.lanes[0].flush()
     assert (await results(r, keys))["waiting"].executor == "exec-peer"
 
 
@@ -337,7 +338,8 @@ async def test_results_held_through_a_redis_restart_are_the_owners(tmp_path, key
                     return await after.xlen(keys.results) >= 1
 
                 async def both_watched() -> bool:
-                    return all(e._steady.for_ms() >= SETTINGS.claim_idle_ms for e in executors)
+                    return all(e.lanes[0].steady.for_ms() >= SETTINGS.claim_idle_ms
+                               for e in executors)
 
                 await wait_for(recorded)
                 await wait_for(both_watched)  # both could claim now, and neither does

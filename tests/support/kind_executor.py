@@ -39,7 +39,7 @@ async def observe(ctx: Context, kind: str, spec: dict[str, Any], timeout_ms: int
     due = check_due(f"{kind}-check", kind, spec, timeout_ms=timeout_ms)
     declared = KINDS[kind]
     prepared = declared.prepare(declared.spec.model_validate(spec))
-    return await Checker(ctx).run(declared, prepared, due)
+    return await Checker(ctx).run(declared, prepared, due, ctx)
 
 
 async def run_checks(r: aioredis.Redis, keys: Keys, dues: list[CheckDue],
@@ -54,7 +54,8 @@ async def run_checks(r: aioredis.Redis, keys: Keys, dues: list[CheckDue],
     stop = asyncio.Event()
     executor = Executor(r, keys, settings)
     if resolver is not None:
-        executor.checker.ctx.resolver = resolver
+        for ctx in (executor.checker.ctx, *(lane.ctx for lane in executor.lanes)):
+            ctx.resolver = resolver
     task = asyncio.create_task(executor.run(stop))
 
     async def enough() -> bool:
