@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from engine import secrets
 from engine.monitors import MonitorBase
 from engine.secrets import Keyring
+from engine.shards import sql_filter
 
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -250,26 +251,46 @@ async def reseal_all(pool: asyncpg.Pool, keyring: Keyring,
 
 # --- what the scheduler compiles into plans ---------------------------------------------------
 
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Shard `number` of `count` (engine.shards): the monitors one scheduler serves."""
+
+    number: int
+    count: int
+
+
 PLAN_COLUMNS = ("id, kind, interval_ms, timeout_ms, regions, spec::text AS spec, version, "
                 "revision, alerting::text AS alerting")
 
 
-async def revisions(pool: asyncpg.Pool) -> dict[str, int]:
-    """Enabled monitor id -> revision: what the schedule must hold."""
+def _of_shard(shard: Shard | None, param: int) -> str:
+    """The WHERE term that keeps one shard's monitors, or none for every monitor."""
+    return "" if shard is None or shard.count == 1 else f" AND {sql_filter(shard.count, param)}"
+
+
+def _shard_args(shard: Shard | None) -> tuple[int, ...]:
+    return () if shard is None or shard.count == 1 else (shard.number,)
+
+
+async def revisions(pool: asyncpg.Pool, shard: Shard | None = None) -> dict[str, int]:
+    """Enabled monitor id -> revision: what the schedule (of one shard) must hold."""
     return {r["id"]: r["revision"] for r in await pool.fetch(
-        "SELECT id, revision FROM monitors WHERE enabled")}
+        f"SELECT id, revision FROM monitors WHERE enabled{_of_shard(shard, 1)}",
+        *_shard_args(shard))}
 
 
-async def regions(pool: asyncpg.Pool) -> set[str]:
-    """Every region an enabled monitor is checked from."""
+async def regions(pool: asyncpg.Pool, shard: Shard | None = None) -> set[str]:
+    """Every region an enabled monitor (of one shard) is checked from."""
     return {r["region"] for r in await pool.fetch(
-        "SELECT DISTINCT unnest(regions) AS region FROM monitors WHERE enabled")}
+        "SELECT DISTINCT unnest(regions) AS region FROM monitors "
+        f"WHERE enabled{_of_shard(shard, 1)}", *_shard_args(shard))}
 
 
-async def plan_rows(pool: asyncpg.Pool, ids: list[str]) -> list[asyncpg.Record]:
-    """The enabled monitors among `ids`, with what a plan is compiled from."""
-    return await pool.fetch(f"SELECT {PLAN_COLUMNS} FROM monitors WHERE id = ANY($1) AND enabled",
-                            ids)
+async def plan_rows(pool: asyncpg.Pool, ids: list[str],
+                    shard: Shard | None = None) -> list[asyncpg.Record]:
+    """The enabled monitors among `ids` (of one shard), with what a plan is compiled from."""
+    return await pool.fetch(f"SELECT {PLAN_COLUMNS} FROM monitors WHERE id = ANY($1) AND enabled"
+                            f"{_of_shard(shard, 2)}", ids, *_shard_args(shard))
 
 
 # --- current status, joined with the definitions ------------------------------------------------
@@ -296,9 +317,11 @@ async def latest_status(pool: asyncpg.Pool) -> dict[str, str]:
         "ORDER BY monitor_id, scheduled_ms DESC")}
 
 
-async def existing(pool: asyncpg.Pool, ids: list[str]) -> set[str]:
-    """Those of `ids` that are monitors, enabled or not."""
-    return {r["id"] for r in await pool.fetch("SELECT id FROM monitors WHERE id = ANY($1)", ids)}
+async def existing(pool: asyncpg.Pool, ids: list[str], shard: Shard | None = None) -> set[str]:
+    """Those of `ids` that are monitors (of one shard), enabled or not."""
+    return {r["id"] for r in await pool.fetch(
+        f"SELECT id FROM monitors WHERE id = ANY($1){_of_shard(shard, 2)}", ids,
+        *_shard_args(shard))}
 
 
 async def exists(pool: asyncpg.Pool, monitor_id: str) -> bool:

@@ -3,9 +3,13 @@
 -- Now is Redis server time (TIME), whatever the caller's clock says: a scheduler on a host
 -- whose clock runs fast can never dispatch a slot early.
 -- KEYS[1] due ZSET, KEYS[2] plan HASH, KEYS[3] stats HASH, KEYS[4] maintenance HASH,
--- KEYS[5] retries ZSET, KEYS[6] paused HASH
--- ARGV[1] max monitors per call, ARGV[2] checks stream key prefix, ARGV[3] the event field
--- name. Returns {dispatched, skipped, due popped, next due ms or -1, now ms}.
+-- KEYS[5] retries ZSET, KEYS[6] paused HASH, KEYS[7...] the checks streams of the regions
+-- ARGV[3...] (engine.keys: every key a script touches is declared, for Redis Cluster).
+-- ARGV[1] max monitors per call, ARGV[2] the event field name.
+-- Returns {dispatched, skipped, due popped, next due ms or -1, now ms (with microseconds as
+-- a fraction), held, regions}: `regions` lists the regions a due plan names whose stream is not
+-- declared; when there are any, the script has changed nothing, and the caller calls again
+-- with their streams declared.
 -- A plan (scheduler/plan.py) is `interval \0 region \0 template ...`; a template is the whole
 -- check.due with \1 where the slot goes, \2 where the deadline goes and \3 where the
 -- maintenance flag goes: this script fills in those and nothing else.
@@ -23,8 +27,11 @@
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local limit = tonumber(ARGV[1])
-local prefix = ARGV[2]
-local field = ARGV[3]
+local field = ARGV[2]
+local streams = {}
+for i = 3, #ARGV do
+  streams[ARGV[i]] = KEYS[i + 4]
+end
 
 local function split(plan)
   local parts, start = {}, 1
@@ -57,17 +64,50 @@ local function held(region)
 end
 local held_count = 0
 
+local function head_of()
+  local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
+  local retry_head = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')[2]
+  if retry_head and (not head or tonumber(retry_head) < tonumber(head)) then head = retry_head end
+  return head or '-1'
+end
+local now_text = string.format('%d.%03d', now, tonumber(time[2]) % 1000)
+
+-- Every plan due is read first: one naming an undeclared stream stops the call unchanged.
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
+local retries = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'WITHSCORES', 'LIMIT', 0,
+                          limit)
+local plans, undeclared, missing = {}, {}, {}
+local function check(id)
+  if plans[id] ~= nil then return end
+  local plan = redis.call('HGET', KEYS[2], id)
+  plans[id] = plan and split(plan) or false
+  if not plan then return end
+  for j = 2, #plans[id], 2 do
+    local region = plans[id][j]
+    if not streams[region] and not undeclared[region] then
+      undeclared[region] = true
+      missing[#missing + 1] = region
+    end
+  end
+end
+for i = 1, #due, 2 do check(due[i]) end
+for i = 1, #retries, 2 do
+  local id = string.match(retries[i], '^(.*)|.*$')
+  if id then check(id) end
+end
+if #missing > 0 then
+  return {0, 0, 0, head_of(), now_text, 0, missing}
+end
+
 local dispatched, skipped, paused = 0, 0, 0
 local marks = {}
 for i = 1, #due, 2 do
   local id = due[i]
   local slot = tonumber(due[i + 1])
-  local plan = redis.call('HGET', KEYS[2], id)
-  if not plan then
+  local parts = plans[id]
+  if not parts then
     redis.call('ZREM', KEYS[1], id)
   else
-    local parts = split(plan)
     local interval = tonumber(parts[1])
     -- Slots missed while no scheduler ran are skipped and counted, not replayed.
     local missed = math.floor((now - slot) / interval)
@@ -87,7 +127,7 @@ for i = 1, #due, 2 do
           held_count = held_count + 1
         else
           local event = string.gsub(parts[j + 1], '[\1\2\3]', marks)
-          redis.call('XADD', prefix .. parts[j], '*', field, event)
+          redis.call('XADD', streams[parts[j]], '*', field, event)
           dispatched = dispatched + 1
         end
       end
@@ -95,16 +135,13 @@ for i = 1, #due, 2 do
     redis.call('ZADD', KEYS[1], string.format('%d', slot + interval), id)
   end
 end
-local retries = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'WITHSCORES', 'LIMIT', 0,
-                          limit)
 local retried = 0
 for i = 1, #retries, 2 do
   redis.call('ZREM', KEYS[5], retries[i])
   local id, region = string.match(retries[i], '^(.*)|(.*)$')
-  local plan = id and redis.call('HGET', KEYS[2], id)
-  local mode = plan and window(id)
-  if plan and mode ~= 'pause' then
-    local parts = split(plan)
+  local parts = id and plans[id]
+  local mode = parts and window(id)
+  if parts and mode ~= 'pause' then
     local at = tonumber(retries[i + 1])
     local next_slot = tonumber(redis.call('ZSCORE', KEYS[1], id) or at + tonumber(parts[1]))
     marks['\1'] = string.format('%d', at)
@@ -115,7 +152,7 @@ for i = 1, #retries, 2 do
         held_count = held_count + 1
       elseif parts[j] == region then
         local event = string.gsub(parts[j + 1], '[\1\2\3]', marks)
-        redis.call('XADD', prefix .. parts[j], '*', field, event)
+        redis.call('XADD', streams[parts[j]], '*', field, event)
         dispatched = dispatched + 1
         retried = retried + 1
       end
@@ -127,8 +164,4 @@ if retried > 0 then redis.call('HINCRBY', KEYS[3], 'retried', retried) end
 if skipped > 0 then redis.call('HINCRBY', KEYS[3], 'skipped', skipped) end
 if paused > 0 then redis.call('HINCRBY', KEYS[3], 'paused', paused) end
 if held_count > 0 then redis.call('HINCRBY', KEYS[3], 'held', held_count) end
-local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
-local retry_head = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')[2]
-if retry_head and (not head or tonumber(retry_head) < tonumber(head)) then head = retry_head end
-return {dispatched, skipped, math.max(#due, #retries) / 2, head or '-1',
-        string.format('%d', now), held_count}
+return {dispatched, skipped, math.max(#due, #retries) / 2, head_of(), now_text, held_count, {}}

@@ -34,21 +34,37 @@ class Dispatcher:
         self.limit = limit
         self._script = r.register_script(DISPATCH_SCRIPT)
         self._outage = Outage("dispatch")
+        # The regions whose checks streams the script is given (Keys.regions, kept by the
+        # sync), read at the first call and again when the script names one a plan has.
+        self._regions: list[str] | None = None
+
+    async def _known_regions(self, named: list[bytes]) -> list[str]:
+        """The regions set, and the ones the script named even if the set lacks them (Redis
+        lost it, or a plan was written without it: the reconcile puts them back)."""
+        members: set[bytes] = await self.r.smembers(self.keys.regions)  # type: ignore[assignment]
+        return sorted({m.decode() for m in members | set(named)} | set(self._regions or ()))
 
     async def dispatch(self) -> tuple[int, int, bool, int, int]:
         """One atomic call at Redis time: (dispatched, skipped, more due, next due ms or -1,
         Redis time now in ms)."""
-        dispatched, skipped, popped, head, now, held = await self._script(
-            keys=[self.keys.due, self.keys.plan, self.keys.stats, self.keys.maintenance,
-                  self.keys.retries, self.keys.paused],
-            args=[self.limit, self.keys.checks_prefix, EVENT_FIELD])
+        if self._regions is None:
+            self._regions = await self._known_regions([])
+        while True:
+            dispatched, skipped, popped, head, now, held, named = await self._script(
+                keys=[self.keys.due, self.keys.plan, self.keys.stats, self.keys.maintenance,
+                      self.keys.retries, self.keys.paused,
+                      *(self.keys.checks(region) for region in self._regions)],
+                args=[self.limit, EVENT_FIELD, *self._regions])
+            if not named:
+                break
+            self._regions = await self._known_regions(named)
         metrics.DISPATCHED.inc(dispatched)
         metrics.SKIPPED.inc(skipped)
         metrics.HELD.inc(held)
         if skipped:
             log.warning("missed slots skipped", skipped=skipped)
         return (int(dispatched), int(skipped), int(popped) >= self.limit, int(float(head)),
-                int(now))
+                int(float(now)))
 
     async def warn_if_paused(self) -> None:
         """A pause outlives a restart (it is kept in Redis): say so at start, or a scheduler

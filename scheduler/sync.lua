@@ -4,12 +4,21 @@
 -- schedule unless it is new, its interval changed, or its due entry is gone (Redis lost it).
 -- Atomic, so concurrent schedulers syncing agree.
 -- KEYS[1] due ZSET, KEYS[2] plan HASH, KEYS[3] revisions HASH, KEYS[4] tombstones HASH,
--- KEYS[5] rules HASH (the evaluator's, engine.rules, written with the plan)
+-- KEYS[5] rules HASH (the evaluator's, engine.rules, written with the plan), KEYS[6] regions
+-- SET (every region a plan names: the checks streams dispatch.lua declares, added with the plan)
 -- ARGV: quintuples (monitor id, plan, phase ms, revision, rules). A new place in the schedule is
 -- the first slot on the monitor's grid (phase + k * interval) at or after Redis time now.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local written = 0
+-- A plan is `interval \0 region \0 template [\0 region \0 template ...]` (scheduler/plan.py).
+local function add_regions(plan)
+  local even = false
+  for part in string.gmatch(plan, '%z([^%z]*)') do
+    even = not even
+    if even then redis.call('SADD', KEYS[6], part) end
+  end
+end
 for i = 1, #ARGV, 5 do
   local id, plan, rev = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
   local interval = tonumber(string.match(plan, '^(%d+)%z'))
@@ -23,6 +32,7 @@ for i = 1, #ARGV, 5 do
     redis.call('HSET', KEYS[3], id, ARGV[i + 3])
     redis.call('HSET', KEYS[5], id, ARGV[i + 4])
     redis.call('HDEL', KEYS[4], id)
+    add_regions(plan)
     -- A plan starts with its interval and a NUL (scheduler/plan.py).
     local same_interval = old and tonumber(string.match(old, '^(%d+)%z')) == interval
     if not same_interval or not redis.call('ZSCORE', KEYS[1], id) then

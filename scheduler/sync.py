@@ -19,6 +19,7 @@ from engine import heartbeats, metrics, store
 from engine.clock import redis_ms
 from engine.keys import Keys
 from engine.rules import Rules
+from engine.shards import shard_of
 from scheduler.plan import compile_plan
 from scheduler.schedule import phase_ms
 
@@ -37,19 +38,26 @@ class MonitorSync:
     what Redis holds, not with this process's memory: after a restart without persistence,
     a failover that lost the tail or a FLUSHALL, the next reconcile puts everything back."""
 
-    def __init__(self, r: aioredis.Redis, pool: asyncpg.Pool, keys: Keys) -> None:
+    def __init__(self, r: aioredis.Redis, pool: asyncpg.Pool, keys: Keys,
+                 shards: int = 1) -> None:
+        """Serves the monitors of shard `keys.shard` of `shards` (engine.shards)."""
         self.r = r
         self.pool = pool
         self.keys = keys
+        self.shards = shards
+        self.shard = store.Shard(int(keys.shard), shards) if shards > 1 else None
         self._sync = r.register_script(SYNC_SCRIPT)
         self._remove_script = r.register_script(_REMOVE)
-        self._script_keys = [keys.due, keys.plan, keys.revisions, keys.tombstones, keys.rules]
+        self._script_keys = [keys.due, keys.plan, keys.revisions, keys.tombstones, keys.rules,
+                             keys.regions]
         # Monitors named by notifications: id -> the revision a deletion removed (0: not one).
         self._changed: dict[str, int] = {}
         self.wake = asyncio.Event()
 
     def on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         monitor_id, _, deleted = str(payload).partition(":")
+        if self.shard is not None and shard_of(monitor_id, self.shards) != self.keys.shard:
+            return  # another shard's scheduler syncs it
         self._changed[monitor_id] = int(deleted or 0)
         self.wake.set()
 
@@ -80,7 +88,7 @@ class MonitorSync:
         changed, self._changed = self._changed, {}
         if not changed:
             return
-        rows = await store.plan_rows(self.pool, list(changed))
+        rows = await store.plan_rows(self.pool, list(changed), self.shard)
         await self._upsert(rows)
         live = {r["id"] for r in rows}
         removed = await self._remove({i: rev for i, rev in changed.items() if i not in live})
@@ -89,7 +97,7 @@ class MonitorSync:
         log.info("monitors synced", upserted=len(rows), removed=removed, cause="notify")
 
     async def reconcile(self) -> None:
-        wanted = await store.revisions(self.pool)
+        wanted = await store.revisions(self.pool, self.shard)
         stored: dict[bytes, bytes] = await self.r.hgetall(  # type: ignore[assignment]
             self.keys.revisions)
         held = {k.decode(): int(v) for k, v in stored.items()}
@@ -98,14 +106,15 @@ class MonitorSync:
         upserted = 0
         for start in range(0, len(stale), 5_000):
             upserted += await self._upsert(
-                await store.plan_rows(self.pool, stale[start:start + 5_000]))
+                await store.plan_rows(self.pool, stale[start:start + 5_000], self.shard))
         planned: list[bytes] = await self.r.hkeys(self.keys.plan)  # type: ignore[assignment]
         in_redis = held.keys() | {k.decode() for k in planned}
         gone = list(in_redis - wanted.keys())
         removed = await self._remove(dict.fromkeys(gone, 0))
         await heartbeats.forget(self.r, self.keys,
-                                set(gone) - await store.existing(self.pool, gone))
+                                set(gone) - await store.existing(self.pool, gone, self.shard))
         await self._prune_tombstones()
+        await self._repair_regions()
         metrics.MONITORS.set(len(wanted))
         if upserted or removed:
             log.info("monitors synced", upserted=upserted, removed=removed, cause="reconcile")
@@ -118,6 +127,18 @@ class MonitorSync:
             scores = await self.r.zmscore(self.keys.due, chunk)
             missing += [mid for mid, score in zip(chunk, scores, strict=True) if score is None]
         return missing
+
+    async def _repair_regions(self) -> None:
+        """Make the regions set what the shard's enabled monitors name: put back what Redis
+        lost, take out regions no monitor names any more. One taken out by a plan written in
+        between is put back by the next reconcile, and dispatch.lua reports it meanwhile."""
+        wanted = await store.regions(self.pool, self.shard)
+        members: set[bytes] = await self.r.smembers(self.keys.regions)  # type: ignore[assignment]
+        held = {m.decode() for m in members}
+        if missing := wanted - held:
+            await self.r.sadd(self.keys.regions, *missing)
+        if unnamed := held - wanted:
+            await self.r.srem(self.keys.regions, *unnamed)
 
     async def _prune_tombstones(self) -> None:
         cutoff = await redis_ms(self.r) - TOMBSTONE_KEEP_MS

@@ -47,9 +47,12 @@ class Lua:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.script = client.register_script(DISPATCH_SCRIPT)
+        # The regions whose streams a call declares, as the Dispatcher keeps them.
+        self.regions: set[str] = set()
 
     def reset(self) -> None:
-        self.client.delete(KEYS.due, KEYS.plan, KEYS.stats,
+        self.regions = set()
+        self.client.delete(KEYS.due, KEYS.plan, KEYS.stats, KEYS.regions,
                            *self.client.keys(f"{KEYS.checks_prefix}*"))
 
     def now(self) -> int:
@@ -59,11 +62,18 @@ class Lua:
     def seed(self, row: dict[str, Any], slot: int) -> None:
         self.client.hset(KEYS.plan, row["id"], compile_plan(row))
         self.client.zadd(KEYS.due, {row["id"]: slot})
+        self.regions.update(row["regions"])
+
+    def call(self, regions: list[str]) -> list[Any]:
+        result: list[Any] = self.script(
+            keys=[KEYS.due, KEYS.plan, KEYS.stats, KEYS.maintenance, KEYS.retries, KEYS.paused,
+                  *(KEYS.checks(region) for region in regions)],
+            args=[1_000, EVENT_FIELD, *regions])
+        return result
 
     def dispatch(self) -> tuple[int, int]:
-        dispatched, skipped, *_ = self.script(
-            keys=[KEYS.due, KEYS.plan, KEYS.stats, KEYS.maintenance, KEYS.retries, KEYS.paused],
-            args=[1_000, KEYS.checks_prefix, EVENT_FIELD])
+        dispatched, skipped, *_, undeclared = self.call(sorted(self.regions))
+        assert undeclared == []
         return int(dispatched), int(skipped)
 
     def events(self, region: str) -> list[tuple[bytes, CheckDue]]:
@@ -141,9 +151,45 @@ def test_a_new_monitor_is_placed_on_its_grid_at_or_after_now(lua: Lua, monitor_i
     lua.client.delete(KEYS.revisions, KEYS.tombstones)
     sync = lua.client.register_script(SYNC_SCRIPT)
     before = lua.now()
-    sync(keys=[KEYS.due, KEYS.plan, KEYS.revisions, KEYS.tombstones, KEYS.rules],
+    sync(keys=[KEYS.due, KEYS.plan, KEYS.revisions, KEYS.tombstones, KEYS.rules, KEYS.regions],
          args=[monitor_id, compile_plan(row_of(monitor_id, ["default"], interval_ms, 1, {})),
                phase_ms(monitor_id, interval_ms), 1, b"{}"])
     first = int(lua.client.zscore(KEYS.due, monitor_id))
     assert before <= first < lua.now() + interval_ms
     assert first % interval_ms == phase_ms(monitor_id, interval_ms)
+
+
+def test_a_plan_naming_an_undeclared_stream_stops_the_call_unchanged(lua: Lua) -> None:
+    """Redis Cluster: a script touches only keys it declares. A due plan whose region's stream
+    the call did not declare: nothing is sent, popped or counted, and the region is named."""
+    lua.reset()
+    slot = lua.now() - 1
+    lua.seed(row_of("a", ["eu"], 60_000, 1, {}), slot)
+    lua.seed(row_of("b", ["eu", "us"], 60_000, 1, {}), slot)
+    dispatched, skipped, popped, _, _, held, undeclared = lua.call(["eu"])
+    assert (dispatched, skipped, popped, held, undeclared) == (0, 0, 0, 0, [b"us"])
+    assert lua.client.zrange(KEYS.due, 0, -1, withscores=True) == [(b"a", slot), (b"b", slot)]
+    assert lua.client.keys(f"{KEYS.checks_prefix}*") == []
+    assert lua.client.hgetall(KEYS.stats) == {}
+    assert lua.dispatch() == (3, 0)
+
+
+@given(st.lists(st.lists(regions, min_size=1, max_size=3, unique=True), min_size=1,
+                max_size=5))
+@PROPERTY
+def test_the_sync_adds_every_region_a_plan_names(lua: Lua,
+                                                  region_lists: list[list[str]]) -> None:
+    """scheduler/sync.lua adds the regions of each plan it writes to Keys.regions, in the same
+    step, so the dispatch script is given every stream a plan can send to."""
+    lua.reset()
+    lua.client.delete(KEYS.revisions, KEYS.tombstones)
+    sync = lua.client.register_script(SYNC_SCRIPT)
+    args: list[Any] = []
+    for i, region_list in enumerate(region_lists):
+        mid = f"m{i}"
+        args += [mid, compile_plan(row_of(mid, region_list, 60_000, 1, {})),
+                 phase_ms(mid, 60_000), 1, b"{}"]
+    sync(keys=[KEYS.due, KEYS.plan, KEYS.revisions, KEYS.tombstones, KEYS.rules, KEYS.regions],
+         args=args)
+    named = {region for region_list in region_lists for region in region_list}
+    assert lua.client.smembers(KEYS.regions) == {region.encode() for region in named}
