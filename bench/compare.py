@@ -1,28 +1,44 @@
 """Vigil against the BullMQ design it replaces (bench/peers/bullmq), side by side, in one run.
 
 What it starts (127.0.0.1 only; everything is stopped by this script, by pid, in finally
-blocks): one redis-server and one HTTP target (bench/target.py) shared by every run, one
-embedded Postgres and one chDB path for Vigil's sinks; then, in turn (A B A B ...), for a
+blocks): one redis-server and one HTTP target (bench/target.py: its asyncio responder, or
+with --target nginx Debian's nginx binary with a config the benchmark writes, one worker,
+`keepalive_timeout 0`) shared by every run, one embedded Postgres and one chDB path for
+Vigil's sinks; then, in turn (A B A B ...), for a
 bounded time each, at the same monitor count and interval, with a FLUSHALL before each run:
 
 - Vigil: `vigil scheduler`, E x `vigil executor` (VIGIL_CONCURRENCY C), `vigil sink status`,
   `vigil sink clickhouse` (as bench/pipeline.py: the sinks are part of the system);
-- BullMQ: `node scheduler.js` (one job scheduler per monitor, `every` = the interval; it
-  upserts and exits), W x `node worker.js` (a BullMQ Worker, concurrency C, the same GET on
-  a fresh connection, the result XADDed to a stream).
+- BullMQ: `node events.js` (a QueueEvents listener that XADDs each `completed` event to
+  peer:results), `node scheduler.js` (one job scheduler per monitor, `every` = the
+  interval; it upserts and exits), W x `node worker.js` (a BullMQ Worker, concurrency C or
+  --peer-concurrency, the same GET on a fresh connection, the result its return value).
 
 Both get the same monitors (bench-000000 ...), the same URLs and timeouts, and the same
 slots: Vigil places monitor m at crc32(m) % interval (scheduler/schedule.py) and the peer's
 schedulers get that same phase through `startDate` (PEER_PHASES=crc32).
 
 How it measures, identically for both:
+- each result's timestamps, all in ms on this machine's clock: scheduled = the slot (Vigil:
+  the check.due's scheduled_ms; BullMQ: job.timestamp + job.opts.delay, see worker.js);
+  started = when the executor / the Worker's processor began the check; checked = when the
+  check ended (Vigil: the result's finished_ms, the executor's estimate of Redis time,
+  engine/clock.py, set before its batched flush; BullMQ: the processor's Date.now() after
+  the GET, before moveToFinished); finished = when the result was in Redis for its readers:
+  the ms part of a stream entry's id, i.e. redis-server's clock at the XADD (Vigil: the
+  check.result's entry in the results stream the sinks consume; BullMQ: the job's
+  `completed` event, XADDed to the queue's events stream by the moveToFinished script that
+  marks the job completed, the event QueueEvents users get). Both sides are timed at that
+  same point: the result committed to Redis;
 - a collector thread reads the system's result stream every 0.25 s (Vigil: the results
-  stream the sinks consume, `finished_ms` of each check.result as bench/pipeline.py's "lag to
-  result"; BullMQ: peer:results, `finished_ms` set just before its XADD). The peer's stream
-  has no consumer but the collector, which trims what it has read (MINID), as Vigil's sinks
-  trim theirs; the collector checks at the end that it saw every entry (XINFO STREAM
-  entries-added on Redis >= 7.0; before that, for Vigil: results read == checks dispatched
-  once its streams are drained; the peer's stream is trimmed by the collector alone);
+  stream; BullMQ: peer:results, where events.js records each `completed` event with its id
+  and, as received_ms, when the listener got it: "events delivery" = received - finished,
+  what a QueueEvents user waits on top). The peer's stream has no consumer but the
+  collector, which trims what it has read (MINID), as Vigil's sinks trim theirs; the
+  collector checks at the end that it saw every entry (XINFO STREAM entries-added on Redis
+  >= 7.0; before that, for Vigil: results read == checks dispatched once its streams are
+  drained; the peer's stream is trimmed by the collector alone), and for BullMQ that the
+  listener recorded every job the workers completed (their own counts, printed on exit);
 - warm-up: Vigil, one interval after its first dispatch; BullMQ, one interval after the
   earliest first slot (every monitor has had its first slot); then the window of --duration
   seconds, then a grace period (--grace) in which checks scheduled in the window may finish
@@ -31,7 +47,8 @@ How it measures, identically for both:
 - expected slots: for each monitor, the k with phase + k * interval in [window start, end);
 - completed/s = expected slots that got a result (not `expired`), finished by the end of the
   grace period, per window second; offered/s = expected slots per window second;
-- lag = finished - scheduled for those results (p50, p99, max);
+- lag = finished - scheduled for those results (p50, p99, max); check-end lag = checked -
+  scheduled (the lag without the result's way into Redis); start lag = started - scheduled;
 - missed = expected slots with no result by the end of the grace period, or whose result is
   Vigil's `expired` (the check was not run: its deadline passed in the queue); BullMQ skips
   the slots of a scheduler that fell behind; late = results with lag over 1 s; off-grid =
@@ -39,9 +56,9 @@ How it measures, identically for both:
   result for a slot; "on time" = p99 < 1 s and nothing missed;
 - CPU seconds (user+system) between the window's start and end, per 1,000 completed checks:
   the system's processes (Vigil: scheduler, executors, sinks and Postgres, and "core" =
-  scheduler + executors without the sinks, since the peer has no sinks; BullMQ: the
-  workers; scheduler.js exits before the window and its CPU is reported as set-up) and
-  redis-server separately;
+  scheduler + executors without the sinks; BullMQ: the workers and the listener, its one
+  sink, and "core" = the workers; scheduler.js exits before the window and its CPU is
+  reported as set-up) and redis-server separately;
 - Redis memory: INFO used_memory, polled every 0.5 s from the system's start to its stop,
   peak minus the value after FLUSHALL; peak RSS: the sum of each of the system's processes'
   peaks (Postgres is reported apart: shared buffers are counted once per backend).
@@ -55,6 +72,8 @@ Run (repository root, venv active; `npm ci` in bench/peers/bullmq is run if node
 missing):
     python bench/compare.py --tiny                           # < 60 s, for CI
     python bench/compare.py --monitors 2000 --interval 2 --duration 30 --pairs 3
+    python bench/compare.py ... --target nginx --concurrency 50   # nginx; 50 for both
+    python bench/compare.py ... --concurrency 100 --peer-concurrency 256   # each its own
     python bench/compare.py --interval 2 --duration 20 --pairs 0 --sweep 500,1000,2000,3000
     python bench/compare.py ... --profile    # py-spy on executor 1, --cpu-prof on worker 1
     python bench/compare.py ... --redis-hz 100   # redis-server --hz 100 (default 10)
@@ -114,6 +133,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="BullMQ worker processes (default: as many as --executors)")
     ap.add_argument("--concurrency", type=int, default=512,
                     help="VIGIL_CONCURRENCY and the BullMQ Worker's concurrency")
+    ap.add_argument("--peer-concurrency", type=int, default=None,
+                    help="the BullMQ Worker's concurrency (default: --concurrency)")
+    ap.add_argument("--target", choices=("python", "nginx"), default="python",
+                    help="the HTTP target: bench/target.py's asyncio responder, or nginx")
     ap.add_argument("--sweep", help="offered rates, checks/s, e.g. 500,1000,2000: one pair each")
     ap.add_argument("--sweep-duration", type=float, default=None,
                     help="window per sweep step, s (default: --duration)")
@@ -138,6 +161,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.pairs < 1 and not args.sweep:
         ap.error("--pairs 0 needs --sweep")
     args.workers = args.workers or args.executors
+    args.peer_concurrency = args.peer_concurrency or args.concurrency
     return args
 
 
@@ -147,7 +171,8 @@ def start_shared(args: argparse.Namespace, stack: Stack) -> Shared:
         pyspy_binary()  # before anything starts
     stack.start()
     return Shared(stack=stack, executors=args.executors, workers=args.workers,
-                  concurrency=args.concurrency, profile=args.profile, node=node)
+                  concurrency=args.concurrency, peer_concurrency=args.peer_concurrency,
+                  profile=args.profile, node=node)
 
 
 def versions(shared: Shared, r: redis.Redis) -> dict[str, str]:
@@ -169,8 +194,10 @@ def run_pairs(args: argparse.Namespace, shared: Shared, r: redis.Redis,
     pairs = []
     print(f"--- {args.pairs} pair(s): {load.monitors:,} monitors every {load.interval_s:g} s "
           f"({load.offered_per_s:,.0f} checks/s offered), {load.duration_s:g} s windows; "
-          f"Vigil {shared.executors} executors + scheduler + both sinks, BullMQ "
-          f"{shared.workers} workers, concurrency {shared.concurrency} ---", flush=True)
+          f"Vigil {shared.executors} executors (concurrency {shared.concurrency}) + scheduler "
+          f"+ both sinks, BullMQ {shared.workers} workers (concurrency "
+          f"{shared.peer_concurrency}) + listener; target {shared.stack.target_kind} ---",
+          flush=True)
     for i in range(args.pairs):
         pair = []
         for system in SYSTEMS:
@@ -181,7 +208,8 @@ def run_pairs(args: argparse.Namespace, shared: Shared, r: redis.Redis,
     payload["pairs"] = {"load": asdict(load), "runs": [list(p) for p in pairs], "table": table}
     print("--- medians over the pairs; ratio = Vigil / BullMQ (per pair on the right) ---")
     print("CPU 'system' = Vigil's scheduler, executors, both sinks and Postgres / BullMQ's "
-          "workers; 'core' = without Vigil's sinks and Postgres (the peer has none)")
+          "workers and listener; 'core' = without the sinks (Vigil's two and Postgres, the "
+          "peer's listener)")
     print_table(table)
 
 
@@ -244,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="vigil-compare-"))
-    stack = Stack(workdir, "python", args.redis_server,
+    stack = Stack(workdir, args.target, args.redis_server,
                   ["--hz", str(args.redis_hz)] if args.redis_hz else [])
     payload: dict[str, Any] = {"args": vars(args), "cpus": psutil.cpu_count(),
                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

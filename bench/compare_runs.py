@@ -23,7 +23,7 @@ from compare_profiles import (
     pyspy_summary,
     start_pyspy,
 )
-from compare_scoring import BULLMQ, VIGIL, Load, Row, score
+from compare_scoring import BULLMQ, VIGIL, Load, Row, quantile, score
 from procs import (
     BENCH,
     BenchError,
@@ -37,7 +37,7 @@ from procs import (
 from sampling import MIB, Component, MemorySampler, command_delta, command_stats, machine_busy
 from stack import KEYS, Stack, all_drained, dispatched, groups_exist, seed_monitors
 
-from engine.streams import event_of
+from engine.streams import event_of, parse_id
 
 PEER = BENCH / "peers" / "bullmq"
 PEER_RESULTS = "peer:results"
@@ -54,14 +54,16 @@ class Shared:
     stack: Stack
     executors: int
     workers: int
-    concurrency: int
+    concurrency: int  # VIGIL_CONCURRENCY
+    peer_concurrency: int  # the BullMQ Worker's
     profile: bool
     node: str
     loaded_monitors: int = -1  # monitors currently in Postgres
 
 
 class Collector(threading.Thread):
-    """Reads a result stream as it grows (XRANGE from the last id read); trims it if asked."""
+    """Reads a result stream as it grows (XRANGE from the last id read); trims it if asked.
+    `parse` gets each entry's id and fields."""
 
     def __init__(self, port: int, stream: str, parse: Any, trim: bool) -> None:
         super().__init__(name=f"collector-{stream}", daemon=True)
@@ -77,7 +79,7 @@ class Collector(threading.Thread):
             batch = self.r.xrange(self.stream, min=f"({self.last}", count=10_000)
             if not batch:
                 return
-            self.rows.extend(self.parse(fields) for _, fields in batch)
+            self.rows.extend(self.parse(entry_id, fields) for entry_id, fields in batch)
             self.last = batch[-1][0].decode()
             if self.trim:
                 self.r.xtrim(self.stream, minid=self.last, approximate=False)
@@ -138,10 +140,9 @@ class Run(ProcessGroup, ABC):
     def ready(self, r: redis.Redis) -> float:
         """Wait until the system runs; the epoch second its warm-up ends."""
 
-    @staticmethod
     @abstractmethod
-    def parse(fields: dict[bytes, bytes]) -> Row:
-        """One entry of its result stream."""
+    def parse(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Row:
+        """One entry of its result stream (called in the collector's thread)."""
 
     @abstractmethod
     def complete(self, collected: dict[str, Any]) -> bool | None:
@@ -153,6 +154,10 @@ class Run(ProcessGroup, ABC):
 
     def window_started(self) -> None:
         """The measured window begins."""
+
+    def own_figures(self, w0: int, w1: int) -> dict[str, Any]:
+        """Figures only this system has, over the results scheduled in [w0, w1)."""
+        return {}
 
     def shutdown(self, r: redis.Redis) -> None:
         for name in list(self.procs):
@@ -222,7 +227,7 @@ class Run(ProcessGroup, ABC):
                                  (self.sampler.peak_memory - self.sampler.base_memory) / MIB},
             "machine_cpu_busy_share": (busy1 - busy0) / max(1e-9, total1 - total0),
             "redis_commands": dict(list(command_delta(cmd0, cmd1).items())[:10]),
-            "exit_codes": self.exit_codes, **self.extra,
+            "exit_codes": self.exit_codes, **self.own_figures(w0_ms, w1_ms), **self.extra,
         }
 
     def cpu_figures(self, window_s: float, completed: int) -> dict[str, Any]:
@@ -277,11 +282,13 @@ class VigilRun(Run):
         wait_until(up, READY_TIMEOUT_S, "vigil: processes ready and first dispatch", 0.1)
         return time.time() + self.load.interval_s  # warm-up: every monitor had its first slot
 
-    @staticmethod
-    def parse(fields: dict[bytes, bytes]) -> Row:
+    def parse(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Row:
+        """checked = the result's finished_ms (the executor's estimate of Redis time when
+        the check ended, before its batched flush); finished = the entry's id (Redis's clock
+        at the XADD)."""
         e = orjson.loads(event_of(fields))
         return (e["monitor_id"], int(e["scheduled_ms"]), int(e["started_ms"]),
-                int(e["finished_ms"]), str(e["outcome"]))
+                int(e["finished_ms"]), stream_ms(entry_id), str(e["outcome"]))
 
     def window_started(self) -> None:
         if self.shared.profile:
@@ -314,16 +321,19 @@ class VigilRun(Run):
 
 
 class BullMQRun(Run):
-    """`node scheduler.js` (one job scheduler per monitor; it upserts and exits), then
-    W x `node worker.js`."""
+    """`node events.js` (the QueueEvents listener that records each `completed` event), `node
+    scheduler.js` (one job scheduler per monitor; it upserts and exits), then W x `node
+    worker.js`."""
 
     name = BULLMQ
     stream = PEER_RESULTS
     trim = True  # no consumer but the collector
+    listener = "sink-events"  # a sink, as Vigil's: in the system's CPU, not in its core
 
     def __init__(self, load: Load, shared: Shared) -> None:
         super().__init__(load, shared)
         self.warm_until = 0.0
+        self.deliveries: list[tuple[int, int]] = []  # scheduled, received - finished
 
     def env(self) -> dict[str, str]:
         s, load = self.shared, self.load
@@ -333,12 +343,15 @@ class BullMQRun(Run):
                       "PEER_INTERVAL_MS": str(load.interval_ms),
                       "PEER_TIMEOUT_MS": str(load.timeout_ms),
                       "PEER_TARGET_URL": s.stack.target_url, "PEER_PHASES": "crc32",
-                      "PEER_CONCURRENCY": str(s.concurrency),
+                      "PEER_CONCURRENCY": str(s.peer_concurrency),
                       "PEER_RESULTS_STREAM": PEER_RESULTS}
 
     def start(self) -> None:
-        """scheduler.js (waited for: its rusage is the set-up cost), then the workers."""
+        """The listener (it reads the events stream from its start: nothing is missed while it
+        comes up), scheduler.js (waited for: its rusage is the set-up cost), the workers."""
         env = self.env()
+        self.add(self.listener, spawn([self.shared.node, str(PEER / "events.js")],
+                                      self.logdir / f"{self.listener}.log", env))
         log = self.logdir / "scheduler.log"
         with log.open("wb") as out:
             proc = subprocess.Popen([self.shared.node, "scheduler.js"], cwd=PEER, env=env,
@@ -363,22 +376,62 @@ class BullMQRun(Run):
     def ready(self, r: redis.Redis) -> float:
         return self.warm_until
 
-    @staticmethod
-    def parse(fields: dict[bytes, bytes]) -> Row:
-        return (fields[b"monitor_id"].decode(), int(fields[b"scheduled_ms"]),
-                int(fields[b"started_ms"]), int(fields[b"finished_ms"]),
-                fields[b"outcome"].decode())
+    def parse(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Row:
+        """checked = the worker's clock when the GET ended; finished = the `completed`
+        event's id (Redis's clock when moveToFinished marked the job completed)."""
+        scheduled, finished = int(fields[b"scheduled_ms"]), int(fields[b"finished_ms"])
+        self.deliveries.append((scheduled, int(fields[b"received_ms"]) - finished))
+        return (fields[b"monitor_id"].decode(), scheduled, int(fields[b"started_ms"]),
+                int(fields[b"checked_ms"]), finished, fields[b"outcome"].decode())
+
+    def shutdown(self, r: redis.Redis) -> None:
+        """The workers first (each reports how many jobs it completed), then, bounded, until
+        the listener has recorded as many, then the listener."""
+        workers = [name for name in self.procs if name != self.listener]
+        for name in workers:
+            self.stop(name)
+        completed = sum(self.exit_report(name, "completed") for name in workers)
+        assert self.collector is not None
+        collector = self.collector
+        with contextlib.suppress(BenchError):
+            wait_until(lambda: len(collector.rows) >= completed, DRAIN_S, "listener", POLL_S)
+        self.stop(self.listener)
+        self.extra["worker_completed"] = completed
+        self.extra["listener_received"] = self.exit_report(self.listener, "received")
+
+    def exit_report(self, name: str, key: str) -> int:
+        """A count from the JSON line a peer process prints last, when it stops on SIGTERM."""
+        lines = self.log_tail(name).strip().splitlines()
+        try:
+            return int(json.loads(lines[-1])[key])
+        except (IndexError, ValueError, KeyError, TypeError):
+            raise BenchError(f"{self.label}: {name} ended without its count of {key!r} "
+                             f"(exit {self.exit_codes.get(name)}):\n{self.log_tail(name)}"
+                             ) from None
 
     def complete(self, collected: dict[str, Any]) -> bool | None:
+        """Every completed job recorded (the events stream was not trimmed past the
+        listener), and the collector read every record (it is the only trimmer)."""
+        recorded = collected["read"] == self.extra["worker_completed"]
         known: bool | None = collected["complete"]
-        # The collector is the stream's only trimmer and trims only below what it read.
-        return True if known is None else known
+        return recorded and (True if known is None else known)
+
+    def own_figures(self, w0: int, w1: int) -> dict[str, Any]:
+        delays = sorted(d for scheduled, d in list(self.deliveries) if w0 <= scheduled < w1)
+        return {"events_delivery_ms": {"p50": quantile(delays, 0.5),
+                                       "p99": quantile(delays, 0.99),
+                                       "max": float(delays[-1]) if delays else None}}
 
     def profile_summary(self) -> dict[str, Any] | None:
         return cpuprofile_summary(self.logdir / "cpuprof", "worker-1")
 
 
 SYSTEMS: tuple[type[Run], ...] = (VigilRun, BullMQRun)  # a pair, in order
+
+
+def stream_ms(entry_id: bytes) -> int:
+    """The milliseconds of a stream entry's id: Redis's clock when the entry was added."""
+    return parse_id(entry_id)[0]
 
 
 def wait_rusage(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, Any]:

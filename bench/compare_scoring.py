@@ -15,7 +15,9 @@ from scheduler.schedule import phase_ms
 VIGIL, BULLMQ = "vigil", "bullmq"  # the systems, in the order of a pair
 LATE_MS = 1000  # a result later than this after its slot is late; on time needs p99 below it
 
-Row = tuple[str, int, int, int, str]  # monitor, scheduled, started, finished (ms), outcome
+# monitor, scheduled, started, checked (the check's end), finished (its result in Redis: the
+# entry's stream id), all ms, and the outcome; see bench/compare.py for each system's sources.
+Row = tuple[str, int, int, int, int, str]
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,10 @@ def score(load: Load, rows: list[Row], w0: int, w1: int,
     seen: set[tuple[str, int]] = set()
     lags: list[int] = []
     pickups: list[int] = []
+    checks: list[int] = []
     duplicates = off_grid = after_deadline = 0
     outcomes: Counter[str] = Counter()
-    for monitor, scheduled, started, finished, outcome in rows:
+    for monitor, scheduled, started, checked, finished, outcome in rows:
         if (monitor, scheduled) in seen:
             duplicates += 1
             continue
@@ -75,8 +78,10 @@ def score(load: Load, rows: list[Row], w0: int, w1: int,
             continue
         lags.append(finished - scheduled)
         pickups.append(started - scheduled)
+        checks.append(checked - scheduled)
     lags.sort()
     pickups.sort()
+    checks.sort()
     window_s = (w1 - w0) / 1000
     return {
         "expected": expected, "completed": len(lags), "missed": expected - len(lags),
@@ -88,6 +93,8 @@ def score(load: Load, rows: list[Row], w0: int, w1: int,
                    "max": float(lags[-1]) if lags else None},
         # started - scheduled: the part of the lag spent before the check began
         "pickup_ms": {"p50": quantile(pickups, 0.5), "p99": quantile(pickups, 0.99)},
+        # checked - scheduled: the lag without the result's way into Redis
+        "check_lag_ms": {"p50": quantile(checks, 0.5), "p99": quantile(checks, 0.99)},
     }
 
 

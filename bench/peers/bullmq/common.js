@@ -43,4 +43,17 @@ function monitorId(i) {
   return `bench-${String(i).padStart(6, '0')}`;
 }
 
-module.exports = { config, connection, monitorId };
+function onStop(stop) {
+  // SIGTERM (bench/compare.py) or Ctrl-C: the process's own orderly stop.
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
+
+function run(main) {
+  main().catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+}
+
+module.exports = { config, connection, monitorId, onStop, run };

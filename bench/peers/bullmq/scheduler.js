@@ -19,7 +19,7 @@
 
 const zlib = require('node:zlib');
 const { Queue } = require('bullmq');
-const { config, connection, monitorId } = require('./common');
+const { config, connection, monitorId, onStop, run } = require('./common');
 
 const BATCH = 500; // upserts in flight at once
 
@@ -73,16 +73,10 @@ async function main() {
     last_slot_ms: Number.isFinite(last) ? last : null,
   }));
   if (process.env.PEER_STAY === '1') {
-    await new Promise((resolve) => {
-      process.once('SIGTERM', resolve);
-      process.once('SIGINT', resolve);
-    });
+    await new Promise((resolve) => onStop(resolve));
   }
   await queue.close();
   await conn.quit();
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+run(main);

@@ -1,8 +1,10 @@
 'use strict';
 // `node worker.js`: a BullMQ Worker with concurrency PEER_CONCURRENCY that performs each
-// monitor's HTTP GET (a fresh connection per check: agent false) and records the result with
-// XADD on PEER_RESULTS_STREAM: monitor_id, job_id, scheduled_ms, started_ms, finished_ms,
-// outcome (up | down | error | timeout), status, latency_ms, worker.
+// monitor's HTTP GET (a fresh connection per check: agent false) and returns the result as
+// the job's return value: monitor_id, scheduled_ms, started_ms, checked_ms, outcome
+// (up | down | error | timeout), status, latency_ms, worker. BullMQ stores nothing of it
+// (removeOnComplete) but carries it in the job's `completed` event, which events.js records:
+// the worker's hot path is BullMQ's own (take the job, run it, moveToFinished), nothing more.
 //
 // scheduled_ms is the slot the job scheduler planned: job.timestamp + job.opts.delay.
 // A scheduler's job is created (by upsertJobScheduler for the first one, then by the Worker
@@ -13,12 +15,15 @@
 // promoted to waiting, moveToActive's Lua sets the hash's `delay` to 0, while opts.delay keeps
 // the value it was created with. The job id, "repeat:<scheduler id>:<nextMillis>", carries
 // the same number; PEER_CHECK_IDS=1 makes the worker verify that the two agree.
+// checked_ms is when the GET ended, before BullMQ's moveToFinished marks the job completed.
 //
-// SIGTERM: stop taking jobs, let the running ones finish (worker.close()), exit 0.
+// SIGTERM: stop taking jobs, let the running ones finish (worker.close()), print
+// {"completed": n} (the Worker's own 'completed' events, a counter: bench/compare.py checks
+// that events.js recorded as many), exit 0.
 
 const http = require('node:http');
 const { Worker } = require('bullmq');
-const { config, connection } = require('./common');
+const { config, connection, onStop, run } = require('./common');
 
 const checkIds = process.env.PEER_CHECK_IDS === '1';
 
@@ -54,8 +59,8 @@ function get(url, timeoutMs) {
 }
 
 async function main() {
-  const results = connection();
   let mismatches = 0;
+  let completed = 0;
   const worker = new Worker(config.queue, async (job) => {
     const started = Date.now();
     const scheduled = job.timestamp + job.opts.delay;
@@ -65,31 +70,28 @@ async function main() {
     }
     const { url, timeout_ms: timeoutMs, monitor_id: monitorId } = job.data;
     const res = await get(url, timeoutMs);
-    const finished = Date.now();
-    await results.xadd(config.results, '*',
-      'monitor_id', monitorId, 'job_id', job.id, 'scheduled_ms', scheduled,
-      'started_ms', started, 'finished_ms', finished, 'outcome', res.outcome,
-      'status', res.status, 'latency_ms', finished - started, 'worker', config.workerId);
+    const checked = Date.now();
+    return {
+      monitor_id: monitorId, scheduled_ms: scheduled, started_ms: started, checked_ms: checked,
+      outcome: res.outcome, status: res.status, latency_ms: checked - started,
+      worker: config.workerId,
+    };
   }, {
     connection: connection(),
     concurrency: config.concurrency,
     removeOnComplete: { count: 0 },
     removeOnFail: { count: 1000 },
   });
+  worker.on('completed', () => { completed += 1; });
   worker.on('error', (err) => console.error(`worker error: ${err.message}`));
   await worker.waitUntilReady();
   console.log(JSON.stringify({ worker: config.workerId, concurrency: config.concurrency, ready: true }));
   const stop = async () => {
     await worker.close();
-    await results.quit();
-    if (checkIds) console.log(JSON.stringify({ id_mismatches: mismatches }));
+    console.log(JSON.stringify({ completed, ...(checkIds ? { id_mismatches: mismatches } : {}) }));
     process.exit(0);
   };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
+  onStop(stop);
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+run(main);
