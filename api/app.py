@@ -34,24 +34,27 @@ from engine.clickhouse import ClickHouse
 from engine.exporter import Exporter
 from engine.keys import Keys
 from engine.monitors import MonitorSchema
+from engine.shards import Layout
 
 # Bodies are monitor definitions: small; a cap keeps a client from holding memory.
 CLIENT_MAX_SIZE = 256 * 1024
 log = structlog.get_logger(component="api")
 
 
-def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse, keys: Keys,
+def make_app(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse, keys: Keys | Layout,
              schema: MonitorSchema, exporter: Exporter | None = None) -> web.Application:
-    """`exporter`: what /metrics shows, the process's (vigil.roles); the api's own if None."""
+    """`keys`: the deployment's shards (one shard's Keys: a deployment of one); `exporter`:
+    what /metrics shows, the process's (vigil.roles); the api's own if None."""
+    shards = Layout.single(keys) if isinstance(keys, Keys) else keys
     app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[json_errors, nul_free])
     app[state.REDIS] = r
     app[state.PG] = pool
     app[state.CH] = ch
-    app[state.KEYS] = keys
+    app[state.SHARDS] = shards
     app[state.SCHEMA] = schema
     app[state.TOKENS] = TokenCheck(pool)
     app[state.FAILURES] = failure_buckets()
-    app[EXPORTER] = exporter or Exporter(r, keys, ["api"])
+    app[EXPORTER] = exporter or Exporter(r, shards.all, ["api"])
     app.on_response_prepare.append(secure)
     add_page_routes(app)
     add_live_routes(app)

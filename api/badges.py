@@ -28,7 +28,7 @@ from typing import Literal
 from aiohttp import web
 
 from api.errors import invalid
-from api.state import CH, KEYS, PG, REDIS
+from api.state import CH, PG, REDIS, SHARDS
 from engine import incidents, rollups, status_pages, store
 from engine.cache import MISS, BoundedCache
 from engine.monitors import MAX_TAG_LENGTH
@@ -185,15 +185,18 @@ async def statuses(request: web.Request, monitors: dict[str, bool]) -> dict[str,
     its regions (the evaluator's; unknown before its first)."""
     ids = sorted(monitors)
     app = request.app
-    windows = await app[REDIS].hmget(app[KEYS].maintenance, ids)
+    in_window: dict[str, bytes | None] = {}
+    for keys, some in app[SHARDS].split(ids).items():
+        found: list[bytes | None] = await app[REDIS].hmget(  # type: ignore[assignment]
+            keys.maintenance, some)
+        in_window.update(zip(some, found, strict=True))
     # A tag's monitors in one statement: every monitor's row, kept by the cache after.
     one = ids[0] if len(ids) == 1 else None
     confirmed = {row["monitor_id"]: row["status"]
                  for row in await incidents.confirmed(app[PG], one)
                  if row["region"] == incidents.MONITOR}
-    return {mid: "paused" if not monitors[mid] else "maintenance" if window is not None
-            else confirmed.get(mid, "unknown")
-            for mid, window in zip(ids, windows, strict=True)}
+    return {mid: "paused" if not monitors[mid] else "maintenance" if in_window[mid] is not None
+            else confirmed.get(mid, "unknown") for mid in ids}
 
 
 class Badges:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from api.errors import json_error
-from api.state import KEYS, PG, REDIS
+from api.state import PG, REDIS, SHARDS
 from engine import status_pages, store
 from engine.events import INCIDENT_OPENED, INCIDENT_RESOLVED, MONITOR_CHANGED, BadEvent, Event
 from engine.streams import EVENT_FIELD
@@ -86,14 +86,14 @@ class Subscriber:
 
 
 class Live:
-    """The process's one reader of the events stream and its subscribers."""
+    """The process's one reader of each shard's events stream and their subscribers."""
 
-    def __init__(self, r: aioredis.Redis, stream: str) -> None:
+    def __init__(self, r: aioredis.Redis, streams: Sequence[str]) -> None:
         self.r = r
-        self.stream = stream
+        self.streams = list(streams)
         self.subscribers: set[Subscriber] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._after: bytes | str = "$"
+        self._task: asyncio.Task[Any] | None = None
+        self._after: dict[str, bytes | str] = dict.fromkeys(self.streams, "$")
         self._positioned = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -107,20 +107,20 @@ class Live:
         sub = Subscriber(monitors, abort)
         self.subscribers.add(sub)
         if self._task is None:
-            self._task = asyncio.create_task(self._run())
+            self._task = asyncio.create_task(self._run_all())
         await self._positioned.wait()
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
 
-    async def _position(self) -> None:
+    async def _position(self, stream: str) -> None:
         """Start after the newest entry as it is now (what `$` would mean at this moment)."""
         try:
-            newest: Any = await self.r.xrevrange(self.stream, count=1)
+            newest: Any = await self.r.xrevrange(stream, count=1)
         except (RedisError, OSError):
             return  # `$` then, once Redis answers: the reader's retries say so
-        self._after = newest[0][0] if newest else b"0-0"
+        self._after[stream] = newest[0][0] if newest else b"0-0"
 
     async def close(self, _app: web.Application | None = None) -> None:
         """End every open stream and the reader (the app's shutdown: handlers return at once
@@ -137,15 +137,20 @@ class Live:
             self._positioned.clear()
             self._stop.clear()
 
-    async def _run(self) -> None:
-        await self._position()
+    async def _run_all(self) -> None:
+        """A reader per stream: a cluster serves one XREAD per slot, a shard each."""
+        for stream in self.streams:
+            await self._position(stream)
         self._positioned.set()
+        await asyncio.gather(*(self._run(stream) for stream in self.streams))
+
+    async def _run(self, stream: str) -> None:
         delay = BACKOFF_MIN_S
         failing = False
         while not self._stop.is_set():
             try:
-                reply: Any = await self.r.xread({self.stream: self._after}, count=READ_COUNT,
-                                                block=READ_BLOCK_MS)
+                reply: Any = await self.r.xread({stream: self._after[stream]},
+                                                count=READ_COUNT, block=READ_BLOCK_MS)
             except (RedisError, OSError) as exc:
                 if not failing:
                     log.warning("events stream unreachable; live pages wait and retry",
@@ -160,7 +165,7 @@ class Live:
                 failing, delay = False, BACKOFF_MIN_S
             for _, entries in reply or ():
                 for entry_id, fields in entries:
-                    self._after = entry_id
+                    self._after[stream] = entry_id
                     self._fan_out(entry_id, fields)
 
     def _fan_out(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
@@ -222,7 +227,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 def add_live_routes(app: web.Application) -> None:
-    live = Live(app[REDIS], app[KEYS].events)
+    live = Live(app[REDIS], [keys.events for keys in app[SHARDS].all])
     app[LIVE] = live
     app.on_shutdown.append(live.close)
     app.router.add_get("/status/{page_id}/events", events)

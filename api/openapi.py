@@ -374,6 +374,10 @@ def _queue_paths() -> dict[str, Any]:
              "description": "the last id of the previous page (its `next`)"})
     one = {"name": "id", "in": "query", "required": False, "schema": entry_id,
            "description": "purge this dead letter only"}
+    shard = {"name": "shard", "in": "query", "required": False,
+             "schema": {"type": "string", "pattern": "^[0-9]{1,4}$"},
+             "description": "the shard whose dead letters (each shard keeps its own; "
+                            "default: the first)"}
     away = {"503": "Redis cannot be reached; retry"}
     return {
         f"{base}/stats": {"get": _operation(
@@ -390,22 +394,24 @@ def _queue_paths() -> dict[str, Any]:
             "get": {**_operation(
                 "dead letters, oldest first: the stream and entry id they came from, why, "
                 "when, and the entry's event as it was",
-                {"200": "a page; `next` continues", **away}, "admin", parameters=page,
+                {"200": "a page; `next` continues", **away}, "admin", parameters=(*page, shard),
                 errors=("422",)),
                 "description": "Needs a token with scope admin: a dead letter's payload is "
                                "the entry's event, a check's spec (URL, headers, body; "
                                "secrets sealed) or a result's probe output."},
             "delete": _operation("purge every dead letter, or the one `id` names",
-                                 {"200": "purged: how many", **away}, "admin", parameters=(one,),
+                                 {"200": "purged: how many", **away}, "admin",
+                                 parameters=(one, shard),
                                  errors=("422",)),
         },
         f"{base}/dead-letters/retry": {"post": _operation(
             "put every dead letter back on the stream it came from (each removed in the "
-            "same atomic step)", {"200": "retried: how many", **away}, "admin")},
+            "same atomic step)", {"200": "retried: how many", **away}, "admin",
+            parameters=(shard,), errors=("422",))},
         f"{base}/dead-letters/{{entry_id}}/retry": {"post": _operation(
             "put one dead letter back on the stream it came from, removed in the same "
             "atomic step; that stream's groups read it again", {"200": "retried", **away}, "admin",
-            parameters=(dead_id,), errors=("422",))},
+            parameters=(dead_id, shard), errors=("422",))},
         f"{base}/pause": {"post": _operation(
             "pause dispatch to one region or all: their slots pass, counted `held`, and no "
             "check is sent", {"200": "what is paused now", **away}, "admin", parameters=(region,),

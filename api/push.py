@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from api.auth import failed, throttle, too_many
 from api.errors import invalid, json_error, json_response
 from api.limits import Buckets
-from api.state import KEYS, PG, REDIS
+from api.state import PG, REDIS, SHARDS
 from engine import store
 from engine.cache import BoundedCache
 from engine.heartbeats import MESSAGE_MAX, HeartbeatStatus, Recorder
@@ -118,7 +118,7 @@ class PushEndpoint:
         self.tokens: BoundedCache[str, str | None] = BoundedCache(CACHE_MAX, CACHE_S)
         # Per push monitor's token: only tokens found get a bucket.
         self.limits = Buckets(PUSH_BURST, PUSH_PER_S, CACHE_MAX)
-        self.heartbeats = Recorder(app[REDIS], app[KEYS])
+        self.heartbeats = Recorder(app[REDIS], app[SHARDS])
 
     async def handle(self, request: web.Request) -> web.Response:
         token = request.match_info["token"]

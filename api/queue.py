@@ -16,7 +16,7 @@ from aiohttp import web
 
 from api.auth import requires, token_name
 from api.errors import Handler, invalid, json_error, json_response
-from api.state import KEYS, REDIS
+from api.state import REDIS, SHARDS
 from engine import queue
 from engine.service import OUTAGES, Outage
 from engine.streams import DeadLetters
@@ -52,7 +52,15 @@ async def _done(request: web.Request, what: str, **fields: object) -> None:
 
 
 def _dead_letters(request: web.Request) -> DeadLetters:
-    return DeadLetters(request.app[REDIS], request.app[KEYS].deadletter)
+    """The dead letters of the shard `?shard=` names (each shard keeps its own), the first
+    shard's by default."""
+    shards = request.app[SHARDS].all
+    text = request.query.get("shard", shards[0].shard)
+    for keys in shards:
+        if keys.shard == text:
+            return DeadLetters(request.app[REDIS], keys.deadletter)
+    raise invalid("query", "shard", f"no shard {text!r}: the shards are "
+                  + ", ".join(k.shard for k in shards))
 
 
 def _region(request: web.Request) -> str | None:
@@ -73,7 +81,7 @@ def _dead_letter_id(text: str, field: str) -> str:
 @requires("admin")
 @_reaching_redis
 async def stats(request: web.Request) -> web.Response:
-    return json_response(await queue.stats(request.app[REDIS], request.app[KEYS]))
+    return json_response(await queue.stats(request.app[REDIS], request.app[SHARDS].all))
 
 
 @requires("admin")
@@ -81,7 +89,7 @@ async def stats(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     """200 while every role keeps up and every region with checks waiting has an executor
     alive; 503 with the reasons otherwise."""
-    report = queue.health_of(await queue.stats(request.app[REDIS], request.app[KEYS]))
+    report = queue.health_of(await queue.stats(request.app[REDIS], request.app[SHARDS].all))
     return json_response(report, status=200 if report.healthy else 503)
 
 
@@ -138,7 +146,7 @@ async def purge(request: web.Request) -> web.Response:
 @_reaching_redis
 async def pause(request: web.Request) -> web.Response:
     region = _region(request)
-    paused = await queue.pause(request.app[REDIS], request.app[KEYS], region)
+    paused = await queue.pause(request.app[REDIS], request.app[SHARDS].all, region)
     await _done(request, "dispatch paused", region=region or queue.ALL_REGIONS)
     return json_response({"paused": paused})
 
@@ -147,7 +155,7 @@ async def pause(request: web.Request) -> web.Response:
 @_reaching_redis
 async def resume(request: web.Request) -> web.Response:
     region = _region(request)
-    paused = await queue.resume(request.app[REDIS], request.app[KEYS], region)
+    paused = await queue.resume(request.app[REDIS], request.app[SHARDS].all, region)
     await _done(request, "dispatch resumed", region=region or queue.ALL_REGIONS,
                 still_paused=sorted(paused))
     return json_response({"paused": paused})

@@ -10,13 +10,14 @@ from aiohttp import web
 from api.limits import Buckets
 from api.tokens import TokenCheck
 from engine.clickhouse import ClickHouse
-from engine.keys import Keys
 from engine.monitors import MonitorSchema
+from engine.shards import Layout
 
 REDIS: web.AppKey[aioredis.Redis] = web.AppKey("redis", aioredis.Redis)
 PG: web.AppKey[asyncpg.Pool] = web.AppKey("pg", asyncpg.Pool)
 CH: web.AppKey[ClickHouse] = web.AppKey("ch", ClickHouse)
-KEYS: web.AppKey[Keys] = web.AppKey("keys", Keys)
+# The deployment's shards: the API serves every one (a push goes to its monitor's shard).
+SHARDS: web.AppKey[Layout] = web.AppKey("shards", Layout)
 # The monitor definition for the kinds this deployment runs (executors.kinds.SCHEMA).
 SCHEMA: web.AppKey[MonitorSchema] = web.AppKey("schema", MonitorSchema)
 TOKENS: web.AppKey[TokenCheck] = web.AppKey("tokens", TokenCheck)

@@ -10,7 +10,7 @@ period old: the scrape's handler awaits StreamGauges.refresh, then renders.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import redis.asyncio as aioredis
 import structlog
@@ -42,9 +42,12 @@ class StreamGauges:
     streams; the api, the operations view, every stream and group of the shard. Redis away:
     the gauges are absent, the scrape answers all the same, and the log says so once."""
 
-    def __init__(self, r: aioredis.Redis, keys: Keys, roles: Iterable[str], region: str) -> None:
+    def __init__(self, r: aioredis.Redis, keys: Keys | Sequence[Keys], roles: Iterable[str],
+                 region: str) -> None:
+        """`keys`: the shards whose streams it shows (the process's, or every one for the
+        api)."""
         self.r = r
-        self.keys = keys
+        self.shards = [keys] if isinstance(keys, Keys) else list(keys)
         self.roles = frozenset(roles)
         self.region = region
         self._families: list[Metric] = []
@@ -63,7 +66,10 @@ class StreamGauges:
             return
         try:
             async with asyncio.timeout(SCRAPE_REDIS_S):
-                stats = await stream_stats(self.r, self.keys)
+                # An executor's own region, whether or not a plan names it yet.
+                also = [self.region] if "executor" in self.roles and self.region else []
+                stats = [s for keys in self.shards
+                         for s in await stream_stats(self.r, keys, also)]
             self._away.ok()
         except AWAY as exc:
             self._away.failed(exc)
@@ -109,7 +115,7 @@ class StreamGauges:
 class Exporter:
     """One process's /metrics: its roles' registry, its groups' gauges read first."""
 
-    def __init__(self, r: aioredis.Redis, keys: Keys, roles: Iterable[str],
+    def __init__(self, r: aioredis.Redis, keys: Keys | Sequence[Keys], roles: Iterable[str],
                  region: str = "") -> None:
         """`region`: an executor's, whose checks stream it reads."""
         roles = list(roles)

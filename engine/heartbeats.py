@@ -31,6 +31,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from engine.keys import Keys
+from engine.shards import Layout
 
 MESSAGE_MAX = 500
 HeartbeatStatus = Literal["up", "down"]
@@ -126,8 +127,9 @@ def retention_ms(interval_ms: int, grace_ms: int) -> int:
 class Recorder:
     """Records heartbeats at Redis server time, in one script call per heartbeat."""
 
-    def __init__(self, r: aioredis.Redis, keys: Keys) -> None:
-        self.keys = keys
+    def __init__(self, r: aioredis.Redis, keys: Keys | Layout) -> None:
+        """`keys`: the shards; a heartbeat goes to its monitor's, where its check runs."""
+        self.shards = Layout.single(keys) if isinstance(keys, Keys) else keys
         self._script = r.register_script(_RECORD)
 
     async def record(self, monitor_id: str, status: HeartbeatStatus,
@@ -135,8 +137,9 @@ class Recorder:
         """Record one heartbeat; returns its time (epoch ms, Redis's clock). An `up`'s message
         is not kept: only a failure's is ever shown."""
         record = Heartbeat.template(status, message if status == "down" else None)
+        keys = self.shards.keys_of(monitor_id)
         at = await self._script(
-            keys=[self.keys.beats(monitor_id), self.keys.beats_retention(monitor_id)],
+            keys=[keys.beats(monitor_id), keys.beats_retention(monitor_id)],
             args=[record, UNKNOWN_RETENTION_MS, COALESCE_MS, MAX_BEATS])
         return int(at)
 

@@ -1,14 +1,16 @@
 """The queue's facts, read from Redis: each stream's length and oldest entry, each group's
 pending count, lag and consumers, the executors of each region, where dispatch is paused, and
 whether each role keeps up. The operations API (api.queue), `vigil queue` and the scrape-time
-gauges all read them here: a scan for the regions' streams, then one script that reads every
-stream, group and consumer inside Redis, so a scrape is a few round trips however many
-regions there are (bench/queue_stats.py).
+gauges all read them here: per shard the regions (a set), then one script that reads every
+stream, group and consumer inside Redis, so a scrape is a few round trips per shard however
+many regions and monitors there are (bench/queue_stats.py).
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -45,10 +47,6 @@ ROLE_OF = {("checks", EXECUTOR_GROUP): "executor",
 KEEP_UP_MS = int(BEHIND_WARN_S * 1000)
 ALL_REGIONS = "*"
 STATS_LUA = resources.files("engine").joinpath("queue.lua").read_text()
-# Keys a SCAN call looks at: a shard holds a key or two per monitor (evaluation state, push
-# beats), so 10,000 a call keeps a 10,000-monitor shard to a couple of round trips, each a
-# millisecond or so of Redis time.
-SCAN_COUNT = 10_000
 # How many dead letters one page lists at most.
 PAGE_MAX = 1_000
 
@@ -80,25 +78,30 @@ class GroupStats:
 class StreamStats:
     name: str  # `checks:<region>`, `results`, `events` or `deadletter`
     key: str
+    shard: str
     length: int
     oldest_age_ms: int | None  # None when empty
     groups: tuple[GroupStats, ...]
 
 
-async def _checks_streams(r: aioredis.Redis, keys: Keys) -> list[str]:
-    """Every region's checks stream, found in Redis rather than from the registry: a region
-    that no executor has ever served (a typo) is the one whose backlog an operator must see.
-    The scan's cost grows with the shard's keys: about 10 ms for 20,000."""
-    found = [key.decode() async for key in r.scan_iter(match=f"{keys.checks_prefix}*",
-                                                       count=SCAN_COUNT, _type="STREAM")]
-    return sorted(found)
+async def _checks_streams(r: aioredis.Redis, keys: Keys, also: Iterable[str]) -> list[str]:
+    """Every region's checks stream: the regions the shard's plans name (keys.regions, kept
+    by the scheduler's sync), the ones its executors serve and `also`. A region that no
+    executor has ever served (a typo) is the one whose backlog an operator must see; a region
+    served with no monitor, the one whose idle executors they may wonder about."""
+    named: set[bytes] = await r.smembers(keys.regions)  # type: ignore[assignment]
+    regions = {region.decode() for region in named} | set(also)
+    regions.update(seen.region for seen in await registry.executors(r, keys))
+    return sorted(keys.checks(region) for region in regions)
 
 
-async def stream_stats(r: aioredis.Redis, keys: Keys) -> list[StreamStats]:
-    """Every stream of the shard, its groups and their consumers: a scan, then one script
-    call (engine/queue.lua) however many streams and groups."""
+async def stream_stats(r: aioredis.Redis, keys: Keys,
+                       also: Iterable[str] = ()) -> list[StreamStats]:
+    """Every stream of the shard (and the checks streams of the regions `also` names), its
+    groups and their consumers: the regions, then one script call (engine/queue.lua) however
+    many streams and groups."""
     streams = {key: f"checks:{key.removeprefix(keys.checks_prefix)}"
-               for key in await _checks_streams(r, keys)}
+               for key in await _checks_streams(r, keys, also)}
     streams.update({keys.results: "results", keys.events: "events",
                     keys.deadletter: "deadletter"})
     seconds, micros, replies = await r.register_script(STATS_LUA)(keys=list(streams))
@@ -106,12 +109,12 @@ async def stream_stats(r: aioredis.Redis, keys: Keys) -> list[StreamStats]:
     out = []
     for (key, name), reply in zip(streams.items(), replies, strict=True):
         if not reply:  # not made yet: no role has started on it
-            out.append(StreamStats(name, key, 0, None, ()))
+            out.append(StreamStats(name, key, keys.shard, 0, None, ()))
             continue
         length, first, groups = reply
         kind = name.partition(":")[0]
         out.append(StreamStats(
-            name, key, int(length), None if first is None else _age(first, now_ms),
+            name, key, keys.shard, int(length), None if first is None else _age(first, now_ms),
             tuple(_group(kind, group, now_ms) for group in groups)))
     return out
 
@@ -170,27 +173,42 @@ class QueueStats:
     keep_up_ms: int = KEEP_UP_MS
 
 
-async def stats(r: aioredis.Redis, keys: Keys) -> QueueStats:
-    """Everything the operations view shows: stream_stats, then two more round trips."""
-    streams = await stream_stats(r, keys)
-    async with r.pipeline(transaction=False) as pipe:
-        pipe.time()
-        pipe.hgetall(keys.paused)
-        pipe.hgetall(keys.stats)
-        (seconds, micros), paused_raw, counters = await pipe.execute()
-    now_ms = seconds * 1000 + micros // 1000
+async def stats(r: aioredis.Redis, shards: Keys | Sequence[Keys]) -> QueueStats:
+    """Everything the operations view shows, of every shard: per shard stream_stats, then
+    one more round trip. An executor serving several shards is listed once (its latest
+    beat); counters are summed; a region is paused since its earliest pause."""
+    streams: list[StreamStats] = []
+    seen: dict[tuple[str, str], registry.Seen] = {}
+    paused_at: dict[str, int] = {}
+    counters: Counter[str] = Counter()
+    now_ms = 0
+    for keys in [shards] if isinstance(shards, Keys) else shards:
+        streams += await stream_stats(r, keys)
+        async with r.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.hgetall(keys.paused)
+            pipe.hgetall(keys.stats)
+            (seconds, micros), paused_raw, counts = await pipe.execute()
+        now_ms = max(now_ms, seconds * 1000 + micros // 1000)
+        for region, since in _counts(paused_raw).items():
+            paused_at[region] = min(since, paused_at.get(region, since))
+        counters.update(_counts(counts))
+        for one in await registry.executors(r, keys):
+            held = seen.get((one.instance, one.region))
+            if held is None or one.seen_ms > held.seen_ms:
+                seen[one.instance, one.region] = one
     executors: dict[str, list[ExecutorStats]] = {}
-    for seen in sorted(await registry.executors(r, keys), key=lambda s: s.instance):
-        age = max(0, now_ms - seen.seen_ms)
-        executors.setdefault(seen.region, []).append(ExecutorStats(
-            seen.instance, seen.region, seen.seen_ms, age, age <= registry.ALIVE_MS,
-            seen.in_flight, seen.concurrency))
+    for one in sorted(seen.values(), key=lambda s: s.instance):
+        age = max(0, now_ms - one.seen_ms)
+        executors.setdefault(one.region, []).append(ExecutorStats(
+            one.instance, one.region, one.seen_ms, age, age <= registry.ALIVE_MS,
+            one.in_flight, one.concurrency))
     roles = [RoleStats(group.role, stream.name, group.name, group.keeping_up,
                        group.oldest_unread_age_ms, group.lag)
              for stream in streams for group in stream.groups if group.role is not None]
-    dead_letters = next(s.length for s in streams if s.key == keys.deadletter)
-    return QueueStats(streams, dict(sorted(executors.items())), _counts(paused_raw),
-                      _counts(counters), dead_letters, roles)
+    dead_letters = sum(s.length for s in streams if s.name == "deadletter")
+    return QueueStats(streams, dict(sorted(executors.items())), dict(sorted(paused_at.items())),
+                      dict(sorted(counters.items())), dead_letters, roles)
 
 
 def _counts(raw: dict[bytes, bytes]) -> dict[str, int]:
@@ -232,21 +250,34 @@ async def paused(r: aioredis.Redis, keys: Keys) -> dict[str, int]:
     return _counts(await r.hgetall(keys.paused))  # type: ignore[arg-type]
 
 
-async def pause(r: aioredis.Redis, keys: Keys, region: str | None) -> dict[str, int]:
-    """Stop dispatch to `region` (None: every region) from the scheduler's next call on; a
-    region paused already keeps the time it was paused at. Returns what is paused now."""
-    await r.hsetnx(keys.paused, region or ALL_REGIONS, await redis_ms(r))
-    return await paused(r, keys)
+def _each(shards: Keys | Sequence[Keys]) -> list[Keys]:
+    return [shards] if isinstance(shards, Keys) else list(shards)
 
 
-async def resume(r: aioredis.Redis, keys: Keys, region: str | None) -> dict[str, int]:
+async def pause(r: aioredis.Redis, shards: Keys | Sequence[Keys],
+                region: str | None) -> dict[str, int]:
+    """Stop dispatch to `region` (None: every region) from the schedulers' next call on, in
+    every shard; a region paused already keeps the time it was paused at. Returns what is
+    paused now (the first shard's view)."""
+    every = _each(shards)
+    now = await redis_ms(r)
+    for keys in every:
+        await r.hsetnx(keys.paused, region or ALL_REGIONS, now)
+    return await paused(r, every[0])
+
+
+async def resume(r: aioredis.Redis, shards: Keys | Sequence[Keys],
+                 region: str | None) -> dict[str, int]:
     """Dispatch to `region` again (None: every pause goes, each region's too), from its next
-    slot. Returns what is still paused (a region stays paused while every region is)."""
-    if region is None:
-        await r.delete(keys.paused)
-    else:
-        await r.hdel(keys.paused, region)
-    return await paused(r, keys)
+    slot, in every shard. Returns what is still paused (a region stays paused while every
+    region is)."""
+    every = _each(shards)
+    for keys in every:
+        if region is None:
+            await r.delete(keys.paused)
+        else:
+            await r.hdel(keys.paused, region)
+    return await paused(r, every[0])
 
 
 def region_of(text: str) -> str:

@@ -10,6 +10,8 @@ the API routes a push heartbeat to the shard whose executors check it (shard_of)
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from engine.keys import Keys
 
@@ -25,10 +27,6 @@ def shard_of(monitor_id: str, count: int) -> str:
     return str(int.from_bytes(digest[:4], "big") % count)
 
 
-def keys_of(monitor_id: str, count: int) -> Keys:
-    return Keys(shard_of(monitor_id, count))
-
-
 def all_shards(count: int) -> tuple[str, ...]:
     return tuple(str(i) for i in range(count))
 
@@ -36,3 +34,36 @@ def all_shards(count: int) -> tuple[str, ...]:
 def sql_filter(count: int, param: int) -> str:
     """A WHERE clause term: `id`'s shard equals parameter $param (a shard number)."""
     return f"{SQL_EXPR.format(count=int(count))} = ${param}"
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The shards of a deployment (`count`) and the ones this process serves. A layout of one
+    shard may use any Keys (tests give each its own); of several, the shards are 0..N-1."""
+
+    count: int = 1
+    served: tuple[Keys, ...] = (Keys("0"),)
+
+    @classmethod
+    def of(cls, count: int, served: Iterable[str]) -> Layout:
+        return cls(count, tuple(Keys(s) for s in served))
+
+    @classmethod
+    def single(cls, keys: Keys) -> Layout:
+        return cls(1, (keys,))
+
+    @property
+    def all(self) -> tuple[Keys, ...]:
+        """Every shard of the deployment, served here or not."""
+        return self.served if self.count == 1 else tuple(Keys(s) for s in all_shards(self.count))
+
+    def keys_of(self, monitor_id: str) -> Keys:
+        """The keys of the shard `monitor_id` lives in."""
+        return self.all[0] if self.count == 1 else Keys(shard_of(monitor_id, self.count))
+
+    def split(self, monitor_ids: Iterable[str]) -> dict[Keys, list[str]]:
+        """`monitor_ids` by the shard each lives in."""
+        out: dict[Keys, list[str]] = {}
+        for monitor_id in monitor_ids:
+            out.setdefault(self.keys_of(monitor_id), []).append(monitor_id)
+        return out

@@ -35,6 +35,7 @@ from engine.keys import EVALUATOR_GROUP, EVENT_GROUPS, NOTIFIER_GROUP, RESULT_GR
 from engine.rules import Rules
 from engine.service import Outage, every
 from engine.settings import Settings
+from engine.shards import shard_of
 from engine.streams import (
     EVENT_FIELD,
     Consumer,
@@ -122,10 +123,14 @@ class Evaluator:
                        for mid, raw in zip(monitor_ids, raw_windows, strict=True)}
         wanted = sorted({dep for r in rules.values() if r for dep in r.depends_on})
         dependencies: dict[str, Dependency] = {}
-        if wanted:
+        # A dependency may live in another shard, another cluster slot: one MGET per shard.
+        by_shard: dict[str, list[str]] = {}
+        for dep in wanted:
+            by_shard.setdefault(shard_of(dep, self.settings.shards), []).append(dep)
+        for shard, deps in by_shard.items():
             raws: list[bytes | None] = await self.r.mget(  # type: ignore[assignment]
-                [self.keys.evaluation(dep) for dep in wanted])
-            for dep, raw in zip(wanted, raws, strict=True):
+                [Keys(shard).evaluation(dep) for dep in deps])
+            for dep, raw in zip(deps, raws, strict=True):
                 _, state = _decode_state(raw)
                 dependencies[dep] = Dependency(
                     state.status, state.incident.id if state.incident else None)

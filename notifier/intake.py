@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import zlib
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -49,7 +50,9 @@ class Intake:
         self.upkeep = Upkeep(r, keys.events, NOTIFIER_GROUP, EVENT_GROUPS, retention)
         self._routing: BoundedCache[str, tuple[list[str], list[str]]] = BoundedCache(
             ROUTING_MAX, ROUTING_TTL_S)
-        self.outage = Outage("notifier intake")
+        self.outage = Outage("notifier intake", shard=keys.shard)
+        # One intake at a time per shard: shard 0 keeps the lock of a single-shard deployment.
+        self.lock_id = INTAKE_LOCK + zlib.crc32(keys.shard.encode()) * (keys.shard != "0")
 
     async def run(self, stop: asyncio.Event) -> None:
         # At `$`: a notifier added to a stream with history does not send that history.
@@ -64,7 +67,7 @@ class Intake:
     async def _lead(self, stop: asyncio.Event) -> None:
         conn: asyncpg.Connection = await asyncpg.connect(self.dsn)
         try:
-            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", INTAKE_LOCK):
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_id):
                 self.outage.ok()
                 if await pause(stop, 2.0):
                     return

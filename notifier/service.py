@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -27,11 +28,14 @@ log = structlog.get_logger(component="notifier")
 class Notifier:
     name = "notifier"
 
-    def __init__(self, r: aioredis.Redis, pool: asyncpg.Pool, keys: Keys, settings: Settings,
-                 notify: NotifySettings | None = None) -> None:
+    def __init__(self, r: aioredis.Redis, pool: asyncpg.Pool, keys: Keys | Sequence[Keys],
+                 settings: Settings, notify: NotifySettings | None = None) -> None:
+        """`keys`: the shards whose events this notifier takes in (an intake each); the
+        sender delivers for all."""
         self.notify = notify or NotifySettings.from_env()
-        self.intake = Intake(r, keys, settings.postgres_dsn, settings.instance_id,
-                             self.notify.max_attempts, settings.retention)
+        self.intakes = [Intake(r, k, settings.postgres_dsn, settings.instance_id,
+                               self.notify.max_attempts, settings.retention)
+                        for k in ([keys] if isinstance(keys, Keys) else keys)]
         # Channel URLs are anyone's with a write token: sent only where checks may connect.
         self.guard = Guard(settings)
         self.sender = Sender(pool, settings.instance_id, self.notify, Keyring.from_env(),
@@ -41,8 +45,9 @@ class Notifier:
         await self.guard.start()
         log.info("notifier started", concurrency=self.notify.concurrency,
                  max_attempts=self.notify.max_attempts)
-        await asyncio.gather(self.intake.run(stop), self._send(stop),
-                             every(UPKEEP_S, stop, self.intake.upkeep, "events upkeep"),
+        await asyncio.gather(*(intake.run(stop) for intake in self.intakes), self._send(stop),
+                             *(every(UPKEEP_S, stop, intake.upkeep, "events upkeep")
+                               for intake in self.intakes),
                              every(REFRESH_S, stop, self.guard.refresh, "guard"))
         log.info("notifier stopped", sent=self.sender.sent)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -23,6 +24,7 @@ from engine.clock import redis_ms
 from engine.keys import Keys
 from engine.maintenance import Window, in_effect, next_change
 from engine.service import OUTAGES, Outage
+from engine.shards import shard_of
 
 REFRESH_S = 5.0
 # How far ahead the next start or end is looked for; past it, the refresh comes first anyway.
@@ -34,11 +36,13 @@ log = structlog.get_logger(component="scheduler.maintenance")
 
 
 class MaintenanceKeeper:
-    def __init__(self, r: aioredis.Redis, pool: asyncpg.Pool, keys: Keys,
-                 refresh_s: float = REFRESH_S) -> None:
+    def __init__(self, r: aioredis.Redis, pool: asyncpg.Pool, keys: Keys | Sequence[Keys],
+                 refresh_s: float = REFRESH_S, shards: int = 1) -> None:
+        """`keys`: the shards served, of `shards`; each shard's hash holds its monitors."""
         self.r = r
         self.pool = pool
-        self.keys = keys
+        self.served = [keys] if isinstance(keys, Keys) else list(keys)
+        self.shards = shards
         self.refresh_s = refresh_s
         # id -> (version, the parsed window, or None for a stored one that no longer parses)
         self._windows: dict[str, tuple[int, Window | None]] = {}
@@ -68,20 +72,26 @@ class MaintenanceKeeper:
         self._monitors = await maintenance_store.monitor_tags(self.pool) if self._windows else {}
 
     async def publish(self, now_ms: int) -> None:
-        """Make the hash what the windows say at `now_ms`; a hash that already is so stays
-        untouched."""
-        wanted = in_effect(self.windows, self._monitors, now_ms)
+        """Make each shard's hash what the windows say at `now_ms` of its monitors; a hash that
+        already is so stays untouched."""
+        in_window = in_effect(self.windows, self._monitors, now_ms)
+        for keys in self.served:
+            wanted = {mid: v for mid, v in in_window.items()
+                      if shard_of(mid, self.shards) == keys.shard}
+            await self._replace(keys, wanted)
+
+    async def _replace(self, keys: Keys, wanted: dict[str, str]) -> None:
         held: dict[bytes, bytes] = await self.r.hgetall(  # type: ignore[assignment]
-            self.keys.maintenance)
+            keys.maintenance)
         if {k.decode(): v.decode() for k, v in held.items()} == wanted:
             return
         # One MULTI: dispatch.lua never sees the hash half-replaced (or empty in between).
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.maintenance)
+            pipe.delete(keys.maintenance)
             if wanted:
-                pipe.hset(self.keys.maintenance, mapping=wanted)  # type: ignore[arg-type]
+                pipe.hset(keys.maintenance, mapping=wanted)  # type: ignore[arg-type]
             await pipe.execute()
-        log.info("monitors in maintenance changed", monitors=len(wanted),
+        log.info("monitors in maintenance changed", shard=keys.shard, monitors=len(wanted),
                  paused=sum(v.startswith("pause:") for v in wanted.values()))
 
     async def run(self, stop: asyncio.Event) -> None:

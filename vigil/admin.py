@@ -92,6 +92,8 @@ def definitions(path: str) -> tuple[list[MonitorBase], list[Window], list[Page]]
 
 
 async def warn_unserved(redis_url: str, keys: Keys, regions: set[str]) -> None:
+    """`keys`: a shard every executor serves (each serves every shard unless told otherwise:
+    VIGIL_SERVE_SHARDS)."""
     r = redis_client(redis_url)
     try:
         seen = await registry.executors(r, keys)

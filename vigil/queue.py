@@ -6,6 +6,7 @@ running `vigil up` they find its Redis through the data directory, as every comm
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import orjson
@@ -15,6 +16,7 @@ from engine import queue
 from engine.connections import redis_client
 from engine.keys import Keys
 from engine.settings import Settings
+from engine.shards import Layout
 from engine.streams import DeadLetters
 from vigil.admin import CommandError
 
@@ -60,6 +62,9 @@ def add_parsers(sub: argparse._SubParsersAction,  # type: ignore[type-arg]
     which.add_argument("--all", action="store_true")
     purge = dsub.add_parser("purge", parents=[common], help="delete every dead letter, or one")
     purge.add_argument("id", nargs="?", type=_dead_letter_id)
+    for parser in (listing, retry, purge):
+        parser.add_argument("--shard", default="0", metavar="N",
+                            help="the shard whose dead letters (each keeps its own; default 0)")
     # --region (a connection option every command takes) names the region; none: all.
     for action, text in (("pause", "stop dispatching checks to --region (default: every "
                                    "region); their slots pass, counted held"),
@@ -108,7 +113,7 @@ def print_stats(stats: queue.QueueStats) -> None:
           f"dead letters: {stats.dead_letters}")
 
 
-async def health(r: aioredis.Redis, keys: Keys, as_json: bool) -> None:
+async def health(r: aioredis.Redis, keys: Sequence[Keys], as_json: bool) -> None:
     report = queue.health_of(await queue.stats(r, keys))
     if as_json:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
@@ -150,7 +155,8 @@ async def dead_letters(dead: DeadLetters, args: argparse.Namespace) -> None:
         raise CommandError(f"no dead letter {args.id}")
 
 
-async def _run(r: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> None:
+async def _run(r: aioredis.Redis, shards: Layout, args: argparse.Namespace) -> None:
+    keys = shards.all
     if args.action == "stats":
         stats = await queue.stats(r, keys)
         if args.json:
@@ -160,7 +166,10 @@ async def _run(r: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> None:
     elif args.action == "health":
         await health(r, keys, args.json)
     elif args.action == "dead-letters":
-        await dead_letters(DeadLetters(r, keys.deadletter), args)
+        if args.shard not in {k.shard for k in keys}:
+            raise CommandError(f"--shard {args.shard}: the shards are 0 to {len(keys) - 1} "
+                               "(VIGIL_SHARDS)")
+        await dead_letters(DeadLetters(r, Keys(args.shard).deadletter), args)
     else:
         act = queue.pause if args.action == "pause" else queue.resume
         print(_paused(await act(r, keys, args.region)))
@@ -169,6 +178,6 @@ async def _run(r: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> None:
 async def run(settings: Settings, args: argparse.Namespace) -> None:
     r = redis_client(settings.redis_url)
     try:
-        await _run(r, Keys(settings.served[0]), args)
+        await _run(r, Layout.of(settings.shards, settings.served), args)
     finally:
         await r.aclose()

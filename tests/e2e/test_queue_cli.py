@@ -118,7 +118,9 @@ async def test_dead_letters_and_health_on_a_given_redis(home: Path, redis_url: s
     assert (await queue(home, "dead-letters", "purge", *given)).stdout.strip() == (
         "1 dead letter(s) purged")
 
-    # Nothing serves the region and a check waits there: not healthy, and it says why.
+    # A plan names the region, nothing serves it and a check waits there: not healthy, and
+    # it says why.
+    await r.sadd(keys.regions, "nowhere")
     await r.xadd(checks, {EVENT_FIELD: "due"})
     health = await queue(home, "health", *given)
     assert health.returncode == 1

@@ -81,6 +81,7 @@ async def fill(r: aioredis.Redis, keys: Keys) -> None:
     """Region eu: 5 checks, 2 read by one executor; region us: 1; results: 3, 1 read by the
     ClickHouse sink, the status sink's group reading nothing yet."""
     eu, us = keys.checks("eu"), keys.checks("us")
+    await r.sadd(keys.regions, "eu", "us")  # plans name them (the sync keeps the set)
     for stream, n in ((eu, 5), (us, 1), (keys.results, 3)):
         for _ in range(n):
             await r.xadd(stream, {EVENT_FIELD: b"{}"})

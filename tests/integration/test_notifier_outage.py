@@ -104,7 +104,7 @@ async def test_postgres_away_then_back(r, pool, postgres_dsn, keys, clean):
                 await publish(r, keys, [opened("db", 2_000)])
 
                 async def noticed() -> bool:  # the intake read the event and lost Postgres
-                    return notifier.intake.outage.since is not None
+                    return notifier.intakes[0].outage.since is not None
 
                 await wait_for(noticed, timeout=30)
                 await forwarder.restore()
@@ -115,7 +115,7 @@ async def test_postgres_away_then_back(r, pool, postgres_dsn, keys, clean):
                 await wait_for(second, timeout=30)
         finally:
             await through.close()
-    assert notifier.intake.outage.since is None  # it said so when Postgres came back
+    assert notifier.intakes[0].outage.since is None  # it said so when Postgres came back
     assert await r.xlen(keys.deadletter) == 0  # an outage is not a bad event
     assert sorted(d["event"]["monitor_id"] for d in receiver.delivered.values()) == ["db", "web"]
     assert len(receiver.requests) == 2

@@ -24,6 +24,7 @@ from engine.clock import redis_ms
 from engine.connections import redis_client
 from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP, RESULT_GROUPS, Keys
 from engine.settings import Settings
+from engine.shards import Layout
 from engine.streams import EVENT_FIELD, Consumer, DeadLetters, ensure_group, event_of
 from executors.service import Executor
 from scheduler.dispatch import Dispatcher
@@ -34,6 +35,7 @@ from tests.support.servers import api_client
 
 async def test_stream_stats_are_what_was_written(r: aioredis.Redis, keys: Keys) -> None:
     checks = keys.checks("eu")
+    await r.sadd(keys.regions, "eu")  # a plan names it (the sync keeps the set)
     await ensure_group(r, checks, EXECUTOR_GROUP)
     for group in RESULT_GROUPS:
         await ensure_group(r, keys.results, group)
@@ -73,6 +75,7 @@ async def test_stream_stats_are_what_was_written(r: aioredis.Redis, keys: Keys) 
 async def test_oldest_unread_age_is_redis_time_since_the_entry(r: aioredis.Redis,
                                                                keys: Keys) -> None:
     checks = keys.checks("us")
+    await r.sadd(keys.regions, "us")
     await ensure_group(r, checks, EXECUTOR_GROUP)
     now_ms = int((await r.time())[0]) * 1000
     # An entry id is its time: one written "two minutes ago" waited that long.
@@ -138,6 +141,7 @@ async def test_health_names_the_role_behind_and_the_region_nobody_serves(
     now = await redis_ms(r)
     # A result waiting two minutes for every sink; a region with a check and no executor.
     await r.xadd(keys.results, {EVENT_FIELD: "late"}, id=f"{now - 120_000}-0")
+    await r.sadd(keys.regions, "mars")  # a plan names a region no executor serves
     await ensure_group(r, keys.checks("mars"), EXECUTOR_GROUP)
     await r.xadd(keys.checks("mars"), {EVENT_FIELD: "due"})
 
@@ -188,6 +192,44 @@ async def test_dead_letters_are_listed_retried_onto_their_stream_and_purged(
     await dead.add(checks, b"1-9", b"{}", "again")
     assert await _json(await admin.delete("/api/v1/queue/dead-letters")) == {"purged": 1}
     assert await dead.count() == 0
+
+
+async def test_the_view_and_the_actions_span_every_shard(
+        r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse, clean: None) -> None:
+    """Two shards: the stats list both shards' streams, an executor serving both is listed
+    once, counters add up, a pause reaches both schedulers' shards; dead letters are a
+    shard's, named by `?shard=`."""
+    await pool.execute("TRUNCATE api_tokens")
+    token = await tokens.create(pool, "test-admin", "admin")
+    layout = Layout.of(2, ["0", "1"])
+    now = await redis_ms(r)
+    for keys in layout.all:
+        await r.sadd(keys.regions, "eu")
+        await ensure_group(r, keys.checks("eu"), EXECUTOR_GROUP)
+        await r.xadd(keys.checks("eu"), {EVENT_FIELD: "due"})
+        await r.hset(keys.stats, "dispatched", 3)
+        await registry.beat(r, keys, "exec-both", "eu", now)
+    await DeadLetters(r, Keys("1").deadletter).add(Keys("1").checks("eu"), b"1-0", b"{}", "bad")
+    async with api_client(r, pool, ch, layout, token=token) as admin:
+        stats = await _json(await admin.get("/api/v1/queue/stats"))
+        assert sorted((s["shard"], s["key"]) for s in stats["streams"]
+                      if s["name"] == "checks:eu") == [("0", Keys("0").checks("eu")),
+                                                      ("1", Keys("1").checks("eu"))]
+        assert [e["instance"] for e in stats["executors"]["eu"]] == ["exec-both"]
+        assert (stats["dispatch"], stats["dead_letters"]) == ({"dispatched": 6}, 1)
+
+        paused = await _json(await admin.post("/api/v1/queue/pause?region=eu"))
+        assert list(paused["paused"]) == ["eu"]
+        for keys in layout.all:
+            assert list(await queue.paused(r, keys)) == ["eu"]
+        await _json(await admin.post("/api/v1/queue/resume"))
+        assert not any([await queue.paused(r, keys) for keys in layout.all])
+
+        assert (await _json(await admin.get("/api/v1/queue/dead-letters")))["count"] == 0
+        one = await _json(await admin.get("/api/v1/queue/dead-letters?shard=1"))
+        assert [d["reason"] for d in one["dead_letters"]] == ["bad"]
+        body = await _json(await admin.get("/api/v1/queue/dead-letters?shard=7"), 422)
+        assert "shard" in str(body)
 
 
 async def test_a_retry_puts_a_dead_letter_back_once(r: aioredis.Redis, keys: Keys) -> None:

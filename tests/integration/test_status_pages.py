@@ -395,7 +395,7 @@ async def test_the_page_stream_sends_its_monitors_changes_with_public_fields_onl
 
 async def test_a_client_too_far_behind_is_dropped(r, keys):
     aborted = asyncio.Event()
-    live = Live(r, keys.events)
+    live = Live(r, [keys.events])
     try:
         slow = await live.subscribe(frozenset({"m"}), aborted.set)
         other = await live.subscribe(frozenset({"else"}), lambda: None)
@@ -414,7 +414,7 @@ async def test_a_redis_outage_is_one_warning_and_the_stream_goes_on(tmp_path, ke
     server = RedisServer(tmp_path, port=free_port())
     server.start()
     r = redis_client(server.url)
-    live = Live(r, keys.events)
+    live = Live(r, [keys.events])
     try:
         with capture_logs() as logs:
             sub = await live.subscribe(frozenset({"m"}), lambda: None)

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.app import make_app
 from engine.clickhouse import ClickHouse
 from engine.keys import Keys
+from engine.shards import Layout
 from executors.kinds import SCHEMA
 from tests.support.helpers import free_port
 from vigil.embedded import RedisServer
@@ -72,7 +73,7 @@ async def http_target() -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def api_client(r: aioredis.Redis, pool: asyncpg.Pool, ch: ClickHouse,
-                     keys: Keys | None = None, token: str | None = None,
+                     keys: Keys | Layout | None = None, token: str | None = None,
                      ) -> AsyncIterator[TestClient]:
     """The API app as the composition builds it (every kind's schema), behind aiohttp's test
     client; with `token`, every request carries it as a bearer token."""
