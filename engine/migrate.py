@@ -201,6 +201,17 @@ def clickhouse_script(cluster: str = "", database: str = "default") -> str:
         lines += [f"-- {m.version:04d}_{m.name}", *(s + ";" for s in statements(m.sql))]
     return "\n".join(lines) + "\n"
 
+
+async def script_for(ch: ClickHouse, cluster: str) -> str:
+    """clickhouse_script for the database `ch` connects to, as `migrate` would run it."""
+    return clickhouse_script(cluster, await _database(ch))
+
+
+async def _database(ch: ClickHouse) -> str:
+    """The database Vigil's tables are in: the one its URL names (the Distributed tables
+    point at it by name)."""
+    return str((await ch.rows("SELECT currentDatabase()"))[0][0])
+
 async def _apply_pending(backend: str, code: Sequence[Migration], applied: set[int],
                          apply: Callable[[Migration], Awaitable[None]]) -> list[int]:
     """Apply the code's migrations the database lacks, in order; refuse a newer database."""
@@ -239,7 +250,7 @@ async def _clickhouse(ch: ClickHouse, cluster: str) -> list[int]:
     database = ""
     if cluster:
         await _refuse_background_inserts(ch)
-        database = str((await ch.rows("SELECT currentDatabase()"))[0][0])
+        database = await _database(ch)
     bookkeeping, code = plan(cluster, database)
     for statement in bookkeeping:
         await ch.command(statement)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from engine.migrate import MigrationError, load, migrate, plan, statements
+from engine.migrate import MigrationError, load, migrate, plan, script_for, statements
 
 
 async def test_rerun_applies_nothing_and_concurrent_runs_agree(ch, pool, postgres_dsn):
@@ -67,3 +67,12 @@ async def test_a_cluster_migration_needs_foreground_distributed_inserts(ch, post
     with pytest.raises(MigrationError, match="distributed_foreground_insert = 1"):
         await migrate(postgres_dsn, ch, cluster="vigil-ch")
     assert await ch.rows("EXISTS TABLE vigil_schema_migrations_local") == [(0,)]
+
+
+async def test_the_printed_script_points_the_distributed_tables_at_vigils_database(ch):
+    """What `vigil migrate --print-sql` prints: on one server the files as they run."""
+    (database,), = await ch.rows("SELECT currentDatabase()")
+    script = await script_for(ch, "vigil-ch")
+    assert f"ENGINE = Distributed('vigil-ch', '{database}', 'check_results_local', " in script
+    single = await script_for(ch, "")
+    assert statements(single)[1:] == [s for m in load("clickhouse") for s in statements(m.sql)]
