@@ -212,6 +212,7 @@ async def _database(ch: ClickHouse) -> str:
     point at it by name)."""
     return str((await ch.rows("SELECT currentDatabase()"))[0][0])
 
+
 async def _apply_pending(backend: str, code: Sequence[Migration], applied: set[int],
                          apply: Callable[[Migration], Awaitable[None]]) -> list[int]:
     """Apply the code's migrations the database lacks, in order; refuse a newer database."""
