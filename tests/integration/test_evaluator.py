@@ -10,7 +10,7 @@ import pytest
 
 from engine.clock import redis_ms
 from engine.events import CheckResult, Event
-from engine.keys import EVALUATOR_GROUP, EVENT_GROUPS, RESULT_GROUPS
+from engine.keys import EVALUATOR_GROUP, EVENT_GROUPS, RESULT_GROUPS, Keys
 from engine.rules import Rules
 from engine.settings import Settings
 from engine.streams import EVENT_FIELD, Consumer, ensure_group
@@ -227,3 +227,25 @@ async def test_a_sweep_takes_batch_after_batch(r, keys, setup):
     assert await r.zcard(keys.stale) == 1_200
     assert await ev.sweep_stale() == 1_200
     assert await r.zcard(keys.stale) == 0
+
+
+async def test_a_dependency_in_another_shard_is_read_there(r):
+    """Of three shards, `uplink` lives in shard 2 and `web`, which depends on it, in shard 1:
+    web's evaluator reads uplink's confirmed state from uplink's own shard."""
+    uplink_keys, web_keys = Keys("2"), Keys("1")
+    for keys in (uplink_keys, web_keys):
+        for group in RESULT_GROUPS:
+            await ensure_group(r, keys.results, group)
+        for group in EVENT_GROUPS:
+            await ensure_group(r, keys.events, group)
+    await r.hset(uplink_keys.rules, "uplink", RULES.to_json())
+    await r.hset(web_keys.rules, "web", replace(RULES, depends_on=("uplink",)).to_json())
+    settings = Settings(shards=3, instance_id="ev-shards")
+    base = await redis_ms(r)
+    await add(r, uplink_keys, *[result("uplink", base + i * INTERVAL, "down") for i in range(2)])
+    upstream = Evaluator(r, uplink_keys, settings)
+    await upstream.evaluate(await upstream.consumer.read(100, None))
+    assert (await state_of(r, uplink_keys, "uplink")).status == "down"
+
+    loaded = await Evaluator(r, web_keys, settings)._load(["web"])
+    assert loaded.dependencies["uplink"].status == "down"

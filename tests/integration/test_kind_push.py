@@ -21,6 +21,7 @@ from engine.events import CheckDue, Observation
 from engine.keys import Keys
 from engine.monitors import SpecError
 from engine.settings import Settings
+from engine.shards import Layout, shard_of
 from executors.base import Context
 from executors.kinds import SCHEMA, push
 from tests.support.helpers import store_monitors, wait_for
@@ -203,6 +204,14 @@ async def test_heartbeats_go_to_the_apps_shard(r, pool, ch, token):
     async with api_client(r, pool, ch, Keys("7")) as c:
         assert (await c.get(f"/api/v1/push/{token}")).status == 200
     assert await vigil_keys(r) == [Keys("7").beats("nightly").encode()]
+
+
+async def test_a_heartbeat_goes_to_its_monitors_shard(r, pool, ch, token):
+    """Of five shards, `nightly` lives in shard 1: where its push check runs."""
+    assert shard_of("nightly", 5) == "1"
+    async with api_client(r, pool, ch, Layout.of(5, ["0"])) as c:
+        assert (await c.get(f"/api/v1/push/{token}")).status == 200
+    assert await vigil_keys(r) == [Keys("1").beats("nightly").encode()]
 
 
 @pytest.mark.parametrize("skew_h", [3, -3])

@@ -11,7 +11,9 @@ import pytest
 from engine import maintenance_store
 from engine.clock import redis_ms
 from engine.events import CheckDue
+from engine.keys import Keys
 from engine.maintenance import Window
+from engine.shards import Layout
 from engine.streams import event_of
 from executors.kinds import SCHEMA
 from scheduler.maintenance import MaintenanceKeeper
@@ -67,7 +69,7 @@ async def test_the_hash_follows_the_windows_in_postgres(r, keys, pool, stored):
         await wait_for(lambda: _is(r, keys, {"web": f"pause:{now + 600_000}",
                                              "db": f"pause:{now + 600_000}"}))
         await pool.execute("UPDATE monitors SET enabled = false WHERE id = 'db'")
-        await wait_for(lambda: _is(r, keys, {"web": f"pause:{now + 600_000}"}))
+        await wait_for(lambda: _is(r, keys, {"web": f"mute:{now + 600_000}"}))
         await maintenance_store.delete(pool, "upgrade")
         await wait_for(lambda: _is(r, keys, {}))
 
@@ -106,3 +108,18 @@ async def test_the_scheduler_mutes_and_pauses_what_its_windows_cover(r, keys, po
 
 async def _is(r, keys, expected: dict[str, str]) -> bool:
     return await held(r, keys) == expected
+
+
+async def test_each_shards_hash_holds_its_own_monitors(r, pool, stored):
+    """With 8 shards `db` lives in shard 0 and `web` in shard 4: one keeper serving both
+    writes each into its own shard's hash, and a shard it does not serve is left alone."""
+    now = await redis_ms(r)
+    await maintenance_store.upsert(pool, Window.model_validate(
+        {"id": "all", "monitors": ["db", "web"], "start": iso(now - 60_000),
+         "end": iso(now + 600_000)}), "api")
+    await r.hset(Keys("5").maintenance, "stranger", "pause:1")
+    layout = Layout.of(8, ["0", "4"])
+    async with running(MaintenanceKeeper(r, pool, layout.served, refresh_s=0.1, shards=8)):
+        await wait_for(lambda: _is(r, Keys("4"), {"web": f"mute:{now + 600_000}"}))
+        assert await held(r, Keys("0")) == {"db": f"mute:{now + 600_000}"}
+    assert await held(r, Keys("5")) == {"stranger": "pause:1"}

@@ -21,6 +21,7 @@ from api import tokens
 from api.live import QUEUE_MAX, Live
 from engine import incidents, maintenance_store, status_pages
 from engine.connections import redis_client
+from engine.keys import Keys
 from engine.maintenance import Window
 from engine.monitors import SpecError
 from engine.settings import Settings
@@ -391,6 +392,22 @@ async def test_the_page_stream_sends_its_monitors_changes_with_public_fields_onl
         "opened_ms": now, "resolved_ms": None}
     resp.close()
     assert (await client.get("/status/nope/events")).status == 404
+
+
+async def test_one_subscriber_hears_every_shards_events(r):
+    """A page's monitors live in several shards: the reader follows each shard's stream."""
+    live = Live(r, [Keys("0").events, Keys("1").events])
+    try:
+        sub = await live.subscribe(frozenset({"a", "b"}), lambda: None)
+        assert sub is not None
+        await publish(r, Keys("1"), [change("b", 5_000, "down", "up")])
+        await publish(r, Keys("0"), [change("a", 6_000, "down", "up")])
+        async with asyncio.timeout(10):
+            frames = {await sub.queue.get(), await sub.queue.get()}
+        assert {json.loads(f.split(b"data: ")[1])["monitor_id"] for f in frames
+                if f is not None} == {"a", "b"}
+    finally:
+        await live.close()
 
 
 async def test_a_client_too_far_behind_is_dropped(r, keys):
