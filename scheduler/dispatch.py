@@ -18,11 +18,23 @@ from engine.streams import EVENT_FIELD
 DISPATCH_LIMIT = 1_000
 # How often checks of regions no executor serves are looked at (scheduler.expire).
 IDLE_SLEEP_S = 0.25
-# Monitors' phases spread over the interval, so without a floor the loop would wake once per
-# check; 20 ms between calls batches them at a lag cost of at most 20 ms.
-MIN_SLEEP_S = 0.02
+# Monitors' phases spread over the interval: with a million of them a slot is due every few
+# microseconds, and a call per slot would keep Redis busy with calls. The loop wakes at the next
+# due time, but at most once a millisecond, so a call takes a millisecond's slots at once and
+# none waits longer than that for its call.
+MIN_PERIOD_S = 0.001
 DISPATCH_SCRIPT = Path(__file__).with_name("dispatch.lua").read_text()
 log = structlog.get_logger(component="scheduler.dispatch")
+
+
+def wait_s(head_ms: int, now_s: float, since_call_s: float) -> float:
+    """How long the loop sleeps after a call that left nothing due: until the next due time
+    `head_ms` (-1: none; Redis time, like `now_s`, the call's), but at least until
+    MIN_PERIOD_S after the call started (`since_call_s` ago), and at most IDLE_SLEEP_S, so
+    monitors added since the call are picked up promptly."""
+    if head_ms < 0:
+        return IDLE_SLEEP_S
+    return min(max(head_ms / 1000 - now_s, MIN_PERIOD_S - since_call_s), IDLE_SLEEP_S)
 
 
 class Dispatcher:
@@ -37,6 +49,9 @@ class Dispatcher:
         # The regions whose checks streams the script is given (Keys.regions, kept by the
         # sync), read at the first call and again when the script names one a plan has.
         self._regions: list[str] | None = None
+        # Redis time at the last call, to the microsecond: the wait for the next slot is
+        # measured against it.
+        self.now_s = 0.0
 
     async def _known_regions(self, named: list[bytes]) -> list[str]:
         """The regions set, and the ones the script named even if the set lacks them (Redis
@@ -58,6 +73,7 @@ class Dispatcher:
             if not named:
                 break
             self._regions = await self._known_regions(named)
+        self.now_s = float(now) / 1000
         metrics.DISPATCHED.inc(dispatched)
         metrics.SKIPPED.inc(skipped)
         metrics.HELD.inc(held)
@@ -76,17 +92,17 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.warn_if_paused()
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
+            started = loop.time()
             try:
-                _, _, more, head, now = await self.dispatch()
+                _, _, more, head, _ = await self.dispatch()
                 self._outage.ok()
             except RedisError as exc:
                 self._outage.failed(exc)
-                more, head, now = False, -1, 0
+                more, head = False, -1
             if more:
                 continue
-            # Capped so monitors added since the last call are picked up promptly.
-            wait = IDLE_SLEEP_S if head < 0 else (head - now) / 1000
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(),
-                                       timeout=min(max(wait, MIN_SLEEP_S), IDLE_SLEEP_S))
+            if (wait := wait_s(head, self.now_s, loop.time() - started)) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=wait)
