@@ -130,6 +130,9 @@ class MonitorBase(BaseModel):
     # Whether the public status page may show this monitor's probe details (error text,
     # snippets); without it, only status, latency and the error class.
     public_details: bool = False
+    # Served first when executors are overloaded (executors.admission). Stored in the spec
+    # (engine.store), so every check.due carries it to the executor.
+    critical: bool = False
     alerting: Alerting = Field(default_factory=Alerting)
 
     @model_validator(mode="before")

@@ -61,6 +61,8 @@ RETURNING (xmax = 0) AS created
 SELECT = """SELECT id, name, kind, interval_ms, timeout_ms, regions, tags, spec::text AS spec,
     enabled, public_details, alerting::text AS alerting, source, version, push_token, created_at,
     updated_at FROM monitors"""
+# The key of a critical monitor's `critical: true` in its stored spec (sealed_spec).
+CRITICAL = "critical"
 # What a definition is made of; `source` and `version` are bookkeeping.
 DEFINITION = ("id", "name", "kind", "interval_ms", "timeout_ms", "regions", "tags", "enabled",
               "public_details")
@@ -88,10 +90,17 @@ class Plan:
 def sealed_spec(keyring: Keyring, monitor: MonitorBase,
                 old_spec: str | None) -> dict[str, Any]:
     """The monitor's spec as it is stored: its secrets sealed, or kept as stored (`old_spec`,
-    the row's spec text) where they are REDACTED or unchanged."""
+    the row's spec text) where they are REDACTED or unchanged; `critical` in it when set, so
+    the check.due events carry it (a monitor that is not critical stores the spec as before)."""
     spec = monitor.spec
-    return secrets.seal_spec(keyring, type(spec), spec.model_dump(mode="json"),
-                             orjson.loads(old_spec) if old_spec else None)
+    stored = secrets.seal_spec(keyring, type(spec), spec.model_dump(mode="json"),
+                               orjson.loads(old_spec) if old_spec else None)
+    return {**stored, CRITICAL: True} if monitor.critical else stored
+
+
+def _split_critical(spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """A stored spec as the kind's settings and the monitor's `critical`."""
+    return {k: v for k, v in spec.items() if k != CRITICAL}, spec.get(CRITICAL) is True
 
 
 def monitor_row(monitor: MonitorBase, source: str, spec: dict[str, Any]) -> tuple[Any, ...]:
@@ -110,7 +119,10 @@ def alerting(monitor: MonitorBase) -> dict[str, Any]:
 
 
 def _as_stored(row: asyncpg.Record) -> dict[str, Any]:
-    out = {k: row[k] for k in DEFINITION} | {row["kind"]: orjson.loads(row["spec"])}
+    spec, critical = _split_critical(orjson.loads(row["spec"]))
+    out = {k: row[k] for k in DEFINITION} | {row["kind"]: spec}
+    if critical:
+        out["critical"] = True
     if rules := orjson.loads(row["alerting"]):
         out["alerting"] = rules
     return out
@@ -136,13 +148,14 @@ def described(row: asyncpg.Record) -> dict[str, Any]:
 
 def _changes(row: asyncpg.Record, monitor: MonitorBase, source: str,
              spec: dict[str, Any]) -> list[str]:
-    new = {**monitor.model_dump(mode="json"), monitor.kind: spec}
+    new = {**monitor.model_dump(mode="json"), monitor.kind: _split_critical(spec)[0]}
     if rules := alerting(monitor):
         new["alerting"] = rules
     else:
         new.pop("alerting")
-    old = _as_stored(row)
-    changed = [k for k in (*DEFINITION, "alerting", monitor.kind) if old.get(k) != new.get(k)]
+    old = {"critical": False} | _as_stored(row)
+    changed = [k for k in (*DEFINITION, "critical", "alerting", monitor.kind)
+               if old.get(k) != new.get(k)]
     if row["source"] != source:
         changed.append("source")
     return changed

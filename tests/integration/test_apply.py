@@ -70,3 +70,22 @@ async def test_push_monitors_get_a_stable_unguessable_token(pool, clean):
     assert await pool.fetchval("SELECT push_token FROM monitors") == token
     row = await store.get(pool, "nightly")
     assert store.described(row)["push_url"] == f"/api/v1/push/{token}"
+
+
+async def test_critical_is_part_of_the_definition(pool, clean):
+    """Stored in the spec (the check.due events carry it), read back as a top-level field:
+    applying the same files again changes nothing, a change of it is an update."""
+    await store.apply(pool, SCHEMA.parse([tcp("a", critical=True), tcp("b")]), prune=False,
+                      dry_run=False, keyring=NO_KEY)
+    specs = {r["id"]: json.loads(r["spec"]) for r in await store.plan_rows(pool, ["a", "b"])}
+    assert specs == {"a": {"host": "127.0.0.1", "port": 9, "critical": True},
+                     "b": {"host": "127.0.0.1", "port": 9}}
+    a, b = [store.definition(await store.get(pool, mid)) for mid in ("a", "b")]
+    assert (a["critical"], a["tcp"], "critical" in b) == (True, {"host": "127.0.0.1",
+                                                                 "port": 9}, False)
+    again = await store.apply(pool, SCHEMA.parse([tcp("a", critical=True), tcp("b")]),
+                              prune=False, dry_run=True, keyring=NO_KEY)
+    assert (again.lines(), again.unchanged) == ([], 2)
+    flipped = await store.apply(pool, SCHEMA.parse([tcp("a"), tcp("b", critical=True)]),
+                                prune=False, dry_run=False, keyring=NO_KEY)
+    assert flipped.lines() == ["~ update a (critical)", "~ update b (critical)"]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from api import tokens
+from engine import store
+from engine.clock import redis_ms
 from engine.events import CheckDue
 from engine.streams import event_of
+from scheduler.dispatch import Dispatcher
+from scheduler.plan import compile_plan
 from scheduler.service import Scheduler
 from scheduler.sync import CHANNEL
 from tests.support.helpers import running, wait_for
@@ -135,3 +140,25 @@ async def test_a_revoked_token_fails_on_the_next_request(api, pool):
     await tokens.revoke(pool, "test-writer")
     resp = await api.get("/api/v1/monitors")
     assert (resp.status, (await resp.json())["error"]) == (401, "unknown or revoked token")
+
+
+async def test_a_critical_monitor_through_the_api(api, r, keys, pool):
+    """`critical` is a top-level field of the definition, kept across a PATCH, and stored in
+    the spec, so the check.due events carry it to the executors (executors.admission)."""
+    resp = await api.post("/api/v1/monitors", json={**WEB, "critical": True})
+    assert resp.status == 201, await resp.text()
+    body = await resp.json()
+    assert (body["critical"], "critical" in body["http"]) == (True, False)
+    resp = await api.patch("/api/v1/monitors/web", json={"name": "Shop"})
+    assert (resp.status, (await resp.json())["critical"]) == (200, True)
+    [row] = await store.plan_rows(pool, ["web"])
+    await r.hset(keys.plan, "web", compile_plan(row))
+    await r.zadd(keys.due, {"web": await redis_ms(r) - 1})
+    assert (await Dispatcher(r, keys).dispatch())[0] == 1
+    [(_, fields)] = await r.xrange(keys.checks("default"))
+    spec = CheckDue.from_json(event_of(fields)).spec
+    assert (spec["url"], spec["critical"]) == ("http://127.0.0.1:9/a", True)
+    resp = await api.patch("/api/v1/monitors/web", json={"critical": False})
+    body = await resp.json()
+    assert ("critical" in body, body["version"]) == (False, 3)  # a definition without it
+    assert "critical" not in orjson.loads(await pool.fetchval("SELECT spec::text FROM monitors"))
