@@ -69,7 +69,7 @@ async def test_the_hash_follows_the_windows_in_postgres(r, keys, pool, stored):
         await wait_for(lambda: _is(r, keys, {"web": f"pause:{now + 600_000}",
                                              "db": f"pause:{now + 600_000}"}))
         await pool.execute("UPDATE monitors SET enabled = false WHERE id = 'db'")
-        await wait_for(lambda: _is(r, keys, {"web": f"mute:{now + 600_000}"}))
+        await wait_for(lambda: _is(r, keys, {"web": f"pause:{now + 600_000}"}))
         await maintenance_store.delete(pool, "upgrade")
         await wait_for(lambda: _is(r, keys, {}))
 
