@@ -1,7 +1,7 @@
 """bench/compare.py's physical limits, for context: redis-benchmark XADD pipelined (-P 64)
-and not (-P 1), bare aiohttp GETs with a fresh connection (bench/baselines.py) and bare Node
-http.get with agent: false (bench/peers/bullmq/baseline.js), against the run's redis-server
-and target."""
+and not (-P 1), bare aiohttp GETs and bare asyncio Protocol + httptools GETs with a fresh
+connection (bench/baselines.py) and bare Node http.get with agent: false
+(bench/peers/bullmq/baseline.js), against the run's redis-server and target."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def limits(shared: Shared, r: redis.Redis, tiny: bool) -> dict[str, Any]:
     out["redis_xadd_P64_per_s"] = redis_benchmark(port, n_xadd, 64, 50)
     out["redis_xadd_P1_per_s"] = redis_benchmark(port, n_xadd, 1, 50)
     r.flushall()
-    out["aiohttp"] = last_json_line([sys.executable, str(BENCH / "baselines.py"), "aiohttp",
-                                     "--url", url, "--n", str(n_http)], REPO)
+    for mode in ("aiohttp", "protocol"):
+        out[mode] = last_json_line([sys.executable, str(BENCH / "baselines.py"), mode,
+                                    "--url", url, "--n", str(n_http)], REPO)
     out["node_http"] = last_json_line([shared.node, "baseline.js", url, str(n_http)], PEER)
     return out

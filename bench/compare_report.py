@@ -44,8 +44,10 @@ def limits_line(lim: dict[str, Any]) -> str:
     return (f"limits: redis-benchmark XADD -P 64 {_f(lim['redis_xadd_P64_per_s'])}/s, "
             f"-P 1 {_f(lim['redis_xadd_P1_per_s'])}/s; aiohttp fresh connection "
             f"{_f(lim['aiohttp'].get('per_s'))} req/s ({lim['aiohttp'].get('cpu_us')} us "
-            f"CPU/req); node http.get agent:false {_f(lim['node_http'].get('per_s'))} "
-            f"req/s ({lim['node_http'].get('cpu_us')} us CPU/req)")
+            f"CPU/req); asyncio Protocol + httptools {_f(lim['protocol'].get('per_s'))} req/s "
+            f"({lim['protocol'].get('cpu_us')} us); node http.get agent:false "
+            f"{_f(lim['node_http'].get('per_s'))} req/s ({lim['node_http'].get('cpu_us')} us "
+            f"CPU/req)")
 
 
 METRICS = [  # (label, getter)
