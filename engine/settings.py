@@ -237,6 +237,10 @@ class Settings:
                                                             settings.clickhouse_cluster):
             raise SettingsError(f"VIGIL_CLICKHOUSE_CLUSTER={settings.clickhouse_cluster!r}: "
                                 "expected 1 to 32 of A-Z a-z 0-9 _ -")
+        if settings.clickhouse_cluster and settings.clickhouse_url.startswith("chdb://"):
+            raise SettingsError(f"VIGIL_CLICKHOUSE_CLUSTER={settings.clickhouse_cluster!r}: "
+                                "chDB runs no cluster; VIGIL_CLICKHOUSE_URL must name a "
+                                "ClickHouse server (http:// or https://)")
         return replace(settings, serve_shards=env_shards(env, "VIGIL_SERVE_SHARDS",
                                                          settings.shards))
 

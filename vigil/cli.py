@@ -20,7 +20,7 @@ from engine import logging as vlogging
 from engine.clickhouse import ClickHouse
 from engine.connections import postgres_pool
 from engine.keys import Keys
-from engine.migrate import MigrationError, migrate
+from engine.migrate import MigrationError, migrate, script_for
 from engine.monitors import SpecError
 from engine.secrets import KEY_VARIABLE, SecretError, generate_key
 from engine.service import OUTAGES
@@ -95,7 +95,10 @@ def parser() -> argparse.ArgumentParser:
                            help=", ".join(ROLES))
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8080)
-    sub.add_parser("migrate", parents=[common], help="apply database migrations")
+    sub.add_parser("migrate", parents=[common], help="apply database migrations").add_argument(
+        "--print-sql", action="store_true",
+        help="print the ClickHouse DDL migrate runs (ON CLUSTER with VIGIL_CLICKHOUSE_CLUSTER) "
+             "and exit, changing nothing")
     monitors = sub.add_parser("monitors", help="manage monitors (config as code)")
     msub = monitors.add_subparsers(dest="action", required=True)
     apply = msub.add_parser("apply", parents=[common],
@@ -189,10 +192,18 @@ def settings_from(args: argparse.Namespace) -> Settings:
 async def cmd_migrate(settings: Settings) -> None:
     ch = ClickHouse.from_url(settings.clickhouse_url)
     try:
-        applied = await migrate(settings.postgres_dsn, ch)
+        applied = await migrate(settings.postgres_dsn, ch, settings.clickhouse_cluster)
     finally:
         await ch.close()
     log.info("migrations done", applied=applied)
+
+
+async def cmd_print_sql(settings: Settings) -> None:
+    ch = ClickHouse.from_url(settings.clickhouse_url)
+    try:
+        print(await script_for(ch, settings.clickhouse_cluster), end="")
+    finally:
+        await ch.close()
 
 
 async def cmd_keygen() -> None:
@@ -344,7 +355,7 @@ def _command(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
         return cmd_keygen()
     settings = settings_from(args)
     if args.command == "migrate":
-        return cmd_migrate(settings)
+        return cmd_print_sql(settings) if args.print_sql else cmd_migrate(settings)
     if args.command in ("monitors", "tokens", "secrets", "maintenance"):
         return cmd_admin(settings, args)
     if args.command in ("channels", "deliveries", "notify"):

@@ -31,6 +31,20 @@ def test_a_bad_variable_stops_start_up_with_one_line(name, value, message):
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+def test_migrate_prints_the_clickhouse_ddl_and_changes_nothing(tmp_path):
+    """`vigil migrate --print-sql` shows what migrate would run and writes nothing; a cluster
+    name with chDB is refused with the variable named."""
+    url = f"chdb://{tmp_path / 'ch'}"
+    done = vigil("migrate", "--print-sql", VIGIL_CLICKHOUSE_URL=url)
+    assert done.returncode == 0, done.stderr
+    assert "CREATE TABLE IF NOT EXISTS check_results" in done.stdout
+    assert "ON CLUSTER" not in done.stdout
+    refused = vigil("migrate", "--print-sql", VIGIL_CLICKHOUSE_URL=url,
+                    VIGIL_CLICKHOUSE_CLUSTER="vigil")
+    assert refused.returncode == 2
+    assert "VIGIL_CLICKHOUSE_CLUSTER='vigil': chDB runs no cluster" in refused.stderr
+
+
 async def test_apply_validates_everything_before_writing(tmp_path, pool, postgres_dsn):
     await pool.execute("TRUNCATE monitors, monitor_status")
     env = {"VIGIL_POSTGRES_DSN": postgres_dsn,

@@ -156,3 +156,12 @@ def test_served_shards_take_ranges() -> None:
 def test_zero_shards_is_rejected() -> None:
     with pytest.raises(SettingsError, match=r"^VIGIL_SHARDS="):
         Settings.from_env({"VIGIL_SHARDS": "0"})
+
+
+def test_a_clickhouse_cluster_needs_a_server() -> None:
+    env = {"VIGIL_CLICKHOUSE_CLUSTER": "vigil", "VIGIL_CLICKHOUSE_URL": "http://ch:8123/db"}
+    assert Settings.from_env(env).clickhouse_cluster == "vigil"
+    with pytest.raises(SettingsError, match=r"^VIGIL_CLICKHOUSE_CLUSTER='vigil': chDB runs no"):
+        Settings.from_env({**env, "VIGIL_CLICKHOUSE_URL": "chdb:///tmp/ch"})
+    with pytest.raises(SettingsError, match=r"^VIGIL_CLICKHOUSE_CLUSTER="):
+        Settings.from_env({**env, "VIGIL_CLICKHOUSE_CLUSTER": "a b"})
