@@ -58,7 +58,8 @@ How it measures, identically for both:
   the system's processes (Vigil: scheduler, executors, sinks and Postgres, and "core" =
   scheduler + executors without the sinks; BullMQ: the workers and the listener, its one
   sink, and "core" = the workers; scheduler.js exits before the window and its CPU is
-  reported as set-up) and redis-server separately;
+  reported as set-up) and redis-server separately; the target's cores too (it is the load,
+  not part of either system: to see whether it was the limit);
 - Redis memory: INFO used_memory, polled every 0.5 s from the system's start to its stop,
   peak minus the value after FLUSHALL; peak RSS: the sum of each of the system's processes'
   peaks (Postgres is reported apart: shared buffers are counted once per backend).

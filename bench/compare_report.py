@@ -35,7 +35,8 @@ def run_line(res: dict[str, Any]) -> str:
             f"missed {c['missed']:,}  late "
             f"{c['late']:,}  dup {c['duplicates']}  off-grid {c['off_grid']}  CPU s/1k "
             f"{cpu['system_cpu_s_per_1k']:.3f} (core {cpu['core_cpu_s_per_1k']:.3f})  redis "
-            f"{cpu['redis_cpu_s_per_1k']:.3f}  collector complete {res['collector']['complete']}  "
+            f"{cpu['redis_cpu_s_per_1k']:.3f}  target {cpu['processes']['target']['cores']:.2f} "
+            f"cores  collector complete {res['collector']['complete']}  "
             f"used_memory +{mem['peak_over_base_mib']:.1f} MiB  RSS {cpu['peak_rss_mib']:.0f} "
             f"MiB  {'ON TIME' if on_time(res) else 'NOT ON TIME'}")
 

@@ -124,7 +124,11 @@ class Run(ProcessGroup, ABC):
         logdir.mkdir()
         super().__init__(logdir, self.name)
         self.own: list[Component] = []  # the system's processes
-        self.context = [Component("redis-server", shared.stack.redis_proc.pid)]
+        assert shared.stack.target is not None
+        # Not the system's: the target is the load (with its children: nginx's worker),
+        # measured to see whether it is the limit.
+        self.context = [Component("redis-server", shared.stack.redis_proc.pid),
+                        Component("target", shared.stack.target.pid, children=True)]
         self.sampler: MemorySampler | None = None
         self.collector: Collector | None = None
         self.extra: dict[str, Any] = {}
