@@ -49,6 +49,8 @@ How it measures, identically for both:
   grace period, per window second; offered/s = expected slots per window second;
 - lag = finished - scheduled for those results (p50, p99, max); check-end lag = checked -
   scheduled (the lag without the result's way into Redis); start lag = started - scheduled;
+  result write = finished - checked (min, p50, p99: the flush, script and XADD; it spans two
+  clocks, the checker's and Redis's, so a negative value shows the checker's clock ahead);
 - missed = expected slots with no result by the end of the grace period, or whose result is
   Vigil's `expired` (the check was not run: its deadline passed in the queue); BullMQ skips
   the slots of a scheduler that fell behind; late = results with lag over 1 s; off-grid =

@@ -24,14 +24,15 @@ def _f(v: float | None) -> str:
 
 def run_line(res: dict[str, Any]) -> str:
     c, cpu, mem = res["checks"], res["cpu"], res["redis_memory"]
-    lag, pick, chk = c["lag_ms"], c["pickup_ms"], c["check_lag_ms"]
+    lag, pick, chk, wr = c["lag_ms"], c["pickup_ms"], c["check_lag_ms"], c["write_ms"]
     events = res.get("events_delivery_ms")
     delivery = (f" (events delivery p50/p99 {_ms(events['p50'])}/{_ms(events['p99'])})"
                 if events else "")
     return (f"{res['system']:<7} offered {c['offered_per_s']:>8,.1f}/s  done "
             f"{c['completed_per_s']:>8,.1f}/s  lag p50/p99/max {_ms(lag['p50'])}/"
             f"{_ms(lag['p99'])}/{_ms(lag['max'])} ms (start p50/p99 {_ms(pick['p50'])}/"
-            f"{_ms(pick['p99'])}, check end {_ms(chk['p50'])}/{_ms(chk['p99'])}){delivery}  "
+            f"{_ms(pick['p99'])}, check end {_ms(chk['p50'])}/{_ms(chk['p99'])}, write "
+            f"min/p50/p99 {_ms(wr['min'])}/{_ms(wr['p50'])}/{_ms(wr['p99'])}){delivery}  "
             f"missed {c['missed']:,}  late "
             f"{c['late']:,}  dup {c['duplicates']}  off-grid {c['off_grid']}  CPU s/1k "
             f"{cpu['system_cpu_s_per_1k']:.3f} (core {cpu['core_cpu_s_per_1k']:.3f})  redis "
@@ -58,6 +59,7 @@ METRICS = [  # (label, getter)
     ("start lag p50 ms (started - scheduled)", lambda r: r["checks"]["pickup_ms"]["p50"]),
     ("check-end lag p50 ms", lambda r: r["checks"]["check_lag_ms"]["p50"]),
     ("check-end lag p99 ms", lambda r: r["checks"]["check_lag_ms"]["p99"]),
+    ("result write p50 ms (finished - checked)", lambda r: r["checks"]["write_ms"]["p50"]),
     ("missed", lambda r: r["checks"]["missed"]),
     ("late (> 1 s)", lambda r: r["checks"]["late"]),
     ("CPU s / 1k checks, system", lambda r: r["cpu"]["system_cpu_s_per_1k"]),

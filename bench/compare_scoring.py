@@ -58,6 +58,7 @@ def score(load: Load, rows: list[Row], w0: int, w1: int,
     lags: list[int] = []
     pickups: list[int] = []
     checks: list[int] = []
+    writes: list[int] = []
     duplicates = off_grid = after_deadline = 0
     outcomes: Counter[str] = Counter()
     for monitor, scheduled, started, checked, finished, outcome in rows:
@@ -79,9 +80,11 @@ def score(load: Load, rows: list[Row], w0: int, w1: int,
         lags.append(finished - scheduled)
         pickups.append(started - scheduled)
         checks.append(checked - scheduled)
+        writes.append(finished - checked)
     lags.sort()
     pickups.sort()
     checks.sort()
+    writes.sort()
     window_s = (w1 - w0) / 1000
     return {
         "expected": expected, "completed": len(lags), "missed": expected - len(lags),
@@ -95,6 +98,10 @@ def score(load: Load, rows: list[Row], w0: int, w1: int,
         "pickup_ms": {"p50": quantile(pickups, 0.5), "p99": quantile(pickups, 0.99)},
         # checked - scheduled: the lag without the result's way into Redis
         "check_lag_ms": {"p50": quantile(checks, 0.5), "p99": quantile(checks, 0.99)},
+        # finished - checked: the result's way into Redis, on two clocks (the checker's and
+        # Redis's): below 0 the checker's clock is ahead of Redis's
+        "write_ms": {"min": float(writes[0]) if writes else None,
+                     "p50": quantile(writes, 0.5), "p99": quantile(writes, 0.99)},
     }
 
 
