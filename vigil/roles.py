@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
+from dataclasses import replace
 
 import asyncpg
+import redis.asyncio as aioredis
 import structlog
 
 from api.app import Api, make_app
 from engine.clickhouse import ClickHouse
 from engine.connections import postgres_pool, redis_client
 from engine.exporter import Exporter, MetricsServer
-from engine.keys import Keys
 from engine.service import Service, install_stop_signals, run_all
 from engine.settings import Settings
+from engine.shards import Layout
 from evaluator.service import Evaluator
 from executors.kinds import SCHEMA
 from executors.service import Executor
@@ -40,7 +42,7 @@ async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
     structlog.contextvars.bind_contextvars(instance_id=settings.instance_id)
-    keys = Keys(settings.served[0])
+    shards = Layout.of(settings.shards, settings.served)
     async with AsyncExitStack() as stack:
         r = redis_client(settings.redis_url)
         stack.push_async_callback(r.aclose)
@@ -52,39 +54,52 @@ async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1
         if {"sink-clickhouse", "api", "sink-status-events"} & set(roles):
             ch = ClickHouse.from_url(settings.clickhouse_url)
             stack.push_async_callback(ch.close)
-        # One exporter for the process: its roles' metrics, at --metrics-port and /metrics.
-        exporter = Exporter(r, keys, roles, settings.region)
+        # One exporter for the process: its roles' metrics, at --metrics-port and /metrics;
+        # the api's shows every shard's streams, the other roles' the shards they serve.
+        exporter = Exporter(r, shards.all if "api" in roles else shards.served, roles,
+                            settings.region)
         services: list[Service] = ([MetricsServer(exporter, settings.metrics_port,
                                                   settings.metrics_host)]
                                    if settings.metrics_port else [])
         for role in roles:
-            if role == "scheduler":
-                assert pool is not None
-                services.append(Scheduler(r, pool, keys, settings.reconcile_s,
-                                          settings.postgres_dsn, settings.claim_idle_ms))
-            elif role == "executor":
-                services.append(Executor(r, keys, settings))
-            elif role == "evaluator":
-                services.append(Evaluator(r, keys, settings))
-            elif role == "sink-clickhouse":
-                assert ch is not None
-                services.append(ClickHouseSink(r, keys, settings, ch=ch))
-                # The rollups' settle step rides with every ClickHouse sink, one at a time by
-                # a Redis lock (sinks/rollups.py).
-                services.append(RollupSettler(ch, r, keys))
-            elif role == "sink-status":
-                services.append(StatusSink(r, keys, settings, postgres_dsn=settings.postgres_dsn))
-            elif role == "sink-incidents":
-                services.append(IncidentsSink(r, keys, settings,
-                                              postgres_dsn=settings.postgres_dsn))
-            elif role == "sink-status-events":
-                assert ch is not None
-                services.append(StatusEventsSink(r, keys, settings, ch=ch))
-            elif role == "notifier":
-                assert pool is not None
-                services.append(Notifier(r, pool, keys, settings))
-            else:
-                assert pool is not None
-                assert ch is not None
-                services.append(Api(make_app(r, pool, ch, keys, SCHEMA, exporter), host, port))
+            services += _services(role, r, pool, ch, shards, settings, exporter, host, port)
         await run_all(services, stop)
+
+
+def _services(role: str, r: aioredis.Redis, pool: asyncpg.Pool | None, ch: ClickHouse | None,
+              shards: Layout, settings: Settings, exporter: Exporter, host: str,
+              port: int) -> list[Service]:
+    """One role's services: a role that reads one shard's stream runs once per shard it
+    serves; the scheduler and the notifier serve all of theirs in one."""
+    if role == "scheduler":
+        assert pool is not None
+        return [Scheduler(r, pool, shards.served, settings.reconcile_s, settings.postgres_dsn,
+                          settings.claim_idle_ms, shards=shards.count)]
+    if role == "executor":
+        # One executor per shard (each reads its shard's checks stream), sharing the process's
+        # concurrency between them.
+        share = replace(settings, concurrency=-(-settings.concurrency // len(shards.served)))
+        return [Executor(r, keys, share) for keys in shards.served]
+    if role == "evaluator":
+        return [Evaluator(r, keys, settings) for keys in shards.served]
+    if role == "sink-clickhouse":
+        assert ch is not None
+        # The rollups' settle step rides with every ClickHouse sink, one at a time by a Redis
+        # lock (sinks/rollups.py) in the first shard, whichever shards a process serves.
+        return [*(ClickHouseSink(r, keys, settings, ch=ch) for keys in shards.served),
+                RollupSettler(ch, r, shards.all[0])]
+    if role == "sink-status":
+        return [StatusSink(r, keys, settings, postgres_dsn=settings.postgres_dsn)
+                for keys in shards.served]
+    if role == "sink-incidents":
+        return [IncidentsSink(r, keys, settings, postgres_dsn=settings.postgres_dsn)
+                for keys in shards.served]
+    if role == "sink-status-events":
+        assert ch is not None
+        return [StatusEventsSink(r, keys, settings, ch=ch) for keys in shards.served]
+    if role == "notifier":
+        assert pool is not None
+        return [Notifier(r, pool, shards.served, settings)]
+    assert pool is not None
+    assert ch is not None
+    return [Api(make_app(r, pool, ch, shards, SCHEMA, exporter), host, port)]

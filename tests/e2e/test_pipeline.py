@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP, STATUS_GROUP
+from engine.shards import Layout, shard_of
 from tests.support.helpers import free_port, vigil_env, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -74,8 +75,8 @@ def expected(monitor_id: str) -> str:
     return "up" if monitor_id.startswith("up-") else "down"
 
 
-async def dispatched(r, keys) -> int:
-    return int(await r.hget(keys.stats, "dispatched") or 0)
+async def dispatched(r, layout: Layout) -> int:
+    return sum([int(await r.hget(keys.stats, "dispatched") or 0) for keys in layout.all])
 
 
 async def drained(r, stream: str, group: str) -> bool:
@@ -85,11 +86,17 @@ async def drained(r, stream: str, group: str) -> bool:
 
 
 @pytest.fixture
-async def stack(tmp_path, redis_url, postgres_dsn, pool, r, target):
+def shards() -> int:
+    """VIGIL_SHARDS of the stack (a test parametrizes it)."""
+    return 1
+
+
+@pytest.fixture
+async def stack(tmp_path, redis_url, postgres_dsn, pool, r, target, shards):
     await pool.execute("TRUNCATE monitors, monitor_status")
     chdb = f"chdb://{tmp_path / 'chdb'}"
     env = vigil_env(VIGIL_REDIS_URL=redis_url, VIGIL_POSTGRES_DSN=postgres_dsn,
-                    VIGIL_CLICKHOUSE_URL=chdb, VIGIL_LOG_FORMAT="json",
+                    VIGIL_CLICKHOUSE_URL=chdb, VIGIL_LOG_FORMAT="json", VIGIL_SHARDS=str(shards),
                     VIGIL_MAX_TIMEOUT_MS="1000", VIGIL_CLAIM_GRACE_MS="500",
                     VIGIL_SINK_FLUSH_MS="100", VIGIL_RECONCILE_S="5")
     s = Stack(tmp_path, env)
@@ -104,7 +111,7 @@ async def stack(tmp_path, redis_url, postgres_dsn, pool, r, target):
     s.close()
 
 
-async def run_pipeline(stack: Stack, r, pool, keys, kill_one: bool) -> None:
+async def run_pipeline(stack: Stack, r, pool, layout: Layout, kill_one: bool) -> None:
     port = free_port()
     stack.start("scheduler", "scheduler")
     stack.start("executor-a", "executor")
@@ -126,15 +133,15 @@ async def run_pipeline(stack: Stack, r, pool, keys, kill_one: bool) -> None:
         if kill_one:
 
             async def holds_work() -> bool:
-                held = await r.xpending_range(keys.checks("default"), EXECUTOR_GROUP, "-", "+",
-                                              10, consumername="executor-a")
-                return bool(held)
+                return any([await r.xpending_range(keys.checks("default"), EXECUTOR_GROUP, "-",
+                                                   "+", 10, consumername="executor-a")
+                            for keys in layout.all])
 
             await wait_for(holds_work, timeout=10, every=0.01)
             assert stack.stop("executor-a", signal.SIGKILL) == -signal.SIGKILL
 
         async def several_intervals() -> bool:
-            return await dispatched(r, keys) >= 5 * TOTAL
+            return await dispatched(r, layout) >= 5 * TOTAL
 
         await wait_for(several_intervals, timeout=30, every=0.25)
 
@@ -153,12 +160,12 @@ async def run_pipeline(stack: Stack, r, pool, keys, kill_one: bool) -> None:
     assert down0["up"] == 0
     assert down0["uptime_percent"] == 0.0
     assert stack.stop("scheduler") == 0
-    total = await dispatched(r, keys)
+    total = await dispatched(r, layout)
 
     async def all_done() -> bool:
-        return (await drained(r, keys.checks("default"), EXECUTOR_GROUP)
-                and await drained(r, keys.results, CLICKHOUSE_GROUP)
-                and await drained(r, keys.results, STATUS_GROUP))
+        return all([await drained(r, keys.checks("default"), EXECUTOR_GROUP)
+                    and await drained(r, keys.results, CLICKHOUSE_GROUP)
+                    and await drained(r, keys.results, STATUS_GROUP) for keys in layout.all])
 
     await wait_for(all_done, timeout=30, every=0.25)
     if kill_one:
@@ -173,7 +180,7 @@ async def run_pipeline(stack: Stack, r, pool, keys, kill_one: bool) -> None:
     assert counts["rows"] == total, counts
     assert counts["unique"] == total, counts
     assert counts["duplicate_ids"] == 0
-    assert await r.xlen(keys.results) <= total
+    assert sum([await r.xlen(keys.results) for keys in layout.all]) <= total
     status = {row["monitor_id"]: row["status"] for row in await pool.fetch(
         "SELECT monitor_id, status FROM monitor_status")}
     assert status == {mid: expected(mid) for mid in status}
@@ -181,8 +188,13 @@ async def run_pipeline(stack: Stack, r, pool, keys, kill_one: bool) -> None:
 
 
 async def test_pipeline_accounts_for_every_check(stack, r, pool, keys):
-    await run_pipeline(stack, r, pool, keys, kill_one=False)
+    await run_pipeline(stack, r, pool, Layout.single(keys), kill_one=False)
 
 
-async def test_pipeline_survives_an_executor_killed_mid_run(stack, r, pool, keys):
-    await run_pipeline(stack, r, pool, keys, kill_one=True)
+@pytest.mark.parametrize("shards", [1, 3])
+async def test_pipeline_survives_an_executor_killed_mid_run(stack, r, pool, shards):
+    """Over three shards too: every role serves all three, and the monitors are spread."""
+    layout = Layout.of(shards, [str(i) for i in range(shards)])
+    if shards > 1:
+        assert len({shard_of(f"up-{i}", shards) for i in range(UP)}) == shards
+    await run_pipeline(stack, r, pool, layout, kill_one=True)
