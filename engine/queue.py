@@ -184,12 +184,12 @@ async def stats(r: aioredis.Redis, shards: Keys | Sequence[Keys]) -> QueueStats:
     now_ms = 0
     for keys in [shards] if isinstance(shards, Keys) else shards:
         streams += await stream_stats(r, keys)
+        # TIME apart: a cluster pipeline routes by key, and TIME has none.
+        now_ms = max(now_ms, await redis_ms(r))
         async with r.pipeline(transaction=False) as pipe:
-            pipe.time()
             pipe.hgetall(keys.paused)
             pipe.hgetall(keys.stats)
-            (seconds, micros), paused_raw, counts = await pipe.execute()
-        now_ms = max(now_ms, seconds * 1000 + micros // 1000)
+            paused_raw, counts = await pipe.execute()
         for region, since in _counts(paused_raw).items():
             paused_at[region] = min(since, paused_at.get(region, since))
         counters.update(_counts(counts))

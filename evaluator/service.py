@@ -110,11 +110,13 @@ class Evaluator:
     # --- reading -------------------------------------------------------------------------
 
     async def _load(self, monitor_ids: list[str]) -> Loaded:
+        # A GET each, not MGET: a cluster pipeline refuses multi-key commands.
         async with self.r.pipeline(transaction=False) as pipe:
-            pipe.mget([self.keys.evaluation(mid) for mid in monitor_ids])
+            for mid in monitor_ids:
+                pipe.get(self.keys.evaluation(mid))
             pipe.hmget(self.keys.rules, monitor_ids)
             pipe.hmget(self.keys.maintenance, monitor_ids)
-            raw_states, raw_rules, raw_windows = await pipe.execute()
+            *raw_states, raw_rules, raw_windows = await pipe.execute()
         states = {mid: _decode_state(raw)
                   for mid, raw in zip(monitor_ids, raw_states, strict=True)}
         rules = {mid: None if raw is None else Rules.from_json(raw)

@@ -190,9 +190,6 @@ async def test_queue_pause_and_resume_on_every_shard(cr) -> None:
         assert await queue.paused(cr, keys) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="lead (engine/queue.py stats): TIME in a pipeline is "
-                   "blocked by redis-py's ClusterPipeline (no key to route it by); read the "
-                   "time from the stats script's own TIME, or await r.time() on its own")
 async def test_queue_stats_on_every_shard(cr, pool, clean, target) -> None:
     await synced(cr, pool, http_monitors(target))
     for keys in SHARD_KEYS:
@@ -261,9 +258,6 @@ async def test_maintenance_hash_of_every_shard(cr, pool, clean) -> None:
         await pool.execute("TRUNCATE maintenance_windows")
 
 
-@pytest.mark.xfail(strict=True, reason="evaluator/service.py _load: MGET inside a pipeline is "
-                   "blocked by redis-py's ClusterPipeline, even for keys of one slot; send the "
-                   "MGET on its own (one slot per shard) or GET each key in the pipeline")
 async def test_the_evaluator_on_every_shard(cr, pool, clean, target) -> None:
     monitors = http_monitors(target)
     await synced(cr, pool, monitors)

@@ -126,8 +126,10 @@ async def test_every_maximum_fits_the_columns(pool, clean) -> None:
     async with pool.acquire() as conn:
         assert await store.upsert(conn, monitor, "api", Keyring.from_env()) is True
     row = await store.get(pool, monitor.id)
-    # An `alerting:` with only defaults is stored as nothing, and read back without one.
-    assert store.definition(row) == monitor.model_dump(mode="json", exclude={"alerting"})
+    # An `alerting:` with only defaults, and `critical: false`, are stored as nothing, and
+    # read back without them.
+    assert store.definition(row) == monitor.model_dump(mode="json",
+                                                       exclude={"alerting", "critical"})
 
 
 INSERT = """INSERT INTO monitors (id, name, kind, interval_ms, timeout_ms, regions, tags, spec)
