@@ -23,6 +23,7 @@ from engine.keys import Keys
 from engine.metrics import registry_of
 from engine.queue import ROLE_OF, GroupStats, StreamStats, stream_stats
 from engine.service import OUTAGES, Outage
+from engine.shards import listed
 
 # A scrape waits this long for Redis at most, then answers without the stream gauges.
 SCRAPE_REDIS_S = 2.0
@@ -47,7 +48,7 @@ class StreamGauges:
         """`keys`: the shards whose streams it shows (the process's, or every one for the
         api)."""
         self.r = r
-        self.shards = [keys] if isinstance(keys, Keys) else list(keys)
+        self.shards = listed(keys)
         self.roles = frozenset(roles)
         self.region = region
         self._families: list[Metric] = []

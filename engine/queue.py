@@ -30,6 +30,7 @@ from engine.keys import (
     Keys,
 )
 from engine.monitors import REGION_PATTERN
+from engine.shards import listed
 from engine.streams import BEHIND_WARN_S, ENTRY_ID_PATTERN, parse_id
 
 # The role that reads each group, by the stream's kind (`checks` for every region's): what an
@@ -182,7 +183,7 @@ async def stats(r: aioredis.Redis, shards: Keys | Sequence[Keys]) -> QueueStats:
     paused_at: dict[str, int] = {}
     counters: Counter[str] = Counter()
     now_ms = 0
-    for keys in [shards] if isinstance(shards, Keys) else shards:
+    for keys in listed(shards):
         streams += await stream_stats(r, keys)
         # TIME apart: a cluster pipeline routes by key, and TIME has none.
         now_ms = max(now_ms, await redis_ms(r))
@@ -250,16 +251,12 @@ async def paused(r: aioredis.Redis, keys: Keys) -> dict[str, int]:
     return _counts(await r.hgetall(keys.paused))  # type: ignore[arg-type]
 
 
-def _each(shards: Keys | Sequence[Keys]) -> list[Keys]:
-    return [shards] if isinstance(shards, Keys) else list(shards)
-
-
 async def pause(r: aioredis.Redis, shards: Keys | Sequence[Keys],
                 region: str | None) -> dict[str, int]:
     """Stop dispatch to `region` (None: every region) from the schedulers' next call on, in
     every shard; a region paused already keeps the time it was paused at. Returns what is
     paused now (the first shard's view)."""
-    every = _each(shards)
+    every = listed(shards)
     now = await redis_ms(r)
     for keys in every:
         await r.hsetnx(keys.paused, region or ALL_REGIONS, now)
@@ -271,7 +268,7 @@ async def resume(r: aioredis.Redis, shards: Keys | Sequence[Keys],
     """Dispatch to `region` again (None: every pause goes, each region's too), from its next
     slot, in every shard. Returns what is still paused (a region stays paused while every
     region is)."""
-    every = _each(shards)
+    every = listed(shards)
     for keys in every:
         if region is None:
             await r.delete(keys.paused)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from engine.shards import all_shards
 from engine.text import redact
 
 # Regions and shards become parts of Redis key names (and a shard, a cluster hash tag).
@@ -252,7 +253,7 @@ class Settings:
     @property
     def served(self) -> tuple[str, ...]:
         """The shards this process serves: serve_shards, or every one."""
-        return self.serve_shards or tuple(str(i) for i in range(self.shards))
+        return self.serve_shards or all_shards(self.shards)
 
     @property
     def retention(self) -> tuple[int, int]:

@@ -10,7 +10,7 @@ the API routes a push heartbeat to the shard whose executors check it (shard_of)
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from engine.keys import Keys
@@ -25,6 +25,12 @@ def shard_of(monitor_id: str, count: int) -> str:
         return "0"
     digest = hashlib.md5(monitor_id.encode(), usedforsecurity=False).digest()
     return str(int.from_bytes(digest[:4], "big") % count)
+
+
+def listed(keys: Keys | Sequence[Keys]) -> list[Keys]:
+    """The shards a service is given: one shard's Keys (what tests and a single-shard
+    deployment pass) or several."""
+    return [keys] if isinstance(keys, Keys) else list(keys)
 
 
 def all_shards(count: int) -> tuple[str, ...]:

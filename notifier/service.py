@@ -16,6 +16,7 @@ from engine.keys import Keys
 from engine.secrets import Keyring
 from engine.service import Outage, every
 from engine.settings import Settings
+from engine.shards import listed
 from notifier.intake import Intake, pause
 from notifier.sender import Sender
 from notifier.settings import NotifySettings
@@ -35,7 +36,7 @@ class Notifier:
         self.notify = notify or NotifySettings.from_env()
         self.intakes = [Intake(r, k, settings.postgres_dsn, settings.instance_id,
                                self.notify.max_attempts, settings.retention)
-                        for k in ([keys] if isinstance(keys, Keys) else keys)]
+                        for k in listed(keys)]
         # Channel URLs are anyone's with a write token: sent only where checks may connect.
         self.guard = Guard(settings)
         self.sender = Sender(pool, settings.instance_id, self.notify, Keyring.from_env(),

@@ -24,7 +24,7 @@ from engine.clock import redis_ms
 from engine.keys import Keys
 from engine.maintenance import Window, in_effect, next_change
 from engine.service import OUTAGES, Outage
-from engine.shards import shard_of
+from engine.shards import listed, shard_of
 
 REFRESH_S = 5.0
 # How far ahead the next start or end is looked for; past it, the refresh comes first anyway.
@@ -41,7 +41,7 @@ class MaintenanceKeeper:
         """`keys`: the shards served, of `shards`; each shard's hash holds its monitors."""
         self.r = r
         self.pool = pool
-        self.served = [keys] if isinstance(keys, Keys) else list(keys)
+        self.served = listed(keys)
         self.shards = shards
         self.refresh_s = refresh_s
         # id -> (version, the parsed window, or None for a stored one that no longer parses)

@@ -12,6 +12,7 @@ import structlog
 
 from engine.keys import Keys
 from engine.service import every
+from engine.shards import listed
 from scheduler.dispatch import Dispatcher
 from scheduler.expire import EVERY_S as EXPIRE_EVERY
 from scheduler.expire import Expirer
@@ -30,7 +31,7 @@ class Scheduler:
     def __init__(self, r: aioredis.Redis, pool: asyncpg.Pool, keys: Keys | Sequence[Keys],
                  reconcile_s: float, postgres_dsn: str, claim_idle_ms: int,
                  shards: int = 1) -> None:
-        served = [keys] if isinstance(keys, Keys) else list(keys)
+        served = listed(keys)
         self.syncs = [MonitorSync(r, pool, k, shards) for k in served]
         self.dispatchers = [Dispatcher(r, k) for k in served]
         self.expirers = [Expirer(r, pool, k, claim_idle_ms) for k in served]

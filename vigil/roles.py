@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
-from dataclasses import replace
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -70,16 +69,14 @@ def _services(role: str, r: aioredis.Redis, pool: asyncpg.Pool | None, ch: Click
               shards: Layout, settings: Settings, exporter: Exporter, host: str,
               port: int) -> list[Service]:
     """One role's services: a role that reads one shard's stream runs once per shard it
-    serves; the scheduler and the notifier serve all of theirs in one."""
+    serves; the scheduler, the executor (one concurrency budget) and the notifier serve all
+    of theirs in one."""
     if role == "scheduler":
         assert pool is not None
         return [Scheduler(r, pool, shards.served, settings.reconcile_s, settings.postgres_dsn,
                           settings.claim_idle_ms, shards=shards.count)]
     if role == "executor":
-        # One executor per shard (each reads its shard's checks stream), sharing the process's
-        # concurrency between them.
-        share = replace(settings, concurrency=-(-settings.concurrency // len(shards.served)))
-        return [Executor(r, keys, share) for keys in shards.served]
+        return [Executor(r, shards.served, settings)]
     if role == "evaluator":
         return [Evaluator(r, keys, settings) for keys in shards.served]
     if role == "sink-clickhouse":
