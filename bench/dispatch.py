@@ -132,7 +132,10 @@ async def seed(r: aioredis.Redis, monitors: int, due_ms: int | None,
         rows = [monitor_row(i, interval_ms)
                 for i in range(start, min(monitors, start + SEED_CHUNK))]
         async with r.pipeline(transaction=False) as pipe:
-            pipe.hset(KEYS.plan, mapping={str(row["id"]): compile_plan(row) for row in rows})
+            for row in rows:
+                plan = compile_plan(row)
+                pipe.hset(KEYS.plan, str(row["id"]), plan.plan)
+                pipe.hset(KEYS.shapes, plan.digest, plan.shape)
             if due_ms is not None:
                 pipe.zadd(KEYS.due, {str(row["id"]): due_ms for row in rows})
             await pipe.execute()

@@ -41,6 +41,12 @@ class Keys:
         return f"{self.base}:plan"
 
     @property
+    def shapes(self) -> str:
+        """HASH shape digest -> the check.due shape plans name (see scheduler.plan), and
+        `#digest` -> how many plans name it."""
+        return f"{self.base}:shapes"
+
+    @property
     def revisions(self) -> str:
         """HASH monitor id -> the revision its plan was compiled from (Postgres `revision`)."""
         return f"{self.base}:revisions"

@@ -4,7 +4,7 @@ in the same step as its plan, so the evaluator reads Redis only."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import astuple, dataclass, fields
 from typing import Any
 
 import orjson
@@ -44,10 +44,19 @@ class Rules:
             depends_on=tuple(alerting.depends_on))
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        """The values in field order, without the names: a million monitors' rules are a
+        quarter of the size (engine.keys rules, one entry per monitor)."""
+        return orjson.dumps(astuple(self))
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Rules:
+        """What to_json wrote, or the object with names an older scheduler wrote (kept until
+        the monitor's next change)."""
         data = orjson.loads(raw)
+        if isinstance(data, list):
+            data = dict(zip(FIELDS, data, strict=True))
         return cls(**{**data, "regions": tuple(data["regions"]),
                       "depends_on": tuple(data["depends_on"])})
+
+
+FIELDS = tuple(f.name for f in fields(Rules))

@@ -3,16 +3,19 @@
 -- Now is Redis server time (TIME), whatever the caller's clock says: a scheduler on a host
 -- whose clock runs fast can never dispatch a slot early.
 -- KEYS[1] due ZSET, KEYS[2] plan HASH, KEYS[3] stats HASH, KEYS[4] maintenance HASH,
--- KEYS[5] retries ZSET, KEYS[6] paused HASH, KEYS[7...] the checks streams of the regions
+-- KEYS[5] retries ZSET, KEYS[6] paused HASH, KEYS[7] shapes HASH, KEYS[8...] the checks streams
+-- of the regions
 -- ARGV[3...] (engine.keys: every key a script touches is declared, for Redis Cluster).
 -- ARGV[1] max monitors per call, ARGV[2] the event field name.
 -- Returns {dispatched, skipped, due popped, next due ms or -1, now ms (with microseconds as
 -- a fraction), held, regions}: `regions` lists the regions a due plan names whose stream is not
 -- declared; when there are any, the script has changed nothing, and the caller calls again
 -- with their streams declared.
--- A plan (scheduler/plan.py) is `interval \0 region \0 template ...`; a template is the whole
--- check.due with \1 where the slot goes, \2 where the deadline goes and \3 where the
--- maintenance flag goes: this script fills in those and nothing else.
+-- A plan (scheduler/plan.py) is `interval \0 regions \0 shape digest \0 version \0 strings...`;
+-- its shape (the shapes hash's field digest) is the whole check.due with \1 where the
+-- slot goes, \2 the deadline, \3 the maintenance flag, \4 the monitor id, \5 the region, \6
+-- the version and \7 the plan's strings, one after the other: this script fills in those and
+-- nothing else. A plan whose shape is gone (Redis lost it) is sent nothing, like no plan.
 -- A monitor in a maintenance window (`mode:end ms`, kept by scheduler/maintenance.py) that
 -- has not ended: `pause` sends nothing and counts each check `paused`; `mute` sends the
 -- checks with "maintenance": true. Either way the slot advances as it would.
@@ -30,20 +33,52 @@ local limit = tonumber(ARGV[1])
 local field = ARGV[2]
 local streams = {}
 for i = 3, #ARGV do
-  streams[ARGV[i]] = KEYS[i + 4]
+  streams[ARGV[i]] = KEYS[i + 5]
 end
 
-local function split(plan)
+local function split(text, sep)
   local parts, start = {}, 1
   while true do
-    local stop = string.find(plan, '\0', start, true)
+    local stop = string.find(text, sep, start, true)
     if not stop then
-      parts[#parts + 1] = string.sub(plan, start)
+      parts[#parts + 1] = string.sub(text, start)
       return parts
     end
-    parts[#parts + 1] = string.sub(plan, start, stop - 1)
+    parts[#parts + 1] = string.sub(text, start, stop - 1)
     start = stop + 1
   end
+end
+
+-- A plan as {interval, regions, shape, version, strings}; nil when it or its shape is gone.
+local shapes = {}
+local function read_plan(id)
+  local text = redis.call('HGET', KEYS[2], id)
+  if not text then return nil end
+  local parts = split(text, '\0')
+  local digest = parts[3]
+  if shapes[digest] == nil then
+    shapes[digest] = redis.call('HGET', KEYS[7], digest) or false
+  end
+  if not shapes[digest] then return nil end
+  local strings = {}
+  for j = 5, #parts do strings[#strings + 1] = parts[j] end
+  return {interval = tonumber(parts[1]), regions = split(parts[2], ','),
+          shape = shapes[digest], version = parts[4], strings = strings}
+end
+
+-- One check.due: the shape with every mark filled in.
+local function render(id, plan, region, slot, deadline, mode)
+  local n = 0
+  local marks = {['\1'] = string.format('%d', slot), ['\2'] = string.format('%d', deadline),
+                 ['\3'] = mode == 'mute' and 'true' or 'false', ['\4'] = id, ['\5'] = region,
+                 ['\6'] = plan.version}
+  return (string.gsub(plan.shape, '[\1-\7]', function(mark)
+    if mark == '\7' then
+      n = n + 1
+      return plan.strings[n]
+    end
+    return marks[mark]
+  end))
 end
 
 -- The window a monitor is in now: 'pause', 'mute' or nil. An entry past its end (the
@@ -79,11 +114,9 @@ local retries = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'WITHSCORES', 
 local plans, undeclared, missing = {}, {}, {}
 local function check(id)
   if plans[id] ~= nil then return end
-  local plan = redis.call('HGET', KEYS[2], id)
-  plans[id] = plan and split(plan) or false
-  if not plan then return end
-  for j = 2, #plans[id], 2 do
-    local region = plans[id][j]
+  plans[id] = read_plan(id) or false
+  if not plans[id] then return end
+  for _, region in ipairs(plans[id].regions) do
     if not streams[region] and not undeclared[region] then
       undeclared[region] = true
       missing[#missing + 1] = region
@@ -100,15 +133,14 @@ if #missing > 0 then
 end
 
 local dispatched, skipped, paused = 0, 0, 0
-local marks = {}
 for i = 1, #due, 2 do
   local id = due[i]
   local slot = tonumber(due[i + 1])
-  local parts = plans[id]
-  if not parts then
+  local plan = plans[id]
+  if not plan then
     redis.call('ZREM', KEYS[1], id)
   else
-    local interval = tonumber(parts[1])
+    local interval = plan.interval
     -- Slots missed while no scheduler ran are skipped and counted, not replayed.
     local missed = math.floor((now - slot) / interval)
     if missed > 0 then
@@ -116,18 +148,15 @@ for i = 1, #due, 2 do
       slot = slot + missed * interval
     end
     local mode = window(id)
-    marks['\1'] = string.format('%d', slot)
-    marks['\2'] = string.format('%d', slot + interval)
-    marks['\3'] = mode == 'mute' and 'true' or 'false'
     if mode == 'pause' then
-      paused = paused + (#parts - 1) / 2
+      paused = paused + #plan.regions
     else
-      for j = 2, #parts, 2 do
-        if held(parts[j]) then
+      for _, region in ipairs(plan.regions) do
+        if held(region) then
           held_count = held_count + 1
         else
-          local event = string.gsub(parts[j + 1], '[\1\2\3]', marks)
-          redis.call('XADD', streams[parts[j]], '*', field, event)
+          redis.call('XADD', streams[region], '*', field,
+                     render(id, plan, region, slot, slot + interval, mode))
           dispatched = dispatched + 1
         end
       end
@@ -139,20 +168,17 @@ local retried = 0
 for i = 1, #retries, 2 do
   redis.call('ZREM', KEYS[5], retries[i])
   local id, region = string.match(retries[i], '^(.*)|(.*)$')
-  local parts = id and plans[id]
-  local mode = parts and window(id)
-  if parts and mode ~= 'pause' then
+  local plan = id and plans[id]
+  local mode = plan and window(id)
+  if plan and mode ~= 'pause' then
     local at = tonumber(retries[i + 1])
-    local next_slot = tonumber(redis.call('ZSCORE', KEYS[1], id) or at + tonumber(parts[1]))
-    marks['\1'] = string.format('%d', at)
-    marks['\2'] = string.format('%d', math.max(next_slot, at + 1))
-    marks['\3'] = mode == 'mute' and 'true' or 'false'
-    for j = 2, #parts, 2 do
-      if parts[j] == region and held(region) then
+    local next_slot = tonumber(redis.call('ZSCORE', KEYS[1], id) or at + plan.interval)
+    for _, name in ipairs(plan.regions) do
+      if name == region and held(region) then
         held_count = held_count + 1
-      elseif parts[j] == region then
-        local event = string.gsub(parts[j + 1], '[\1\2\3]', marks)
-        redis.call('XADD', streams[parts[j]], '*', field, event)
+      elseif name == region then
+        redis.call('XADD', streams[region], '*', field,
+                   render(id, plan, region, at, math.max(next_slot, at + 1), mode))
         dispatched = dispatched + 1
         retried = retried + 1
       end

@@ -67,7 +67,7 @@ class Dispatcher:
         while True:
             dispatched, skipped, popped, head, now, held, named = await self._script(
                 keys=[self.keys.due, self.keys.plan, self.keys.stats, self.keys.maintenance,
-                      self.keys.retries, self.keys.paused,
+                      self.keys.retries, self.keys.paused, self.keys.shapes,
                       *(self.keys.checks(region) for region in self._regions)],
                 args=[self.limit, EVENT_FIELD, *self._regions])
             if not named:

@@ -8,7 +8,8 @@ first one after start-up loads everything.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import functools
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -32,6 +33,20 @@ _REMOVE = Path(__file__).with_name("remove.lua").read_text()
 log = structlog.get_logger(component="scheduler.sync")
 
 
+def rules_json(row: asyncpg.Record) -> bytes:
+    """The monitor's rules (engine.rules) as the rules hash holds them: a million monitors
+    share a few, so each is validated and written once."""
+    return _rules_json(row["interval_ms"], row["timeout_ms"], tuple(row["regions"]),
+                       row["alerting"])
+
+
+@functools.lru_cache(maxsize=4_096)
+def _rules_json(interval_ms: int, timeout_ms: int, regions: tuple[str, ...],
+                alerting: str) -> bytes:
+    return Rules.of_row({"interval_ms": interval_ms, "timeout_ms": timeout_ms,
+                         "regions": regions, "alerting": alerting}).to_json()
+
+
 class MonitorSync:
     """Makes the Redis schedule match Postgres. Every write is guarded by the monitor's
     revision in Redis itself (sync.lua, remove.lua), and the reconcile compares Postgres with
@@ -49,7 +64,7 @@ class MonitorSync:
         self._sync = r.register_script(SYNC_SCRIPT)
         self._remove_script = r.register_script(_REMOVE)
         self._script_keys = [keys.due, keys.plan, keys.revisions, keys.tombstones, keys.rules,
-                             keys.regions]
+                             keys.regions, keys.shapes]
         # Monitors named by notifications: id -> the revision a deletion removed (0: not one).
         self._changed: dict[str, int] = {}
         self.wake = asyncio.Event()
@@ -61,19 +76,25 @@ class MonitorSync:
         self._changed[monitor_id] = int(deleted or 0)
         self.wake.set()
 
-    async def _upsert(self, rows: Iterable[asyncpg.Record]) -> int:
-        args: list[str | int | bytes] = []
-        count = 0
-        for row in rows:
-            args += [row["id"], compile_plan(row), phase_ms(row["id"], row["interval_ms"]),
-                     row["revision"], Rules.of_row(row).to_json()]
-            count += 1
-            if len(args) >= SYNC_BATCH * 5:
-                await self._sync(keys=self._script_keys, args=args)
-                args = []
-        if args:
-            await self._sync(keys=self._script_keys, args=args)
-        return count
+    async def _upsert(self, rows: Sequence[asyncpg.Record]) -> int:
+        """Write plans in batches of SYNC_BATCH, each batch with the shapes its plans name;
+        the next batch is compiled while Redis runs the last one."""
+        pending: asyncio.Task[object] | None = None
+        for start in range(0, len(rows), SYNC_BATCH):
+            shapes: dict[bytes, bytes] = {}
+            monitors: list[str | int | bytes] = []
+            for row in rows[start:start + SYNC_BATCH]:
+                plan = compile_plan(row)
+                shapes[plan.digest] = plan.shape
+                monitors += [row["id"], plan.plan, phase_ms(row["id"], row["interval_ms"]),
+                             row["revision"], rules_json(row)]
+            if pending is not None:
+                await pending
+            pending = asyncio.ensure_future(self._sync(keys=self._script_keys, args=[
+                len(shapes), *(part for pair in shapes.items() for part in pair), *monitors]))
+        if pending is not None:
+            await pending
+        return len(rows)
 
     async def _remove(self, removed: dict[str, int]) -> int:
         """Take monitors out, leaving tombstones; `removed` maps id -> revision deleted."""

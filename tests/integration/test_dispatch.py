@@ -52,7 +52,7 @@ class Lua:
 
     def reset(self) -> None:
         self.regions = set()
-        self.client.delete(KEYS.due, KEYS.plan, KEYS.stats, KEYS.regions,
+        self.client.delete(KEYS.due, KEYS.plan, KEYS.shapes, KEYS.stats, KEYS.regions,
                            *self.client.keys(f"{KEYS.checks_prefix}*"))
 
     def now(self) -> int:
@@ -60,13 +60,16 @@ class Lua:
         return int(seconds * 1000 + micros // 1000)
 
     def seed(self, row: dict[str, Any], slot: int) -> None:
-        self.client.hset(KEYS.plan, row["id"], compile_plan(row))
+        plan = compile_plan(row)
+        self.client.hset(KEYS.plan, row["id"], plan.plan)
+        self.client.hset(KEYS.shapes, plan.digest, plan.shape)
         self.client.zadd(KEYS.due, {row["id"]: slot})
         self.regions.update(row["regions"])
 
     def call(self, regions: list[str]) -> list[Any]:
         result: list[Any] = self.script(
             keys=[KEYS.due, KEYS.plan, KEYS.stats, KEYS.maintenance, KEYS.retries, KEYS.paused,
+                  KEYS.shapes,
                   *(KEYS.checks(region) for region in regions)],
             args=[1_000, EVENT_FIELD, *regions])
         return result
@@ -151,8 +154,10 @@ def test_a_new_monitor_is_placed_on_its_grid_at_or_after_now(lua: Lua, monitor_i
     lua.client.delete(KEYS.revisions, KEYS.tombstones)
     sync = lua.client.register_script(SYNC_SCRIPT)
     before = lua.now()
-    sync(keys=[KEYS.due, KEYS.plan, KEYS.revisions, KEYS.tombstones, KEYS.rules, KEYS.regions],
-         args=[monitor_id, compile_plan(row_of(monitor_id, ["default"], interval_ms, 1, {})),
+    sync(keys=[KEYS.due, KEYS.plan, KEYS.revisions, KEYS.tombstones, KEYS.rules, KEYS.regions,
+               KEYS.shapes],
+         args=[0, monitor_id,
+               compile_plan(row_of(monitor_id, ["default"], interval_ms, 1, {})).plan,
                phase_ms(monitor_id, interval_ms), 1, b"{}"])
     first = int(lua.client.zscore(KEYS.due, monitor_id))
     assert before <= first < lua.now() + interval_ms
@@ -187,9 +192,10 @@ def test_the_sync_adds_every_region_a_plan_names(lua: Lua,
     args: list[Any] = []
     for i, region_list in enumerate(region_lists):
         mid = f"m{i}"
-        args += [mid, compile_plan(row_of(mid, region_list, 60_000, 1, {})),
+        args += [mid, compile_plan(row_of(mid, region_list, 60_000, 1, {})).plan,
                  phase_ms(mid, 60_000), 1, b"{}"]
-    sync(keys=[KEYS.due, KEYS.plan, KEYS.revisions, KEYS.tombstones, KEYS.rules, KEYS.regions],
-         args=args)
+    sync(keys=[KEYS.due, KEYS.plan, KEYS.revisions, KEYS.tombstones, KEYS.rules, KEYS.regions,
+               KEYS.shapes],
+         args=[0, *args])
     named = {region for region_list in region_lists for region in region_list}
     assert lua.client.smembers(KEYS.regions) == {region.encode() for region in named}

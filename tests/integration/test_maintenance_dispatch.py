@@ -12,7 +12,7 @@ from engine.events import CheckDue, check_id
 from engine.keys import Keys
 from engine.streams import event_of
 from scheduler.dispatch import Dispatcher
-from scheduler.plan import compile_plan
+from tests.support.helpers import put_plan
 
 INTERVAL_MS = 60_000
 REGIONS = ["eu", "us"]
@@ -21,7 +21,7 @@ REGIONS = ["eu", "us"]
 async def seed(r: aioredis.Redis, keys: Keys, monitor_id: str, slot: int) -> None:
     row = {"id": monitor_id, "kind": "tcp", "interval_ms": INTERVAL_MS, "timeout_ms": 5_000,
            "regions": REGIONS, "spec": {"host": "127.0.0.1", "port": 9}, "version": 4}
-    await r.hset(keys.plan, monitor_id, compile_plan(row))
+    await put_plan(r, keys, row, monitor_id)
     await r.zadd(keys.due, {monitor_id: slot})
 
 

@@ -11,10 +11,9 @@ from engine.clock import redis_ms
 from engine.events import CheckDue
 from engine.streams import event_of
 from scheduler.dispatch import Dispatcher
-from scheduler.plan import compile_plan
 from scheduler.service import Scheduler
 from scheduler.sync import CHANNEL
-from tests.support.helpers import running, wait_for
+from tests.support.helpers import put_plan, running, wait_for
 
 WEB = {"id": "web", "kind": "http", "interval": "1s", "timeout": "500ms", "tags": ["shop"],
        "http": {"url": "http://127.0.0.1:9/a"}}
@@ -152,7 +151,7 @@ async def test_a_critical_monitor_through_the_api(api, r, keys, pool):
     resp = await api.patch("/api/v1/monitors/web", json={"name": "Shop"})
     assert (resp.status, (await resp.json())["critical"]) == (200, True)
     [row] = await store.plan_rows(pool, ["web"])
-    await r.hset(keys.plan, "web", compile_plan(row))
+    await put_plan(r, keys, row, "web")
     await r.zadd(keys.due, {"web": await redis_ms(r) - 1})
     assert (await Dispatcher(r, keys).dispatch())[0] == 1
     [(_, fields)] = await r.xrange(keys.checks("default"))

@@ -15,7 +15,7 @@ from engine.settings import Settings
 from engine.streams import EVENT_FIELD, ensure_group, event_of
 from evaluator.service import Evaluator, member
 from scheduler.dispatch import Dispatcher
-from scheduler.plan import compile_plan
+from tests.support.helpers import put_plan
 
 INTERVAL_MS = 60_000
 ROW = {"id": "web", "kind": "tcp", "interval_ms": INTERVAL_MS, "timeout_ms": 5_000,
@@ -30,7 +30,7 @@ async def sent(r, keys, region: str) -> list[tuple[bytes, CheckDue]]:
 async def test_a_retry_is_sent_once_at_its_time_with_its_own_check_id(r, keys):
     now = await redis_ms(r)
     next_slot = now + 30_000
-    await r.hset(keys.plan, "web", compile_plan(ROW))
+    await put_plan(r, keys, ROW, "web")
     await r.zadd(keys.due, {"web": next_slot})
     await r.zadd(keys.retries, {member("web", "eu"): now - 5, member("web", "us"): now + 9_000})
     dispatched, _, _, head, _ = await Dispatcher(r, keys).dispatch()
@@ -50,7 +50,7 @@ async def test_a_retry_is_sent_once_at_its_time_with_its_own_check_id(r, keys):
 
 async def test_no_retry_for_a_monitor_gone_or_paused(r, keys):
     now = await redis_ms(r)
-    await r.hset(keys.plan, "web", compile_plan(ROW))
+    await put_plan(r, keys, ROW, "web")
     await r.zadd(keys.due, {"web": now + 30_000})
     await r.hset(keys.maintenance, "web", f"pause:{now + 600_000}")
     await r.zadd(keys.retries, {member("web", "eu"): now - 5, member("gone", "eu"): now - 5})

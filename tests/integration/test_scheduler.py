@@ -15,7 +15,14 @@ from engine.events import DEADLINE_MARK, MAINTENANCE_MARK, SLOT_MARK, CheckDue, 
 from engine.streams import event_of
 from executors.kinds import SCHEMA
 from scheduler.dispatch import Dispatcher
-from scheduler.plan import compile_plan
+from scheduler.plan import (
+    COUNT_PREFIX,
+    MONITOR_MARK,
+    REGION_MARK,
+    STRING_MARK,
+    VERSION_MARK,
+    compile_plan,
+)
 from scheduler.schedule import phase_ms
 from scheduler.service import Scheduler
 from scheduler.sync import MonitorSync
@@ -33,7 +40,9 @@ async def seed(r, keys, rows, slot_of):
     """Plans, and each monitor due at slot_of(row)."""
     async with r.pipeline(transaction=False) as pipe:
         for row in rows:
-            pipe.hset(keys.plan, row["id"], compile_plan(row))
+            plan = compile_plan(row)
+            pipe.hset(keys.plan, row["id"], plan.plan)
+            pipe.hset(keys.shapes, plan.digest, plan.shape)
             pipe.zadd(keys.due, {row["id"]: slot_of(row)})
         await pipe.execute()
 
@@ -105,17 +114,49 @@ async def test_sync_keeps_schedule_unless_interval_changes(r, keys, pool, clean)
     assert await r.zscore(keys.due, "web") == first
     await pool.execute("UPDATE monitors SET interval_ms = 20000, version = version + 1")
     await sync.reconcile()
-    # The plan is the interval, then per region the region and its check.due template.
-    interval, region, template = (await r.hget(keys.plan, "web")).split(b"\x00")
-    assert (interval, region) == (b"20000", b"default")
-    event = orjson.loads(template.replace(SLOT_MARK, b"0").replace(DEADLINE_MARK, b"0").replace(
-        MAINTENANCE_MARK, b"false"))
+    # The plan is the interval, the regions, its shape's digest, the version and the spec's
+    # strings; the shape is the check.due with marks for them (scheduler/plan.py).
+    interval, regions, digest, version, *strings = (await r.hget(keys.plan, "web")).split(
+        b"\x00")
+    assert (interval, regions, version, strings) == (b"20000", b"default", b"3",
+                                                     [b'"127.0.0.1"'])
+    shape = await r.hget(keys.shapes, digest)
+    for mark, value in ((SLOT_MARK, b"0"), (DEADLINE_MARK, b"0"), (MAINTENANCE_MARK, b"false"),
+                        (MONITOR_MARK, b"web"), (REGION_MARK, b"default"), (VERSION_MARK, b"3"),
+                        (STRING_MARK, strings[0])):
+        shape = shape.replace(mark, value)
+    event = orjson.loads(shape)
     assert (event["spec_version"], event["interval_ms"]) == (3, 20_000)
     assert event["spec"] == {"host": "127.0.0.1", "port": 9}
     await pool.execute("UPDATE monitors SET enabled = false, version = version + 1")
     await sync.reconcile()
-    assert await r.hget(keys.plan, "web") is None
+    # The shape leaves with its last plan.
+    assert (await r.hgetall(keys.plan), await r.hgetall(keys.shapes)) == ({}, {})
     assert await r.zscore(keys.due, "web") is None
+
+
+async def test_monitors_of_one_form_share_a_shape_until_the_last_leaves(r, keys, pool, clean):
+    """A shape is kept once for every plan that names it, and goes with the last of them,
+    whether a change moves a plan to another shape or the monitor is deleted."""
+    monitors = SCHEMA.parse([{"id": f"m{i}", "kind": "tcp", "interval": "10s", "timeout": "1s",
+                              "tcp": {"host": f"10.0.0.{i}", "port": 9}} for i in range(20)])
+    await store_monitors(pool, monitors, source="file")
+    sync = MonitorSync(r, pool, keys)
+    await sync.reconcile()
+
+    async def shapes() -> dict[bytes, bytes]:
+        return await r.hgetall(keys.shapes)
+
+    [digest] = [k for k in await shapes() if not k.startswith(COUNT_PREFIX)]
+    assert (await shapes())[COUNT_PREFIX + digest] == b"20"
+    await pool.execute("UPDATE monitors SET spec = spec || '{\"port\": 10}' WHERE id = 'm0'")
+    await sync.reconcile()
+    assert len(await shapes()) == 4
+    assert (await shapes())[COUNT_PREFIX + digest] == b"19"
+    await pool.execute("DELETE FROM monitors WHERE id <> 'm0'")
+    await sync.reconcile()
+    assert COUNT_PREFIX + digest not in await shapes()
+    assert len(await shapes()) == 2
 
 
 @pytest.mark.timeout(30)
@@ -163,12 +204,7 @@ WEB = {"id": "web", "kind": "tcp", "interval": "10s", "timeout": "1s",
 
 async def plan_version(r, keys, monitor_id: str) -> int | None:
     plan = await r.hget(keys.plan, monitor_id)
-    if plan is None:
-        return None
-    template = plan.split(b"\x00")[2]
-    return orjson.loads(template.replace(SLOT_MARK, b"0").replace(DEADLINE_MARK, b"0").replace(
-        MAINTENANCE_MARK, b"false"))[
-        "spec_version"]
+    return None if plan is None else int(plan.split(b"\x00")[3])
 
 
 async def test_a_slow_reconcile_cannot_roll_a_plan_back(r, keys, pool, clean):

@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import redis.asyncio as aioredis
 
 from engine import store
 from engine.events import CheckResult, Outcome, check_id
+from engine.keys import Keys
 from engine.monitors import MonitorBase
 from engine.secrets import Keyring
+from scheduler.plan import compile_plan
 
 
 def free_port() -> int:
@@ -57,6 +60,13 @@ async def store_monitors(pool: asyncpg.Pool, monitors: list[MonitorBase], source
     async with pool.acquire() as conn, conn.transaction():
         for monitor in monitors:
             await store.upsert(conn, monitor, source, Keyring.from_env())
+
+
+async def put_plan(r: aioredis.Redis, keys: Keys, row: Any, monitor_id: str) -> None:
+    """A monitor's plan and its shape written by hand, without the sync's shape count."""
+    plan = compile_plan(row)
+    await r.hset(keys.plan, monitor_id, plan.plan)
+    await r.hset(keys.shapes, plan.digest, plan.shape)
 
 
 def check_result(monitor_id: str = "m", scheduled_ms: int = 1_000, outcome: Outcome = "up", *,

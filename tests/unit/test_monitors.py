@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from engine import monitors as limits
 from engine.monitors import SpecError
+from engine.rules import Rules
 from executors.kinds import SCHEMA
 
 HttpMonitor = SCHEMA.models["http"]
@@ -237,3 +240,20 @@ def test_bad_duration_names_the_field(field: str) -> None:
     assert "'bad-duration'" in problem
     assert field in problem
     assert "'often'" in problem
+
+
+@pytest.mark.parametrize("alerting", [{}, {"quorum": 2, "retry_interval": "5s", "retries": 3,
+                                           "depends_on": ["db", "dns"]}])
+def test_rules_are_written_compact_and_read_back_equal(alerting: dict[str, Any]) -> None:
+    """The rules hash holds one entry per monitor: values in field order, no names; an
+    entry with names (what an older scheduler wrote) still reads."""
+    monitor = SCHEMA.validate({"id": "web", "kind": "tcp", "interval": "60s",
+                               "regions": ["eu", "us", "ap"], "alerting": alerting,
+                               "tcp": {"host": "127.0.0.1", "port": 9}})
+    rules = Rules.of_row({"interval_ms": monitor.interval_ms, "timeout_ms": monitor.timeout_ms,
+                          "regions": monitor.regions,
+                          "alerting": monitor.alerting.model_dump(mode="json")})
+    assert Rules.from_json(rules.to_json()) == rules
+    named = orjson.dumps(dataclasses.asdict(rules))
+    assert Rules.from_json(named) == rules
+    assert len(rules.to_json()) < len(named) / 2
