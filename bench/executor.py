@@ -11,12 +11,20 @@ aiohttp with force_close, a bare asyncio Protocol + httptools GET, a bare open_c
 
     python bench/executor.py                         # 20,000 checks per kind
     python bench/executor.py --n 5000 --kinds http,tcp
+    python bench/executor.py --kinds http --target nginx --concurrency 50
+
+`--target nginx` puts nginx (one worker, `keepalive_timeout 0`: a fresh connection per check,
+as a real uptime check makes; bench/target.py writes its config) behind HTTP and TCP in place
+of the asyncio responder, and the baselines measure against it too. `--profile FILE` records
+the executor with py-spy (which must be installed) while it drains the HTTP checks.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +49,7 @@ from procs import (
     vigil_env,
     wait_until,
 )
+from sampling import command_delta, command_stats
 
 from engine.events import CheckDue, CheckResult, check_id
 from engine.keys import Keys
@@ -96,8 +105,17 @@ def cpu_s(proc: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
+def py_spy(pid: int, out: str, workdir: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling `pid` into `out` (collapsed stacks, for flamegraph.pl or speedscope)
+    until it is sent SIGINT."""
+    # The venv's own when it has one (pip install py-spy, for measurement only).
+    binary = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    return spawn([binary, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+                  "--nonblocking", "--output", out], workdir / "py-spy.log")
+
+
 def measure_kind(kind: str, n: int, concurrency: int, ports: dict[str, int], r: redis.Redis,
-                 workdir: Path, env: dict[str, str]) -> dict[str, Any]:
+                 workdir: Path, env: dict[str, str], profile: str | None) -> dict[str, Any]:
     r.flushall()
     fill(r, kind, n, ports)
     proc = spawn(vigil("executor"), workdir / f"executor-{kind}.log",
@@ -107,10 +125,16 @@ def measure_kind(kind: str, n: int, concurrency: int, ports: dict[str, int], r: 
         ps = psutil.Process(proc.pid)
         wait_until(lambda: r.xlen(KEYS.results) > 0 or proc.poll() is not None, 60,
                    f"{kind}: first result")
+        spy = py_spy(proc.pid, profile, workdir) if profile and kind == "http" else None
         t0, c0, n0 = time.perf_counter(), cpu_s(ps), r.xlen(KEYS.results)
+        calls0 = command_stats(r)
         wait_until(lambda: r.xlen(KEYS.results) >= n or proc.poll() is not None, 600,
                    f"{kind}: all results", every=0.02)
         t1, c1, n1 = time.perf_counter(), cpu_s(ps), r.xlen(KEYS.results)
+        calls1 = command_stats(r)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
     finally:
         code = stop_process(proc)
     if n1 < n:
@@ -119,9 +143,13 @@ def measure_kind(kind: str, n: int, concurrency: int, ports: dict[str, int], r: 
     if done == 0:
         raise BenchError(f"{kind}: all {n} results came within one poll of the first; "
                          "a larger --n gives a measurable span")
+    # The executor's calls per check (this harness's own polls, xlen and info, left out).
+    calls = {name: round(delta["calls"] / done, 3)
+             for name, delta in command_delta(calls0, calls1).items()
+             if name in ("xreadgroup", "evalsha", "xack", "xadd", "xpending", "hset")}
     return {"kind": kind, "n": n, "per_s": round(done / (t1 - t0), 1),
             "cpu_us": round((c1 - c0) / done * 1e6, 1), "outcomes": outcomes(r),
-            "exit": code}
+            "redis_calls_per_check": calls, "exit": code}
 
 
 def baseline(mode: str, url: str, n: int) -> dict[str, Any]:
@@ -151,7 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     server = start_redis(workdir)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(start_target(workdir, ports["http"], "python"))
+        procs.append(start_target(workdir, ports["http"], args.target))
         https, ca_file = start_https(workdir, ports["https"])
         procs.append(https)
         procs.append(spawn([sys.executable, str(BENCH / "dns_target.py"), "--port",
@@ -159,8 +187,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r = redis.Redis(port=server.port)
         # The executor trusts the test CA the way a deployment trusts a private CA.
         env = {"VIGIL_REDIS_URL": server.url, "SSL_CERT_FILE": str(ca_file)}
-        kinds = [measure_kind(kind, args.n, args.concurrency, ports, r, workdir, env)
-                 for kind in args.kinds]
+        kinds = [measure_kind(kind, args.n, args.concurrency, ports, r, workdir, env,
+                              args.profile) for kind in args.kinds]
         url = f"http://127.0.0.1:{ports['http']}/"
         bases = [baseline(mode, url, args.n) for mode in ("aiohttp", "protocol", "connect")]
         return {"kinds": kinds, "baselines": bases, "workdir": str(workdir)}
@@ -175,6 +203,7 @@ def report(res: dict[str, Any]) -> str:
     for k in res["kinds"]:
         lines.append(f"  {k['kind']:22} {k['per_s']:>10,.0f} {k['cpu_us']:>13,.1f}  "
                      f"{k['outcomes']} exit={k['exit']}")
+        lines.append(f"  {'':22} Redis calls per check: {k['redis_calls_per_check']}")
     lines.append(f"{'baseline (no engine)':24} {'req/s':>10} {'CPU us/req':>13}")
     for b in res["baselines"]:
         lines.append(f"  {b['mode']:22} {b['per_s']:>10,.0f} {b['cpu_us']:>13,.1f}")
@@ -196,6 +225,9 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20_000, help="checks per kind")
     ap.add_argument("--concurrency", type=int, default=512, help="VIGIL_CONCURRENCY")
+    ap.add_argument("--target", choices=("python", "nginx"), default="python",
+                    help="the HTTP target: bench/target.py's asyncio responder or nginx")
+    ap.add_argument("--profile", metavar="FILE", help="py-spy the executor's HTTP run into FILE")
     ap.add_argument("--kinds", default=",".join(KINDS),
                     type=lambda s: [k for k in s.split(",") if k])
     args = ap.parse_args()

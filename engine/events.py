@@ -88,6 +88,12 @@ class CheckDue:
     def to_json(self) -> bytes:
         return orjson.dumps(self)
 
+    @property
+    def critical(self) -> bool:
+        """A critical monitor's spec says `"critical": true`: an executor that is behind runs
+        its checks first (executors.admission)."""
+        return self.spec.get("critical") is True
+
     @classmethod
     def template(cls, *, monitor_id: str, region: str, interval_ms: int, timeout_ms: int,
                  spec_version: int, kind: str, spec_json: bytes) -> bytes:

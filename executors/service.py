@@ -1,23 +1,24 @@
 """`vigil executor`: claim check.due events, run them under a concurrency bound, write results.
 
 One executor serves one or more shards (executors.lane: a reader, completions, a sweep and
-upkeep per shard) under one concurrency budget for the whole process. Each reader reads in
-batches no larger than the room left in that budget, so an entry waits in Redis, not in this
-process; readers of several shards that read at the same moment may together take more than
-the room, and what is over waits here, in order, for the next free slot (at most a batch per
-shard). Results are written and acknowledged together (streams.Completions), batched, on the
-shard the check came from. A sweeper claims entries stalled past max timeout + grace from
-peers whose heartbeats stopped.
+upkeep per shard) with one pool of `concurrency` workers for the whole process. Readers keep
+a small buffer of delivered checks ahead of the workers (at most PREFETCH_MAX, read in batches
+no smaller than READ_MIN while it fills), so a worker that ends a check starts the next one
+without a round trip to Redis; the buffer hands out critical monitors first and holds back a
+host that has its `per_host` checks running (executors.admission). A check picked up past its
+deadline is `expired` without running. Results are written and acknowledged together
+(streams.Completions), batched, on the shard the check came from. A sweeper claims entries
+stalled past max timeout + grace from peers whose heartbeats stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
@@ -30,25 +31,44 @@ from engine.guard import REFRESH_S, Guard
 from engine.keys import Keys
 from engine.service import every
 from engine.settings import Settings
-from engine.streams import Delivery, Fields, event_of
+from engine.streams import Delivery, event_of
+from executors.admission import Ready, Slot, Timeouts, host_of
 from executors.base import Context, failed
 from executors.checker import Checker, SpecInvalid
 from executors.kinds import KINDS
 from executors.lane import FLUSH_MAX, Lane
 
 READ_BLOCK_MS = 1_000
-FLUSH_EVERY_S = 0.01
+# The buffer of delivered checks ahead of the workers, and the smallest read that tops it up
+# while it still holds some: one round trip brings many checks, not one per check ended.
+PREFETCH_MAX = 256
+READ_MIN = 16
+# After a read or a flush that found less than it could take, the next waits this long, so
+# a trickle of checks shares round trips; the first check after a quiet spell goes at once.
+GATHER_S = 0.002
 TRIM_EVERY_S = 10.0
 REPORT_EVERY_S = 10.0
 METRICS_EVERY_S = 1.0
 log = structlog.get_logger(component="executor")
 
 
+@dataclass(slots=True, eq=False)
+class Work:
+    """A delivered check, decoded, waiting for a worker."""
+
+    lane: Lane
+    entry_id: bytes
+    due: CheckDue
+    deliveries: int
+    critical: bool
+    host: str
+
+
 class Executor:
     name = "executor"
 
     def __init__(self, r: aioredis.Redis, keys: Keys | Sequence[Keys], settings: Settings,
-                 clock: RedisClock | None = None) -> None:
+                 clock: RedisClock | None = None, per_host: int | None = None) -> None:
         self.r = r
         self.settings = settings
         # Expiry and the result's times are Redis time: a fast host clock must not expire a
@@ -58,11 +78,17 @@ class Executor:
         self.guard = Guard(settings)
         self.checker = Checker(Context(r, shards[0], guard=self.guard))
         self.lanes = [Lane(r, k, settings, replace(self.checker.ctx, keys=k)) for k in shards]
-        self._inflight: set[asyncio.Task[None]] = set()
-        # Delivered entries over the budget (readers of several shards read at once), started
-        # in order as slots free.
-        self._waiting: deque[tuple[Lane, Delivery]] = deque()
-        self._slot_free = asyncio.Event()
+        self.per_host = per_host
+        self._ready: Ready[Work] = Ready(per_host)
+        self._prefetch = min(settings.concurrency, PREFETCH_MAX)
+        self._slots = [Slot() for _ in range(settings.concurrency)]
+        self._timeouts = Timeouts(self._slots)
+        self._running = 0
+        self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for a check
+        self._room = asyncio.Event()  # a worker took a check: readers may read again
+        self._stopping = False
+        self._workers_done = asyncio.Event()
+        self._chores: set[asyncio.Task[None]] = set()  # dead letters of undecodable entries
         self._drain_by: float | None = None  # set at SIGTERM: when the drain gives up
         self._beat_s = registry.beat_every_s(settings.claim_idle_ms)
         # (kind, outcome) since the last metrics update (every second); outcomes since the
@@ -72,76 +98,95 @@ class Executor:
 
     @property
     def free(self) -> int:
-        return self.settings.concurrency - len(self._inflight)
+        """Checks this process can take now: free workers and room in the buffer."""
+        return self.settings.concurrency + self._prefetch - self._running - len(self._ready)
 
     def _admit(self, lane: Lane, delivery: Delivery) -> None:
-        """Run a delivered entry, unless it is held already or it was delivered more than
-        max_deliveries times (a check that keeps killing executors): that one ends as an
-        `error` result and a dead letter."""
+        """Queue a delivered entry for a worker, unless it is held already. One that does not
+        decode is dead-lettered; one delivered more than max_deliveries times (a check that
+        keeps killing executors) ends as an `error` result and a dead letter."""
         if delivery.entry_id in lane.held:
             return
         lane.held.add(delivery.entry_id)
-        if delivery.deliveries > self.settings.max_deliveries:
-            self._give_up(lane, delivery.entry_id, delivery.fields, delivery.deliveries)
-        elif self.free > 0:
-            self._start(lane, delivery)
-        else:
-            self._waiting.append((lane, delivery))
-
-    def _start(self, lane: Lane, delivery: Delivery) -> None:
-        task = asyncio.create_task(self._handle(lane, delivery.entry_id, delivery.fields,
-                                                delivery.deliveries))
-        self._inflight.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
-        # Draining, what waits is not started: it stays pending, for a peer or the next start.
-        if self._waiting and self._drain_by is None:
-            self._start(*self._waiting.popleft())
-        self._slot_free.set()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("check handler failed", error=repr(task.exception()))
-
-    async def _handle(self, lane: Lane, entry_id: bytes, fields: Fields, deliveries: int) -> None:
         try:
-            due = CheckDue.from_json(event_of(fields))
+            due = CheckDue.from_json(event_of(delivery.fields))
         except BadEvent as exc:
-            # Not a check we can account for: keep a copy, acknowledge, go on.
-            log.error("bad check event dead-lettered", entry_id=entry_id.decode(), error=str(exc))
-            await lane.deadletters.add(lane.stream, entry_id, event_of(fields), str(exc))
-            await lane.consumer.ack(entry_id)
-            lane.held.discard(entry_id)
-            metrics.DEAD_LETTERS.labels(lane.stream).inc()
+            self._chore(self._dead_letter(lane, delivery, str(exc)))
             return
-        result = await self._run(lane, due, deliveries)
-        self._measure(due, result)
-        lane.complete((entry_id, result.to_json(), "", b""))
+        if delivery.deliveries > self.settings.max_deliveries:
+            self._give_up(lane, delivery, due)
+            return
+        host = host_of(due.spec) if self.per_host is not None else ""
+        self._ready.push(Work(lane, delivery.entry_id, due, delivery.deliveries, due.critical,
+                              host))
+        if self._idle:
+            self._idle.popleft().set_result(None)
 
-    async def _run(self, lane: Lane, due: CheckDue, deliveries: int) -> CheckResult:
+    def _chore(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(job)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    async def _dead_letter(self, lane: Lane, delivery: Delivery, reason: str) -> None:
+        """Not a check we can account for: keep a copy, acknowledge, go on."""
+        log.error("bad check event dead-lettered", entry_id=delivery.entry_id.decode(),
+                  error=reason)
+        await lane.deadletters.add(lane.stream, delivery.entry_id, event_of(delivery.fields),
+                                   reason)
+        await lane.consumer.ack(delivery.entry_id)
+        lane.held.discard(delivery.entry_id)
+        metrics.DEAD_LETTERS.labels(lane.stream).inc()
+
+    async def _worker(self, slot: Slot) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            work = self._ready.pop()
+            if work is None:
+                idle = loop.create_future()
+                self._idle.append(idle)
+                await idle
+                continue
+            self._room.set()
+            self._running += 1
+            try:
+                await self._process(slot, work)
+            finally:
+                self._running -= 1
+                self._ready.done(work)
+
+    async def _process(self, slot: Slot, work: Work) -> None:
+        due = work.due
         started = self.clock.now_ms()
         if started >= due.deadline_ms:
             obs = Observation(outcome="expired", error_kind="expired",
                               error=f"picked up {started - due.scheduled_ms} ms after its slot, "
                                     "past its deadline")
         else:
-            obs = await self._observe(lane, due)
-        return CheckResult.of(due, obs, started_ms=started, finished_ms=self.clock.now_ms(),
-                              executor=self.settings.instance_id, deliveries=deliveries)
+            obs = await self._observe(slot, work.lane, due)
+        result = CheckResult.of(due, obs, started_ms=started, finished_ms=self.clock.now_ms(),
+                                executor=self.settings.instance_id, deliveries=work.deliveries)
+        self._measure(due, result)
+        work.lane.complete((work.entry_id, result.to_json(), "", b""))
 
-    async def _observe(self, lane: Lane, due: CheckDue) -> Observation:
+    async def _observe(self, slot: Slot, lane: Lane, due: CheckDue) -> Observation:
         try:
             kind, prepared = self.checker.prepared(due)
         except SpecInvalid as exc:
             return failed("spec", str(exc))
         timeout_ms = min(due.timeout_ms, self.settings.max_timeout_ms)
-        # Kinds budget their own deadlines from the effective timeout (executors.base.budget_s).
-        due = replace(due, timeout_ms=timeout_ms)
+        if timeout_ms != due.timeout_ms:
+            # Kinds budget their own deadlines from the effective timeout (base.budget_s).
+            due = replace(due, timeout_ms=timeout_ms)
         start = time.perf_counter()
+        self._timeouts.start(slot, timeout_ms / 1000)
         try:
-            async with asyncio.timeout(timeout_ms / 1000):
-                return await self.checker.run(kind, prepared, due, lane.ctx)
-        except TimeoutError:
+            return await self.checker.run(kind, prepared, due, lane.ctx)
+        except asyncio.CancelledError:
+            if not slot.fired:
+                raise  # the drain gave up on it
+            slot.fired = False
+            if slot.task is not None:
+                slot.task.uncancel()
             # The time spent, not the setting: a loaded loop fires the timeout late, and a
             # latency graph should show that.
             return Observation(outcome="down", error_kind="timeout",
@@ -150,6 +195,8 @@ class Executor:
         except Exception as exc:
             log.exception("check crashed", check_id=due.check_id, monitor_id=due.monitor_id)
             return failed("internal", repr(exc))
+        finally:
+            self._timeouts.stop(slot)
 
     def _measure(self, due: CheckDue, result: CheckResult) -> None:
         # The kind comes from the entry: one that no kind declares counts as "unknown", so a
@@ -160,32 +207,29 @@ class Executor:
         if result.latency_ms is not None:
             metrics.LATENCY.labels(kind).observe(result.latency_ms / 1000)
 
-    async def _flush(self, lane: Lane) -> None:
-        if not await lane.flush():
-            await asyncio.sleep(0.5)  # the flusher calls again (and, draining, knows when to stop)
-
-    async def _flusher(self, lane: Lane, stop: asyncio.Event) -> None:
-        while not (stop.is_set() and not self._inflight and not lane.done):
+    async def _flusher(self, lane: Lane) -> None:
+        while not (self._workers_done.is_set() and not lane.done):
             if self._drain_by is not None and time.monotonic() >= self._drain_by:
                 log.warning("stopping with results unwritten; their checks stay pending",
                             stream=lane.stream, results=len(lane.done))
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lane.done_ready.wait(), timeout=0.2)
+            await lane.done_ready.wait()
             lane.done_ready.clear()
-            # A short pause lets a burst of completions share one round trip.
-            await asyncio.sleep(FLUSH_EVERY_S)
-            await self._flush(lane)
+            if not await lane.flush():
+                await asyncio.sleep(0.5)  # the entries stay pending meanwhile
+                lane.done_ready.set()
+            elif not self._workers_done.is_set():
+                await asyncio.sleep(GATHER_S)
 
     async def _reader(self, lane: Lane, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            room = self.free - len(self._waiting)
-            if room <= 0:
-                self._slot_free.clear()
-                await self._slot_free.wait()
+            want = min(self.free, FLUSH_MAX)
+            if want <= 0 or (len(self._ready) and want < READ_MIN):
+                self._room.clear()
+                await self._room.wait()
                 continue
             try:
-                entries = await lane.consumer.read(min(room, FLUSH_MAX), READ_BLOCK_MS)
+                entries = await lane.consumer.read(want, READ_BLOCK_MS)
                 lane.reading.ok()
             except RedisError as exc:
                 lane.reading.failed(exc)
@@ -193,6 +237,8 @@ class Executor:
                 continue
             for delivery in entries:
                 self._admit(lane, delivery)
+            if len(entries) < want:
+                await asyncio.sleep(GATHER_S)
 
     async def _each(self, job: Callable[[Lane], Awaitable[int | None]]) -> int:
         """`job` on every lane at once, the counts summed: one shard's server being away
@@ -228,13 +274,8 @@ class Executor:
             self._admit(lane, delivery)
         return len(claimed)
 
-    def _give_up(self, lane: Lane, entry_id: bytes, fields: Fields, deliveries: int) -> None:
-        try:
-            due = CheckDue.from_json(event_of(fields))
-        except BadEvent:
-            # Dead-lettered by the handler.
-            self._start(lane, Delivery(entry_id, fields, deliveries))
-            return
+    def _give_up(self, lane: Lane, delivery: Delivery, due: CheckDue) -> None:
+        deliveries = delivery.deliveries
         reason = f"delivered {deliveries} times, max_deliveries is {self.settings.max_deliveries}"
         log.error("check dead-lettered", check_id=due.check_id, monitor_id=due.monitor_id,
                   reason=reason)
@@ -244,7 +285,7 @@ class Executor:
                                 executor=self.settings.instance_id, deliveries=deliveries)
         self._measure(due, result)
         # Dead-lettered in the same step as its XACK.
-        lane.complete((entry_id, result.to_json(), reason, event_of(fields)))
+        lane.complete((delivery.entry_id, result.to_json(), reason, event_of(delivery.fields)))
         metrics.DEAD_LETTERS.labels(lane.stream).inc()
 
     async def heartbeat(self) -> None:
@@ -254,7 +295,7 @@ class Executor:
 
     async def _beat(self, lane: Lane) -> None:
         await registry.beat(self.r, lane.keys, self.settings.instance_id, self.settings.region,
-                            self.clock.now_ms(), len(self._inflight), self.settings.concurrency)
+                            self.clock.now_ms(), self._running, self.settings.concurrency)
         lane.steady.ok()
 
     async def forget_gone(self) -> None:
@@ -268,7 +309,7 @@ class Executor:
 
     async def publish_metrics(self) -> None:
         """Once a second rather than per check: prometheus-client takes a lock per update."""
-        metrics.INFLIGHT.set(len(self._inflight))
+        metrics.INFLIGHT.set(self._running)
         metrics.CONCURRENCY.set(self.settings.concurrency)
         for (kind, outcome), count in self._tally.items():
             metrics.RESULTS.labels(kind, self.settings.region, outcome).inc(count)
@@ -278,7 +319,7 @@ class Executor:
     async def report(self) -> None:
         """A line every REPORT_EVERY_S that shows checks flowing, without a line per check."""
         if self._outcomes:
-            log.info("checks done", inflight=len(self._inflight), **self._outcomes)
+            log.info("checks done", inflight=self._running, **self._outcomes)
             self._outcomes.clear()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -289,10 +330,13 @@ class Executor:
         log.info("executor started", streams=[lane.stream for lane in self.lanes],
                  concurrency=self.settings.concurrency)
         sweep_every = max(0.5, min(5.0, self.settings.claim_idle_ms / 4000))
+        for slot in self._slots:
+            slot.task = asyncio.create_task(self._worker(slot))
         try:
             await asyncio.gather(
                 *(self._reader(lane, stop) for lane in self.lanes),
-                *(self._flusher(lane, stop) for lane in self.lanes),
+                *(self._flusher(lane) for lane in self.lanes),
+                self._timeouts.run(self._workers_done),
                 every(RESYNC_S, stop, self.clock.sync, "clock"),
                 every(REFRESH_S, stop, self.guard.refresh, "guard"),
                 every(self._beat_s, stop, self.heartbeat, "heartbeat"),
@@ -308,15 +352,23 @@ class Executor:
         log.info("executor stopped")
 
     async def _drain(self, stop: asyncio.Event) -> None:
-        """After SIGTERM: let in-flight checks finish and their results be written, within
-        drain_s; what is left then stays pending in Redis, for a peer or this name's next
-        start, and the executor exits all the same."""
+        """After SIGTERM: let running checks finish and their results be written, within
+        drain_s; checks not started and what is left then stay pending in Redis, for a peer
+        or this name's next start, and the executor exits all the same."""
         await stop.wait()
         self._drain_by = time.monotonic() + self.settings.drain_s
-        if self._inflight:
-            log.info("draining in-flight checks", inflight=len(self._inflight))
-            _, late = await asyncio.wait(self._inflight, timeout=self.settings.drain_s)
-            for task in late:
-                task.cancel()
+        self._stopping = True
+        self._room.set()  # a reader waiting for room sees the stop
+        self._ready.drop_all()
+        while self._idle:
+            self._idle.popleft().set_result(None)
+        workers = [slot.task for slot in self._slots if slot.task is not None]
+        if self._running:
+            log.info("draining in-flight checks", inflight=self._running)
+        _, late = await asyncio.wait([*workers, *self._chores], timeout=self.settings.drain_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        self._workers_done.set()
         for lane in self.lanes:
             lane.done_ready.set()
