@@ -259,12 +259,12 @@ class Guard:
             if rule.target.path == real:
                 raise Denied(f"denied: {path} {rule.reason}; {ALLOW_HINT}=unix:{real}")
 
-    async def resolve(self, resolver: Resolver, host: str,
-                      port: int | None) -> tuple[list[Address], bool]:
+    async def resolve(self, resolver: Resolver, host: str, port: int | None,
+                      within_s: float | None = None) -> tuple[list[Address], bool]:
         """The addresses of `host`, every one of them checked (a name with one denied address
         is denied: a rebinding answer mixes both), and whether this call waited for a lookup;
-        raises ResolveError or Denied."""
-        addresses, looked_up = await resolver.resolve(host, port or 0)
+        raises ResolveError (ResolveTimeout past `within_s`: Resolver.resolve) or Denied."""
+        addresses, looked_up = await resolver.resolve(host, port or 0, within_s)
         for _, ip in addresses:
             self.check(ip, port, host)
         return addresses, looked_up

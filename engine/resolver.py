@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable
-from typing import TypeVar
 
 from engine.cache import MISS, BoundedCache
 
 TTL_S = 10.0
 MAX_ENTRIES = 10_000
 
-T = TypeVar("T")
 Address = tuple[int, str]  # (address family, IP address as text)
 
 
@@ -34,18 +31,6 @@ class ResolveTimeout(ResolveError):
     """The resolver gave no answer within the time the check had for it."""
 
     kind = "dns_timeout"
-
-
-async def in_time(lookup: Awaitable[T], host: str, within_s: float) -> T:
-    """`lookup` (a resolution of `host`), or ResolveTimeout after `within_s`: a check whose
-    resolver stalls says so and names the name, instead of ending as the executor's bare
-    `timeout` as if the target had been silent."""
-    try:
-        async with asyncio.timeout(max(within_s, 0.0)):
-            return await lookup
-    except TimeoutError:
-        raise ResolveTimeout(f"{host}: the resolver gave no answer within "
-                             f"{max(within_s, 0.0) * 1000:.0f} ms") from None
 
 
 def _literal(host: str) -> list[Address] | None:
@@ -66,9 +51,14 @@ class Resolver:
                                                                                   ttl_s)
         self._pending: dict[tuple[str, int], asyncio.Task[list[Address]]] = {}
 
-    async def resolve(self, host: str, port: int) -> tuple[list[Address], bool]:
+    async def resolve(self, host: str, port: int,
+                      within_s: float | None = None) -> tuple[list[Address], bool]:
         """The addresses of `host`, and whether this call waited for a lookup (False when the
-        answer came from the cache or `host` is an IP literal: its "dns" phase is 0)."""
+        answer came from the cache or `host` is an IP literal: its "dns" phase is 0).
+        A lookup waited for longer than `within_s` raises ResolveTimeout: a check whose
+        resolver stalls says so and names the name, instead of ending as the executor's bare
+        `timeout` as if the target had been silent. Only a lookup is timed: an answer at hand
+        costs no timer."""
         literal = _literal(host)
         if literal is not None:
             return literal, False
@@ -82,7 +72,14 @@ class Resolver:
             self._pending[key] = task
             task.add_done_callback(lambda t: self._forget(key, t))
         # Shielded: a check cancelled by its timeout must not cancel the lookup others await.
-        return await asyncio.shield(task), True
+        if within_s is None:
+            return await asyncio.shield(task), True
+        try:
+            async with asyncio.timeout(max(within_s, 0.0)):
+                return await asyncio.shield(task), True
+        except TimeoutError:
+            raise ResolveTimeout(f"{host}: the resolver gave no answer within "
+                                 f"{max(within_s, 0.0) * 1000:.0f} ms") from None
 
     async def _lookup(self, host: str, port: int) -> list[Address]:
         loop = asyncio.get_running_loop()

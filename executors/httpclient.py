@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import httptools
 
 from engine.guard import ConnectError, Guard, connect, os_reason
-from engine.resolver import ResolveError, Resolver, in_time
+from engine.resolver import ResolveError, Resolver
 from executors.certs import verify_kind
 
 MAX_HEAD = 64 * 1024
@@ -81,10 +81,8 @@ class Timings:
         self.phases: dict[str, float] = {}
 
     def add(self, phase: str, ms: float) -> None:
-        self.phases[phase] = self.phases.get(phase, 0.0) + ms
-
-    def rounded(self) -> dict[str, float]:
-        return {phase: round(ms, 3) for phase, ms in self.phases.items()}
+        """Kept to the microsecond as it is added: the result carries these numbers."""
+        self.phases[phase] = round(self.phases.get(phase, 0.0) + ms, 3)
 
 
 @dataclass(slots=True)
@@ -279,8 +277,8 @@ async def fetch(request: Request, guard: Guard, resolver: Resolver, tls: ssl.SSL
     name resolved within `lookup_s`; phases are added to `timings` as they complete."""
     start = time.perf_counter()
     try:
-        addresses, looked_up = await in_time(guard.resolve(resolver, request.host, request.port),
-                                             request.host, lookup_s)
+        addresses, looked_up = await guard.resolve(resolver, request.host, request.port,
+                                                   lookup_s)
     except ResolveError as exc:
         raise FetchError(exc.kind, str(exc)) from None
     timings.add("dns", _ms_since(start) if looked_up else 0.0)

@@ -28,7 +28,7 @@ from yarl import URL
 
 from engine.channels import Channel, secret_bytes
 from engine.guard import Denied, Guard
-from engine.resolver import ResolveError, Resolver, in_time
+from engine.resolver import ResolveError, Resolver
 from engine.text import clip, redact
 from notifier.messages import text
 
@@ -105,7 +105,7 @@ class Transports:
     async def _checked(self, host: str, port: int) -> None:
         """Raise Denied when an address of `host` is denied at `port`, ResolveError when it
         does not resolve within the send's time."""
-        await in_time(self.guard.resolve(self._resolver, host, port), host, self.timeout_s)
+        await self.guard.resolve(self._resolver, host, port, self.timeout_s)
 
     async def send(self, channel: Channel, key: str, body: dict[str, Any]) -> int | None:
         """Send; the HTTP status of a webhook's answer (None for apprise). Raises

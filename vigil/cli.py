@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Coroutine
@@ -39,6 +40,8 @@ from vigil.replay import replay
 from vigil.roles import ROLES, run_roles
 
 log = structlog.get_logger(component="cli")
+# Allocations between collections of the young generation (CPython: 700).
+GC_THRESHOLD = 20_000
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "monitors.yaml"
 DATA_DIR = ".vigil"
 # The example monitors probe Vigil's own API: at the port this `vigil up` serves.
@@ -373,8 +376,19 @@ def _command(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
                      getattr(args, "host", "127.0.0.1"), getattr(args, "port", 8080))
 
 
+def _tune_gc() -> None:
+    """A role allocates many short-lived objects per check and keeps few. With CPython's
+    defaults the collector ran every 700 allocations and each full pass walked every object
+    the imports made: 9% of an executor's CPU (py-spy --native, bench/executor.py). What
+    exists at start-up is frozen (never walked again) and young objects are collected
+    less often; reference cycles are still found, later."""
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    _tune_gc()
     try:
         vlogging.configure(getattr(args, "log_format", None) or Settings.from_env().log_format)
         uvloop.run(_command(args))

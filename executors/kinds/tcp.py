@@ -24,7 +24,7 @@ from pydantic import Field, field_validator, model_validator
 
 from engine.events import CheckDue, Observation
 from engine.guard import ConnectError, connect
-from engine.resolver import ResolveError, in_time
+from engine.resolver import ResolveError
 from executors.base import CLOSE_WAIT_S, Context, Host, Kind, Spec, budget_s, down
 from executors.patterns import Pattern, Regex
 
@@ -148,8 +148,8 @@ async def check(probe: Probe, ctx: Context, due: CheckDue) -> Observation:
     spec = probe.spec
     start = time.perf_counter()
     try:
-        addresses, _ = await in_time(ctx.guard.resolve(ctx.resolver, spec.host, spec.port),
-                                     spec.host, budget_s(due))
+        addresses, _ = await ctx.guard.resolve(ctx.resolver, spec.host, spec.port,
+                                               budget_s(due))
         reader, writer = await connect(addresses, spec.port, lambda family, ip: (
             asyncio.open_connection(ip, spec.port, family=family)))
     except ResolveError as exc:

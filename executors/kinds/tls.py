@@ -17,7 +17,7 @@ from pydantic import Field
 
 from engine.events import CheckDue, Observation
 from engine.guard import ConnectError, connect
-from engine.resolver import Address, ResolveError, in_time
+from engine.resolver import Address, ResolveError
 from executors.base import (
     CLOSE_WAIT_S,
     Context,
@@ -169,8 +169,8 @@ async def check(spec: TlsSpec, ctx: Context, due: CheckDue) -> Observation:
     deadline = loop.time() + budget_s(due)
     start = time.perf_counter()
     try:
-        addresses, _ = await in_time(ctx.guard.resolve(ctx.resolver, spec.host, spec.port),
-                                     spec.host, deadline - loop.time())
+        addresses, _ = await ctx.guard.resolve(ctx.resolver, spec.host, spec.port,
+                                               deadline - loop.time())
         raw, probe = await _connect(addresses, spec.port)
     except ResolveError as exc:
         return down(exc.kind, str(exc), _ms_since(start))

@@ -160,7 +160,8 @@ class Hosts(Resolver):
         super().__init__()
         self.table = table
 
-    async def resolve(self, host: str, port: int) -> tuple[list[Address], bool]:
+    async def resolve(self, host: str, port: int,
+                      within_s: float | None = None) -> tuple[list[Address], bool]:
         answers = self.table[host]
         ip = answers.pop(0) if len(answers) > 1 else answers[0]
         return [(socket.AF_INET, ip)], True

@@ -63,7 +63,7 @@ async def check(plan: Plan, ctx: Context, due: CheckDue) -> Observation:
         obs.status_code = exc.status
     else:
         obs = verdict(plan, response, (time.perf_counter() - start) * 1000, expiry)
-    obs.phases = timings.rounded()
+    obs.phases = timings.phases
     return obs
 
 
