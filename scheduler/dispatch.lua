@@ -49,7 +49,23 @@ local function split(text, sep)
   end
 end
 
--- A plan as {interval, regions, shape, version, strings}; nil when it or its shape is gone.
+-- A shape cut at its marks, once per call: literal text at odd places, the mark's byte at
+-- even ones (a shape ends with text, maybe empty).
+local function pieces(shape)
+  local out, start = {}, 1
+  while true do
+    local at = string.find(shape, '[\1-\7]', start)
+    if not at then
+      out[#out + 1] = string.sub(shape, start)
+      return out
+    end
+    out[#out + 1] = string.sub(shape, start, at - 1)
+    out[#out + 1] = string.byte(shape, at)
+    start = at + 1
+  end
+end
+
+-- A plan as {interval, regions, pieces, version, strings}; nil when it or its shape is gone.
 local shapes = {}
 local function read_plan(id)
   local text = redis.call('HGET', KEYS[2], id)
@@ -57,28 +73,33 @@ local function read_plan(id)
   local parts = split(text, '\0')
   local digest = parts[3]
   if shapes[digest] == nil then
-    shapes[digest] = redis.call('HGET', KEYS[7], digest) or false
+    local shape = redis.call('HGET', KEYS[7], digest)
+    shapes[digest] = shape and pieces(shape) or false
   end
   if not shapes[digest] then return nil end
   local strings = {}
   for j = 5, #parts do strings[#strings + 1] = parts[j] end
   return {interval = tonumber(parts[1]), regions = split(parts[2], ','),
-          shape = shapes[digest], version = parts[4], strings = strings}
+          pieces = shapes[digest], version = parts[4], strings = strings}
 end
 
--- One check.due: the shape with every mark filled in.
+-- One check.due: the shape's pieces with every mark filled in (\7: the plan's next string).
 local function render(id, plan, region, slot, deadline, mode)
-  local n = 0
-  local marks = {['\1'] = string.format('%d', slot), ['\2'] = string.format('%d', deadline),
-                 ['\3'] = mode == 'mute' and 'true' or 'false', ['\4'] = id, ['\5'] = region,
-                 ['\6'] = plan.version}
-  return (string.gsub(plan.shape, '[\1-\7]', function(mark)
-    if mark == '\7' then
+  local values = {string.format('%d', slot), string.format('%d', deadline),
+                  mode == 'mute' and 'true' or 'false', id, region, plan.version}
+  local out, cut, n = {}, plan.pieces, 0
+  for i = 1, #cut - 1, 2 do
+    out[i] = cut[i]
+    local mark = cut[i + 1]
+    if mark == 7 then
       n = n + 1
-      return plan.strings[n]
+      out[i + 1] = plan.strings[n]
+    else
+      out[i + 1] = values[mark]
     end
-    return marks[mark]
-  end))
+  end
+  out[#cut] = cut[#cut]
+  return table.concat(out)
 end
 
 -- The window a monitor is in now: 'pause', 'mute' or nil. An entry past its end (the
