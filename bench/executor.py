@@ -12,6 +12,11 @@ aiohttp with force_close, a bare asyncio Protocol + httptools GET, a bare open_c
     python bench/executor.py                         # 20,000 checks per kind
     python bench/executor.py --n 5000 --kinds http,tcp
     python bench/executor.py --kinds http --target nginx --concurrency 50
+    python bench/executor.py --kinds http --target nginx --executors 1,2,4 --n 60000
+
+`--executors 1,2,4` runs HTTP again with that many executor processes on the one stream (one
+shard): checks/s in all and per process, and redis-server's CPU per check, from which the
+checks/s one Redis core carries follows.
 
 `--target nginx` puts nginx (one worker, `keepalive_timeout 0`: a fresh connection per check,
 as a real uptime check makes; bench/target.py writes its config) behind HTTP and TCP in place
@@ -115,30 +120,39 @@ def py_spy(pid: int, out: str, workdir: Path) -> subprocess.Popen[bytes]:
 
 
 def measure_kind(kind: str, n: int, concurrency: int, ports: dict[str, int], r: redis.Redis,
-                 workdir: Path, env: dict[str, str], profile: str | None) -> dict[str, Any]:
+                 redis_ps: psutil.Process, workdir: Path, env: dict[str, str],
+                 profile: str | None, executors: int = 1) -> dict[str, Any]:
+    """`executors` processes on one stream (one shard) drain n checks of `kind`."""
     r.flushall()
     fill(r, kind, n, ports)
-    proc = spawn(vigil("executor"), workdir / f"executor-{kind}.log",
-                 vigil_env(**env, VIGIL_CONCURRENCY=str(concurrency),
-                           VIGIL_INSTANCE_ID=f"bench-{kind}"))
+    procs = [spawn(vigil("executor"), workdir / f"executor-{kind}-{executors}-{i}.log",
+                   vigil_env(**env, VIGIL_CONCURRENCY=str(concurrency),
+                             VIGIL_INSTANCE_ID=f"bench-{kind}-{i}"))
+             for i in range(executors)]
+    codes: list[int | str] = []
     try:
-        ps = psutil.Process(proc.pid)
-        wait_until(lambda: r.xlen(KEYS.results) > 0 or proc.poll() is not None, 60,
-                   f"{kind}: first result")
-        spy = py_spy(proc.pid, profile, workdir) if profile and kind == "http" else None
-        t0, c0, n0 = time.perf_counter(), cpu_s(ps), r.xlen(KEYS.results)
+        ps = [psutil.Process(proc.pid) for proc in procs]
+
+        def exited() -> bool:
+            return any(proc.poll() is not None for proc in procs)
+
+        wait_until(lambda: r.xlen(KEYS.results) > 0 or exited(), 60, f"{kind}: first result")
+        spy = py_spy(procs[0].pid, profile, workdir) if profile and kind == "http" else None
+        t0, n0 = time.perf_counter(), r.xlen(KEYS.results)
+        c0, rc0 = sum(map(cpu_s, ps)), cpu_s(redis_ps)
         calls0 = command_stats(r)
-        wait_until(lambda: r.xlen(KEYS.results) >= n or proc.poll() is not None, 600,
-                   f"{kind}: all results", every=0.02)
-        t1, c1, n1 = time.perf_counter(), cpu_s(ps), r.xlen(KEYS.results)
+        wait_until(lambda: r.xlen(KEYS.results) >= n or exited(), 600, f"{kind}: all results",
+                   every=0.02)
+        t1, n1 = time.perf_counter(), r.xlen(KEYS.results)
+        c1, rc1 = sum(map(cpu_s, ps)), cpu_s(redis_ps)
         calls1 = command_stats(r)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
     finally:
-        code = stop_process(proc)
+        codes = [stop_process(proc) for proc in procs]
     if n1 < n:
-        raise BenchError(f"{kind}: {n1} of {n} results; see {workdir}/executor-{kind}.log")
+        raise BenchError(f"{kind}: {n1} of {n} results; see {workdir}/executor-{kind}-*.log")
     done = n1 - n0
     if done == 0:
         raise BenchError(f"{kind}: all {n} results came within one poll of the first; "
@@ -147,9 +161,12 @@ def measure_kind(kind: str, n: int, concurrency: int, ports: dict[str, int], r: 
     calls = {name: round(delta["calls"] / done, 3)
              for name, delta in command_delta(calls0, calls1).items()
              if name in ("xreadgroup", "evalsha", "xack", "xadd", "xpending", "hset")}
-    return {"kind": kind, "n": n, "per_s": round(done / (t1 - t0), 1),
-            "cpu_us": round((c1 - c0) / done * 1e6, 1), "outcomes": outcomes(r),
-            "redis_calls_per_check": calls, "exit": code}
+    # psutil's CPU times tick at 10 ms: the redis-server figure wants tens of thousands of checks.
+    return {"kind": kind, "n": n, "executors": executors, "per_s": round(done / (t1 - t0), 1),
+            "per_s_per_process": round(done / (t1 - t0) / executors, 1),
+            "cpu_us": round((c1 - c0) / done * 1e6, 1),
+            "redis_cpu_us": round((rc1 - rc0) / done * 1e6, 1), "outcomes": outcomes(r),
+            "redis_calls_per_check": calls, "exit": codes}
 
 
 def baseline(mode: str, url: str, n: int) -> dict[str, Any]:
@@ -185,13 +202,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         procs.append(spawn([sys.executable, str(BENCH / "dns_target.py"), "--port",
                             str(ports["dns"])], workdir / "dns.log"))
         r = redis.Redis(port=server.port)
+        redis_ps = psutil.Process(r.info("server")["process_id"])
         # The executor trusts the test CA the way a deployment trusts a private CA.
         env = {"VIGIL_REDIS_URL": server.url, "SSL_CERT_FILE": str(ca_file)}
-        kinds = [measure_kind(kind, args.n, args.concurrency, ports, r, workdir, env,
+        kinds = [measure_kind(kind, args.n, args.concurrency, ports, r, redis_ps, workdir, env,
                               args.profile) for kind in args.kinds]
+        scale = [measure_kind("http", args.n, args.concurrency, ports, r, redis_ps, workdir,
+                              env, None, executors) for executors in args.executors]
         url = f"http://127.0.0.1:{ports['http']}/"
         bases = [baseline(mode, url, args.n) for mode in ("aiohttp", "protocol", "connect")]
-        return {"kinds": kinds, "baselines": bases, "workdir": str(workdir)}
+        return {"kinds": kinds, "scale": scale, "baselines": bases, "workdir": str(workdir)}
     finally:
         for proc in reversed(procs):
             stop_process(proc)
@@ -204,6 +224,15 @@ def report(res: dict[str, Any]) -> str:
         lines.append(f"  {k['kind']:22} {k['per_s']:>10,.0f} {k['cpu_us']:>13,.1f}  "
                      f"{k['outcomes']} exit={k['exit']}")
         lines.append(f"  {'':22} Redis calls per check: {k['redis_calls_per_check']}")
+    for k in res["kinds"]:
+        lines.append(f"  {k['kind']:22} redis-server CPU per check {k['redis_cpu_us']:,.1f} us")
+    if res["scale"]:
+        lines.append(f"{'http, executors on one shard':30} {'checks/s':>9} {'per process':>12} "
+                     f"{'CPU us/check':>13} {'redis us/check':>15} {'one Redis core':>15}")
+    for k in res["scale"]:
+        lines.append(f"  {k['executors']:<28} {k['per_s']:>9,.0f} {k['per_s_per_process']:>12,.0f}"
+                     f" {k['cpu_us']:>13,.1f} {k['redis_cpu_us']:>15,.1f} "
+                     f"{1e6 / max(k['redis_cpu_us'], 0.1):>11,.0f}/s")
     lines.append(f"{'baseline (no engine)':24} {'req/s':>10} {'CPU us/req':>13}")
     for b in res["baselines"]:
         lines.append(f"  {b['mode']:22} {b['per_s']:>10,.0f} {b['cpu_us']:>13,.1f}")
@@ -228,6 +257,9 @@ def main() -> int:
     ap.add_argument("--target", choices=("python", "nginx"), default="python",
                     help="the HTTP target: bench/target.py's asyncio responder or nginx")
     ap.add_argument("--profile", metavar="FILE", help="py-spy the executor's HTTP run into FILE")
+    ap.add_argument("--executors", default="", type=lambda s: [int(e) for e in s.split(",") if e],
+                    help="scale-out: HTTP again with these counts of executor processes on the "
+                         "one stream, e.g. 1,2,4")
     ap.add_argument("--kinds", default=",".join(KINDS),
                     type=lambda s: [k for k in s.split(",") if k])
     args = ap.parse_args()
