@@ -235,8 +235,11 @@ class Executor:
 
     def _expire_late(self, error: str) -> None:
         now = self.clock.now_ms()
-        for work in self._ready.remove(lambda w: w.due.deadline_ms <= now):
+        late = self._ready.remove(lambda w: w.due.deadline_ms <= now)
+        for work in late:
             self._expire(work, now, error)
+        if late:
+            self._room.set()  # the buffer has room for what the stream holds behind them
 
     async def _observe(self, slot: Slot, lane: Lane, due: CheckDue) -> Observation:
         try:
