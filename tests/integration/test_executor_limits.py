@@ -12,14 +12,17 @@ from structlog.testing import capture_logs
 from engine.clock import redis_ms
 from engine.connections import redis_client
 from engine.events import CheckDue, CheckResult
+from engine.exporter import Exporter
 from engine.keys import EXECUTOR_GROUP, Keys
 from engine.settings import Settings
+from engine.shards import Layout
 from engine.streams import EVENT_FIELD, ensure_group, event_of
 from executors.ceiling import Ceiling
 from executors.service import Executor
 from tests.support.helpers import free_port, running, wait_for
 from tests.support.kind_executor import check_due
 from tests.support.servers import Gate, serve_app
+from vigil.roles import _services
 
 
 def settings(instance_id: str, **env: str) -> Settings:
@@ -196,3 +199,19 @@ async def test_ceiling_out_of_reach_lets_checks_run_with_one_warning():
     assert len(warnings) == 1
     assert "ceiling" in warnings[0]["event"]
     assert "VIGIL_MAX_CHECKS_PER_MINUTE" in warnings[0]["meanwhile"]
+
+
+async def test_an_executor_of_another_shard_shares_the_first_shards_bucket(r):
+    """The composition gives every executor the first shard's bucket, whichever shards it
+    serves, and VIGIL_MAX_PER_HOST."""
+    settings = Settings.from_env({"VIGIL_SHARDS": "2", "VIGIL_SERVE_SHARDS": "1",
+                                  "VIGIL_MAX_CHECKS_PER_MINUTE": "60",
+                                  "VIGIL_MAX_PER_HOST": "3"})
+    layout = Layout.of(settings.shards, settings.served)
+    [executor] = _services("executor", r, None, None, layout, settings,
+                           Exporter(r, layout.served, ["executor"]), "127.0.0.1", 0)
+    assert isinstance(executor, Executor)
+    assert [lane.keys for lane in executor.lanes] == [Keys("1")]
+    assert executor.ceiling is not None
+    assert executor.ceiling.key == Keys("0").ceiling == "vigil:{0}:ceiling"
+    assert executor.per_host == 3
