@@ -139,7 +139,7 @@ class Executor:
         self._ready.push(Work(lane, delivery.entry_id, due, delivery.deliveries, due.critical,
                               host))
         self._wanted.set()
-        if self._idle:
+        if self._idle and self._tokens >= 1:  # else the meter wakes one with its token
             self._idle.popleft().set_result(None)
 
     def _chore(self, job: Coroutine[Any, Any, None]) -> None:
