@@ -21,8 +21,11 @@ from executors.ceiling import Ceiling
 from executors.service import Executor
 from tests.support.helpers import free_port, running, wait_for
 from tests.support.kind_executor import check_due
+from tests.support.redis_cluster import LocalCluster, cluster
 from tests.support.servers import Gate, serve_app
 from vigil.roles import _services
+
+__all__ = ["cluster"]  # the fixture, imported for pytest to find
 
 
 def settings(instance_id: str, **env: str) -> Settings:
@@ -220,3 +223,18 @@ async def test_an_executor_of_another_shard_shares_the_first_shards_bucket(r):
     assert executor.ceiling is not None
     assert executor.ceiling.key == Keys("0").ceiling == "vigil:{0}:ceiling"
     assert executor.per_host == 3
+
+
+async def test_the_ceiling_on_a_redis_cluster(cluster: LocalCluster):
+    """Two executors' ceilings on a cluster client share one bucket in the first shard's slot
+    (the script declares its one key, so the cluster routes it)."""
+    cr = redis_client(cluster.url)
+    try:
+        await cr.flushall()
+        began = await redis_ms(cr)
+        one, other = Ceiling(cr, Keys("0"), 6), Ceiling(cr, Keys("0"), 6)
+        granted = (await one.take(2))[0] + (await other.take(2))[0]
+        assert 1 <= granted <= 1 + (await redis_ms(cr) - began) // 10_000
+        assert await cr.exists(Keys("0").ceiling) == 1
+    finally:
+        await cr.aclose()
