@@ -94,6 +94,14 @@ class CheckDue:
         its checks first (executors.admission)."""
         return self.spec.get("critical") is True
 
+    @property
+    def kind_spec(self) -> dict[str, Any]:
+        """The spec without the monitor's `critical` mark: the kind's own settings, which its
+        model validates (and which know no `critical`)."""
+        if "critical" not in self.spec:
+            return self.spec
+        return {k: v for k, v in self.spec.items() if k != "critical"}
+
     @classmethod
     def template(cls, *, monitor_id: str, region: str, interval_ms: int, timeout_ms: int,
                  spec_version: int, kind: str, spec_json: bytes) -> bytes:

@@ -138,6 +138,13 @@ class Keys:
         with an expiry; whoever holds it settles this round, the others skip it."""
         return f"{self.base}:rollups-settle"
 
+    @property
+    def ceiling(self) -> str:
+        """HASH {"units", "at"}: the token bucket of VIGIL_MAX_CHECKS_PER_MINUTE shared by every
+        executor (executors.ceiling), kept in the first shard's slot whatever shards an
+        executor serves; it expires once full, as a missing bucket reads."""
+        return f"{self.base}:ceiling"
+
     def beats(self, monitor_id: str) -> str:
         """ZSET of one push monitor's heartbeats scored by Redis time in ms (engine.heartbeats).
         Monitor ids hold no `{`, so the shard's tag stays the key's hash tag."""

@@ -49,6 +49,11 @@ def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -
     return value
 
 
+def env_limit(env: Mapping[str, str], name: str) -> int | None:
+    """An optional limit: unset or empty is none (unlimited), else an integer >= 1."""
+    return env_int(env, name, 0, minimum=1) if env.get(name) else None
+
+
 def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = env.get(name, default)
     if value not in choices:
@@ -192,6 +197,10 @@ class Settings:
     # own Redis or Postgres on purpose).
     deny_targets: tuple[Target, ...] = ()
     allow_targets: tuple[Target, ...] = ()
+    # Checks of one target host an executor runs at once (executors.admission), and checks
+    # every executor together may start a minute (executors.ceiling); None is no limit.
+    max_per_host: int | None = None
+    max_checks_per_minute: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -229,6 +238,8 @@ class Settings:
             stream_max_len=env_int(env, "VIGIL_STREAM_MAX_LEN", defaults.stream_max_len, 1_000),
             deny_targets=env_targets(env, "VIGIL_DENY_TARGETS"),
             allow_targets=env_targets(env, "VIGIL_ALLOW_TARGETS"),
+            max_per_host=env_limit(env, "VIGIL_MAX_PER_HOST"),
+            max_checks_per_minute=env_limit(env, "VIGIL_MAX_CHECKS_PER_MINUTE"),
         )
         settings = settings.with_overrides(**overrides)
         if not re.fullmatch(NAME_PATTERN, settings.region):

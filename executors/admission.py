@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import math
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -81,6 +82,20 @@ class Ready(Generic[T]):
             (self._critical if back.critical else self._normal).appendleft(back)
             if not aside:
                 del self._aside[item.host]
+
+    def remove(self, gone: Callable[[T], bool]) -> list[T]:
+        """Take out every waiting check that `gone` picks (the executor expires them without
+        starting them); the others keep their order."""
+        out: list[T] = []
+        for queue in (self._critical, self._normal, *self._aside.values()):
+            kept: list[T] = []
+            for item in queue:
+                (out if gone(item) else kept).append(item)
+            queue.clear()
+            queue.extend(kept)
+        self._aside = {host: aside for host, aside in self._aside.items() if aside}
+        self._waiting -= len(out)
+        return out
 
     def drop_all(self) -> list[T]:
         """Everything not started (the executor stops): it stays pending in Redis."""

@@ -58,7 +58,7 @@ class Checker:
         try:
             # Opened here, once per version, so only the cache holds the plain values.
             entry = (kind, kind.prepare(self._parsed(kind, opened(self.keyring, kind.spec,
-                                                                  due.spec))))
+                                                                  due.kind_spec))))
         except SecretError as exc:
             entry = (kind, Unopened(f"{due.kind}.{exc}"))
         self._prepared.put(key, entry)

@@ -5,15 +5,20 @@ upkeep per shard) with one pool of `concurrency` workers for the whole process. 
 a small buffer of delivered checks ahead of the workers (at most PREFETCH_MAX, read in batches
 no smaller than READ_MIN while it fills), so a worker that ends a check starts the next one
 without a round trip to Redis; the buffer hands out critical monitors first and holds back a
-host that has its `per_host` checks running (executors.admission). A check picked up past its
-deadline is `expired` without running. Results are written and acknowledged together
-(streams.Completions), batched, on the shard the check came from. A sweeper claims entries
-stalled past max timeout + grace from peers whose heartbeats stopped.
+host that has its VIGIL_MAX_PER_HOST checks running (executors.admission). With
+VIGIL_MAX_CHECKS_PER_MINUTE a check starts only with a token of the ceiling all executors
+share (executors.ceiling), taken for a whole read batch at once. A check picked up past its
+deadline, or held by the ceiling until it passes, is `expired` without running: above its
+limits an executor runs what it can on time instead of running everything late. Results are
+written and acknowledged together (streams.Completions), batched, on the shard the check came
+from. A sweeper claims entries stalled past max timeout + grace from peers whose heartbeats
+stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -34,6 +39,7 @@ from engine.settings import Settings
 from engine.streams import Delivery, event_of
 from executors.admission import Ready, Slot, Timeouts, host_of
 from executors.base import Context, failed
+from executors.ceiling import Ceiling
 from executors.checker import Checker, SpecInvalid
 from executors.kinds import KINDS
 from executors.lane import FLUSH_MAX, Lane
@@ -49,6 +55,10 @@ GATHER_S = 0.002
 TRIM_EVERY_S = 10.0
 REPORT_EVERY_S = 10.0
 METRICS_EVERY_S = 1.0
+# While the ceiling holds checks: the least wait before asking it again (tokens add up
+# meanwhile, so one call takes several), and how often the held are looked at for deadlines.
+HOLD_MIN_S = 0.05
+HOLD_TICK_S = 0.1
 log = structlog.get_logger(component="executor")
 
 
@@ -68,7 +78,7 @@ class Executor:
     name = "executor"
 
     def __init__(self, r: aioredis.Redis, keys: Keys | Sequence[Keys], settings: Settings,
-                 clock: RedisClock | None = None, per_host: int | None = None) -> None:
+                 clock: RedisClock | None = None, ceiling_keys: Keys | None = None) -> None:
         self.r = r
         self.settings = settings
         # Expiry and the result's times are Redis time: a fast host clock must not expire a
@@ -78,8 +88,17 @@ class Executor:
         self.guard = Guard(settings)
         self.checker = Checker(Context(r, shards[0], guard=self.guard))
         self.lanes = [Lane(r, k, settings, replace(self.checker.ctx, keys=k)) for k in shards]
-        self.per_host = per_host
-        self._ready: Ready[Work] = Ready(per_host)
+        self.per_host = settings.max_per_host
+        self._ready: Ready[Work] = Ready(self.per_host)
+        # The ceiling's bucket is one for the deployment: the first shard's (roles passes it),
+        # whichever shards this process serves.
+        per_minute = settings.max_checks_per_minute
+        self.ceiling = (Ceiling(r, ceiling_keys or shards[0], per_minute)
+                        if per_minute is not None else None)
+        # Tokens of the ceiling this process holds for checks it has not started; without a
+        # ceiling there is no end to them.
+        self._tokens: float = 0 if self.ceiling is not None else math.inf
+        self._wanted = asyncio.Event()  # checks came in: tokens are wanted for them
         self._prefetch = min(settings.concurrency, PREFETCH_MAX)
         self._slots = [Slot() for _ in range(settings.concurrency)]
         self._timeouts = Timeouts(self._slots)
@@ -119,7 +138,8 @@ class Executor:
         host = host_of(due.spec) if self.per_host is not None else ""
         self._ready.push(Work(lane, delivery.entry_id, due, delivery.deliveries, due.critical,
                               host))
-        if self._idle:
+        self._wanted.set()
+        if self._idle and self._tokens >= 1:  # else the meter wakes one with its token
             self._idle.popleft().set_result(None)
 
     def _chore(self, job: Coroutine[Any, Any, None]) -> None:
@@ -140,7 +160,7 @@ class Executor:
     async def _worker(self, slot: Slot) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping:
-            work = self._ready.pop()
+            work = self._next()
             if work is None:
                 idle = loop.create_future()
                 self._idle.append(idle)
@@ -154,19 +174,72 @@ class Executor:
                 self._running -= 1
                 self._ready.done(work)
 
+    def _next(self) -> Work | None:
+        """The next check to start, if one may: with the ceiling, a token goes with it."""
+        if self._tokens < 1:
+            return None
+        work = self._ready.pop()
+        if work is not None:
+            self._tokens -= 1
+        return work
+
     async def _process(self, slot: Slot, work: Work) -> None:
         due = work.due
         started = self.clock.now_ms()
         if started >= due.deadline_ms:
-            obs = Observation(outcome="expired", error_kind="expired",
-                              error=f"picked up {started - due.scheduled_ms} ms after its slot, "
-                                    "past its deadline")
-        else:
-            obs = await self._observe(slot, work.lane, due)
-        result = CheckResult.of(due, obs, started_ms=started, finished_ms=self.clock.now_ms(),
+            self._tokens += 1  # not started: its token serves the next check
+            self._expire(work, started, f"picked up {started - due.scheduled_ms} ms after its "
+                                        "slot, past its deadline")
+            return
+        obs = await self._observe(slot, work.lane, due)
+        self._record(work, obs, started)
+
+    def _expire(self, work: Work, now: int, error: str) -> None:
+        self._record(work, Observation(outcome="expired", error_kind="expired", error=error), now)
+
+    def _record(self, work: Work, obs: Observation, started: int) -> None:
+        result = CheckResult.of(work.due, obs, started_ms=started,
+                                finished_ms=self.clock.now_ms(),
                                 executor=self.settings.instance_id, deliveries=work.deliveries)
-        self._measure(due, result)
+        self._measure(work.due, result)
         work.lane.complete((work.entry_id, result.to_json(), "", b""))
+
+    async def _meter(self, ceiling: Ceiling) -> None:
+        """Tokens of the ceiling for the checks waiting: one call for all a read brought in;
+        while the ceiling holds checks back, one call each time its next token is due."""
+        while not self._stopping:
+            want = len(self._ready) - int(self._tokens)
+            if want <= 0:
+                self._wanted.clear()
+                await self._wanted.wait()
+                continue
+            granted, wait_s = await ceiling.take(want)
+            self._tokens += granted
+            for _ in range(min(granted, len(self._idle))):
+                self._idle.popleft().set_result(None)
+            if granted < want:
+                await self._hold(max(wait_s, HOLD_MIN_S), ceiling)
+
+    async def _hold(self, wait_s: float, ceiling: Ceiling) -> None:
+        """Wait `wait_s` for the ceiling's next token; a check held meanwhile past its
+        deadline is `expired` (its entry acknowledged with the result, as any other)."""
+        until = time.monotonic() + wait_s
+        error = (f"held past its deadline by VIGIL_MAX_CHECKS_PER_MINUTE "
+                 f"({ceiling.per_minute} checks a minute over every executor)")
+        while not self._stopping:
+            self._expire_late(error)
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, HOLD_TICK_S))
+
+    def _expire_late(self, error: str) -> None:
+        now = self.clock.now_ms()
+        late = self._ready.remove(lambda w: w.due.deadline_ms <= now)
+        for work in late:
+            self._expire(work, now, error)
+        if late:
+            self._room.set()  # the buffer has room for what the stream holds behind them
 
     async def _observe(self, slot: Slot, lane: Lane, due: CheckDue) -> Observation:
         try:
@@ -345,6 +418,7 @@ class Executor:
                 every(TRIM_EVERY_S, stop, self.upkeep, "upkeep"),
                 every(METRICS_EVERY_S, stop, self.publish_metrics, "metrics"),
                 every(REPORT_EVERY_S, stop, self.report, "report"),
+                *([self._meter(self.ceiling)] if self.ceiling is not None else []),
                 self._drain(stop),
             )
         finally:
@@ -359,6 +433,7 @@ class Executor:
         self._drain_by = time.monotonic() + self.settings.drain_s
         self._stopping = True
         self._room.set()  # a reader waiting for room sees the stop
+        self._wanted.set()  # and the ceiling's meter
         self._ready.drop_all()
         while self._idle:
             self._idle.popleft().set_result(None)

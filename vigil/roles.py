@@ -76,7 +76,8 @@ def _services(role: str, r: aioredis.Redis, pool: asyncpg.Pool | None, ch: Click
         return [Scheduler(r, pool, shards.served, settings.reconcile_s, settings.postgres_dsn,
                           settings.claim_idle_ms, shards=shards.count)]
     if role == "executor":
-        return [Executor(r, shards.served, settings)]
+        # The checks-per-minute ceiling is one bucket for every executor, in the first shard.
+        return [Executor(r, shards.served, settings, ceiling_keys=shards.all[0])]
     if role == "evaluator":
         return [Evaluator(r, keys, settings) for keys in shards.served]
     if role == "sink-clickhouse":

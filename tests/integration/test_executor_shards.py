@@ -3,10 +3,6 @@ concurrency budget for the process, each result on the shard its check came from
 
 from __future__ import annotations
 
-import asyncio
-
-from aiohttp import web
-
 from engine import registry
 from engine.events import CheckResult
 from engine.keys import EXECUTOR_GROUP, Keys
@@ -15,32 +11,11 @@ from engine.streams import EVENT_FIELD, ensure_group, event_of
 from executors.service import Executor
 from tests.support.helpers import running, wait_for
 from tests.support.kind_executor import check_due
-from tests.support.servers import serve_app
+from tests.support.servers import Gate, serve_app
 
 SHARDS = (Keys("0"), Keys("1"))
 CONCURRENCY = 3
 PER_SHARD = 4
-
-
-class Gate:
-    """An HTTP target that holds every request until the test lets one through, and counts
-    how many it held at once."""
-
-    def __init__(self) -> None:
-        self.passes = asyncio.Semaphore(0)
-        self.holding = 0
-        self.most = 0
-        self.answered = 0
-
-    async def handle(self, _: web.Request) -> web.Response:
-        self.holding += 1
-        self.most = max(self.most, self.holding)
-        try:
-            await self.passes.acquire()
-        finally:
-            self.holding -= 1
-        self.answered += 1
-        return web.Response(text="ok")
 
 
 async def shard_results(r, keys: Keys) -> list[CheckResult]:
@@ -49,10 +24,8 @@ async def shard_results(r, keys: Keys) -> list[CheckResult]:
 
 async def test_one_executor_serves_two_shards_under_one_budget(r):
     gate = Gate()
-    app = web.Application()
-    app.router.add_get("/", gate.handle)
     settings = Settings(instance_id="exec-two", concurrency=CONCURRENCY, max_timeout_ms=10_000)
-    async with serve_app(app) as base:
+    async with serve_app(gate.app()) as base:
         for keys in SHARDS:
             stream = keys.checks("default")
             await ensure_group(r, stream, EXECUTOR_GROUP)
@@ -75,7 +48,7 @@ async def test_one_executor_serves_two_shards_under_one_budget(r):
             # Let the checks through one at a time: each answer frees one slot, which the next
             # waiting check (of either shard) takes.
             for answered in range(2 * PER_SHARD):
-                gate.passes.release()
+                gate.let_through(1)
                 await wait_for(lambda answered=answered: one_more(answered))
 
             async def all_written() -> bool:

@@ -1,5 +1,6 @@
 """Real servers a test starts: a redis-server (the one vigil.embedded starts), an aiohttp app,
-the HTTP target checks run against, and the API app behind aiohttp's test client."""
+the HTTP target checks run against, a target that holds requests until the test lets them
+through, and the API app behind aiohttp's test client."""
 
 from __future__ import annotations
 
@@ -36,16 +37,52 @@ def redis_server(workdir: Path, password: str | None = None) -> Iterator[int]:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: web.Application) -> AsyncIterator[str]:
-    """An aiohttp app on a free 127.0.0.1 port; yields its base URL."""
+async def serve_app(app: web.Application, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """An aiohttp app on a free port of `host` (a loopback address: 127.0.0.2 is another
+    host to the executor); yields its base URL."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, host, port).start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
+
+
+class Gate:
+    """An HTTP target that holds every request until the test lets one through, and counts
+    how many it held at once (each on its own connection: a client sends one request at a
+    time on a connection) and the paths it was asked for, in order."""
+
+    def __init__(self) -> None:
+        self.passes = asyncio.Semaphore(0)
+        self.holding = 0
+        self.most = 0
+        self.answered = 0
+        self.seen: list[str] = []
+
+    def let_through(self, count: int) -> None:
+        """`count` more requests may be answered, held ones first."""
+        for _ in range(count):
+            self.passes.release()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.seen.append(request.path)
+        self.holding += 1
+        self.most = max(self.most, self.holding)
+        try:
+            await self.passes.acquire()
+        finally:
+            self.holding -= 1
+        self.answered += 1
+        return web.Response(text="ok")
+
+    def app(self) -> web.Application:
+        """The gate on every path."""
+        app = web.Application()
+        app.router.add_get("/{path:.*}", self.handle)
+        return app
 
 
 @contextlib.asynccontextmanager

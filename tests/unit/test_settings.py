@@ -20,6 +20,7 @@ def test_defaults() -> None:
     assert settings.served == ("0",)
     assert settings.instance_id  # host-pid, never empty
     assert settings.claim_idle_ms == settings.max_timeout_ms + settings.claim_grace_ms
+    assert (settings.max_per_host, settings.max_checks_per_minute) == (None, None)  # no limit
 
 
 def test_overrides_from_env() -> None:
@@ -41,6 +42,8 @@ def test_overrides_from_env() -> None:
         "VIGIL_RECONCILE_S": "10",
         "VIGIL_METRICS_PORT": "9100",
         "VIGIL_METRICS_HOST": "0.0.0.0",
+        "VIGIL_MAX_PER_HOST": "4",
+        "VIGIL_MAX_CHECKS_PER_MINUTE": "6000",
     })
     assert settings == Settings(
         redis_url="rediss://cache.example:6380/1", postgres_dsn="postgres://u@db/vigil",
@@ -48,7 +51,8 @@ def test_overrides_from_env() -> None:
         instance_id="exec-7", log_format="json", shards=4, serve_shards=("1", "3"),
         max_timeout_ms=15_000,
         claim_grace_ms=0, max_deliveries=5, sink_batch_size=100, sink_flush_ms=50,
-        reconcile_s=10, metrics_port=9100, metrics_host="0.0.0.0")
+        reconcile_s=10, metrics_port=9100, metrics_host="0.0.0.0", max_per_host=4,
+        max_checks_per_minute=6000)
     assert settings.claim_idle_ms == 15_000
 
 
@@ -65,6 +69,7 @@ def test_clickhouse_url_schemes(url: str) -> None:
 
 def test_empty_integer_means_default() -> None:
     assert Settings.from_env({"VIGIL_CONCURRENCY": ""}).concurrency == 256
+    assert Settings.from_env({"VIGIL_MAX_PER_HOST": ""}).max_per_host is None
 
 
 def test_cli_overrides_win_and_none_means_not_given() -> None:
@@ -79,6 +84,12 @@ def test_cli_overrides_win_and_none_means_not_given() -> None:
     ("VIGIL_CONCURRENCY", "-1"),
     ("VIGIL_CONCURRENCY", "1.5"),
     ("VIGIL_MAX_DELIVERIES", "0"),
+    ("VIGIL_MAX_PER_HOST", "0"),
+    ("VIGIL_MAX_PER_HOST", "-2"),
+    ("VIGIL_MAX_PER_HOST", "two"),
+    ("VIGIL_MAX_CHECKS_PER_MINUTE", "0"),
+    ("VIGIL_MAX_CHECKS_PER_MINUTE", "-60"),
+    ("VIGIL_MAX_CHECKS_PER_MINUTE", "100/s"),
     ("VIGIL_MAX_TIMEOUT_MS", "99"),
     ("VIGIL_METRICS_PORT", "x"),
     ("VIGIL_METRICS_HOST", "every"),
