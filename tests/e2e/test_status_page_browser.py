@@ -2,11 +2,13 @@
 its executable_path; no browser is downloaded), served by the real app on a real port over
 the session's Redis, Postgres and chDB: it renders, its bars match the history the test
 wrote, a status change added to the events stream shows on the open page without a reload,
-it has a dark scheme and fits a 375 px phone without scrolling sideways. The screenshot is
-saved as docs/status-page.png for the README."""
+it has a dark scheme and fits a 375 px phone without scrolling sideways. The screenshot goes
+to the test's own directory; with VIGIL_UPDATE_SCREENSHOT=1 it replaces docs/status-page.png,
+the README's (a test run leaves the tree as it found it)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -116,7 +118,8 @@ async def browser() -> AsyncIterator[Browser]:
         await launched.close()
 
 
-async def test_the_page_renders_its_history_and_takes_a_change_live(served, browser, r, keys):
+async def test_the_page_renders_its_history_and_takes_a_change_live(served, browser, r, keys,
+                                                                    tmp_path):
     page = await browser.new_page(viewport={"width": 1000, "height": 900},
                                   color_scheme="light")
     await page.goto(served["url"])
@@ -130,7 +133,9 @@ async def test_the_page_renders_its_history_and_takes_a_change_live(served, brow
     assert "Mail relay" in (await page.text_content("#banner") or "")
     assert "rolled back" in (await page.text_content(".history") or "")
     assert "Database upgrade" in (await page.text_content(".maintenance") or "")
-    await page.screenshot(path=str(repo_root() / "docs" / "status-page.png"), full_page=True)
+    shot = (repo_root() / "docs" if os.environ.get("VIGIL_UPDATE_SCREENSHOT") == "1"
+            else tmp_path) / "status-page.png"
+    await page.screenshot(path=str(shot), full_page=True)
 
     reloads = []
     page.on("load", lambda _: reloads.append(1))
