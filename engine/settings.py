@@ -201,6 +201,9 @@ class Settings:
     # every executor together may start a minute (executors.ceiling); None is no limit.
     max_per_host: int | None = None
     max_checks_per_minute: int | None = None
+    # How late after its slot a check may start while an executor is behind (executors.
+    # admission.Shedding); a check of an executor that keeps up runs until its deadline.
+    lag_target_ms: int = 1_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -240,6 +243,7 @@ class Settings:
             allow_targets=env_targets(env, "VIGIL_ALLOW_TARGETS"),
             max_per_host=env_limit(env, "VIGIL_MAX_PER_HOST"),
             max_checks_per_minute=env_limit(env, "VIGIL_MAX_CHECKS_PER_MINUTE"),
+            lag_target_ms=env_int(env, "VIGIL_LAG_TARGET_MS", defaults.lag_target_ms, 1),
         )
         settings = settings.with_overrides(**overrides)
         if not re.fullmatch(NAME_PATTERN, settings.region):

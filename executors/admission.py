@@ -7,6 +7,8 @@ connections to it at once), without holding back checks of other hosts. The limi
 executor process: a shared count in Redis would cost a round trip per check start and end,
 and a process that dies would leave its count taken.
 
+`Shedding` says when an executor is behind and which late checks it then expires unrun.
+
 `Timeouts` ends a check that runs past its timeout by cancelling the worker that runs it, from
 one ticker for all workers: an asyncio.timeout per check schedules and cancels a loop timer
 each time (about 13 us per check here, a tenth of the whole check), the ticker looks at each
@@ -26,6 +28,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 TICK_S = 0.01
+WINDOW_S = 1.0
 
 
 class Admitted(Protocol):
@@ -105,6 +108,36 @@ class Ready(Generic[T]):
         self._aside.clear()
         self._waiting = 0
         return left
+
+
+@dataclass(slots=True)
+class Shedding:
+    """Whether an executor is behind on a stream, and which checks it sheds then, as CoDel
+    sheds packets.
+
+    Behind: every check it started for a whole WINDOW_S began more than `target_ms` after
+    its slot, so the stream holds a backlog it is not working off. While behind, a check
+    that would start later than that is `expired` at once, which costs a result and no
+    connection, so the executor reaches the fresh end of the stream and runs those checks on
+    time instead of running every check late; critical monitors' checks are not shed. The
+    first check that starts within `target_ms` ends it. A few late checks among ones on time
+    (claimed from a dead peer, a burst after a restart) never make an executor behind."""
+
+    target_ms: int
+    behind: bool = False
+    _late_since: float | None = None  # time.monotonic() of the first late start in a row
+
+    def started(self, lag_ms: float, now: float) -> None:
+        """A check started `lag_ms` after its slot, at time.monotonic() `now`."""
+        if lag_ms <= self.target_ms:
+            self._late_since, self.behind = None, False
+        elif self._late_since is None:
+            self._late_since = now
+        elif now - self._late_since >= WINDOW_S:
+            self.behind = True
+
+    def sheds(self, lag_ms: float, critical: bool) -> bool:
+        return self.behind and not critical and lag_ms > self.target_ms
 
 
 @dataclass(slots=True, eq=False)

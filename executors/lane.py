@@ -19,6 +19,7 @@ from engine.keys import EXECUTOR_GROUP, RESULT_GROUPS, Keys
 from engine.service import Outage, Steady
 from engine.settings import Settings
 from engine.streams import Completed, Completions, Consumer, DeadLetters, Upkeep, ensure_group
+from executors.admission import Shedding
 from executors.base import Context
 
 FLUSH_MAX = 500
@@ -47,6 +48,8 @@ class Lane:
         # Peers are judged alive by heartbeats within the claim time; this lane beats four
         # times in it and judges only once it has reached its server steadily that long.
         self.steady = Steady(2 * registry.beat_every_s(settings.claim_idle_ms))
+        # Whether this shard's stream holds a backlog the executor is not working off.
+        self.shedding = Shedding(settings.lag_target_ms)
 
     async def open(self) -> None:
         await ensure_group(self.r, self.stream, EXECUTOR_GROUP)

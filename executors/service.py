@@ -8,8 +8,10 @@ without a round trip to Redis; the buffer hands out critical monitors first and 
 host that has its VIGIL_MAX_PER_HOST checks running (executors.admission). With
 VIGIL_MAX_CHECKS_PER_MINUTE a check starts only with a token of the ceiling all executors
 share (executors.ceiling), taken for a whole read batch at once. A check picked up past its
-deadline, or held by the ceiling until it passes, is `expired` without running: above its
-limits an executor runs what it can on time instead of running everything late. Results are
+deadline, or held by the ceiling until it passes, is `expired` without running; so is one
+that would start more than VIGIL_LAG_TARGET_MS after its slot while the executor is behind
+(executors.admission.Shedding): above its limits an executor runs what it can on time
+instead of running everything late. Results are
 written and acknowledged together (streams.Completions), batched, on the shard the check came
 from. A sweeper claims entries stalled past max timeout + grace from peers whose heartbeats
 stopped.
@@ -188,11 +190,18 @@ class Executor:
     async def _process(self, slot: Slot, work: Work) -> None:
         due = work.due
         started = self.clock.now_ms()
+        lag = started - due.scheduled_ms
         if started >= due.deadline_ms:
             self._tokens += 1  # not started: its token serves the next check
-            self._expire(work, started, f"picked up {started - due.scheduled_ms} ms after its "
-                                        "slot, past its deadline")
+            self._expire(work, started, f"picked up {lag} ms after its slot, past its deadline")
             return
+        if work.lane.shedding.sheds(lag, work.critical):
+            self._tokens += 1
+            self._expire(work, started, f"picked up {lag} ms after its slot while this executor "
+                                        f"was behind (VIGIL_LAG_TARGET_MS "
+                                        f"{self.settings.lag_target_ms})")
+            return
+        work.lane.shedding.started(lag, time.monotonic())
         obs = await self._observe(slot, work.lane, due)
         self._record(work, obs, started)
 

@@ -5,6 +5,7 @@ shared by two executors. Every entry gets exactly one result, whatever was held 
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 
 from structlog.testing import capture_logs
@@ -17,6 +18,7 @@ from engine.keys import EXECUTOR_GROUP, Keys
 from engine.settings import Settings
 from engine.shards import Layout
 from engine.streams import EVENT_FIELD, ensure_group, event_of
+from executors import admission
 from executors.ceiling import Ceiling
 from executors.service import Executor
 from tests.support.helpers import free_port, running, wait_for
@@ -41,9 +43,12 @@ async def put(r, keys: Keys, dues: list[CheckDue]) -> None:
         await r.xadd(stream, {EVENT_FIELD: due.to_json()})
 
 
-def http(monitor_id: str, base: str, *, deadline_in_ms: int, critical: bool = False) -> CheckDue:
+def http(monitor_id: str, base: str, *, deadline_in_ms: int, critical: bool = False,
+         scheduled_ms: int | None = None) -> CheckDue:
+    """Scheduled now unless told otherwise, due `deadline_in_ms` after its slot."""
     spec = {"url": f"{base}/{monitor_id}", **({"critical": True} if critical else {})}
-    return check_due(monitor_id, "http", spec, timeout_ms=10_000, interval_ms=deadline_in_ms)
+    return check_due(monitor_id, "http", spec, timeout_ms=10_000, interval_ms=deadline_in_ms,
+                     scheduled_ms=scheduled_ms)
 
 
 async def results(r, keys: Keys) -> dict[str, CheckResult]:
@@ -96,6 +101,33 @@ async def test_overload_runs_critical_checks_first_and_expires_the_rest(r, keys)
     assert (got["c0"].outcome, got["c1"].outcome) == ("up", "up")
     assert {m: got[m].outcome for m in normal} == dict.fromkeys(normal, "expired")
     assert all("past its deadline" in (got[m].error or "") for m in normal)
+    assert await pending(r, keys) == 0
+
+
+async def test_an_executor_behind_sheds_late_checks_and_runs_fresh_ones(r, keys, monkeypatch):
+    """A backlog of checks five seconds late (their deadlines a minute away): once every
+    start for a window was late (the window made zero here, so two late starts are enough)
+    the executor expires the late ones without a request, naming VIGIL_LAG_TARGET_MS, except
+    critical monitors' checks; the first check that starts on time ends it. Before, every
+    check ran, each later than the last."""
+    monkeypatch.setattr(admission, "WINDOW_S", 0.0)
+    gate = Gate()
+    gate.let_through(100)
+    stale = [f"s{i}" for i in range(8)]
+    async with serve_app(gate.app()) as base:
+        late = int(time.time() * 1000) - 5_000
+        dues = [http("c0", base, deadline_in_ms=60_000, critical=True, scheduled_ms=late)]
+        dues += [http(m, base, deadline_in_ms=60_000, scheduled_ms=late) for m in stale]
+        dues += [http("c1", base, deadline_in_ms=60_000, critical=True, scheduled_ms=late),
+                 http("f0", base, deadline_in_ms=60_000)]
+        await put(r, keys, dues)
+        async with running(Executor(r, keys, settings("exec-behind", VIGIL_CONCURRENCY="1"))):
+            await written(r, keys, len(dues))
+        got = await results(r, keys)
+    shed = {m for m, result in got.items() if result.outcome == "expired"}
+    assert shed == set(stale[1:])
+    assert all("VIGIL_LAG_TARGET_MS 1000" in (got[m].error or "") for m in shed)
+    assert sorted(gate.seen) == ["/c0", "/c1", "/f0", "/s0"]
     assert await pending(r, keys) == 0
 
 

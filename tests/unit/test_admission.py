@@ -7,7 +7,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from executors.admission import Ready, Slot, Timeouts, host_of
+from executors.admission import WINDOW_S, Ready, Shedding, Slot, Timeouts, host_of
 
 
 @dataclass(eq=False)
@@ -144,3 +144,29 @@ async def test_timeouts_ticker_runs_until_told_to_stop() -> None:
     assert slot.fired
     until.set()
     await ticker
+
+
+def test_shedding_starts_after_a_window_of_late_starts_only() -> None:
+    """Behind once every start for WINDOW_S was late; then late checks are shed, critical
+    ones and checks within the target are not, and the first start on time ends it."""
+    shed = Shedding(target_ms=1_000)
+    shed.started(5_000, now=10.0)
+    shed.started(5_000, now=10.0 + WINDOW_S / 2)
+    assert not shed.behind
+    assert not shed.sheds(5_000, critical=False)
+    shed.started(5_000, now=10.0 + WINDOW_S)
+    assert shed.behind
+    assert (shed.sheds(1_001, critical=False), shed.sheds(1_001, critical=True),
+            shed.sheds(1_000, critical=False)) == (True, False, False)
+    shed.started(20, now=12.0)
+    assert not shed.behind
+    assert not shed.sheds(5_000, critical=False)
+
+
+def test_late_starts_among_timely_ones_never_make_an_executor_behind() -> None:
+    """Checks claimed from a dead peer, or a burst after a restart, start late among checks
+    that start on time: the run of late starts is broken each time."""
+    shed = Shedding(target_ms=1_000)
+    for tick in range(100):
+        shed.started(30_000 if tick % 2 else 5, now=tick * WINDOW_S)
+    assert not shed.behind

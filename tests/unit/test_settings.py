@@ -90,6 +90,8 @@ def test_cli_overrides_win_and_none_means_not_given() -> None:
     ("VIGIL_MAX_CHECKS_PER_MINUTE", "0"),
     ("VIGIL_MAX_CHECKS_PER_MINUTE", "-60"),
     ("VIGIL_MAX_CHECKS_PER_MINUTE", "100/s"),
+    ("VIGIL_LAG_TARGET_MS", "0"),
+    ("VIGIL_LAG_TARGET_MS", "1s"),
     ("VIGIL_MAX_TIMEOUT_MS", "99"),
     ("VIGIL_METRICS_PORT", "x"),
     ("VIGIL_METRICS_HOST", "every"),
