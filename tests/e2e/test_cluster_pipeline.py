@@ -15,7 +15,7 @@ or an executor's completion (the result and the XACK together), nothing in betwe
   else skipped with the slots missed during the failover (counted `skipped`): the one check
   lost for good is a check.due an executor (or the watcher here) read from the dead master
   whose slot the promoted replica then skipped.
-The test watches every shard's checks stream from outside (XREAD, no group) to know what
+The test watches every shard's checks stream with a group of its own (no acks) to know what
 reached the streams, reads the scheduler's own count of what the masters acknowledged
 (its /metrics) next to each shard's stats hash, and accounts for every check. It runs with
 Redis's default cluster-require-full-coverage (yes) and with it off, which keeps the other
@@ -25,6 +25,7 @@ masters' shards flowing while the failed one is replaced: the figures show the d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -42,7 +43,7 @@ from engine.connections import redis_client
 from engine.events import CheckDue
 from engine.keys import CLICKHOUSE_GROUP, EVALUATOR_GROUP, EXECUTOR_GROUP, STATUS_GROUP, Keys
 from engine.shards import Layout
-from engine.streams import event_of
+from engine.streams import ensure_group, event_of
 from tests.support.helpers import free_port, wait_for
 from tests.support.pipeline import Stack, drained, expected, monitors_file, stack_env
 from tests.support.redis_cluster import LocalCluster, cluster
@@ -61,6 +62,7 @@ TOTAL = sum(COUNTS.values())  # monitors, each checked every second
 # replica on the same host lags by far less; a loss past it is not replication's.
 LOSS_BOUND_S = 2
 WATCH_BLOCK_MS = 200
+WATCH_GROUP = "test-watch"
 
 
 @pytest.fixture
@@ -105,20 +107,23 @@ def revived(cluster: LocalCluster, full_coverage: str) -> Iterator[list[int]]:
 async def watch(r: aioredis.Redis, keys: Keys, seen: dict[str, int],
                 stop: asyncio.Event) -> None:
     """Every check.due that reaches the shard's checks stream (check id -> scheduled ms), read
-    as it comes without a group, so it takes nothing from the executors. Through a failover it
-    reads on from the last entry it saw, on whichever master holds the shard then."""
-    last: bytes | str = "0-0"
+    as it comes by a group of its own (WATCH_GROUP, no acks), so it takes nothing from the
+    executors and the trim keeps what it has not read yet. Through a failover it reads on, on
+    whichever master holds the shard then (from what that master says it delivered)."""
+    stream = keys.checks("default")
     while not stop.is_set():
         try:
-            reply = await r.xread({keys.checks("default"): last}, count=1000,
-                                  block=WATCH_BLOCK_MS)
+            reply = await r.xreadgroup(WATCH_GROUP, "watcher", {stream: ">"}, count=1000,
+                                       block=WATCH_BLOCK_MS, noack=True)
         except RedisError:  # the master is gone and the cluster not yet voted: ask again
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=WATCH_BLOCK_MS / 1000)
             continue
-        for _, entries in reply:
-            for entry_id, fields in entries:
+        for name, entries in reply:
+            assert name.decode() == stream, (name, stream)
+            for _, fields in entries:
                 due = CheckDue.from_json(event_of(fields))
                 seen[due.check_id] = due.scheduled_ms
-                last = entry_id
 
 
 async def scheduler_counted(http: aiohttp.ClientSession, url: str) -> int:
@@ -151,6 +156,8 @@ async def test_accounting_through_a_master_killed_mid_run(stack: Stack, cluster:
     assert on_victim
 
     seen: dict[str, dict[str, int]] = {keys.shard: {} for keys in LAYOUT.all}
+    for keys in LAYOUT.all:  # before the first dispatch, so the watchers read every entry
+        await ensure_group(cr, keys.checks("default"), WATCH_GROUP)
     watching = asyncio.Event()
     watchers = [asyncio.create_task(watch(cr, keys, seen[keys.shard], watching))
                 for keys in LAYOUT.all]
@@ -205,16 +212,10 @@ async def test_accounting_through_a_master_killed_mid_run(stack: Stack, cluster:
                         and await drained(cr, keys.results, CLICKHOUSE_GROUP)
                         and await drained(cr, keys.results, STATUS_GROUP)
                         and await drained(cr, keys.results, EVALUATOR_GROUP)
+                        and await drained(cr, keys.checks("default"), WATCH_GROUP)
                         for keys in LAYOUT.all])
 
         await wait_for(all_done, timeout=30, every=0.1)
-        for keys in LAYOUT.all:  # the watchers have read every stream to its end
-            async def read_to_end(keys: Keys = keys) -> bool:
-                last = await cr.xrevrange(keys.checks("default"), count=1)
-                due = CheckDue.from_json(event_of(last[0][1]))
-                return due.check_id in seen[keys.shard]
-
-            await wait_for(read_to_end)
     finally:
         watching.set()
         await asyncio.gather(*watchers)
