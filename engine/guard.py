@@ -35,6 +35,7 @@ import structlog
 from redis.asyncio.connection import parse_url
 
 from engine.cache import MISS, BoundedCache
+from engine.connections import cluster_seed
 from engine.resolver import Address, Resolver
 from engine.settings import Settings, Target
 
@@ -120,7 +121,8 @@ def _own_endpoints(settings: Settings) -> list[tuple[str, int | None, str]]:
     """(host, address or socket path; port or None for a path; what it is) of every server
     Vigil itself uses, as its clients read the settings' URLs."""
     out: list[tuple[str, int | None, str]] = []
-    redis = parse_url(settings.redis_url)
+    # A cluster's URL names its seed node (the one node the settings know).
+    redis = parse_url(cluster_seed(settings.redis_url) or settings.redis_url)
     what = "Vigil's own Redis (VIGIL_REDIS_URL)"
     if "path" in redis:
         out.append((redis["path"], None, what))

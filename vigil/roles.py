@@ -16,7 +16,7 @@ import structlog
 
 from api.app import Api, make_app
 from engine.clickhouse import ClickHouse
-from engine.connections import postgres_pool, redis_client
+from engine.connections import postgres_pool, ready, redis_client
 from engine.exporter import Exporter, MetricsServer
 from engine.service import Service, install_stop_signals, run_all
 from engine.settings import Settings
@@ -45,6 +45,7 @@ async def run_roles(roles: list[str], settings: Settings, host: str = "127.0.0.1
     async with AsyncExitStack() as stack:
         r = redis_client(settings.redis_url)
         stack.push_async_callback(r.aclose)
+        await ready(r)
         pool: asyncpg.Pool | None = None
         ch: ClickHouse | None = None
         if {"scheduler", "api", "notifier"} & set(roles):

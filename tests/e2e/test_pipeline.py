@@ -1,18 +1,9 @@
-"""The whole pipeline as real OS processes: scheduler, two executors, both sinks and the API.
-
-chDB admits one process per data path, so the ClickHouse sink and the API share one process
-(`vigil run sink-clickhouse api`), as in `vigil up`; the final row counts are read by a fresh
-process after that one has stopped.
-"""
+"""The whole pipeline as real OS processes on one Redis: scheduler, two executors, both sinks
+and the API (tests.support.pipeline: the stack, its monitors and the accounting)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import signal
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,69 +11,22 @@ import pytest
 
 from engine.keys import CLICKHOUSE_GROUP, EXECUTOR_GROUP, STATUS_GROUP
 from engine.shards import Layout, shard_of
-from tests.support.helpers import free_port, vigil_env, wait_for
+from tests.support.helpers import free_port, wait_for
+from tests.support.pipeline import (
+    CLOSED,
+    DOWN,
+    SLOW,
+    UP,
+    Stack,
+    dispatched,
+    drained,
+    expected,
+    monitors_file,
+    stack_env,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-UP, DOWN, CLOSED, SLOW = 8, 4, 2, 4
 TOTAL = UP + DOWN + CLOSED + SLOW
-
-
-class Stack:
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        self.workdir = workdir
-        self.env = env
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def command(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "vigil.cli", *args], env=self.env,
-                              capture_output=True, text=True, timeout=60, check=False)
-
-    def start(self, name: str, *args: str) -> None:
-        with (self.workdir / f"{name}.log").open("wb") as log:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "vigil.cli", *args],
-                env={**self.env, "VIGIL_INSTANCE_ID": name}, stdout=log, stderr=log)
-
-    def stop(self, name: str, sig: int = signal.SIGTERM) -> int:
-        proc = self.procs.pop(name)
-        proc.send_signal(sig)
-        return proc.wait(30)
-
-    def log(self, name: str) -> str:
-        return (self.workdir / f"{name}.log").read_text()
-
-    def close(self) -> None:
-        for proc in self.procs.values():
-            proc.kill()
-            proc.wait()
-
-
-def monitors_file(path: Path, target: str) -> Path:
-    entries = [{"id": f"up-{i}", "kind": "http", "interval": "1s", "timeout": "500ms",
-                "http": {"url": f"{target}/ok?n={i}"}} for i in range(UP)]
-    entries += [{"id": f"down-{i}", "kind": "http", "interval": "1s", "timeout": "500ms",
-                 "http": {"url": f"{target}/fail?n={i}"}} for i in range(DOWN)]
-    entries += [{"id": f"closed-{i}", "kind": "tcp", "interval": "1s", "timeout": "500ms",
-                 "tcp": {"host": "127.0.0.1", "port": 9}} for i in range(CLOSED)]
-    # Slow targets time out after 500 ms, so an executor always holds some checks in flight.
-    entries += [{"id": f"slow-{i}", "kind": "http", "interval": "1s", "timeout": "500ms",
-                 "http": {"url": f"{target}/slow?n={i}"}} for i in range(SLOW)]
-    path.write_text(json.dumps({"monitors": entries}))  # JSON is YAML
-    return path
-
-
-def expected(monitor_id: str) -> str:
-    return "up" if monitor_id.startswith("up-") else "down"
-
-
-async def dispatched(r, layout: Layout) -> int:
-    return sum([int(await r.hget(keys.stats, "dispatched") or 0) for keys in layout.all])
-
-
-async def drained(r, stream: str, group: str) -> bool:
-    groups = {g["name"].decode(): g for g in await r.xinfo_groups(stream)}
-    last = (await r.xinfo_stream(stream))["last-generated-id"]
-    return groups[group]["pending"] == 0 and groups[group]["last-delivered-id"] == last
 
 
 @pytest.fixture
@@ -94,19 +38,8 @@ def shards() -> int:
 @pytest.fixture
 async def stack(tmp_path, redis_url, postgres_dsn, pool, r, target, shards):
     await pool.execute("TRUNCATE monitors, monitor_status")
-    chdb = f"chdb://{tmp_path / 'chdb'}"
-    env = vigil_env(VIGIL_REDIS_URL=redis_url, VIGIL_POSTGRES_DSN=postgres_dsn,
-                    VIGIL_CLICKHOUSE_URL=chdb, VIGIL_LOG_FORMAT="json", VIGIL_SHARDS=str(shards),
-                    VIGIL_MAX_TIMEOUT_MS="1000", VIGIL_CLAIM_GRACE_MS="500",
-                    VIGIL_SINK_FLUSH_MS="100", VIGIL_RECONCILE_S="5")
-    s = Stack(tmp_path, env)
-    s.chdb = chdb  # type: ignore[attr-defined]
-    done = await asyncio.to_thread(s.command, "migrate")
-    assert done.returncode == 0, done.stderr
-    applied = await asyncio.to_thread(
-        s.command, "monitors", "apply", "-f", str(monitors_file(tmp_path / "m.yaml", target)))
-    assert applied.returncode == 0, applied.stderr
-    assert f"{TOTAL} created" in applied.stdout
+    s = Stack(tmp_path, stack_env(tmp_path, redis_url, postgres_dsn, shards))
+    await s.prepare(monitors_file(tmp_path / "m.yaml", target), TOTAL)
     yield s
     s.close()
 
@@ -172,10 +105,7 @@ async def run_pipeline(stack: Stack, r, pool, layout: Layout, kill_one: bool) ->
         assert "claimed stalled check" in stack.log("executor-b")
     for name in list(stack.procs):
         assert stack.stop(name) == 0, stack.log(name)[-2000:]
-    counted = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "vigil.accounting", stack.chdb],  # type: ignore[attr-defined]
-        capture_output=True, text=True, timeout=60, check=True)
-    counts = json.loads(counted.stdout)
+    counts = await stack.accounting()
     # Invariant 1: one row per dispatched check, each check id once.
     assert counts["rows"] == total, counts
     assert counts["unique"] == total, counts

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from engine import heartbeats, maintenance_store, queue, registry
 from engine.clock import RedisClock, redis_ms
-from engine.connections import cluster_seed, redis_client
+from engine.connections import cluster_seed, ready, redis_client
 from engine.events import CheckDue, CheckResult
 from engine.exporter import Exporter
 from engine.keys import CLICKHOUSE_GROUP, EVALUATOR_GROUP, EXECUTOR_GROUP, STATUS_GROUP, Keys
@@ -44,6 +45,8 @@ SHARD_KEYS = [Keys(s) for s in all_shards(SHARDS)]
 SETTINGS = Settings(shards=SHARDS, max_timeout_ms=1_000, claim_grace_ms=500,
                     sink_batch_size=100, sink_flush_ms=50, instance_id="cluster-a")
 MONITORS = 24
+# Fresh clients whose first commands go out at once: one in tens of them lost one unready.
+FRESH_CLIENTS = 200
 
 
 @pytest.fixture
@@ -83,6 +86,40 @@ def test_the_cluster_url_gives_the_cluster_client(cluster: LocalCluster) -> None
     assert isinstance(redis_client("redis://127.0.0.1:1/0"), aioredis.Redis)
     assert cluster_seed("rediss+cluster://h:7000?x=1") == "rediss://h:7000?x=1"
     assert cluster_seed("redis://h:7000/0") is None
+
+
+async def test_a_ready_client_takes_every_shards_first_command_at_once(
+        cluster: LocalCluster) -> None:
+    """redis-py's cluster client starts its initialization from each concurrent first command,
+    recycling connections the others are opening (an AttributeError killed a role's service at
+    start); made ready first, as vigil.roles makes its client, none fails."""
+    for _ in range(FRESH_CLIENTS):
+        client = redis_client(cluster.url)
+        try:
+            await ready(client)
+            await asyncio.gather(*(client.xgroup_create(keys.results, STATUS_GROUP, mkstream=True)
+                                   for keys in SHARD_KEYS))
+            await client.flushall()
+        finally:
+            await client.aclose()
+
+
+async def test_a_write_on_a_connection_closed_under_it_is_a_connection_error(
+        cluster: LocalCluster) -> None:
+    """What redis-py's client does to a command when a node's failure makes it close the
+    connections that command has just taken from the pool (the write finds no writer): a
+    ConnectionError, which the client retries and a role waits out, not an AttributeError
+    that stopped a role's service in a failover."""
+    client = redis_client(cluster.url)
+    try:
+        await ready(client)
+        connection = client.get_default_node().acquire_connection()
+        await connection.connect()
+        await connection.disconnect()
+        with pytest.raises(RedisConnectionError, match="closed under a command"):
+            await connection._send_packed_command(connection.pack_command("PING"))
+    finally:
+        await client.aclose()
 
 
 def test_six_shards_land_on_every_master(cluster: LocalCluster) -> None:

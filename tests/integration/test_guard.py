@@ -85,6 +85,16 @@ async def test_a_tcp_monitor_cannot_command_vigils_own_redis(r, keys, redis_url,
         "denied: localhost resolves to 127.0.0.1; ")
 
 
+async def test_a_cluster_urls_seed_node_is_vigils_own_redis(r, keys, redis_url, postgres_dsn):
+    """VIGIL_REDIS_URL=redis+cluster://host:port names a cluster by its seed node: that node is
+    denied as the plain URL's server is (the executor failed to start on such a URL)."""
+    port = port_of(redis_url)
+    settings = own(f"redis+cluster://127.0.0.1:{port}", postgres_dsn)
+    got = await run(r, keys, settings, [("tcp", "tcp", {"host": "127.0.0.1", "port": port})])
+    assert got["tcp"].error == (f"denied: 127.0.0.1:{port} {OWN_REDIS}; allow it "
+                                f"with VIGIL_ALLOW_TARGETS=127.0.0.1:{port}")
+
+
 async def test_probes_of_vigils_own_servers_are_denied(r, keys, pool, redis_url, postgres_dsn,
                                                        monkeypatch):
     socket_dir = postgres_dsn.split("host=", 1)[1]

@@ -92,6 +92,12 @@ class LocalCluster:
                        check=True, capture_output=True, timeout=START_TIMEOUT_S)
         wait_until(self.healthy, START_TIMEOUT_S, "the cluster did not come up")
 
+    def configure(self, name: str, value: str) -> None:
+        """CONFIG SET on every live node (a node started again reads its start arguments)."""
+        for n in self.nodes:
+            if n.alive:
+                n.ask("CONFIG", "SET", name, value)
+
     def stop(self) -> None:
         for n in self.nodes:
             n.server.stop()
