@@ -105,6 +105,24 @@ async def ready(r: aioredis.Redis) -> None:
             await r.initialize()
 
 
+async def cluster_nodes(r: aioredis.Redis) -> list[tuple[str, int]]:
+    """(host, port) of every node of the cluster, masters and replicas (CLUSTER NODES: the
+    client's slot map holds the masters only); none for a plain client, or while no node
+    answers."""
+    if not isinstance(r, RedisCluster):
+        return []
+    try:
+        listed = await r.cluster_nodes()
+    except (RedisError, RedisClusterException):
+        return []
+    nodes = []
+    for address in listed:  # `ip:port`, the IPv6 ones unbracketed
+        host, _, port = str(address).rpartition(":")
+        if host and port.isdigit() and int(port):
+            nodes.append((host, int(port)))
+    return nodes
+
+
 async def postgres_pool(dsn: str, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
     assert pool is not None

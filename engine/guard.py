@@ -176,9 +176,14 @@ class Guard:
     Vigil's own servers that the settings name by a host name."""
 
     def __init__(self, settings: Settings | None = None,
-                 lookup: Lookup = _getaddrinfo) -> None:
+                 lookup: Lookup = _getaddrinfo,
+                 nodes: Callable[[], Awaitable[list[tuple[str, int]]]] | None = None) -> None:
+        """`nodes`: the nodes of Vigil's own Redis Cluster beyond the seed the settings name
+        (engine.connections.cluster_nodes of the role's client), read at every refresh: a
+        check must reach none of them, and a node added later is denied within REFRESH_S."""
         settings = settings or Settings()
         self._lookup = lookup
+        self._nodes = nodes
         self._unresolved: set[str] = set()
         self._started = False
         self.deny: list[Rule] = [*FIXED, *(Rule(t, f"is in VIGIL_DENY_TARGETS ({t})")
@@ -207,7 +212,14 @@ class Guard:
         """Resolve the host names of Vigil's own servers again (at start, then every
         REFRESH_S): a managed Redis that fails over to a new address is denied there too, and
         the addresses it had stay denied."""
-        for host, port, what in self._names:
+        named = list(self._names)
+        what = "a node of Vigil's own Redis Cluster (VIGIL_REDIS_URL)"
+        for host, port in await self._nodes() if self._nodes else ():
+            if _address(host) is None:
+                named.append((host, port, what))
+            else:
+                self._add({_own(_ip(host), port, what)}, host)
+        for host, port, what in named:
             try:
                 infos = await self._lookup(host, port)
             except OSError as exc:
@@ -218,14 +230,17 @@ class Guard:
                     log.info("a server of Vigil's own does not resolve here; no address of it "
                              "to deny", host=host, error=str(exc))
                 continue
-            new = {_own(_ip(str(info[4][0])), port, what) for info in infos} - set(self.deny)
-            if new:
-                self.deny += sorted(new, key=str)
-                self._verdicts.clear()
-                if self._started:
-                    log.info("a server of Vigil's own has a new address; denied there too",
-                             host=host, denied=sorted(str(rule.target) for rule in new))
+            self._add({_own(_ip(str(info[4][0])), port, what) for info in infos}, host)
         self._started = True
+
+    def _add(self, rules: set[Rule], host: str) -> None:
+        new = rules - set(self.deny)
+        if new:
+            self.deny += sorted(new, key=str)
+            self._verdicts.clear()
+            if self._started:
+                log.info("a server of Vigil's own has a new address; denied there too",
+                         host=host, denied=sorted(str(rule.target) for rule in new))
 
     def check(self, ip: str, port: int | None, name: str | None = None) -> None:
         """Raise Denied when `ip` (at `port`, or for ICMP None) is denied; `name` is what

@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from engine import metrics, registry
 from engine.clock import RESYNC_S, RedisClock
+from engine.connections import cluster_nodes
 from engine.events import BadEvent, CheckDue, CheckResult, Observation
 from engine.guard import REFRESH_S, Guard
 from engine.keys import Keys
@@ -87,7 +88,7 @@ class Executor:
         # check that is on time, nor a slow one run a check past its deadline.
         self.clock = clock or RedisClock(r)
         shards = [keys] if isinstance(keys, Keys) else list(keys)
-        self.guard = Guard(settings)
+        self.guard = Guard(settings, nodes=lambda: cluster_nodes(r))
         self.checker = Checker(Context(r, shards[0], guard=self.guard))
         self.lanes = [Lane(r, k, settings, replace(self.checker.ctx, keys=k)) for k in shards]
         self.per_host = settings.max_per_host

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from engine.channels import GONE
+from engine.connections import cluster_nodes
 from engine.guard import REFRESH_S, Guard
 from engine.keys import Keys
 from engine.secrets import Keyring
@@ -38,7 +39,7 @@ class Notifier:
                                self.notify.max_attempts, settings.retention)
                         for k in listed(keys)]
         # Channel URLs are anyone's with a write token: sent only where checks may connect.
-        self.guard = Guard(settings)
+        self.guard = Guard(settings, nodes=lambda: cluster_nodes(r))
         self.sender = Sender(pool, settings.instance_id, self.notify, Keyring.from_env(),
                              self.guard)
 

@@ -21,6 +21,7 @@ from engine.clock import RedisClock, redis_ms
 from engine.connections import cluster_seed, ready, redis_client
 from engine.events import CheckDue, CheckResult
 from engine.exporter import Exporter
+from engine.guard import Denied
 from engine.keys import CLICKHOUSE_GROUP, EVALUATOR_GROUP, EXECUTOR_GROUP, STATUS_GROUP, Keys
 from engine.maintenance import Window
 from engine.settings import Settings
@@ -353,3 +354,17 @@ async def test_the_pipeline_repairs_itself_after_a_failover(cluster: LocalCluste
         groups = {g["name"].decode() for g in await cr.xinfo_groups(keys.results)}
         assert {CLICKHOUSE_GROUP, STATUS_GROUP} <= groups
 
+
+
+async def test_no_check_reaches_a_node_of_vigils_own_cluster(cluster, cr):
+    """VIGIL_REDIS_URL names one seed node; the executor's guard denies every node of the
+    cluster, masters and replicas, as the client's slot map names them (a Redis probe at any
+    of them would read Vigil's own streams). Before, only the seed was denied."""
+    await ready(cr)
+    executor = Executor(cr, SHARD_KEYS, Settings(redis_url=cluster.url, shards=SHARDS))
+    await executor.guard.start()
+    ports = {node.port for node in cluster.nodes}
+    assert len(ports) == 6
+    for port in ports:
+        with pytest.raises(Denied, match="Vigil's own Redis"):
+            executor.guard.check("127.0.0.1", port)
