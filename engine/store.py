@@ -297,10 +297,12 @@ def _shard_args(shard: Shard | None) -> tuple[int, ...]:
 
 
 async def revisions(pool: asyncpg.Pool, shard: Shard | None = None) -> dict[str, int]:
-    """Enabled monitor id -> revision: what the schedule (of one shard) must hold."""
-    return {r["id"]: r["revision"] for r in await pool.fetch(
-        f"SELECT id, revision FROM monitors WHERE enabled{_of_shard(shard, 1)}",
-        *_shard_args(shard))}
+    """Enabled monitor id -> revision: what the schedule (of one shard) must hold. Read as
+    two arrays in one row: a million rows as records took twice as long, four times the CPU."""
+    [row] = await pool.fetch(
+        "SELECT array_agg(id) AS ids, array_agg(revision) AS revisions FROM monitors "
+        f"WHERE enabled{_of_shard(shard, 1)}", *_shard_args(shard))
+    return dict(zip(row["ids"] or (), row["revisions"] or (), strict=True))
 
 
 async def regions(pool: asyncpg.Pool, shard: Shard | None = None) -> set[str]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from pathlib import Path
 
 import asyncpg
@@ -26,6 +27,8 @@ from scheduler.schedule import phase_ms
 
 CHANNEL = "vigil_monitors"
 SYNC_BATCH = 500
+# Monitors read from Postgres at once by a reconcile (one query each).
+FETCH_CHUNK = 5_000
 # A tombstone outlives any reconcile that could still carry the revision it removed.
 TOMBSTONE_KEEP_MS = 3_600_000
 SYNC_SCRIPT = Path(__file__).with_name("sync.lua").read_text()
@@ -92,6 +95,9 @@ class MonitorSync:
                 await pending
             pending = asyncio.ensure_future(self._sync(keys=self._script_keys, args=[
                 len(shapes), *(part for pair in shapes.items() for part in pair), *monitors]))
+            # Compiling runs without a pause: let the task send its call first, or it would
+            # wait for the next batch to be compiled and Redis would idle meanwhile.
+            await asyncio.sleep(0)
         if pending is not None:
             await pending
         return len(rows)
@@ -125,9 +131,9 @@ class MonitorSync:
         stale = [mid for mid, rev in wanted.items() if held.get(mid) != rev]
         stale += await self._undue([mid for mid in wanted if held.get(mid) == wanted[mid]])
         upserted = 0
-        for start in range(0, len(stale), 5_000):
-            upserted += await self._upsert(
-                await store.plan_rows(self.pool, stale[start:start + 5_000], self.shard))
+        async with aclosing(self._plan_rows(stale)) as chunks:
+            async for rows in chunks:
+                upserted += await self._upsert(rows)
         planned: list[bytes] = await self.r.hkeys(self.keys.plan)  # type: ignore[assignment]
         in_redis = held.keys() | {k.decode() for k in planned}
         gone = list(in_redis - wanted.keys())
@@ -139,6 +145,23 @@ class MonitorSync:
         metrics.MONITORS.set(len(wanted))
         if upserted or removed:
             log.info("monitors synced", upserted=upserted, removed=removed, cause="reconcile")
+
+    async def _plan_rows(self, ids: list[str]) -> AsyncGenerator[list[asyncpg.Record]]:
+        """The plan rows of `ids`, FETCH_CHUNK at a time, each chunk read from Postgres while
+        the last one is written to Redis."""
+        chunks = [ids[start:start + FETCH_CHUNK] for start in range(0, len(ids), FETCH_CHUNK)]
+        ahead: asyncio.Task[list[asyncpg.Record]] | None = None
+        try:
+            for chunk in chunks:
+                last, ahead = ahead, asyncio.ensure_future(
+                    store.plan_rows(self.pool, chunk, self.shard))
+                if last is not None:
+                    yield await last
+            if ahead is not None:
+                yield await ahead
+        finally:
+            if ahead is not None:
+                ahead.cancel()
 
     async def _undue(self, ids: list[str]) -> list[str]:
         """Of monitors whose plan is current, the ones with no due entry (Redis lost it)."""
