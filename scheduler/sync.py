@@ -8,6 +8,7 @@ first one after start-up loads everything.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
@@ -27,6 +28,9 @@ from scheduler.schedule import phase_ms
 
 CHANNEL = "vigil_monitors"
 SYNC_BATCH = 500
+# Batches sent and not yet answered: with one, Python and Redis (about as fast as each other
+# at compiling and writing a batch) kept waiting for each other; two took a third off a sync.
+IN_FLIGHT = 2
 # Monitors read from Postgres at once by a reconcile (one query each).
 FETCH_CHUNK = 5_000
 # A tombstone outlives any reconcile that could still carry the revision it removed.
@@ -81,8 +85,9 @@ class MonitorSync:
 
     async def _upsert(self, rows: Sequence[asyncpg.Record]) -> int:
         """Write plans in batches of SYNC_BATCH, each batch with the shapes its plans name;
-        the next batch is compiled while Redis runs the last one."""
-        pending: asyncio.Task[object] | None = None
+        the next batch is compiled while Redis runs the last ones. Batches hold different
+        monitors and each call is atomic, so the order Redis runs them in does not matter."""
+        pending: collections.deque[asyncio.Task[object]] = collections.deque()
         for start in range(0, len(rows), SYNC_BATCH):
             shapes: dict[bytes, bytes] = {}
             monitors: list[str | int | bytes] = []
@@ -91,15 +96,15 @@ class MonitorSync:
                 shapes[plan.digest] = plan.shape
                 monitors += [row["id"], plan.plan, phase_ms(row["id"], row["interval_ms"]),
                              row["revision"], rules_json(row)]
-            if pending is not None:
-                await pending
-            pending = asyncio.ensure_future(self._sync(keys=self._script_keys, args=[
-                len(shapes), *(part for pair in shapes.items() for part in pair), *monitors]))
+            if len(pending) == IN_FLIGHT:
+                await pending.popleft()
+            pending.append(asyncio.ensure_future(self._sync(keys=self._script_keys, args=[
+                len(shapes), *(part for pair in shapes.items() for part in pair), *monitors])))
             # Compiling runs without a pause: let the task send its call first, or it would
             # wait for the next batch to be compiled and Redis would idle meanwhile.
             await asyncio.sleep(0)
-        if pending is not None:
-            await pending
+        for task in pending:
+            await task
         return len(rows)
 
     async def _remove(self, removed: dict[str, int]) -> int:
