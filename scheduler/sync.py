@@ -54,6 +54,19 @@ def _rules_json(interval_ms: int, timeout_ms: int, regions: tuple[str, ...],
                          "regions": regions, "alerting": alerting}).to_json()
 
 
+def _sync_args(rows: Sequence[asyncpg.Record]) -> list[str | int | bytes]:
+    """sync.lua's arguments for one batch: the shapes its plans name, then each monitor's
+    id, plan, phase, revision and rules."""
+    shapes: dict[bytes, bytes] = {}
+    monitors: list[str | int | bytes] = []
+    for row in rows:
+        plan = compile_plan(row)
+        shapes[plan.digest] = plan.shape
+        monitors += [row["id"], plan.plan, phase_ms(row["id"], row["interval_ms"]),
+                     row["revision"], rules_json(row)]
+    return [len(shapes), *(part for pair in shapes.items() for part in pair), *monitors]
+
+
 class MonitorSync:
     """Makes the Redis schedule match Postgres. Every write is guarded by the monitor's
     revision in Redis itself (sync.lua, remove.lua), and the reconcile compares Postgres with
@@ -88,23 +101,21 @@ class MonitorSync:
         the next batch is compiled while Redis runs the last ones. Batches hold different
         monitors and each call is atomic, so the order Redis runs them in does not matter."""
         pending: collections.deque[asyncio.Task[object]] = collections.deque()
-        for start in range(0, len(rows), SYNC_BATCH):
-            shapes: dict[bytes, bytes] = {}
-            monitors: list[str | int | bytes] = []
-            for row in rows[start:start + SYNC_BATCH]:
-                plan = compile_plan(row)
-                shapes[plan.digest] = plan.shape
-                monitors += [row["id"], plan.plan, phase_ms(row["id"], row["interval_ms"]),
-                             row["revision"], rules_json(row)]
-            if len(pending) == IN_FLIGHT:
-                await pending.popleft()
-            pending.append(asyncio.ensure_future(self._sync(keys=self._script_keys, args=[
-                len(shapes), *(part for pair in shapes.items() for part in pair), *monitors])))
-            # Compiling runs without a pause: let the task send its call first, or it would
-            # wait for the next batch to be compiled and Redis would idle meanwhile.
-            await asyncio.sleep(0)
-        for task in pending:
-            await task
+        try:
+            for start in range(0, len(rows), SYNC_BATCH):
+                args = _sync_args(rows[start:start + SYNC_BATCH])
+                if len(pending) == IN_FLIGHT:
+                    await pending.popleft()
+                pending.append(asyncio.ensure_future(self._sync(keys=self._script_keys,
+                                                                args=args)))
+                # Compiling runs without a pause: let the task send its call first, or it would
+                # wait for the next batch to be compiled and Redis would idle meanwhile.
+                await asyncio.sleep(0)
+            for task in pending:
+                await task
+        finally:
+            for task in pending:  # the calls still out when one failed
+                task.cancel()
         return len(rows)
 
     async def _remove(self, removed: dict[str, int]) -> int:
