@@ -15,6 +15,7 @@ from scheduler.dispatch import Dispatcher
 from scheduler.service import Scheduler
 from scheduler.sync import CHANNEL
 from tests.support.helpers import put_plan, running, store_monitors, wait_for
+from vigil import admin
 
 WEB = {"id": "web", "kind": "http", "interval": "1s", "timeout": "500ms", "tags": ["shop"],
        "http": {"url": "http://127.0.0.1:9/a"}}
@@ -206,3 +207,16 @@ async def test_a_bad_page_query_is_a_422_naming_it(api, query, field):
     assert resp.status == 422
     [error] = (await resp.json())["errors"]
     assert error["field"] == field
+
+
+async def test_vigil_monitors_list_prints_every_page(pool, clean, capsys, monkeypatch):
+    """`vigil monitors list` reads Postgres a page at a time (store.page): every monitor is
+    printed once, in id order, across pages, and the tag filter holds on each."""
+    monkeypatch.setattr(admin, "LIST_PAGE", 2)
+    monitors = [{**WEB, "id": f"m{n}", "tags": ["shop"] if n % 2 else []} for n in range(5)]
+    await store_monitors(pool, SCHEMA.parse(monitors), "api")
+    await admin.list_monitors(pool, None)
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert listed == ["m0", "m1", "m2", "m3", "m4"]
+    await admin.list_monitors(pool, "shop")
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == ["m1", "m3"]
