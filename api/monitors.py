@@ -3,6 +3,8 @@
 Every route here needs `Authorization: Bearer <token>` (`vigil tokens create`): reading
 definitions needs scope `read`, every change `write`. Validation errors are 422 with one
 entry per field: `{"error": "invalid monitor", "errors": [{"field": "http.url", ...}]}`.
+The listing pages by id (`?limit=`, `?after=`, `next`), so a million monitors never make one
+answer.
 
 Secrets are write-only (engine.secrets): a definition comes back with them REDACTED, and a PUT
 or PATCH that sends REDACTED keeps the stored one. A secret this server cannot seal (no
