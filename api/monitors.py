@@ -3,6 +3,8 @@
 Every route here needs `Authorization: Bearer <token>` (`vigil tokens create`): reading
 definitions needs scope `read`, every change `write`. Validation errors are 422 with one
 entry per field: `{"error": "invalid monitor", "errors": [{"field": "http.url", ...}]}`.
+The listing pages by id (`?limit=`, `?after=`, `next`), so a million monitors never make one
+answer.
 
 Secrets are write-only (engine.secrets): a definition comes back with them REDACTED, and a PUT
 or PATCH that sends REDACTED keeps the stored one. A secret this server cannot seal (no
@@ -12,6 +14,7 @@ server refuses to store a secret in the clear, and definitions without one are s
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import asyncpg
@@ -21,12 +24,14 @@ from pydantic import ValidationError
 from api.auth import requires
 from api.errors import Handler, invalid, json_error, json_object, json_response, unprocessable
 from api.state import PG, SCHEMA
-from engine import store
-from engine.monitors import MonitorBase, field_errors
+from engine import queue, store
+from engine.monitors import ID_PATTERN, MonitorBase, field_errors
 from engine.secrets import Keyring, SecretError
 
 # Read once from the environment when the routes are added, as every setting is at start-up.
 KEYRING = web.AppKey("keyring", Keyring)
+# Monitors a page lists unless `?limit=` says otherwise (at most engine.queue.PAGE_MAX).
+PAGE_DEFAULT = 500
 
 
 def _validate(request: web.Request, data: dict[str, Any]) -> MonitorBase:
@@ -78,10 +83,31 @@ async def create(request: web.Request) -> web.Response:
     return json_response(body, status=201)
 
 
+def _page_query(request: web.Request) -> tuple[int, str]:
+    """`?limit=` and `?after=` of a listing, or a 422 naming the one that is wrong."""
+    try:
+        limit = queue.page_size(request.query.get("limit", str(PAGE_DEFAULT)))
+    except ValueError as exc:
+        raise invalid("query", "limit", str(exc)) from None
+    after = request.query.get("after", "")
+    if after and not re.fullmatch(ID_PATTERN, after):
+        raise invalid("query", "after", f"{after!r} is not a monitor id (the `next` of a page "
+                      "ends with one)")
+    return limit, after
+
+
 @requires("read")
 async def list_monitors(request: web.Request) -> web.Response:
-    rows = await store.list_all(request.app[PG], request.query.get("tag"))
-    return json_response({"monitors": [store.described(r) for r in rows]})
+    """A page of monitors in id order; `next` is the URL of the one after it (the same query
+    with `after` its last id), null on the last page. One row more than the page is read to
+    tell, so a listing whose count is a multiple of `limit` ends without an empty page."""
+    limit, after = _page_query(request)
+    rows = await store.page(request.app[PG], limit + 1, after, request.query.get("tag"))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    following = request.rel_url.update_query(after=rows[-1]["id"]) if more else None
+    return json_response({"monitors": [store.described(r) for r in rows],
+                          "next": None if following is None else str(following)})
 
 
 @requires("read")

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from api.badges import DEFAULT_WINDOW, LABEL_MAX, WINDOWS
 from api.errors import json_response
+from api.monitors import PAGE_DEFAULT
 from api.state import SCHEMA
 from api.tokens import Scope
 from engine.channels import STATES, ChannelSpec
@@ -99,6 +100,12 @@ def document(schema: MonitorSchema) -> dict[str, Any]:
     ref = {"$ref": "#/components/schemas/Monitor"}
     one = f"/api/v1/monitors/{{{MONITOR_ID['name']}}}"
     tag = {"name": "tag", "in": "query", "required": False, "schema": {"type": "string"}}
+    listing = (tag, {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX,
+                                "default": PAGE_DEFAULT}},
+               {"name": "after", "in": "query", "required": False,
+                "schema": {"type": "string", "pattern": ID_PATTERN},
+                "description": "the monitors after this id (a page's `next` carries it)"})
     window = {"name": "window", "in": "query", "required": False,
               "schema": {"type": "string", "default": "24h"}}
     push_token = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -114,8 +121,10 @@ def document(schema: MonitorSchema) -> dict[str, Any]:
                        "description": "vigil tokens create NAME --scope read|write|admin"}}},
         "paths": {
             "/api/v1/monitors": {
-                "get": _operation("every monitor's definition", {"200": "the monitors"},
-                                  "read", parameters=(tag,)),
+                "get": _operation("monitors' definitions, a page in id order",
+                                  {"200": "`monitors`, and `next`: the URL of the next page, "
+                                          "null on the last"},
+                                  "read", parameters=listing, errors=("422",)),
                 "post": _operation("create a monitor", {"201": "created"}, "write", ref,
                                    errors=("409",)),
             },

@@ -3,7 +3,8 @@ count. Nothing is checked: the monitors are synthetic HTTP monitors on 127.0.0.1
 
 It starts its own redis-server (free port, no persistence, 127.0.0.1) and embedded Postgres,
 migrates, COPYs --monitors monitors into `monitors` (the spec as `vigil monitors apply` stores
-it: every default filled in), then measures, each once:
+it: every default filled in) and vacuums them, then measures, each once, with the machine's
+1-minute load average (on a shared machine a wall time means little without it):
 1. start-up sync: scheduler.sync.MonitorSync.reconcile() into an empty Redis (the first one a
    scheduler runs), with redis-server's and Postgres's CPU;
 2. Redis memory per monitor for plan and schedule: INFO used_memory before and after the
@@ -25,6 +26,7 @@ Run (from the repository root, venv active):
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -114,7 +116,8 @@ class Cpu:
 
     def line(self, what: str) -> str:
         return (f"{what:<44}{self.wall:8.2f} s   redis-server CPU {self.redis_s:6.2f} s   "
-                f"Postgres CPU {self.pg_s:6.2f} s   this process CPU {self.client_s:6.2f} s")
+                f"Postgres CPU {self.pg_s:6.2f} s   this process CPU {self.client_s:6.2f} s   "
+                f"load {os.getloadavg()[0]:.1f}")
 
 
 async def used_memory(r: aioredis.Redis) -> int:
@@ -138,7 +141,9 @@ async def insert(pool: asyncpg.Pool, count: int) -> float:
     for start in range(0, count, COPY_CHUNK):
         await pool.copy_records_to_table("monitors", records=list(
             rows(start, min(count, start + COPY_CHUNK))), columns=COLUMNS)
-    await pool.execute("ANALYZE monitors")
+    # As a table that has been in use: hint bits set, statistics current; the first read of
+    # freshly COPYed rows would otherwise pay for writing them into every page.
+    await pool.execute("VACUUM ANALYZE monitors")
     return time.perf_counter() - t0
 
 

@@ -8,8 +8,10 @@ first one after start-up loads everything.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from pathlib import Path
 
 import asyncpg
@@ -26,6 +28,11 @@ from scheduler.schedule import phase_ms
 
 CHANNEL = "vigil_monitors"
 SYNC_BATCH = 500
+# Batches sent and not yet answered: with one, Python and Redis (about as fast as each other
+# at compiling and writing a batch) kept waiting for each other; two took a third off a sync.
+IN_FLIGHT = 2
+# Monitors read from Postgres at once by a reconcile (one query each).
+FETCH_CHUNK = 5_000
 # A tombstone outlives any reconcile that could still carry the revision it removed.
 TOMBSTONE_KEEP_MS = 3_600_000
 SYNC_SCRIPT = Path(__file__).with_name("sync.lua").read_text()
@@ -45,6 +52,19 @@ def _rules_json(interval_ms: int, timeout_ms: int, regions: tuple[str, ...],
                 alerting: str) -> bytes:
     return Rules.of_row({"interval_ms": interval_ms, "timeout_ms": timeout_ms,
                          "regions": regions, "alerting": alerting}).to_json()
+
+
+def _sync_args(rows: Sequence[asyncpg.Record]) -> list[str | int | bytes]:
+    """sync.lua's arguments for one batch: the shapes its plans name, then each monitor's
+    id, plan, phase, revision and rules."""
+    shapes: dict[bytes, bytes] = {}
+    monitors: list[str | int | bytes] = []
+    for row in rows:
+        plan = compile_plan(row)
+        shapes[plan.digest] = plan.shape
+        monitors += [row["id"], plan.plan, phase_ms(row["id"], row["interval_ms"]),
+                     row["revision"], rules_json(row)]
+    return [len(shapes), *(part for pair in shapes.items() for part in pair), *monitors]
 
 
 class MonitorSync:
@@ -78,22 +98,24 @@ class MonitorSync:
 
     async def _upsert(self, rows: Sequence[asyncpg.Record]) -> int:
         """Write plans in batches of SYNC_BATCH, each batch with the shapes its plans name;
-        the next batch is compiled while Redis runs the last one."""
-        pending: asyncio.Task[object] | None = None
-        for start in range(0, len(rows), SYNC_BATCH):
-            shapes: dict[bytes, bytes] = {}
-            monitors: list[str | int | bytes] = []
-            for row in rows[start:start + SYNC_BATCH]:
-                plan = compile_plan(row)
-                shapes[plan.digest] = plan.shape
-                monitors += [row["id"], plan.plan, phase_ms(row["id"], row["interval_ms"]),
-                             row["revision"], rules_json(row)]
-            if pending is not None:
-                await pending
-            pending = asyncio.ensure_future(self._sync(keys=self._script_keys, args=[
-                len(shapes), *(part for pair in shapes.items() for part in pair), *monitors]))
-        if pending is not None:
-            await pending
+        the next batch is compiled while Redis runs the last ones. Batches hold different
+        monitors and each call is atomic, so the order Redis runs them in does not matter."""
+        pending: collections.deque[asyncio.Task[object]] = collections.deque()
+        try:
+            for start in range(0, len(rows), SYNC_BATCH):
+                args = _sync_args(rows[start:start + SYNC_BATCH])
+                if len(pending) == IN_FLIGHT:
+                    await pending.popleft()
+                pending.append(asyncio.ensure_future(self._sync(keys=self._script_keys,
+                                                                args=args)))
+                # Compiling runs without a pause: let the task send its call first, or it would
+                # wait for the next batch to be compiled and Redis would idle meanwhile.
+                await asyncio.sleep(0)
+            for task in pending:
+                await task
+        finally:
+            for task in pending:  # the calls still out when one failed
+                task.cancel()
         return len(rows)
 
     async def _remove(self, removed: dict[str, int]) -> int:
@@ -125,9 +147,9 @@ class MonitorSync:
         stale = [mid for mid, rev in wanted.items() if held.get(mid) != rev]
         stale += await self._undue([mid for mid in wanted if held.get(mid) == wanted[mid]])
         upserted = 0
-        for start in range(0, len(stale), 5_000):
-            upserted += await self._upsert(
-                await store.plan_rows(self.pool, stale[start:start + 5_000], self.shard))
+        async with aclosing(self._plan_rows(stale)) as chunks:
+            async for rows in chunks:
+                upserted += await self._upsert(rows)
         planned: list[bytes] = await self.r.hkeys(self.keys.plan)  # type: ignore[assignment]
         in_redis = held.keys() | {k.decode() for k in planned}
         gone = list(in_redis - wanted.keys())
@@ -139,6 +161,23 @@ class MonitorSync:
         metrics.MONITORS.set(len(wanted))
         if upserted or removed:
             log.info("monitors synced", upserted=upserted, removed=removed, cause="reconcile")
+
+    async def _plan_rows(self, ids: list[str]) -> AsyncGenerator[list[asyncpg.Record]]:
+        """The plan rows of `ids`, FETCH_CHUNK at a time, each chunk read from Postgres while
+        the last one is written to Redis."""
+        chunks = [ids[start:start + FETCH_CHUNK] for start in range(0, len(ids), FETCH_CHUNK)]
+        ahead: asyncio.Task[list[asyncpg.Record]] | None = None
+        try:
+            for chunk in chunks:
+                last, ahead = ahead, asyncio.ensure_future(
+                    store.plan_rows(self.pool, chunk, self.shard))
+                if last is not None:
+                    yield await last
+            if ahead is not None:
+                yield await ahead
+        finally:
+            if ahead is not None:
+                ahead.cancel()
 
     async def _undue(self, ids: list[str]) -> list[str]:
         """Of monitors whose plan is current, the ones with no due entry (Redis lost it)."""

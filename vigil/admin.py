@@ -111,14 +111,21 @@ async def warn_unserved(redis_url: str, keys: Keys, regions: set[str]) -> None:
         print(f"warning: region {region!r}: no executor serves it now", file=sys.stderr)
 
 
+# Monitors `vigil monitors list` reads from Postgres at a time.
+LIST_PAGE = 1_000
+
+
 async def list_monitors(pool: asyncpg.Pool, tag: str | None) -> None:
-    rows = await store.list_all(pool, tag)
+    """Printed a page at a time (store.page), so a million monitors are never all in memory."""
     status = await store.latest_status(pool)
     print(f"{'ID':32} {'KIND':9} {'INTERVAL':>9} {'STATE':7} {'SOURCE':6} STATUS")
-    for r in rows:
-        state = "active" if r["enabled"] else "paused"
-        print(f"{r['id']:32} {r['kind']:9} {r['interval_ms'] / 1000:>8g}s {state:7} "
-              f"{r['source']:6} {status.get(r['id'], '-')}")
+    after = ""
+    while rows := await store.page(pool, LIST_PAGE, after, tag):
+        for r in rows:
+            state = "active" if r["enabled"] else "paused"
+            print(f"{r['id']:32} {r['kind']:9} {r['interval_ms'] / 1000:>8g}s {state:7} "
+                  f"{r['source']:6} {status.get(r['id'], '-')}")
+        after = rows[-1]["id"]
 
 
 async def show(pool: asyncpg.Pool, monitor_id: str) -> None:

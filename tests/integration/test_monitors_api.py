@@ -10,10 +10,12 @@ from engine import store
 from engine.clock import redis_ms
 from engine.events import CheckDue
 from engine.streams import event_of
+from executors.kinds import SCHEMA
 from scheduler.dispatch import Dispatcher
 from scheduler.service import Scheduler
 from scheduler.sync import CHANNEL
-from tests.support.helpers import put_plan, running, wait_for
+from tests.support.helpers import put_plan, running, store_monitors, wait_for
+from vigil import admin
 
 WEB = {"id": "web", "kind": "http", "interval": "1s", "timeout": "500ms", "tags": ["shop"],
        "http": {"url": "http://127.0.0.1:9/a"}}
@@ -161,3 +163,60 @@ async def test_a_critical_monitor_through_the_api(api, r, keys, pool):
     body = await resp.json()
     assert ("critical" in body, body["version"]) == (False, 3)  # a definition without it
     assert "critical" not in orjson.loads(await pool.fetchval("SELECT spec::text FROM monitors"))
+
+
+async def _walk(api, url: str) -> list[list[str]]:
+    """The ids of every page from `url` on, by each page's `next`."""
+    pages: list[list[str]] = []
+    while url:
+        resp = await api.get(url)
+        assert resp.status == 200, await resp.text()
+        body = await resp.json()
+        pages.append([m["id"] for m in body["monitors"]])
+        url = body["next"]
+    return pages
+
+
+async def test_the_listing_pages_by_id_to_the_last_monitor(api, pool):
+    """Keyset pages (issue 12): each monitor once, in id order, whatever order they were
+    written in; `next` is null on the last page, also when it is full."""
+    ids = [f"m{n:02d}" for n in (5, 0, 3, 6, 1, 4, 2)]
+    await store_monitors(pool, SCHEMA.parse([{**WEB, "id": i} for i in ids]), "api")
+    assert await _walk(api, "/api/v1/monitors?limit=3") == [
+        ["m00", "m01", "m02"], ["m03", "m04", "m05"], ["m06"]]
+    assert await _walk(api, "/api/v1/monitors?limit=7") == [sorted(ids)]
+    assert await _walk(api, "/api/v1/monitors") == [sorted(ids)]  # the default page holds them
+    assert await _walk(api, "/api/v1/monitors?after=m04") == [["m05", "m06"]]
+
+
+async def test_the_tag_filter_holds_on_every_page(api, pool):
+    tagged = [{**WEB, "id": f"m{n:02d}", "tags": ["shop"] if n % 3 else ["blog"]}
+              for n in range(10)]
+    await store_monitors(pool, SCHEMA.parse(tagged), "api")
+    pages = await _walk(api, "/api/v1/monitors?tag=shop&limit=2")
+    assert pages == [["m01", "m02"], ["m04", "m05"], ["m07", "m08"]]
+    assert await _walk(api, "/api/v1/monitors?limit=3&tag=blog") == [["m00", "m03", "m06"],
+                                                                      ["m09"]]
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("limit=0", "limit"), ("limit=1001", "limit"), ("limit=ten", "limit"), ("limit=", "limit"),
+    ("limit=-1", "limit"), ("after=no%20such%20id", "after"), ("after=-x", "after")])
+async def test_a_bad_page_query_is_a_422_naming_it(api, query, field):
+    resp = await api.get(f"/api/v1/monitors?{query}")
+    assert resp.status == 422
+    [error] = (await resp.json())["errors"]
+    assert error["field"] == field
+
+
+async def test_vigil_monitors_list_prints_every_page(pool, clean, capsys, monkeypatch):
+    """`vigil monitors list` reads Postgres a page at a time (store.page): every monitor is
+    printed once, in id order, across pages, and the tag filter holds on each."""
+    monkeypatch.setattr(admin, "LIST_PAGE", 2)
+    monitors = [{**WEB, "id": f"m{n}", "tags": ["shop"] if n % 2 else []} for n in range(5)]
+    await store_monitors(pool, SCHEMA.parse(monitors), "api")
+    await admin.list_monitors(pool, None)
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert listed == ["m0", "m1", "m2", "m3", "m4"]
+    await admin.list_monitors(pool, "shop")
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == ["m1", "m3"]
