@@ -39,20 +39,19 @@ from redis.exceptions import RedisError
 
 from engine import queue
 from engine.clock import redis_ms
-from engine.connections import redis_client
 from engine.events import CheckDue
 from engine.keys import CLICKHOUSE_GROUP, EVALUATOR_GROUP, EXECUTOR_GROUP, STATUS_GROUP, Keys
 from engine.shards import Layout
 from engine.streams import ensure_group, event_of
 from tests.support.helpers import free_port, wait_for
 from tests.support.pipeline import Stack, drained, expected, monitors_file, stack_env
-from tests.support.redis_cluster import LocalCluster, cluster
+from tests.support.redis_cluster import LocalCluster, cluster, cr
 
 # redis-py's cluster client leaves a socket to the killed master for the collector to close
 # (a ResourceWarning at an unpredictable moment); every other warning still fails the test.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90),
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
-__all__ = ["cluster"]  # the fixture, imported for pytest to find
+__all__ = ["cluster", "cr"]  # the fixtures, imported for pytest to find
 
 SHARDS = 6
 LAYOUT = Layout.of(SHARDS, [str(i) for i in range(SHARDS)])
@@ -65,13 +64,6 @@ WATCH_BLOCK_MS = 200
 WATCH_GROUP = "test-watch"
 
 
-@pytest.fixture
-async def cr(cluster: LocalCluster) -> AsyncIterator[aioredis.Redis]:
-    """The cluster client Vigil's roles get, on empty masters."""
-    client = redis_client(cluster.url)
-    await client.flushall()
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ What does not work on a cluster yet is a strict xfail naming its owner."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -36,10 +35,10 @@ from scheduler.sync import MonitorSync
 from sinks.clickhouse import ClickHouseSink
 from sinks.status import StatusSink
 from tests.support.helpers import check_result, running, store_monitors, wait_for
-from tests.support.redis_cluster import LocalCluster, cluster
+from tests.support.redis_cluster import LocalCluster, cluster, cr
 
 pytestmark = pytest.mark.timeout(120)
-__all__ = ["cluster"]  # the fixture, imported for pytest to find
+__all__ = ["cluster", "cr"]  # the fixtures, imported for pytest to find
 
 SHARDS = 6
 SHARD_KEYS = [Keys(s) for s in all_shards(SHARDS)]
@@ -50,13 +49,6 @@ MONITORS = 24
 FRESH_CLIENTS = 200
 
 
-@pytest.fixture
-async def cr(cluster: LocalCluster) -> AsyncIterator[aioredis.Redis]:
-    """The cluster client Vigil's roles get, on empty masters."""
-    client = redis_client(cluster.url)
-    await client.flushall()
-    yield client
-    await client.aclose()
 
 
 def http_monitors(target: str, count: int = MONITORS) -> list[dict[str, Any]]:

@@ -14,14 +14,16 @@ import contextlib
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from redis.crc import key_slot
 
+from engine.connections import redis_client
 from engine.keys import Keys
 from tests.support.helpers import free_port
 from vigil.embedded import RedisServer
@@ -211,3 +213,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A cluster for a test module: a test that kills a master revives it before it ends."""
     with local_cluster(tmp_path_factory.mktemp("cluster")) as c:
         yield c
+
+
+@pytest.fixture
+async def cr(cluster: LocalCluster) -> AsyncIterator[aioredis.Redis]:
+    """The cluster client Vigil's roles get, on empty masters."""
+    client = redis_client(cluster.url)
+    await client.flushall()
+    yield client
+    await client.aclose()
