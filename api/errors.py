@@ -11,6 +11,8 @@ import orjson
 import structlog
 from aiohttp import web
 
+from engine.queue import page_size
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = structlog.get_logger(component="api")
 
@@ -43,6 +45,14 @@ def unprocessable(what: str, problems: list[tuple[str, str]]) -> web.HTTPExcepti
 def invalid(what: str, field: str, message: str) -> web.HTTPException:
     """A 422 naming one field."""
     return unprocessable(what, [(field, message)])
+
+
+def page_limit(request: web.Request, default: int) -> int:
+    """A listing's `?limit=` (engine.queue.page_size), or a 422 naming `limit`."""
+    try:
+        return page_size(request.query.get("limit", str(default)))
+    except ValueError as exc:
+        raise invalid("query", "limit", str(exc)) from None
 
 
 async def json_object(request: web.Request, what: str) -> dict[str, Any]:

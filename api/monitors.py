@@ -22,9 +22,17 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from api.auth import requires
-from api.errors import Handler, invalid, json_error, json_object, json_response, unprocessable
+from api.errors import (
+    Handler,
+    invalid,
+    json_error,
+    json_object,
+    json_response,
+    page_limit,
+    unprocessable,
+)
 from api.state import PG, SCHEMA
-from engine import queue, store
+from engine import store
 from engine.monitors import ID_PATTERN, MonitorBase, field_errors
 from engine.secrets import Keyring, SecretError
 
@@ -85,10 +93,7 @@ async def create(request: web.Request) -> web.Response:
 
 def _page_query(request: web.Request) -> tuple[int, str]:
     """`?limit=` and `?after=` of a listing, or a 422 naming the one that is wrong."""
-    try:
-        limit = queue.page_size(request.query.get("limit", str(PAGE_DEFAULT)))
-    except ValueError as exc:
-        raise invalid("query", "limit", str(exc)) from None
+    limit = page_limit(request, PAGE_DEFAULT)
     after = request.query.get("after", "")
     if after and not re.fullmatch(ID_PATTERN, after):
         raise invalid("query", "after", f"{after!r} is not a monitor id (the `next` of a page "

@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 
 from api.auth import requires, token_name
-from api.errors import Handler, invalid, json_error, json_response
+from api.errors import Handler, invalid, json_error, json_response, page_limit
 from api.state import REDIS, SHARDS
 from engine import queue
 from engine.service import OUTAGES, Outage
@@ -96,10 +96,7 @@ async def health(request: web.Request) -> web.Response:
 @requires("admin")
 @_reaching_redis
 async def list_dead_letters(request: web.Request) -> web.Response:
-    try:
-        limit = queue.page_size(request.query.get("limit", str(PAGE_DEFAULT)))
-    except ValueError as exc:
-        raise invalid("query", "limit", str(exc)) from None
+    limit = page_limit(request, PAGE_DEFAULT)
     after = request.query.get("after")
     dead = _dead_letters(request)
     page = await dead.page(limit, None if after is None else _dead_letter_id(after, "after"))

@@ -286,7 +286,8 @@ def region_of(text: str) -> str:
 
 
 def page_size(text: str) -> int:
-    """How many dead letters to list, as a client gives it; a ValueError says what fits."""
+    """How many entries a listing (dead letters, monitors) gives, as a client asks it; a
+    ValueError says what fits."""
     if not text.isdigit() or not 1 <= int(text) <= PAGE_MAX:
         raise ValueError(f"expected a whole number from 1 to {PAGE_MAX}")
     return int(text)

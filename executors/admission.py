@@ -100,15 +100,6 @@ class Ready(Generic[T]):
         self._waiting -= len(out)
         return out
 
-    def drop_all(self) -> list[T]:
-        """Everything not started (the executor stops): it stays pending in Redis."""
-        left = [*self._critical, *self._normal, *(i for a in self._aside.values() for i in a)]
-        self._critical.clear()
-        self._normal.clear()
-        self._aside.clear()
-        self._waiting = 0
-        return left
-
 
 @dataclass(slots=True)
 class Shedding:

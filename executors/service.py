@@ -11,10 +11,9 @@ share (executors.ceiling), taken for a whole read batch at once. A check picked 
 deadline, or held by the ceiling until it passes, is `expired` without running; so is one
 that would start more than VIGIL_LAG_TARGET_MS after its slot while the executor is behind
 (executors.admission.Shedding): above its limits an executor runs what it can on time
-instead of running everything late. Results are
-written and acknowledged together (streams.Completions), batched, on the shard the check came
-from. A sweeper claims entries stalled past max timeout + grace from peers whose heartbeats
-stopped.
+instead of running everything late. Results are written and acknowledged together
+(streams.Completions), batched, on the shard the check came from. A sweeper claims entries
+stalled past max timeout + grace from peers whose heartbeats stopped.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from engine.guard import REFRESH_S, Guard
 from engine.keys import Keys
 from engine.service import every
 from engine.settings import Settings
+from engine.shards import listed
 from engine.streams import Delivery, event_of
 from executors.admission import Ready, Slot, Timeouts, host_of
 from executors.base import Context, failed
@@ -87,7 +87,7 @@ class Executor:
         # Expiry and the result's times are Redis time: a fast host clock must not expire a
         # check that is on time, nor a slow one run a check past its deadline.
         self.clock = clock or RedisClock(r)
-        shards = [keys] if isinstance(keys, Keys) else list(keys)
+        shards = listed(keys)
         self.guard = Guard(settings, nodes=lambda: cluster_nodes(r))
         self.checker = Checker(Context(r, shards[0], guard=self.guard))
         self.lanes = [Lane(r, k, settings, replace(self.checker.ctx, keys=k)) for k in shards]
@@ -193,14 +193,15 @@ class Executor:
         started = self.clock.now_ms()
         lag = started - due.scheduled_ms
         if started >= due.deadline_ms:
+            late = "past its deadline"
+        elif work.lane.shedding.sheds(lag, work.critical):
+            late = ("while this executor was behind "
+                    f"(VIGIL_LAG_TARGET_MS {self.settings.lag_target_ms})")
+        else:
+            late = ""
+        if late:
             self._tokens += 1  # not started: its token serves the next check
-            self._expire(work, started, f"picked up {lag} ms after its slot, past its deadline")
-            return
-        if work.lane.shedding.sheds(lag, work.critical):
-            self._tokens += 1
-            self._expire(work, started, f"picked up {lag} ms after its slot while this executor "
-                                        f"was behind (VIGIL_LAG_TARGET_MS "
-                                        f"{self.settings.lag_target_ms})")
+            self._expire(work, started, f"picked up {lag} ms after its slot, {late}")
             return
         work.lane.shedding.started(lag, time.monotonic())
         obs = await self._observe(slot, work.lane, due)
@@ -446,7 +447,7 @@ class Executor:
         self._stopping = True
         self._room.set()  # a reader waiting for room sees the stop
         self._wanted.set()  # and the ceiling's meter
-        self._ready.drop_all()
+        self._ready.remove(lambda _: True)  # not started: they stay pending in Redis
         while self._idle:
             self._idle.popleft().set_result(None)
         workers = [slot.task for slot in self._slots if slot.task is not None]

@@ -94,12 +94,12 @@ def test_remove_takes_out_what_it_picks_wherever_it_waits() -> None:
     assert len(ready) == 0
 
 
-def test_drop_all_returns_every_check_not_started() -> None:
+def test_removing_all_returns_every_check_not_started() -> None:
     ready: Ready[Item] = Ready(per_host=1)
     for item in (Item("a0"), Item("a1"), Item("a2"), Item("b0", host="b"), Item("b1", host="b")):
         ready.push(item)
     assert popped(ready) == ["a0", "b0"]
-    assert sorted(item.name for item in ready.drop_all()) == ["a1", "a2", "b1"]
+    assert sorted(item.name for item in ready.remove(lambda _: True)) == ["a1", "a2", "b1"]
     assert len(ready) == 0
     assert ready.pop() is None
 
