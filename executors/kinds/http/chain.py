@@ -74,7 +74,7 @@ async def exchange(spec: HttpSpec, first: Hop, ctx: Context, tls: ssl.SSLContext
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
     hop = first
-    seen = {hop.key}
+    seen: set[tuple[str, str]] = set()  # filled as redirects are followed: most checks have none
     expiry: int | None = None
     redirects = 0
     while True:
@@ -90,8 +90,8 @@ async def exchange(spec: HttpSpec, first: Hop, ctx: Context, tls: ssl.SSLContext
             raise FetchError("redirects", f"more than {spec.max_redirects} redirects",
                              response.status)
         redirects += 1
+        seen.add(hop.key)
         hop = _next_hop(hop, response.status, location)
         if hop.key in seen:
             raise FetchError("redirects", f"redirect loop: back to {hop.key[1]}",
                              response.status)
-        seen.add(hop.key)
