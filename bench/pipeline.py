@@ -31,6 +31,7 @@ Run (from the repository root, venv active):
     python bench/pipeline.py                                     # 10,000 monitors, 10 s, 60 s
     python bench/pipeline.py --sweep 1000,1500,2000               # offered checks/s per run
     python bench/pipeline.py --target nginx                       # nginx as the HTTP target
+    python bench/pipeline.py --target-delay-ms 100 --concurrency 256  # a target 100 ms away
 The figures are printed and written as JSON to bench/out/pipeline-<timestamp>.json.
 """
 
@@ -87,6 +88,7 @@ class Config(Offered):
     concurrency: int
     timeout_ms: int
     target: str
+    target_delay_ms: float
     drain_timeout_s: float
     keep: bool
     evaluator: bool
@@ -112,7 +114,7 @@ class Run(ProcessGroup):
         self.cfg = cfg
         self.workdir = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
         super().__init__(self.workdir, "pipeline")
-        self.stack = Stack(self.workdir, cfg.target)
+        self.stack = Stack(self.workdir, cfg.target, target_delay_ms=cfg.target_delay_ms)
         self.components: list[Component] = []
         self.sampler = RssSampler(self.components)
 
@@ -261,9 +263,10 @@ def report(res: dict[str, Any]) -> str:
     c, w, rs = res["config"], res["window"], res["results"]
     rw = rs["window"]
     lf, li = rw["lag_finished_ms"], rw["lag_inserted_ms"]
+    delay = f" answering {c['target_delay_ms']:g} ms late" if c["target_delay_ms"] else ""
     lines = [
         f"Vigil pipeline: {c['executors']} executor(s) x concurrency {c['concurrency']}, "
-        f"target {c['target']}, {c['cpus']} CPUs "
+        f"target {c['target']}{delay}, {c['cpus']} CPUs "
         f"(machine busy {res['machine_cpu_busy_share']:.0%} in the window)",
         f"monitors         {c['monitors']:,}   interval {c['interval_s']:g} s   "
         f"offered {c['offered_per_s']:,.1f} checks/s",
@@ -372,6 +375,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--timeout-ms", type=int, default=None,
                     help="monitor timeout (default: min(5000, interval/2))")
     ap.add_argument("--target", choices=("python", "nginx"), default="python")
+    ap.add_argument("--target-delay-ms", type=float, default=0.0,
+                    help="python target only: each answer this long late, as a distant "
+                         "service's")
     ap.add_argument("--drain-timeout", type=float, default=120.0,
                     help="longest wait for the streams to drain after the window, s")
     ap.add_argument("--sweep", help="offered rates in checks/s, e.g. 1000,1500,2000: one run "
@@ -389,6 +395,7 @@ def config(args: argparse.Namespace, monitors: int, evaluator: bool = True) -> C
     return Config(monitors=monitors, interval_s=args.interval, duration_s=args.duration,
                   executors=args.executors, concurrency=args.concurrency,
                   timeout_ms=min(timeout, interval_ms - 1), target=args.target,
+                  target_delay_ms=args.target_delay_ms,
                   drain_timeout_s=args.drain_timeout, keep=args.keep, evaluator=evaluator)
 
 

@@ -102,9 +102,11 @@ def start_redis(workdir: Path, binary: str | None = None,
     return server
 
 
-def start_target(workdir: Path, port: int, kind: str) -> subprocess.Popen[bytes]:
+def start_target(workdir: Path, port: int, kind: str, delay_ms: float = 0.0
+                 ) -> subprocess.Popen[bytes]:
+    delay = ["--delay-ms", str(delay_ms)] if delay_ms else []
     proc = spawn([sys.executable, str(BENCH / "target.py"), "--port", str(port), "--server",
-                  kind, "--workdir", str(workdir / "nginx")], workdir / "target.log")
+                  kind, "--workdir", str(workdir / "nginx"), *delay], workdir / "target.log")
     wait_until(lambda: port_open(port) or proc.poll() is not None, 10, "target start")
     if proc.poll() is not None:
         raise BenchError(f"target exited; see {workdir / 'target.log'}")

@@ -44,9 +44,9 @@ class Stack:
     """The servers one run needs, started in `workdir`; stop() stops what was started."""
 
     def __init__(self, workdir: Path, target: str = "python", redis_binary: str | None = None,
-                 redis_args: Sequence[str] = ()) -> None:
+                 redis_args: Sequence[str] = (), target_delay_ms: float = 0.0) -> None:
         self.workdir = workdir
-        self.target_kind = target
+        self.target_kind, self.target_delay_ms = target, target_delay_ms
         self.redis_binary, self.redis_args = redis_binary, redis_args
         self.redis: RedisServer | None = None
         self.target: subprocess.Popen[bytes] | None = None
@@ -59,7 +59,8 @@ class Stack:
     def start(self) -> None:
         self.redis = start_redis(self.workdir, self.redis_binary, self.redis_args)
         self.target_port = free_port()
-        self.target = start_target(self.workdir, self.target_port, self.target_kind)
+        self.target = start_target(self.workdir, self.target_port, self.target_kind,
+                                   self.target_delay_ms)
         self.dsn = self.postgres.start()
         self.env = vigil_env(VIGIL_REDIS_URL=self.redis.url, VIGIL_POSTGRES_DSN=self.dsn,
                              VIGIL_CLICKHOUSE_URL=self.chdb_url)

@@ -7,7 +7,11 @@ target: a bare asyncio Protocol on uvloop that answers as soon as the request he
 
 Run:
     python bench/target.py --port 18080                  # asyncio Protocol on uvloop
+    python bench/target.py --port 18080 --delay-ms 50    # the same, each answer 50 ms late
     python bench/target.py --port 18080 --server nginx   # nginx (worker_processes 1)
+
+`--delay-ms` stands for a target with real latency (a service across a WAN): what a check
+holds in flight, so what concurrency an executor needs, grows with it.
 
 Binds 127.0.0.1 only. SIGTERM or Ctrl-C stops it. With `--server nginx` this process
 becomes the nginx master (exec), so its pid is the one to signal; the config, pid file and
@@ -36,11 +40,13 @@ BACKLOG = 4096
 
 
 class OkProtocol(asyncio.Protocol):
-    """Buffers until the end of the request head, answers, closes. No keep-alive, no body."""
+    """Buffers until the end of the request head, answers (`delay_s` later), closes. No
+    keep-alive, no body."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float = 0.0) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
+        self.delay_s = delay_s
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport implements asyncio.Transport without subclassing it.
@@ -50,18 +56,25 @@ class OkProtocol(asyncio.Protocol):
         assert self.transport is not None
         self.buffer += data
         if HEAD_END in self.buffer or len(self.buffer) > MAX_HEAD:
-            self.transport.write(RESPONSE)
-            self.transport.close()  # flushes the response first
             self.buffer = b""
+            if self.delay_s:
+                asyncio.get_running_loop().call_later(self.delay_s, self.answer)
+            else:
+                self.answer()
+
+    def answer(self) -> None:
+        assert self.transport is not None
+        self.transport.write(RESPONSE)
+        self.transport.close()  # flushes the response first
 
 
-async def serve(port: int, tls: ssl.SSLContext | None) -> None:
+async def serve(port: int, tls: ssl.SSLContext | None, delay_s: float) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = await loop.create_server(OkProtocol, "127.0.0.1", port, backlog=BACKLOG,
-                                      reuse_address=True, ssl=tls)
+    server = await loop.create_server(lambda: OkProtocol(delay_s), "127.0.0.1", port,
+                                      backlog=BACKLOG, reuse_address=True, ssl=tls)
     scheme = "https" if tls else "http"
     print(f"target listening on {scheme}://127.0.0.1:{port}/ (pid {os.getpid()})", flush=True)
     await stop.wait()
@@ -116,8 +129,12 @@ def main() -> None:
                     help="nginx binary")
     ap.add_argument("--tls-cert", help="python only: serve HTTPS with this PEM chain")
     ap.add_argument("--tls-key", help="python only: the certificate's PEM key")
+    ap.add_argument("--delay-ms", type=float, default=0.0,
+                    help="python only: answer each request this long after it arrived")
     args = ap.parse_args()
     if args.server == "nginx":
+        if args.delay_ms:
+            ap.error("--delay-ms: only the python server delays its answers")
         workdir = Path(args.workdir or tempfile.mkdtemp(prefix="vigil-nginx-"))
         exec_nginx(args.port, workdir.resolve(), args.nginx)
     else:
@@ -125,7 +142,7 @@ def main() -> None:
         if args.tls_cert:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.load_cert_chain(args.tls_cert, args.tls_key)
-        uvloop.run(serve(args.port, tls))
+        uvloop.run(serve(args.port, tls, args.delay_ms / 1000))
 
 
 if __name__ == "__main__":
