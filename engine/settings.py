@@ -162,7 +162,7 @@ class Settings:
     postgres_dsn: str = "postgresql://vigil@127.0.0.1:5432/vigil"
     clickhouse_url: str = "http://default@127.0.0.1:8123/default"
     region: str = "default"
-    concurrency: int = 256
+    concurrency: int = 1024
     instance_id: str = field(default_factory=default_instance_id)
     log_format: str = "console"
     # Monitors are spread over this many shards (engine.shards), each one Redis Cluster hash

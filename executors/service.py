@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import resource
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -62,7 +63,29 @@ METRICS_EVERY_S = 1.0
 # meanwhile, so one call takes several), and how often the held are looked at for deadlines.
 HOLD_MIN_S = 0.05
 HOLD_TICK_S = 0.1
+# Files a process holds besides its checks' sockets: Redis and Postgres pools, the metrics
+# server, logs, and in `vigil up` the other roles.
+FILES_BESIDE_CHECKS = 128
 log = structlog.get_logger(component="executor")
+
+
+def open_files_for(concurrency: int) -> None:
+    """Each check in flight holds a socket. Many systems start a process with a soft
+    RLIMIT_NOFILE of 1024: under that, checks past it failed to connect (EMFILE) and were
+    recorded `down`, a false alarm. A soft limit short of the concurrency is raised to the
+    hard one; if that is short too, one warning names the setting to lower."""
+    wanted = concurrency + FILES_BESIDE_CHECKS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    if hard != soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.info("open files limit raised", soft=soft, to=hard)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        log.warning("VIGIL_CONCURRENCY needs more open files than this process may have; "
+                    "checks past the limit fail to connect", concurrency=concurrency,
+                    open_files_limit=hard, needed=wanted,
+                    fix="lower VIGIL_CONCURRENCY or raise the hard limit (ulimit -Hn)")
 
 
 @dataclass(slots=True, eq=False)
@@ -409,6 +432,7 @@ class Executor:
             self._outcomes.clear()
 
     async def run(self, stop: asyncio.Event) -> None:
+        open_files_for(self.settings.concurrency)
         for lane in self.lanes:
             await lane.open()
         await self.checker.start()

@@ -55,7 +55,7 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument("--postgres-dsn", help="VIGIL_POSTGRES_DSN: postgresql://...")
     g.add_argument("--clickhouse-url", help="VIGIL_CLICKHOUSE_URL: http(s)://... or chdb:///path")
     g.add_argument("--region", help="VIGIL_REGION (default: default)")
-    g.add_argument("--concurrency", type=int, help="VIGIL_CONCURRENCY: checks at once (256)")
+    g.add_argument("--concurrency", type=int, help="VIGIL_CONCURRENCY: checks at once (1024)")
     g.add_argument("--instance-id", help="VIGIL_INSTANCE_ID (default: host-pid)")
     g.add_argument("--log-format", choices=("console", "json"), help="VIGIL_LOG_FORMAT")
     g.add_argument("--metrics-port", type=int, help="VIGIL_METRICS_PORT: serve /metrics (0: off)")

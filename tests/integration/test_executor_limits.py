@@ -5,9 +5,12 @@ shared by two executors. Every entry gets exactly one result, whatever was held 
 from __future__ import annotations
 
 import math
+import os
+import resource
 import time
 from collections import Counter
 
+import pytest
 from structlog.testing import capture_logs
 
 from engine.clock import redis_ms
@@ -20,7 +23,7 @@ from engine.shards import Layout
 from engine.streams import EVENT_FIELD, ensure_group, event_of
 from executors import admission
 from executors.ceiling import Ceiling
-from executors.service import Executor
+from executors.service import Executor, open_files_for
 from tests.support.helpers import free_port, running, wait_for
 from tests.support.kind_executor import check_due
 from tests.support.redis_cluster import LocalCluster, cluster
@@ -159,6 +162,55 @@ async def test_per_host_limit_holds_one_host_and_not_another(r, keys):
     assert {g.outcome for g in got.values()} == {"up"}
     assert len(got) == len(dues)
     assert await pending(r, keys) == 0
+
+
+@pytest.fixture
+def few_open_files():
+    """This process may open 40 more files than it holds now (its soft RLIMIT_NOFILE, as a
+    system that starts processes at 1024 would give a busy one); put back after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 40, hard))
+    yield hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_concurrency_past_the_open_files_limit_raises_it(r, keys, few_open_files):
+    """64 checks held at once by their target, each a socket at both ends in this process,
+    past a soft limit of 40 more files: the executor raises the soft limit to the hard one
+    when it starts, and every check is up. Before, the checks past it failed to connect
+    (EMFILE, "Too many open files") and were recorded down: false alarms."""
+    gate = Gate()
+    count = 64
+    async with serve_app(gate.app()) as base:
+        await put(r, keys, [http(f"m{i}", base, deadline_in_ms=60_000) for i in range(count)])
+        with capture_logs() as logs:
+            async with running(Executor(r, keys, settings("exec-files",
+                                                          VIGIL_CONCURRENCY=str(count)))):
+
+                async def all_held_or_some_failed() -> bool:
+                    return gate.holding == count or await r.xlen(keys.results) > 0
+
+                await wait_for(all_held_or_some_failed)
+                gate.let_through(count)
+                await written(r, keys, count)
+        got = await results(r, keys)
+    assert Counter(g.outcome for g in got.values()) == {"up": count}, \
+        {g.error for g in got.values()}
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == few_open_files
+    assert [e["event"] for e in logs if e["event"].startswith("open files")] == [
+        "open files limit raised"]
+
+
+def test_a_concurrency_past_the_hard_open_files_limit_is_one_warning(few_open_files):
+    """A hard limit no process may pass short of VIGIL_CONCURRENCY: the soft limit is raised
+    as far as it goes, and one warning names the setting."""
+    with capture_logs() as logs:
+        open_files_for(few_open_files)
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == few_open_files
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [(e["concurrency"], e["open_files_limit"]) for e in warnings] == [
+        (few_open_files, few_open_files)]
+    assert "VIGIL_CONCURRENCY" in warnings[0]["event"]
 
 
 async def test_ceiling_holds_two_executors_together(r, keys):

@@ -14,7 +14,7 @@ def test_defaults() -> None:
     assert settings == Settings()
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
     assert settings.region == "default"
-    assert settings.concurrency == 256
+    assert settings.concurrency == 1024
     assert settings.log_format == "console"
     assert settings.shards == 1
     assert settings.served == ("0",)
@@ -68,7 +68,7 @@ def test_clickhouse_url_schemes(url: str) -> None:
 
 
 def test_empty_integer_means_default() -> None:
-    assert Settings.from_env({"VIGIL_CONCURRENCY": ""}).concurrency == 256
+    assert Settings.from_env({"VIGIL_CONCURRENCY": ""}).concurrency == 1024
     assert Settings.from_env({"VIGIL_MAX_PER_HOST": ""}).max_per_host is None
 
 
