@@ -31,7 +31,7 @@ Run (from the repository root, venv active):
     python bench/pipeline.py                                     # 10,000 monitors, 10 s, 60 s
     python bench/pipeline.py --sweep 1000,1500,2000               # offered checks/s per run
     python bench/pipeline.py --target nginx                       # nginx as the HTTP target
-    python bench/pipeline.py --target-delay-ms 100 --concurrency 256  # a target 100 ms away
+    python bench/pipeline.py --target-delay-ms 100 --concurrency 1024  # a target 100 ms away
 The figures are printed and written as JSON to bench/out/pipeline-<timestamp>.json.
 """
 
