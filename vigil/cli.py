@@ -50,16 +50,19 @@ EXAMPLE_API = "http://127.0.0.1:8080/"
 
 def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
+    defaults = Settings()  # the help states the defaults the settings have, not copies of them
     g = p.add_argument_group("connections (override VIGIL_* variables)")
     g.add_argument("--redis-url", help="VIGIL_REDIS_URL: redis://, rediss:// or unix://")
     g.add_argument("--postgres-dsn", help="VIGIL_POSTGRES_DSN: postgresql://...")
     g.add_argument("--clickhouse-url", help="VIGIL_CLICKHOUSE_URL: http(s)://... or chdb:///path")
-    g.add_argument("--region", help="VIGIL_REGION (default: default)")
-    g.add_argument("--concurrency", type=int, help="VIGIL_CONCURRENCY: checks at once (1024)")
+    g.add_argument("--region", help=f"VIGIL_REGION (default: {defaults.region})")
+    g.add_argument("--concurrency", type=int,
+                   help=f"VIGIL_CONCURRENCY: checks at once ({defaults.concurrency})")
     g.add_argument("--instance-id", help="VIGIL_INSTANCE_ID (default: host-pid)")
     g.add_argument("--log-format", choices=("console", "json"), help="VIGIL_LOG_FORMAT")
     g.add_argument("--metrics-port", type=int, help="VIGIL_METRICS_PORT: serve /metrics (0: off)")
-    g.add_argument("--metrics-host", help="VIGIL_METRICS_HOST: its address (127.0.0.1)")
+    g.add_argument("--metrics-host",
+                   help=f"VIGIL_METRICS_HOST: its address ({defaults.metrics_host})")
     g.add_argument("--data-dir", default=DATA_DIR,
                    help="vigil up's data directory; every other command finds the servers of "
                         "a vigil up running there (default: %(default)s)")
