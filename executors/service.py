@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import resource
 import time
 from collections import Counter, deque
@@ -66,15 +67,17 @@ HOLD_TICK_S = 0.1
 # Files a process holds besides its checks' sockets: Redis and Postgres pools, the metrics
 # server, logs, and in `vigil up` the other roles.
 FILES_BESIDE_CHECKS = 128
+OPEN_FILES = "/dev/fd"  # this process's open files, one entry each (Linux and the BSDs)
 log = structlog.get_logger(component="executor")
 
 
 def open_files_for(concurrency: int) -> None:
     """Each check in flight holds a socket. Many systems start a process with a soft
     RLIMIT_NOFILE of 1024: under that, checks past it failed to connect (EMFILE) and were
-    recorded `down`, a false alarm. A soft limit short of the concurrency is raised to the
-    hard one; if that is short too, one warning names the setting to lower."""
-    wanted = concurrency + FILES_BESIDE_CHECKS
+    recorded `down`, a false alarm. A soft limit short of the files open now (in `vigil up`
+    the other roles' and chDB's) plus the concurrency is raised to the hard one; if that is
+    short too, one warning names the setting to lower."""
+    wanted = len(os.listdir(OPEN_FILES)) + concurrency + FILES_BESIDE_CHECKS
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= wanted:
         return
