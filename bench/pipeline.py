@@ -386,7 +386,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--evaluator", choices=("on", "off", "both"), default="on",
                     help="run `vigil evaluator` too; both: a run without, then one with, and "
                          "what evaluation costs")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.target_delay_ms and args.target != "python":
+        ap.error("--target-delay-ms: only the python target answers late (--target python)")
+    return args
 
 
 def config(args: argparse.Namespace, monitors: int, evaluator: bool = True) -> Config:

@@ -64,8 +64,9 @@ METRICS_EVERY_S = 1.0
 # meanwhile, so one call takes several), and how often the held are looked at for deadlines.
 HOLD_MIN_S = 0.05
 HOLD_TICK_S = 0.1
-# Files a process holds besides its checks' sockets: Redis and Postgres pools, the metrics
-# server, logs, and in `vigil up` the other roles.
+# Files a process may open after start besides its checks' sockets (its Redis and Postgres
+# pools growing, the metrics server's connections, DNS lookups); those open at start count
+# apart.
 FILES_BESIDE_CHECKS = 128
 OPEN_FILES = "/dev/fd"  # this process's open files, one entry each (Linux and the BSDs)
 log = structlog.get_logger(component="executor")

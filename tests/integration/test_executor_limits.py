@@ -23,7 +23,7 @@ from engine.shards import Layout
 from engine.streams import EVENT_FIELD, ensure_group, event_of
 from executors import admission
 from executors.ceiling import Ceiling
-from executors.service import Executor, open_files_for
+from executors.service import OPEN_FILES, Executor, open_files_for
 from tests.support.helpers import free_port, running, wait_for
 from tests.support.kind_executor import check_due
 from tests.support.redis_cluster import LocalCluster, cluster
@@ -171,7 +171,7 @@ def few_open_files():
     processes at 1024 would give a busy one); put back after."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     held = [os.open(os.devnull, os.O_RDONLY) for _ in range(200)]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 40, hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir(OPEN_FILES)) + 40, hard))
     yield hard
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     for fd in held:
